@@ -1,0 +1,29 @@
+"""fastgru: fast GRU and LSTM training and inference on the CPU.
+
+Kernels in Cython over scipy's BLAS with fused SIMD gate loops and OpenMP (fastgru.ops),
+checked against a pure-NumPy reference (fastgru.reference).
+"""
+__version__ = "0.1.0"
+
+from fastgru import ops, reference  # noqa: E402
+from fastgru._config import (  # noqa: E402
+    available_simd_levels,
+    config,
+    set_simd_level,
+    show_config,
+    simd_level,
+)
+from fastgru._config import _init_from_env  # noqa: E402
+
+_init_from_env()
+
+__all__ = [
+    "__version__",
+    "ops",
+    "reference",
+    "show_config",
+    "config",
+    "set_simd_level",
+    "simd_level",
+    "available_simd_levels",
+]

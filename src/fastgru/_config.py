@@ -1,0 +1,91 @@
+"""Run-time configuration: SIMD level (mirrored into every kernel module) and show_config()."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from typing import Any, Dict
+
+from fastgru._kernels import _gru, _lstm, _runtime
+
+_LEVELS = {"base": 0, "baseline": 0, "sse2": 0, "generic": 0, "avx2": 1, "avx512": 2}
+
+
+def set_simd_level(level: Any = None) -> str:
+    """Select the SIMD level of the gate loops: "avx512", "avx2", "base", or None for the best
+    this CPU supports (capped at what it supports). Returns the name of the level in use."""
+    if level is None or level == "auto":
+        n = -1
+    elif isinstance(level, str) and level.lower() in _LEVELS:
+        n = _LEVELS[level.lower()]
+    else:
+        raise ValueError(f"SIMD level must be one of {sorted(set(_LEVELS))} or None, got {level!r}")
+    used = _runtime.select_simd(n)
+    for mod in (_gru, _lstm):
+        mod._select_simd(used)
+    return _runtime.simd_name()
+
+
+def simd_level() -> str:
+    return _runtime.simd_name()
+
+
+def available_simd_levels() -> list:
+    return list(_runtime.SIMD_NAMES[: _runtime.simd_supported() + 1])
+
+
+def _init_from_env() -> None:
+    level = os.environ.get("FASTGRU_SIMD", "").strip() or None
+    try:
+        set_simd_level(level)
+    except ValueError:
+        set_simd_level(None)
+
+
+def config() -> Dict[str, Any]:
+    """Build and run-time facts as a dict (see show_config)."""
+    import numpy as np
+    import scipy
+
+    from fastgru import __version__, _threads
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [
+            {k: d.get(k) for k in ("internal_api", "version", "num_threads", "architecture",
+                                   "threading_layer", "filepath")}
+            for d in threadpool_info() if d.get("user_api") == "blas"
+        ]
+    except Exception as exc:  # threadpoolctl missing or failing: report, do not crash
+        blas = [{"error": str(exc)}]
+    return {
+        "fastgru": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "compiler": platform.python_compiler(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "openmp": _runtime.openmp_enabled(),
+        "omp_max_threads": _runtime.omp_max_threads(),
+        "default_n_threads": _threads.default_n_threads(),
+        "physical_cores": _threads.physical_cores(),
+        "simd_level": simd_level(),
+        "simd_available": available_simd_levels(),
+        "dtypes": ["float32", "float64"],
+        "blas": blas,
+        "blas_guard": _threads._GUARD["enabled"],
+    }
+
+
+def show_config() -> None:
+    """Print version, compiler, OpenMP and threads, SIMD level, BLAS and its threads."""
+    c = config()
+    width = max(len(k) for k in c)
+    for k, v in c.items():
+        if k == "blas":
+            for i, lib in enumerate(v):
+                print(f"{'blas[%d]' % i:<{width}}  " + ", ".join(f"{a}={b}" for a, b in lib.items()))
+        else:
+            print(f"{k:<{width}}  {v}")

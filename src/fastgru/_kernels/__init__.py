@@ -1,0 +1,1 @@
+"""Compiled kernels (Cython over scipy's BLAS, OpenMP, SIMD gate loops). Private."""

@@ -1,0 +1,39 @@
+# Design: small pieces shared by the GRU and LSTM kernels: the packed-sequence description,
+# the even split of a range over the team, and a deterministic column sum (bias gradients).
+from cython cimport floating
+
+
+cdef struct Seq:
+    int T                   # time steps
+    int B                   # batch size
+    Py_ssize_t N            # packed rows = sum of lengths
+    const int* bsz          # bsz[t]: rows active at step t (batch sorted by length, descending)
+    const Py_ssize_t* off   # off[t]: first packed row of step t
+
+
+cdef inline void split(Py_ssize_t n, int tid, int team, int* a0, int* a1) noexcept nogil:
+    """Thread tid's share [a0, a1) of range(n), n < 2^31."""
+    a0[0] = <int>(n * tid // team)
+    a1[0] = <int>(n * (tid + 1) // team)
+
+
+cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int c1,
+                             floating* out, int accumulate) noexcept nogil:
+    """out[c0:c1] (+)= m[:, c0:c1].sum(0) for m of shape (N, C).
+
+    Sums in double, rows in order: the result does not depend on the thread count."""
+    cdef double acc[64]
+    cdef int a = c0, j, w
+    cdef Py_ssize_t n
+    cdef const floating* row
+    while a < c1:
+        w = c1 - a if c1 - a < 64 else 64
+        for j in range(w):
+            acc[j] = out[a + j] if accumulate else 0.0
+        for n in range(N):
+            row = m + n * C + a
+            for j in range(w):
+                acc[j] += row[j]
+        for j in range(w):
+            out[a + j] = <floating>acc[j]
+        a += w

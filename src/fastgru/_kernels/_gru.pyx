@@ -1,0 +1,335 @@
+# cython: language_level=3
+"""GRU layer kernels: forward (training or inference) and backward, over a packed batch.
+
+Design
+  What: one GRU layer with D directions (1, or 2 for bidirectional) over a batch of sequences
+    stored packed, as PyTorch's PackedSequence: the batch is sorted by length (descending), step
+    t works on its first bsz[t] rows, which sit at packed rows off[t] .. off[t] + bsz[t] - 1.
+    Padding is never computed on; without lengths the packing is the identity (no copy).
+  Layout (N = sum of lengths; G = 3H; row-major):
+    x     (N, I)             packed input
+    w_ih  (D, G, I), w_hh (D, G, H)   PyTorch layout, gate rows r|z|n
+    bias  (D, 4H)            folded: [b_ir+b_hr | b_iz+b_hz | b_in | b_hn] (reset after) or
+                             [b_ir+b_hr | b_iz+b_hz | b_in+b_hn | 0] (reset before)
+    h     (D, B, H)          state, sorted-batch order: h0 in, h_n out (updated in place)
+    y     (N, D*H)           packed output; direction d owns columns d*H .. d*H + H - 1
+    gx    (N, D*G)           x W_ih^T of both directions, one GEMM before the time loop
+    cache (N, D*4H)          training only: r|z|hn|n (reset after) or r|z|rh|n (reset before)
+    hprev (N, D*H)           training only: h_{t-1} of every packed row
+  GEMMs: forward = one input GEMM + one recurrent GEMM per step (two with reset before);
+    backward = one GEMM per step (dh += dG W_hh; reset before: two) and, after the reversed
+    loop, large GEMMs for dx, dW_ih, dW_hh over all N rows.
+  Threads: one OpenMP team runs everything. Big GEMMs are split by rows across the team (BLAS
+    is kept single-threaded by the caller: OpenBLAS's pool beside ours was measured 29x slower).
+    The recurrence is split into tasks (direction, row block): each thread runs whole time loops
+    for its tasks, with no barrier per step. Work is assigned by thread number modulo the team
+    actually obtained, so a smaller team (or a build without OpenMP) still does everything.
+  Kernels never allocate, raise or touch Python objects; they run with FTZ/DAZ set and restore
+  the caller's floating-point mode. The caller (fastgru/ops.py, fastgru/_plan.py) guarantees
+  consistent shapes, contiguous buffers and sizes below 2^31.
+"""
+from libc.string cimport memcpy, memset
+from cython.parallel cimport parallel
+from cython cimport floating
+
+from fastgru._kernels._blas cimport gemm
+from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
+from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
+                                     gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
+                                     gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
+from fastgru._kernels._common cimport Seq, split, colsum_rows
+
+
+def _select_simd(int level):
+    """Select this module's SIMD level (-1: best supported); returns the level used."""
+    return fg_simd_select(level)
+
+
+cdef struct Layer:
+    int nI, H, D, reset_after, training, accumulate
+    const void* x
+    const void* w_ih
+    const void* w_hh
+    const void* bias
+    void* h
+    void* y
+    void* gx
+    void* cache
+    void* hprev
+    void* scratch
+    Py_ssize_t scratch_stride
+    const int* rev
+    const int* tasks
+    int ntasks
+    # backward only
+    const void* dy
+    void* dh
+    void* dgx
+    void* dgh
+    void* dx
+    void* dw_ih
+    void* dw_hh
+    void* db_ih
+    void* db_hh
+
+
+# ------------------------------------------------------------------------------------------
+# Forward
+
+
+cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) noexcept nogil:
+    """Time loop of one task: direction d, batch rows r0 .. r1-1 (sorted order)."""
+    cdef int d = L.tasks[3 * k], r0 = L.tasks[3 * k + 1], r1 = L.tasks[3 * k + 2]
+    cdef int H = L.H, G = 3 * L.H, D = L.D, B = S.B
+    cdef int s, t, i, nb
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * H
+    cdef const floating* b = <const floating*>L.bias + <Py_ssize_t>d * 4 * H
+    cdef floating* hs = <floating*>L.h + (<Py_ssize_t>d * B + r0) * H
+    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
+    cdef floating* ghn = scr + <Py_ssize_t>B * 4 * H
+    cdef const floating* gxp
+    cdef floating* yp
+    cdef floating* cp = NULL
+    cdef floating* hp
+    cdef floating* gh
+    cdef int ldgx = D * G, ldy = D * H, ldc = D * 4 * H, ldgh
+    cdef floating one = 1, zero = 0
+    for s in range(S.T):
+        t = S.T - 1 - s if L.rev[d] else s
+        nb = min(r1, S.bsz[t]) - r0
+        if nb <= 0:
+            continue
+        row = S.off[t] + r0
+        gxp = <const floating*>L.gx + row * ldgx + d * G
+        yp = <floating*>L.y + row * ldy + d * H
+        if L.training:
+            cp = <floating*>L.cache + row * ldc + d * 4 * H
+            hp = <floating*>L.hprev + row * ldy + d * H
+            for i in range(nb):
+                memcpy(hp + <Py_ssize_t>i * ldy, hs + <Py_ssize_t>i * H, H * sizeof(floating))
+            gh = cp
+            ldgh = ldc
+        else:
+            gh = scr
+            ldgh = 4 * H
+        if L.reset_after:
+            # gh[nb, 3H] = h[nb, H] @ W_hh[3H, H].T      (all three gates, one GEMM)
+            gemm(c'N', c'T', nb, G, H, one, hs, H, w_hh, H, zero, gh, ldgh)
+            gru_fwd_ra(nb, H, gxp, ldgx, gh, ldgh, b, hs, H, yp, ldy, cp, ldc)
+        else:
+            # gh[nb, 2H] = h[nb, H] @ W_h{r,z}[2H, H].T
+            gemm(c'N', c'T', nb, 2 * H, H, one, hs, H, w_hh, H, zero, gh, ldgh)
+            gru_fwd_rb1(nb, H, gxp, ldgx, gh, ldgh, b, hs, H, gh, ldgh)
+            # ghn[nb, H] = (r*h)[nb, H] @ W_hn[H, H].T
+            gemm(c'N', c'T', nb, H, H, one, gh + 2 * H, ldgh, w_hh + 2 * H * H, H, zero, ghn, H)
+            gru_fwd_rb2(nb, H, gxp, ldgx, ghn, H, b, gh, ldgh, hs, H, yp, ldy,
+                        (cp + 3 * H) if L.training else NULL, ldc)
+
+
+cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k, r0, r1
+    cdef int GD = 3 * L.H * L.D
+    cdef floating one = 1, zero = 0
+    cdef unsigned long long fp = fg_fp_enter()
+    # gx[N, D*3H] = x[N, I] @ W_ih[D*3H, I].T   (rows split across the team)
+    split(S.N, tid, team, &r0, &r1)
+    gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
+         <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+    fg_barrier()
+    k = tid
+    while k < L.ntasks:
+        _fwd_task(L, S, k, tid, _t)
+        k += team
+    fg_fp_exit(fp)
+
+
+def forward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
+            const floating[:, :, ::1] w_hh, const floating[:, ::1] bias,
+            floating[:, :, ::1] h, floating[:, ::1] y, floating[:, ::1] gx,
+            floating[:, ::1] cache, floating[:, ::1] hprev, floating[:, ::1] scratch,
+            const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
+            const int[:, ::1] tasks, bint reset_after, int n_threads):
+    """Run one GRU layer forward; see the module docstring for the layout.
+
+    cache/hprev: None for inference. scratch: (threads, B*5H) per-thread workspace.
+    """
+    cdef Layer L
+    cdef Seq S
+    memset(&L, 0, sizeof(L))
+    S.T = bsz.shape[0]
+    S.B = h.shape[1]
+    S.N = x.shape[0]
+    S.bsz = &bsz[0]
+    S.off = &off[0]
+    L.nI = x.shape[1]
+    L.H = h.shape[2]
+    L.D = h.shape[0]
+    L.reset_after = reset_after
+    L.training = cache is not None
+    L.x = &x[0, 0]
+    L.w_ih = &w_ih[0, 0, 0]
+    L.w_hh = &w_hh[0, 0, 0]
+    L.bias = &bias[0, 0]
+    L.h = &h[0, 0, 0]
+    L.y = &y[0, 0]
+    L.gx = &gx[0, 0]
+    if L.training:
+        L.cache = &cache[0, 0]
+        L.hprev = &hprev[0, 0]
+    L.scratch = &scratch[0, 0]
+    L.scratch_stride = scratch.shape[1]
+    L.rev = &rev[0]
+    L.tasks = &tasks[0, 0]
+    L.ntasks = tasks.shape[0]
+    with nogil:
+        if n_threads <= 1:
+            _fwd_team(&L, &S, &x[0, 0])
+        else:
+            with parallel(num_threads=n_threads):
+                _fwd_team(&L, &S, &x[0, 0])
+
+
+# ------------------------------------------------------------------------------------------
+# Backward
+
+
+cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) noexcept nogil:
+    """Reversed time loop of one task; fills dgx (and dgh) rows, carries dh in place."""
+    cdef int d = L.tasks[3 * k], r0 = L.tasks[3 * k + 1], r1 = L.tasks[3 * k + 2]
+    cdef int H = L.H, G = 3 * L.H, D = L.D, B = S.B
+    cdef int s, t, nb
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * H
+    cdef floating* dh = <floating*>L.dh + (<Py_ssize_t>d * B + r0) * H
+    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
+    cdef const floating* cp
+    cdef const floating* hp
+    cdef const floating* dyp
+    cdef floating* dgxp
+    cdef floating* dghp
+    cdef int ldg = D * G, ldy = D * H, ldc = D * 4 * H
+    cdef floating one = 1, zero = 0
+    for s in range(S.T):
+        t = s if L.rev[d] else S.T - 1 - s
+        nb = min(r1, S.bsz[t]) - r0
+        if nb <= 0:
+            continue
+        row = S.off[t] + r0
+        cp = <const floating*>L.cache + row * ldc + d * 4 * H
+        hp = <const floating*>L.hprev + row * ldy + d * H
+        dyp = (<const floating*>L.dy + row * ldy + d * H) if L.dy != NULL else NULL
+        dgxp = <floating*>L.dgx + row * ldg + d * G
+        if L.reset_after:
+            dghp = <floating*>L.dgh + row * ldg + d * G
+            gru_bwd_ra(nb, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg, dghp, ldg)
+            # dh[nb, H] += dgh[nb, 3H] @ W_hh[3H, H]
+            gemm(c'N', c'N', nb, H, G, one, dghp, ldg, w_hh, H, one, dh, H)
+        else:
+            gru_bwd_rb1(nb, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg)
+            # drh[nb, H] = dan[nb, H] @ W_hn[H, H]
+            gemm(c'N', c'N', nb, H, H, one, dgxp + 2 * H, ldg, w_hh + 2 * H * H, H, zero, scr, H)
+            gru_bwd_rb2(nb, H, cp, ldc, hp, ldy, scr, H, dh, H, dgxp, ldg)
+            # dh[nb, H] += [dar|daz][nb, 2H] @ W_h{r,z}[2H, H]
+            gemm(c'N', c'N', nb, H, 2 * H, one, dgxp, ldg, w_hh, H, one, dh, H)
+
+
+cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k, d, a0, a1
+    cdef int H = L.H, G = 3 * L.H, D = L.D, nI = L.nI, GD = 3 * L.H * L.D
+    cdef floating one = 1, zero = 0
+    cdef floating beta = one if L.accumulate else zero
+    cdef const floating* dgh
+    cdef const floating* hsrc
+    cdef unsigned long long fp = fg_fp_enter()
+    k = tid
+    while k < L.ntasks:
+        _bwd_task(L, S, k, tid, _t)
+        k += team
+    fg_barrier()
+    # dx[N, I] = dgx[N, D*3H] @ W_ih[D*3H, I]       (both directions summed by the GEMM)
+    split(S.N, tid, team, &a0, &a1)
+    gemm(c'N', c'N', a1 - a0, nI, GD, one, <const floating*>L.dgx + <Py_ssize_t>a0 * GD, GD,
+         <const floating*>L.w_ih, nI, zero, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
+    # dW_ih[D*3H, I] (+)= dgx[N, D*3H].T @ x[N, I]
+    split(GD, tid, team, &a0, &a1)
+    gemm(c'T', c'N', a1 - a0, nI, S.N, one, <const floating*>L.dgx + a0, GD,
+         <const floating*>L.x, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI, nI)
+    for d in range(D):
+        split(G, tid, team, &a0, &a1)
+        dgh = (<const floating*>L.dgh if L.reset_after else <const floating*>L.dgx) + d * G
+        if L.reset_after or a1 <= 2 * H:
+            # dW_hh[d][3H, H] (+)= dgh_d[N, 3H].T @ hprev_d[N, H]
+            gemm(c'T', c'N', a1 - a0, H, S.N, one, dgh + a0, GD,
+                 <const floating*>L.hprev + d * H, D * H, beta,
+                 <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
+        else:
+            # reset before: rows of W_hr, W_hz see h_{t-1}; rows of W_hn see r*h_{t-1}
+            if a0 < 2 * H:
+                gemm(c'T', c'N', 2 * H - a0, H, S.N, one, dgh + a0, GD,
+                     <const floating*>L.hprev + d * H, D * H, beta,
+                     <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
+                a0 = 2 * H
+            hsrc = <const floating*>L.cache + d * 4 * H + 2 * H
+            gemm(c'T', c'N', a1 - a0, H, S.N, one, dgh + a0, GD,
+                 hsrc, D * 4 * H, beta, <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
+    # db_ih = sum over rows of dgx; db_hh = sum of dgh (reset after) or of dgx (reset before)
+    split(GD, tid, team, &a0, &a1)
+    colsum_rows(<const floating*>L.dgx, S.N, GD, a0, a1, <floating*>L.db_ih, L.accumulate)
+    colsum_rows(<const floating*>L.dgh if L.reset_after else <const floating*>L.dgx,
+                S.N, GD, a0, a1, <floating*>L.db_hh, L.accumulate)
+    fg_fp_exit(fp)
+
+
+def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
+             const floating[:, :, ::1] w_hh, const floating[:, ::1] cache,
+             const floating[:, ::1] hprev, const floating[:, ::1] dy,
+             floating[:, :, ::1] dh, floating[:, ::1] dgx, floating[:, ::1] dgh,
+             floating[:, ::1] dx, floating[:, :, ::1] dw_ih, floating[:, :, ::1] dw_hh,
+             floating[:, ::1] db_ih, floating[:, ::1] db_hh, floating[:, ::1] scratch,
+             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
+             const int[:, ::1] tasks, bint reset_after, bint accumulate, int n_threads):
+    """Backward of one GRU layer; dh holds dh_n on entry and dh0 on return (in place).
+
+    dy: None when no output gradient. dgh: None with reset_after=False. accumulate: add the
+    parameter gradients into dw_*/db_* instead of overwriting them. dx is always overwritten.
+    """
+    cdef Layer L
+    cdef Seq S
+    memset(&L, 0, sizeof(L))
+    S.T = bsz.shape[0]
+    S.B = dh.shape[1]
+    S.N = x.shape[0]
+    S.bsz = &bsz[0]
+    S.off = &off[0]
+    L.nI = x.shape[1]
+    L.H = dh.shape[2]
+    L.D = dh.shape[0]
+    L.reset_after = reset_after
+    L.accumulate = accumulate
+    L.training = 1
+    L.x = &x[0, 0]
+    L.w_ih = &w_ih[0, 0, 0]
+    L.w_hh = &w_hh[0, 0, 0]
+    L.cache = <void*>&cache[0, 0]
+    L.hprev = <void*>&hprev[0, 0]
+    L.dy = &dy[0, 0] if dy is not None else NULL
+    L.dh = &dh[0, 0, 0]
+    L.dgx = &dgx[0, 0]
+    L.dgh = &dgh[0, 0] if dgh is not None else NULL
+    L.dx = &dx[0, 0]
+    L.dw_ih = &dw_ih[0, 0, 0]
+    L.dw_hh = &dw_hh[0, 0, 0]
+    L.db_ih = &db_ih[0, 0]
+    L.db_hh = &db_hh[0, 0]
+    L.scratch = &scratch[0, 0]
+    L.scratch_stride = scratch.shape[1]
+    L.rev = &rev[0]
+    L.tasks = &tasks[0, 0]
+    L.ntasks = tasks.shape[0]
+    with nogil:
+        if n_threads <= 1:
+            _bwd_team(&L, &S, &x[0, 0])
+        else:
+            with parallel(num_threads=n_threads):
+                _bwd_team(&L, &S, &x[0, 0])

@@ -1,0 +1,339 @@
+# cython: language_level=3
+"""LSTM layer kernels: forward (training or inference) and backward, over a packed batch.
+
+Design
+  What: one LSTM layer with D directions over a packed, length-sorted batch (see _gru.pyx for
+    the packing and the threading; both are the same here), optionally with PyTorch's output
+    projection h = (o * tanh(c)) W_hr^T of size P (proj_size; P = H without it).
+  Layout (N = sum of lengths; G = 4H; row-major):
+    x     (N, I)              packed input
+    w_ih  (D, G, I), w_hh (D, G, P), w_hr (D, P, H)   PyTorch layout, gate rows i|f|g|o
+    bias  (D, G)              b_ih + b_hh
+    h     (D, B, P), c (D, B, H)   states, sorted-batch order, updated in place
+    y     (N, D*P)            packed output, direction d owns columns d*P .. d*P + P - 1
+    gx    (N, D*G)            x W_ih^T of both directions, one GEMM before the time loop
+    cache (N, D*6H)           training: i|f|g|o|tanh(c_t)|c_{t-1}
+    hprev (N, D*P)            training: h_{t-1}
+    m     (N, D*H)            training with projection: o * tanh(c_t), the input of W_hr
+  GEMMs: forward = one input GEMM + one recurrent GEMM per step (+ one for the projection);
+    backward = dh_prev = dG W_hh per step (+ dm = dh W_hr with a projection), then large GEMMs
+    for dx, dW_ih, dW_hh (and dW_hr) over all N rows after the loop.
+  The caller (fastgru/ops.py) guarantees consistent shapes, contiguous buffers, sizes < 2^31.
+"""
+from libc.string cimport memcpy, memset
+from cython.parallel cimport parallel
+from cython cimport floating
+
+from fastgru._kernels._blas cimport gemm
+from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
+from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
+                                     lstm_fwd, lstm_bwd)
+from fastgru._kernels._common cimport Seq, split, colsum_rows
+
+
+def _select_simd(int level):
+    """Select this module's SIMD level (-1: best supported); returns the level used."""
+    return fg_simd_select(level)
+
+
+cdef struct Layer:
+    int nI, H, P, D, proj, training, accumulate
+    const void* x
+    const void* w_ih
+    const void* w_hh
+    const void* w_hr
+    const void* bias
+    void* h
+    void* c
+    void* y
+    void* gx
+    void* cache
+    void* hprev
+    void* m
+    void* scratch
+    Py_ssize_t scratch_stride
+    const int* rev
+    const int* tasks
+    int ntasks
+    # backward only
+    const void* dy
+    void* dh
+    void* dc
+    void* dg
+    void* dhp
+    void* dx
+    void* dw_ih
+    void* dw_hh
+    void* dw_hr
+    void* db_ih
+    void* db_hh
+
+
+cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) noexcept nogil:
+    cdef int d = L.tasks[3 * k], r0 = L.tasks[3 * k + 1], r1 = L.tasks[3 * k + 2]
+    cdef int H = L.H, P = L.P, G = 4 * L.H, D = L.D, B = S.B
+    cdef int s, t, i, nb
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * P
+    cdef const floating* w_hr = NULL
+    cdef const floating* b = <const floating*>L.bias + <Py_ssize_t>d * G
+    cdef floating* hs = <floating*>L.h + (<Py_ssize_t>d * B + r0) * P
+    cdef floating* cs = <floating*>L.c + (<Py_ssize_t>d * B + r0) * H
+    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
+    cdef const floating* gxp
+    cdef floating* yp
+    cdef floating* kp = NULL
+    cdef floating* hp
+    cdef floating* gh
+    cdef floating* mp
+    cdef int ldgx = D * G, ldy = D * P, ldk = D * 6 * H, ldgh, ldm
+    cdef floating one = 1, zero = 0
+    if L.proj:
+        w_hr = <const floating*>L.w_hr + <Py_ssize_t>d * P * H
+    for s in range(S.T):
+        t = S.T - 1 - s if L.rev[d] else s
+        nb = min(r1, S.bsz[t]) - r0
+        if nb <= 0:
+            continue
+        row = S.off[t] + r0
+        gxp = <const floating*>L.gx + row * ldgx + d * G
+        yp = <floating*>L.y + row * ldy + d * P
+        if L.training:
+            kp = <floating*>L.cache + row * ldk + d * 6 * H
+            hp = <floating*>L.hprev + row * ldy + d * P
+            for i in range(nb):
+                memcpy(hp + <Py_ssize_t>i * ldy, hs + <Py_ssize_t>i * P, P * sizeof(floating))
+            gh = kp
+            ldgh = ldk
+        else:
+            gh = scr
+            ldgh = G
+        # gh[nb, 4H] = h[nb, P] @ W_hh[4H, P].T
+        gemm(c'N', c'T', nb, G, P, one, hs, P, w_hh, P, zero, gh, ldgh)
+        if not L.proj:
+            lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, hs, H, yp, ldy, kp, ldk)
+        else:
+            if L.training:
+                mp = <floating*>L.m + row * D * H + d * H
+                ldm = D * H
+            else:
+                mp = scr + <Py_ssize_t>B * G
+                ldm = H
+            lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, mp, ldm, NULL, 0, kp, ldk)
+            # h[nb, P] = m[nb, H] @ W_hr[P, H].T
+            gemm(c'N', c'T', nb, P, H, one, mp, ldm, w_hr, H, zero, hs, P)
+            for i in range(nb):
+                memcpy(yp + <Py_ssize_t>i * ldy, hs + <Py_ssize_t>i * P, P * sizeof(floating))
+
+
+cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k, r0, r1
+    cdef int GD = 4 * L.H * L.D
+    cdef floating one = 1, zero = 0
+    cdef unsigned long long fp = fg_fp_enter()
+    # gx[N, D*4H] = x[N, I] @ W_ih[D*4H, I].T   (rows split across the team)
+    split(S.N, tid, team, &r0, &r1)
+    gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
+         <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+    fg_barrier()
+    k = tid
+    while k < L.ntasks:
+        _fwd_task(L, S, k, tid, _t)
+        k += team
+    fg_fp_exit(fp)
+
+
+def forward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
+            const floating[:, :, ::1] w_hh, const floating[:, :, ::1] w_hr,
+            const floating[:, ::1] bias, floating[:, :, ::1] h, floating[:, :, ::1] c,
+            floating[:, ::1] y, floating[:, ::1] gx, floating[:, ::1] cache,
+            floating[:, ::1] hprev, floating[:, ::1] m, floating[:, ::1] scratch,
+            const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
+            const int[:, ::1] tasks, int n_threads):
+    """Run one LSTM layer forward; see the module docstring for the layout.
+
+    w_hr: None without projection. cache/hprev: None for inference; m: None unless training with
+    a projection. scratch: (threads, B*5H) per-thread workspace.
+    """
+    cdef Layer L
+    cdef Seq S
+    memset(&L, 0, sizeof(L))
+    S.T = bsz.shape[0]
+    S.B = h.shape[1]
+    S.N = x.shape[0]
+    S.bsz = &bsz[0]
+    S.off = &off[0]
+    L.nI = x.shape[1]
+    L.H = c.shape[2]
+    L.P = h.shape[2]
+    L.D = h.shape[0]
+    L.proj = w_hr is not None
+    L.training = cache is not None
+    L.x = &x[0, 0]
+    L.w_ih = &w_ih[0, 0, 0]
+    L.w_hh = &w_hh[0, 0, 0]
+    if L.proj:
+        L.w_hr = &w_hr[0, 0, 0]
+    L.bias = &bias[0, 0]
+    L.h = &h[0, 0, 0]
+    L.c = &c[0, 0, 0]
+    L.y = &y[0, 0]
+    L.gx = &gx[0, 0]
+    if L.training:
+        L.cache = &cache[0, 0]
+        L.hprev = &hprev[0, 0]
+        if L.proj:
+            L.m = &m[0, 0]
+    L.scratch = &scratch[0, 0]
+    L.scratch_stride = scratch.shape[1]
+    L.rev = &rev[0]
+    L.tasks = &tasks[0, 0]
+    L.ntasks = tasks.shape[0]
+    with nogil:
+        if n_threads <= 1:
+            _fwd_team(&L, &S, &x[0, 0])
+        else:
+            with parallel(num_threads=n_threads):
+                _fwd_team(&L, &S, &x[0, 0])
+
+
+cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) noexcept nogil:
+    cdef int d = L.tasks[3 * k], r0 = L.tasks[3 * k + 1], r1 = L.tasks[3 * k + 2]
+    cdef int H = L.H, P = L.P, G = 4 * L.H, D = L.D, B = S.B
+    cdef int s, t, i, j, nb
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * P
+    cdef const floating* w_hr = NULL
+    cdef floating* dh = <floating*>L.dh + (<Py_ssize_t>d * B + r0) * P
+    cdef floating* dc = <floating*>L.dc + (<Py_ssize_t>d * B + r0) * H
+    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
+    cdef const floating* kp
+    cdef const floating* dyp
+    cdef floating* dgp
+    cdef floating* dhpp
+    cdef int ldg = D * G, ldy = D * P, ldk = D * 6 * H
+    cdef floating one = 1, zero = 0
+    if L.proj:
+        w_hr = <const floating*>L.w_hr + <Py_ssize_t>d * P * H
+    for s in range(S.T):
+        t = s if L.rev[d] else S.T - 1 - s
+        nb = min(r1, S.bsz[t]) - r0
+        if nb <= 0:
+            continue
+        row = S.off[t] + r0
+        kp = <const floating*>L.cache + row * ldk + d * 6 * H
+        dyp = (<const floating*>L.dy + row * ldy + d * P) if L.dy != NULL else NULL
+        dgp = <floating*>L.dg + row * ldg + d * G
+        if not L.proj:
+            lstm_bwd(nb, H, kp, ldk, dh, H, dyp, ldy, dc, H, dgp, ldg)
+        else:
+            # dL/dh_t = carried dh + dy, kept for dW_hr
+            dhpp = <floating*>L.dhp + row * ldy + d * P
+            for i in range(nb):
+                for j in range(P):
+                    dhpp[<Py_ssize_t>i * ldy + j] = dh[<Py_ssize_t>i * P + j] + (
+                        dyp[<Py_ssize_t>i * ldy + j] if dyp != NULL else 0)
+            # dm[nb, H] = dh_t[nb, P] @ W_hr[P, H]
+            gemm(c'N', c'N', nb, H, P, one, dhpp, ldy, w_hr, H, zero, scr, H)
+            lstm_bwd(nb, H, kp, ldk, scr, H, NULL, 0, dc, H, dgp, ldg)
+        # dh[nb, P] = dG[nb, 4H] @ W_hh[4H, P]
+        gemm(c'N', c'N', nb, P, G, one, dgp, ldg, w_hh, P, zero, dh, P)
+
+
+cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k, d, a0, a1
+    cdef int H = L.H, P = L.P, G = 4 * L.H, D = L.D, nI = L.nI, GD = 4 * L.H * L.D
+    cdef floating one = 1, zero = 0
+    cdef floating beta = one if L.accumulate else zero
+    cdef unsigned long long fp = fg_fp_enter()
+    k = tid
+    while k < L.ntasks:
+        _bwd_task(L, S, k, tid, _t)
+        k += team
+    fg_barrier()
+    # dx[N, I] = dG[N, D*4H] @ W_ih[D*4H, I]
+    split(S.N, tid, team, &a0, &a1)
+    gemm(c'N', c'N', a1 - a0, nI, GD, one, <const floating*>L.dg + <Py_ssize_t>a0 * GD, GD,
+         <const floating*>L.w_ih, nI, zero, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
+    # dW_ih[D*4H, I] (+)= dG[N, D*4H].T @ x[N, I]
+    split(GD, tid, team, &a0, &a1)
+    gemm(c'T', c'N', a1 - a0, nI, S.N, one, <const floating*>L.dg + a0, GD,
+         <const floating*>L.x, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI, nI)
+    for d in range(D):
+        # dW_hh[d][4H, P] (+)= dG_d[N, 4H].T @ hprev_d[N, P]
+        split(G, tid, team, &a0, &a1)
+        gemm(c'T', c'N', a1 - a0, P, S.N, one, <const floating*>L.dg + d * G + a0, GD,
+             <const floating*>L.hprev + d * P, D * P, beta,
+             <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * P, P)
+        if L.proj:
+            # dW_hr[d][P, H] (+)= dh_d[N, P].T @ m_d[N, H]
+            split(P, tid, team, &a0, &a1)
+            gemm(c'T', c'N', a1 - a0, H, S.N, one, <const floating*>L.dhp + d * P + a0, D * P,
+                 <const floating*>L.m + d * H, D * H, beta,
+                 <floating*>L.dw_hr + (<Py_ssize_t>d * P + a0) * H, H)
+    # db_ih = db_hh = sum over rows of dG
+    split(GD, tid, team, &a0, &a1)
+    colsum_rows(<const floating*>L.dg, S.N, GD, a0, a1, <floating*>L.db_ih, L.accumulate)
+    colsum_rows(<const floating*>L.dg, S.N, GD, a0, a1, <floating*>L.db_hh, L.accumulate)
+    fg_fp_exit(fp)
+
+
+def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
+             const floating[:, :, ::1] w_hh, const floating[:, :, ::1] w_hr,
+             const floating[:, ::1] cache, const floating[:, ::1] hprev,
+             const floating[:, ::1] m, const floating[:, ::1] dy,
+             floating[:, :, ::1] dh, floating[:, :, ::1] dc, floating[:, ::1] dg,
+             floating[:, ::1] dhp, floating[:, ::1] dx, floating[:, :, ::1] dw_ih,
+             floating[:, :, ::1] dw_hh, floating[:, :, ::1] dw_hr, floating[:, ::1] db_ih,
+             floating[:, ::1] db_hh, floating[:, ::1] scratch,
+             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
+             const int[:, ::1] tasks, bint accumulate, int n_threads):
+    """Backward of one LSTM layer; dh/dc hold dh_n/dc_n on entry, dh0/dc0 on return.
+
+    w_hr, m, dhp, dw_hr: None without projection. dy: None when no output gradient.
+    """
+    cdef Layer L
+    cdef Seq S
+    memset(&L, 0, sizeof(L))
+    S.T = bsz.shape[0]
+    S.B = dh.shape[1]
+    S.N = x.shape[0]
+    S.bsz = &bsz[0]
+    S.off = &off[0]
+    L.nI = x.shape[1]
+    L.H = dc.shape[2]
+    L.P = dh.shape[2]
+    L.D = dh.shape[0]
+    L.proj = w_hr is not None
+    L.accumulate = accumulate
+    L.training = 1
+    L.x = &x[0, 0]
+    L.w_ih = &w_ih[0, 0, 0]
+    L.w_hh = &w_hh[0, 0, 0]
+    L.cache = <void*>&cache[0, 0]
+    L.hprev = <void*>&hprev[0, 0]
+    if L.proj:
+        L.w_hr = &w_hr[0, 0, 0]
+        L.m = <void*>&m[0, 0]
+        L.dhp = &dhp[0, 0]
+        L.dw_hr = &dw_hr[0, 0, 0]
+    L.dy = &dy[0, 0] if dy is not None else NULL
+    L.dh = &dh[0, 0, 0]
+    L.dc = &dc[0, 0, 0]
+    L.dg = &dg[0, 0]
+    L.dx = &dx[0, 0]
+    L.dw_ih = &dw_ih[0, 0, 0]
+    L.dw_hh = &dw_hh[0, 0, 0]
+    L.db_ih = &db_ih[0, 0]
+    L.db_hh = &db_hh[0, 0]
+    L.scratch = &scratch[0, 0]
+    L.scratch_stride = scratch.shape[1]
+    L.rev = &rev[0]
+    L.tasks = &tasks[0, 0]
+    L.ntasks = tasks.shape[0]
+    with nogil:
+        if n_threads <= 1:
+            _bwd_team(&L, &S, &x[0, 0])
+        else:
+            with parallel(num_threads=n_threads):
+                _bwd_team(&L, &S, &x[0, 0])

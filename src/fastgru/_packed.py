@@ -1,0 +1,157 @@
+"""Packed-sequence entry points of the kernels, shared by fastgru.ops and the layers.
+
+Arrays here are already validated, C-contiguous, of one dtype, in packed layout (see _plan.py)
+with D directions stacked: weights (D, G, .), states (D, B, .) in sorted-batch order. These
+functions allocate the outputs, take temporaries from the workspace pool, resolve the team and
+the tasks (_threads.py), hold BLAS at one thread, and make exactly one kernel call.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional
+
+import numpy as np
+
+from fastgru import _threads, _workspace
+from fastgru._kernels import _gru, _lstm
+from fastgru._plan import SeqPlan
+
+
+def _sorted_lengths(plan: SeqPlan) -> np.ndarray:
+    return plan.lengths if plan.identity else plan.lengths[plan.perm]
+
+
+def _team(plan: SeqPlan, n_threads, D: int, flops: float):
+    return _threads.plan_tasks(_threads.resolve(n_threads), D, _sorted_lengths(plan), plan.N, flops)
+
+
+def fold_gru_bias(b_ih: np.ndarray, b_hh: np.ndarray, reset_after: bool) -> np.ndarray:
+    """(D, 3H) x 2 -> (D, 4H): [b_ir+b_hr | b_iz+b_hz | b_in | b_hn] (reset after) or
+    [b_ir+b_hr | b_iz+b_hz | b_in+b_hn | 0] (reset before)."""
+    D, G = b_ih.shape
+    H = G // 3
+    out = np.zeros((D, 4 * H), b_ih.dtype)
+    out[:, : 2 * H] = b_ih[:, : 2 * H] + b_hh[:, : 2 * H]
+    if reset_after:
+        out[:, 2 * H : 3 * H] = b_ih[:, 2 * H :]
+        out[:, 3 * H :] = b_hh[:, 2 * H :]
+    else:
+        out[:, 2 * H : 3 * H] = b_ih[:, 2 * H :] + b_hh[:, 2 * H :]
+    return out
+
+
+class PackedCache:
+    """What a backward needs from a training forward (one layer, D directions)."""
+
+    __slots__ = ("cell", "plan", "x", "w_ih", "w_hh", "w_hr", "cache", "hprev", "m", "rev",
+                 "reset_after", "n_threads", "H", "P", "D")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
+def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
+                bias: np.ndarray, h: np.ndarray, rev: np.ndarray, reset_after: bool,
+                training: bool, n_threads: Optional[int]):
+    """y (N, D*H) and a PackedCache (or None). h (D, B, H): h0 in, h_n out, sorted order.
+    bias: folded (D, 4H), see fold_gru_bias."""
+    D, G, I = w_ih.shape
+    H = G // 3
+    N, B, dt = plan.N, plan.B, x.dtype
+    team, tasks = _team(plan, n_threads, D, 2.0 * N * D * G * (I + H))
+    y = np.empty((N, D * H), dt)
+    if training:
+        gx = _workspace.get("gx", (N, D * G), dt)
+        cache = np.empty((N, D * 4 * H), dt)
+        hprev = np.empty((N, D * H), dt)
+    else:
+        gx = _workspace.get("gx", (N, D * G), dt)
+        cache = hprev = None
+    scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    with _threads.blas_single_threaded():
+        _gru.forward(x, w_ih, w_hh, bias, h, y, gx, cache, hprev, scratch,
+                     plan.bsz, plan.off, rev, tasks, reset_after, team)
+    if not training:
+        return y, None
+    return y, PackedCache(cell="gru", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, cache=cache,
+                          hprev=hprev, rev=rev, reset_after=reset_after, n_threads=n_threads,
+                          H=H, P=H, D=D)
+
+
+def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
+                 grads: Optional[Dict[str, np.ndarray]] = None, accumulate: bool = False):
+    """dx (N, I) and the parameter gradients (D-stacked). dh (D, B, H): dh_n in, dh0 out.
+    grads: arrays to write (or, with accumulate, add) into; allocated when None."""
+    plan, x = c.plan, c.x
+    D, G, I = c.w_ih.shape
+    H, N, B, dt = c.H, plan.N, plan.B, x.dtype
+    team, tasks = _team(plan, c.n_threads, D, 4.0 * N * D * G * (I + H))
+    if grads is None:
+        grads = dict(w_ih=np.empty_like(c.w_ih), w_hh=np.empty_like(c.w_hh),
+                     b_ih=np.empty((D, G), dt), b_hh=np.empty((D, G), dt))
+        accumulate = False
+    dgx = _workspace.get("dgx", (N, D * G), dt)
+    dgh = _workspace.get("dgh", (N, D * G), dt) if c.reset_after else None
+    dx = np.empty((N, I), dt)
+    scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    with _threads.blas_single_threaded():
+        _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dgh, dx,
+                      grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], scratch,
+                      plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team)
+    return dx, grads
+
+
+def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
+                 w_hr: Optional[np.ndarray], bias: np.ndarray, h: np.ndarray, cs: np.ndarray,
+                 rev: np.ndarray, training: bool, n_threads: Optional[int]):
+    """y (N, D*P) and a PackedCache (or None). h (D, B, P), cs (D, B, H): states in/out,
+    sorted order. bias (D, 4H) = b_ih + b_hh. w_hr (D, P, H) or None."""
+    D, G, I = w_ih.shape
+    H = G // 4
+    P = w_hh.shape[2]
+    N, B, dt = plan.N, plan.B, x.dtype
+    flops = 2.0 * N * D * (G * (I + P) + (P * H if w_hr is not None else 0))
+    team, tasks = _team(plan, n_threads, D, flops)
+    y = np.empty((N, D * P), dt)
+    gx = _workspace.get("gx", (N, D * G), dt)
+    if training:
+        cache = np.empty((N, D * 6 * H), dt)
+        hprev = np.empty((N, D * P), dt)
+        m = np.empty((N, D * H), dt) if w_hr is not None else None
+    else:
+        cache = hprev = m = None
+    scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    with _threads.blas_single_threaded():
+        _lstm.forward(x, w_ih, w_hh, w_hr, bias, h, cs, y, gx, cache, hprev, m, scratch,
+                      plan.bsz, plan.off, rev, tasks, team)
+    if not training:
+        return y, None
+    return y, PackedCache(cell="lstm", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr,
+                          cache=cache, hprev=hprev, m=m, rev=rev, n_threads=n_threads,
+                          H=H, P=P, D=D)
+
+
+def lstm_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray, dc: np.ndarray,
+                  grads: Optional[Dict[str, np.ndarray]] = None, accumulate: bool = False):
+    """dx (N, I) and parameter gradients. dh (D, B, P), dc (D, B, H): final-state gradients in,
+    initial-state gradients out."""
+    plan, x = c.plan, c.x
+    D, G, I = c.w_ih.shape
+    H, P, N, B, dt = c.H, c.P, plan.N, plan.B, x.dtype
+    flops = 4.0 * N * D * (G * (I + P) + (P * H if c.w_hr is not None else 0))
+    team, tasks = _team(plan, c.n_threads, D, flops)
+    if grads is None:
+        grads = dict(w_ih=np.empty_like(c.w_ih), w_hh=np.empty_like(c.w_hh),
+                     b_ih=np.empty((D, G), dt), b_hh=np.empty((D, G), dt))
+        if c.w_hr is not None:
+            grads["w_hr"] = np.empty_like(c.w_hr)
+        accumulate = False
+    dg = _workspace.get("dgx", (N, D * G), dt)
+    dhp = _workspace.get("dhp", (N, D * P), dt) if c.w_hr is not None else None
+    dx = np.empty((N, I), dt)
+    scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    with _threads.blas_single_threaded():
+        _lstm.backward(x, c.w_ih, c.w_hh, c.w_hr, c.cache, c.hprev, c.m, dy, dh, dc, dg, dhp, dx,
+                       grads["w_ih"], grads["w_hh"], grads.get("w_hr"), grads["b_ih"],
+                       grads["b_hh"], scratch, plan.bsz, plan.off, c.rev, tasks, accumulate, team)
+    return dx, grads

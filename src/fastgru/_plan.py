@@ -1,0 +1,73 @@
+"""Packed-sequence plan: how a padded (T, B, ...) batch with lengths maps to the packed rows the
+kernels work on (PyTorch PackedSequence layout).
+
+The batch is sorted by length, longest first (stable). Step t then works on the first bsz[t]
+sorted rows, stored at packed rows off[t] .. off[t] + bsz[t] - 1. Padding is never stored or
+computed. Without lengths (or with every length == T) the plan is the identity and packing a
+contiguous (T, B, F) array is a free reshape.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+
+class SeqPlan:
+    """Packing of a batch of B sequences of at most T steps."""
+
+    __slots__ = ("T", "B", "N", "lengths", "perm", "inv", "bsz", "off", "src", "identity")
+
+    def __init__(self, T: int, B: int, lengths: Optional[np.ndarray] = None):
+        self.T, self.B = int(T), int(B)
+        if lengths is None or bool(np.all(lengths == T)):
+            self.identity = True
+            self.lengths = np.full(B, T, np.int64)
+            self.perm = self.inv = None
+            self.bsz = np.full(T, B, np.int32)
+            self.off = np.arange(T, dtype=np.intp) * B
+            self.N = T * B
+            self.src = None
+            return
+        self.identity = False
+        self.lengths = np.asarray(lengths, np.int64)
+        self.perm = np.argsort(-self.lengths, kind="stable")  # sorted row -> original row
+        self.inv = np.empty_like(self.perm)
+        self.inv[self.perm] = np.arange(B)
+        sorted_len = self.lengths[self.perm]
+        # bsz[t] = number of sequences longer than t
+        self.bsz = (sorted_len[None, :] > np.arange(T)[:, None]).sum(1).astype(np.int32)
+        self.off = np.zeros(T, np.intp)
+        np.cumsum(self.bsz[:-1], out=self.off[1:])
+        self.N = int(self.bsz.sum())
+        # src[p] = flat (t * B + b) index in the padded array of packed row p
+        t_idx = np.repeat(np.arange(T), self.bsz)
+        i_idx = np.arange(self.N) - self.off[t_idx]
+        self.src = t_idx * B + self.perm[i_idx]
+
+    def pack(self, a: np.ndarray) -> np.ndarray:
+        """(T, B, F) -> (N, F), C-contiguous (no copy for the identity plan and a contiguous a)."""
+        F = a.shape[2]
+        if self.identity:
+            return np.ascontiguousarray(a).reshape(self.N, F)
+        return a.reshape(self.T * self.B, F)[self.src]
+
+    def unpack(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """(N, F) -> (T, B, F), zeros at padding."""
+        F = p.shape[1]
+        if self.identity:
+            return p.reshape(self.T, self.B, F)
+        if out is None:
+            out = np.zeros((self.T, self.B, F), p.dtype)
+        else:
+            out[...] = 0
+        out.reshape(self.T * self.B, F)[self.src] = p
+        return out
+
+    def sort_state(self, s: np.ndarray) -> np.ndarray:
+        """(..., B, F) state in original batch order -> sorted order (a new contiguous array)."""
+        return np.ascontiguousarray(s if self.identity else s[..., self.perm, :])
+
+    def unsort_state(self, s: np.ndarray) -> np.ndarray:
+        """(..., B, F) state in sorted order -> original batch order."""
+        return s if self.identity else np.ascontiguousarray(s[..., self.inv, :])

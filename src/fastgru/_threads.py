@@ -1,0 +1,157 @@
+"""The thread policy, in one place.
+
+Rule: inside a fastgru kernel call all parallelism is fastgru's own OpenMP team of `n_threads`
+threads, and the BLAS that the kernels call (scipy's, through cython_blas) is held at one thread
+for the duration of the call, then restored. OpenBLAS's spin-waiting pool beside an OpenMP team
+was measured here to make each step 29x slower (research/style-anchors.md, section 3).
+
+- n_threads=None: FASTGRU_NUM_THREADS, else OMP_NUM_THREADS, else the physical cores this
+  process may run on. -1: all those cores. 1 when the build has no OpenMP.
+- The team runs the big GEMMs split by rows and the recurrence split into tasks (direction,
+  block of batch rows) that each run a whole time loop without per-step barriers; blocks are
+  balanced by total sequence length. Tiny problems run on one thread (a team start costs
+  microseconds).
+
+threadpoolctl is built for BLAS/OpenMP calls from the main Python thread; fastgru calls from
+several Python threads at once are safe but share the one BLAS thread setting.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from contextlib import contextmanager
+from functools import lru_cache
+from typing import Iterator, List, Optional, Tuple
+
+import numpy as np
+
+from fastgru._kernels import _runtime
+
+_GUARD = {"enabled": os.environ.get("FASTGRU_BLAS_GUARD", "1") != "0"}
+_lock = threading.Lock()
+_depth = [0]
+
+
+@lru_cache(maxsize=1)
+def physical_cores() -> int:
+    """Physical cores among the CPUs this process may run on (cgroup/affinity aware)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return max(1, (os.cpu_count() or 1))
+    cores = set()
+    for c in cpus:
+        try:
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/core_id") as f:
+                core = f.read().strip()
+            with open(f"/sys/devices/system/cpu/cpu{c}/topology/physical_package_id") as f:
+                pkg = f.read().strip()
+            cores.add((pkg, core))
+        except OSError:
+            cores.add(("cpu", str(c)))
+    return max(1, len(cores))
+
+
+def _env_int(name: str) -> Optional[int]:
+    v = os.environ.get(name, "").split(",")[0].strip()
+    try:
+        n = int(v)
+    except ValueError:
+        return None
+    return n if n >= 1 else None
+
+
+def default_n_threads() -> int:
+    if not _runtime.openmp_enabled():
+        return 1
+    return _env_int("FASTGRU_NUM_THREADS") or _env_int("OMP_NUM_THREADS") or physical_cores()
+
+
+def resolve(n_threads: Optional[int]) -> int:
+    """The team size for a call (n_threads already type-checked by _validation)."""
+    if not _runtime.openmp_enabled():
+        return 1
+    if n_threads is None:
+        return default_n_threads()
+    if n_threads == -1:
+        return physical_cores()
+    return int(n_threads)
+
+
+# Below this many floating-point operations a call runs on one thread.
+SERIAL_FLOPS = 2.0e6
+
+
+def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int,
+               flops: float) -> Tuple[int, np.ndarray]:
+    """(team, tasks): tasks is int32 (k, 3) of (direction, first row, end row) in sorted order.
+
+    Directions run concurrently; each direction's rows are split into team // D blocks of
+    about equal total length (so the threads finish together)."""
+    B = len(sorted_lengths)
+    if flops < SERIAL_FLOPS:
+        team = 1
+    nblk = max(1, min(B, team // D)) if team >= D else 1
+    if nblk == 1:
+        bounds = [0, B]
+    else:
+        cum = np.cumsum(sorted_lengths)
+        targets = cum[-1] * np.arange(1, nblk) / nblk
+        cuts = np.searchsorted(cum, targets, side="left") + 1
+        bounds = [0]
+        for c in cuts:
+            c = int(min(max(c, bounds[-1] + 1), B - (nblk - len(bounds))))
+            bounds.append(c)
+        bounds.append(B)
+    tasks = np.array([(d, bounds[k], bounds[k + 1]) for d in range(D) for k in range(nblk)],
+                     dtype=np.int32)
+    if len(tasks) == 1 and N < 64:
+        team = 1  # one recurrence and a small input GEMM: a team would only wait
+    return team, tasks
+
+
+@lru_cache(maxsize=1)
+def _blas_controllers() -> List:
+    """threadpoolctl controllers of the BLAS the kernels call (scipy's), cached."""
+    from threadpoolctl import ThreadpoolController
+
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    # scipy's wheels vendor OpenBLAS in site-packages/scipy.libs; numpy's own copy is in
+    # numpy.libs and never runs inside a kernel. Other layouts: hold every BLAS.
+    scipy_libs = [lib for lib in libs
+                  if os.path.basename(os.path.dirname(lib.filepath)).startswith("scipy")]
+    return scipy_libs or libs
+
+
+def set_blas_guard(enabled: bool) -> None:
+    """Benchmarks only: turn the single-threaded-BLAS rule off to measure oversubscription."""
+    _GUARD["enabled"] = bool(enabled)
+
+
+@contextmanager
+def blas_single_threaded() -> Iterator[None]:
+    """Hold the kernels' BLAS at one thread for the duration of a kernel call."""
+    if not _GUARD["enabled"]:
+        yield
+        return
+    saved = []
+    with _lock:
+        _depth[0] += 1
+        if _depth[0] == 1:
+            for lib in _blas_controllers():
+                n = lib.num_threads
+                if n != 1:
+                    lib.set_num_threads(1)
+                    saved.append((lib, n))
+            _saved_stack.append(saved)
+    try:
+        yield
+    finally:
+        with _lock:
+            _depth[0] -= 1
+            if _depth[0] == 0:
+                for lib, n in _saved_stack.pop():
+                    lib.set_num_threads(n)
+
+
+_saved_stack: List = []

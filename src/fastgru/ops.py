@@ -1,0 +1,145 @@
+"""Fast GRU/LSTM forward and backward on NumPy arrays (the kernels' public face).
+
+Same signatures and results as fastgru.reference; arrays are time-major:
+x (T, B, I), y (T, B, H), states (B, H). Weights in PyTorch's layout and gate order
+(GRU rows r|z|n: w_ih (3H, I), w_hh (3H, H), b_ih (3H,), b_hh (3H,); LSTM rows i|f|g|o with 4H).
+float32 or float64; inputs may be read-only or non-contiguous (copied only when needed).
+
+The cache returned by a training forward keeps references to x and the weights (no copies):
+modify them in place only after the backward.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from fastgru import _packed
+from fastgru import _validation as V
+from fastgru._plan import SeqPlan
+
+__all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "GRUCache", "LSTMCache"]
+
+_FWD = np.zeros(1, np.int32)  # direction flags: one forward direction
+
+
+class GRUCache:
+    """Saved state of a training gru_forward, consumed by gru_backward."""
+
+    __slots__ = ("packed", "shape", "dtype")
+
+    def __init__(self, packed, shape, dtype):
+        self.packed, self.shape, self.dtype = packed, shape, dtype
+
+
+class LSTMCache(GRUCache):
+    """Saved state of a training lstm_forward, consumed by lstm_backward."""
+
+
+def _zeros_state(a, B, F, dtype):
+    return np.zeros((B, F), dtype) if a is None else a
+
+
+def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: bool = True,
+                training: bool = True, n_threads: Optional[int] = None
+                ) -> Tuple[np.ndarray, np.ndarray, Optional[GRUCache]]:
+    """GRU over a (T, B, I) batch. Returns (y (T, B, H), h_n (B, H), cache or None).
+
+    h0: (B, H) or None (zeros). b_ih, b_hh: (3H,) or None (zeros). lengths: (B,) ints in
+    [1, T], any order (PackedSequence semantics: no compute past a sequence's end, outputs 0
+    there, h_n at the last valid step). reset_after: True = PyTorch/cuDNN/Keras default/ONNX
+    linear_before_reset=1; False = Cho et al. 2014/ONNX default. training=False keeps nothing
+    for backward. n_threads: None (default policy, see fastgru._threads), -1, or >= 1.
+    """
+    a = V.rnn_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
+    reset_after = V.check_bool("reset_after", reset_after)
+    training = V.check_bool("training", training)
+    n_threads = V.check_n_threads(n_threads)
+    T, B, H, dt = a.T, a.B, a.H, a.dtype
+    plan = SeqPlan(T, B, a.lengths)
+    b_ih = np.zeros(3 * H, dt) if a.b_ih is None else a.b_ih
+    b_hh = np.zeros(3 * H, dt) if a.b_hh is None else a.b_hh
+    bias = _packed.fold_gru_bias(b_ih[None], b_hh[None], reset_after)
+    h = plan.sort_state(_zeros_state(a.h0, B, H, dt))[None].copy()
+    y, pc = _packed.gru_forward(plan.pack(a.x), plan, a.w_ih[None], a.w_hh[None], bias, h,
+                                _FWD, reset_after, training, n_threads)
+    cache = GRUCache(pc, (T, B, a.I, H), dt) if training else None
+    return plan.unpack(y), plan.unsort_state(h[0]), cache
+
+
+def gru_backward(cache: GRUCache, dy, dh_n=None) -> Dict[str, np.ndarray]:
+    """Gradients of gru_forward given dL/dy (T, B, H) (None: zeros) and dL/dh_n (B, H).
+
+    Returns a dict with dx (T, B, I), dh0 (B, H), dw_ih, dw_hh, db_ih, db_hh. Gradients of
+    padded positions of dy are ignored (those outputs are constant zeros)."""
+    if not isinstance(cache, GRUCache) or isinstance(cache, LSTMCache):
+        raise TypeError("cache must come from fastgru.ops.gru_forward(..., training=True), "
+                        f"got {type(cache).__name__}")
+    pc = cache.packed
+    plan = pc.plan
+    dyp, (dh,) = _grads_in(cache, dy, {"dh_n": dh_n}, (pc.H,))
+    dx, g = _packed.gru_backward(pc, dyp, dh)
+    return dict(dx=plan.unpack(dx), dh0=plan.unsort_state(dh[0]), dw_ih=g["w_ih"][0],
+                dw_hh=g["w_hh"][0], db_ih=g["b_ih"][0], db_hh=g["b_hh"][0])
+
+
+def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: bool = True,
+                 n_threads: Optional[int] = None, w_hr=None
+                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[LSTMCache]]:
+    """LSTM over a (T, B, I) batch. Returns (y (T, B, P), h_n (B, P), c_n (B, H), cache or None).
+
+    P = H, or the projection size when w_hr (P, H) is given (PyTorch proj_size; then
+    w_hh is (4H, P)). Other arguments as in gru_forward."""
+    a = V.rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=w_hr)
+    training = V.check_bool("training", training)
+    n_threads = V.check_n_threads(n_threads)
+    T, B, H, P, dt = a.T, a.B, a.H, a.P, a.dtype
+    plan = SeqPlan(T, B, a.lengths)
+    bias = np.zeros((1, 4 * H), dt)
+    for b in (a.b_ih, a.b_hh):
+        if b is not None:
+            bias[0] += b
+    h = plan.sort_state(_zeros_state(a.h0, B, P, dt))[None].copy()
+    cs = plan.sort_state(_zeros_state(a.c0, B, H, dt))[None].copy()
+    w_hr3 = None if a.w_hr is None else a.w_hr[None]
+    y, pc = _packed.lstm_forward(plan.pack(a.x), plan, a.w_ih[None], a.w_hh[None], w_hr3, bias,
+                                 h, cs, _FWD, training, n_threads)
+    cache = LSTMCache(pc, (T, B, a.I, P), dt) if training else None
+    return plan.unpack(y), plan.unsort_state(h[0]), plan.unsort_state(cs[0]), cache
+
+
+def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> Dict[str, np.ndarray]:
+    """Gradients of lstm_forward: dict with dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh (and dw_hr
+    with a projection)."""
+    if not isinstance(cache, LSTMCache):
+        raise TypeError("cache must come from fastgru.ops.lstm_forward(..., training=True), "
+                        f"got {type(cache).__name__}")
+    pc = cache.packed
+    plan = pc.plan
+    dyp, (dh, dc) = _grads_in(cache, dy, {"dh_n": dh_n, "dc_n": dc_n}, (pc.P, pc.H))
+    dx, g = _packed.lstm_backward(pc, dyp, dh, dc)
+    out = dict(dx=plan.unpack(dx), dh0=plan.unsort_state(dh[0]), dc0=plan.unsort_state(dc[0]),
+               dw_ih=g["w_ih"][0], dw_hh=g["w_hh"][0], db_ih=g["b_ih"][0], db_hh=g["b_hh"][0])
+    if "w_hr" in g:
+        out["dw_hr"] = g["w_hr"][0]
+    return out
+
+
+def _grads_in(cache, dy: Any, states: Dict[str, Any], widths) -> Tuple[Optional[np.ndarray], list]:
+    """Validate dy and the final-state gradients; return packed dy and sorted (1, B, F) states."""
+    T, B, _, Fy = cache.shape
+    dt, plan = cache.dtype, cache.packed.plan
+    dyp = None
+    if dy is not None:
+        dy = V.float_array("dy", dy, dt)
+        V.check_shape("dy", dy, (T, B, Fy), "(T, B, H)")
+        dyp = plan.pack(V.contiguous(dy))
+    out = []
+    for (name, s), F in zip(states.items(), widths):
+        if s is None:
+            out.append(np.zeros((1, B, F), dt))
+        else:
+            s = V.float_array(name, s, dt)
+            V.check_shape(name, s, (B, F), "(B, H)")
+            out.append(plan.sort_state(s)[None].copy())
+    return dyp, out
