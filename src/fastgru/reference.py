@@ -64,6 +64,9 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after=True
                 training=True, n_threads=None, reverse=False):
     """GRU forward. Returns (y (T, B, H), h_n (B, H), cache or None). n_threads is ignored."""
     a = V.rnn_args("gru", x, h0, None, w_ih, w_hh, b_ih, b_hh, lengths)
+    reset_after = V.check_bool("reset_after", reset_after)
+    training = V.check_bool("training", training)
+    reverse = V.check_bool("reverse", reverse)
     V.check_n_threads(n_threads)
     T, B, H, dt = a.T, a.B, a.H, a.dtype
     b_ih = _zeros_if_none(a.b_ih, 3 * H, dt)
@@ -149,6 +152,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training=Tr
     """LSTM forward. Returns (y (T, B, P), h_n (B, P), c_n (B, H), cache or None); P = H
     without a projection (w_hr)."""
     a = V.rnn_args("lstm", x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=w_hr)
+    training = V.check_bool("training", training)
+    reverse = V.check_bool("reverse", reverse)
     V.check_n_threads(n_threads)
     T, B, H, P, dt = a.T, a.B, a.H, a.P, a.dtype
     b = _zeros_if_none(a.b_ih, 4 * H, dt) + _zeros_if_none(a.b_hh, 4 * H, dt)

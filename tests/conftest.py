@@ -1,0 +1,24 @@
+"""pytest configuration: environment hygiene and a header line describing the build."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from helpers import HAVE_TORCH
+
+
+@pytest.fixture(autouse=True)
+def _no_env_leak(monkeypatch):
+    """Tests see the default thread policy regardless of the caller's environment."""
+    monkeypatch.delenv("FASTGRU_NUM_THREADS", raising=False)
+    yield
+
+
+def pytest_report_header(config):
+    import fastgru
+
+    c = fastgru.config()
+    return (f"fastgru {c['fastgru']}: openmp={c['openmp']} simd={c['simd_level']} "
+            f"cores={c['physical_cores']} torch={'yes' if HAVE_TORCH else 'no'} "
+            f"FASTGRU_SIMD={os.environ.get('FASTGRU_SIMD', '')}")

@@ -1,0 +1,131 @@
+"""A corpus of bad calls: each must raise ValueError/TypeError naming the argument, never crash,
+hang or return wrong numbers."""
+import numpy as np
+import pytest
+
+from fastgru import ops
+from fastgru import reference as ref
+
+T, B, I, H = 4, 3, 5, 6
+
+
+def gru_args(dtype=np.float32):
+    rng = np.random.default_rng(0)
+    return dict(x=rng.standard_normal((T, B, I)).astype(dtype), h0=np.zeros((B, H), dtype),
+                w_ih=np.zeros((3 * H, I), dtype), w_hh=np.zeros((3 * H, H), dtype),
+                b_ih=np.zeros(3 * H, dtype), b_hh=np.zeros(3 * H, dtype))
+
+
+def lstm_args(dtype=np.float32):
+    a = gru_args(dtype)
+    a.update(w_ih=np.zeros((4 * H, I), dtype), w_hh=np.zeros((4 * H, H), dtype),
+             b_ih=np.zeros(4 * H, dtype), b_hh=np.zeros(4 * H, dtype), c0=np.zeros((B, H), dtype))
+    return a
+
+
+def call_gru(mod, a, **kw):
+    return mod.gru_forward(a["x"], a["h0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw)
+
+
+def call_lstm(mod, a, **kw):
+    return mod.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw)
+
+
+BAD = [  # (description, changes to the args, extra kwargs, exception, word in the message)
+    ("x 2-D", {"x": np.zeros((T, I), np.float32)}, {}, ValueError, "x"),
+    ("x 4-D", {"x": np.zeros((T, B, I, 1), np.float32)}, {}, ValueError, "x"),
+    ("x int", {"x": np.zeros((T, B, I), np.int64)}, {}, TypeError, "x"),
+    ("x float16", {"x": np.zeros((T, B, I), np.float16)}, {}, TypeError, "x"),
+    ("x complex", {"x": np.zeros((T, B, I), np.complex64)}, {}, TypeError, "x"),
+    ("x object", {"x": np.array([[["a"]]], object)}, {}, TypeError, "x"),
+    ("x None", {"x": None}, {}, TypeError, "x"),
+    ("empty T", {"x": np.zeros((0, B, I), np.float32)}, {}, ValueError, "x"),
+    ("empty B", {"x": np.zeros((T, 0, I), np.float32), "h0": None}, {}, ValueError, "x"),
+    ("empty I", {"x": np.zeros((T, B, 0), np.float32)}, {}, ValueError, "x"),
+    ("wrong input size", {"x": np.zeros((T, B, I + 1), np.float32)}, {}, ValueError, "w_ih"),
+    ("h0 shape", {"h0": np.zeros((B + 1, H), np.float32)}, {}, ValueError, "h0"),
+    ("h0 3-D", {"h0": np.zeros((1, B, H), np.float32)}, {}, ValueError, "h0"),
+    ("h0 dtype", {"h0": np.zeros((B, H), np.float64)}, {}, TypeError, "h0"),
+    ("w_hh not square", {"w_hh": np.zeros((3 * H, H + 1), np.float32)}, {}, ValueError, "w_hh"),
+    ("w_ih dtype", {"w_ih": np.zeros((3 * H, I), np.float64)}, {}, TypeError, "w_ih"),
+    ("w_ih 1-D", {"w_ih": np.zeros(3 * H * I, np.float32)}, {}, ValueError, "w_ih"),
+    ("b_ih shape", {"b_ih": np.zeros(3 * H + 1, np.float32)}, {}, ValueError, "b_ih"),
+    ("b_hh int", {"b_hh": np.zeros(3 * H, np.int32)}, {}, TypeError, "b_hh"),
+    ("lengths too long", {}, {"lengths": [T + 1, 1, 1]}, ValueError, "lengths"),
+    ("lengths zero", {}, {"lengths": [0, 1, 1]}, ValueError, "lengths"),
+    ("lengths negative", {}, {"lengths": [-1, 1, 1]}, ValueError, "lengths"),
+    ("lengths NaN", {}, {"lengths": np.array([np.nan, 1, 1])}, ValueError, "lengths"),
+    ("lengths inf", {}, {"lengths": np.array([np.inf, 1, 1])}, ValueError, "lengths"),
+    ("lengths fractional", {}, {"lengths": np.array([1.5, 1, 1])}, ValueError, "lengths"),
+    ("lengths wrong count", {}, {"lengths": [1, 1]}, ValueError, "lengths"),
+    ("lengths 2-D", {}, {"lengths": [[1, 1, 1]]}, ValueError, "lengths"),
+    ("lengths bool", {}, {"lengths": np.array([True, True, True])}, TypeError, "lengths"),
+    ("lengths str", {}, {"lengths": ["a", "b", "c"]}, TypeError, "lengths"),
+    ("n_threads 0", {}, {"n_threads": 0}, ValueError, "n_threads"),
+    ("n_threads -3", {}, {"n_threads": -3}, ValueError, "n_threads"),
+    ("n_threads float", {}, {"n_threads": 1.5}, TypeError, "n_threads"),
+    ("training str", {}, {"training": "yes"}, TypeError, "training"),
+]
+
+
+@pytest.mark.parametrize("mod", [ops, ref], ids=["ops", "reference"])
+@pytest.mark.parametrize("desc,changes,kw,exc,word", BAD, ids=[b[0] for b in BAD])
+def test_bad_gru_calls(mod, desc, changes, kw, exc, word):
+    a = gru_args()
+    a.update(changes)
+    with pytest.raises(exc, match=word):
+        call_gru(mod, a, **kw)
+
+
+@pytest.mark.parametrize("mod", [ops, ref], ids=["ops", "reference"])
+@pytest.mark.parametrize("desc,changes,kw,exc,word", [
+    ("c0 shape", {"c0": np.zeros((B, H + 1), np.float32)}, {}, ValueError, "c0"),
+    ("c0 dtype", {"c0": np.zeros((B, H), np.float64)}, {}, TypeError, "c0"),
+    ("w_hh gates", {"w_hh": np.zeros((3 * H, H), np.float32)}, {}, ValueError, "w_hh"),
+    ("w_hr rows", {}, {"w_hr": np.zeros((H + 1, H), np.float32)}, ValueError, "w_hr"),
+    ("w_hr not smaller", {}, {"w_hr": np.zeros((H, H), np.float32)}, ValueError, "projection"),
+    ("w_hr vs w_hh", {}, {"w_hr": np.zeros((H, H + 1), np.float32)}, ValueError, "w_hr"),
+    ("w_hr dtype", {}, {"w_hr": np.zeros((H, H), np.float64)}, TypeError, "w_hr"),
+])
+def test_bad_lstm_calls(mod, desc, changes, kw, exc, word):
+    a = lstm_args()
+    a.update(changes)
+    with pytest.raises(exc, match=word):
+        call_lstm(mod, a, **kw)
+
+
+def test_reset_after_must_be_bool():
+    with pytest.raises(TypeError, match="reset_after"):
+        call_gru(ops, gru_args(), reset_after="no")
+
+
+def test_blas_int_overflow_is_rejected_before_allocation():
+    # T*B rows beyond 2^31-1: rejected from the shapes alone (a broadcast view, no memory)
+    x = np.broadcast_to(np.zeros((1, 1, 1), np.float32), (2**16, 2**15 + 1, 1))
+    a = gru_args()
+    a.update(x=x, h0=None, w_ih=np.zeros((3 * H, 1), np.float32))
+    with pytest.raises(ValueError, match="2\\^31"):
+        call_gru(ops, a)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_bad_backward_calls(cell):
+    a = gru_args() if cell == "gru" else lstm_args()
+    fwd = call_gru if cell == "gru" else call_lstm
+    bwd = ops.gru_backward if cell == "gru" else ops.lstm_backward
+    y, *_, cache = fwd(ops, a)
+    with pytest.raises(TypeError, match="cache"):
+        bwd(None, y)
+    with pytest.raises(TypeError, match="cache"):
+        bwd({"cell": cell}, y)
+    with pytest.raises(ValueError, match="dy"):
+        bwd(cache, y[:, :1])
+    with pytest.raises(TypeError, match="dy"):
+        bwd(cache, y.astype(np.float64))
+    with pytest.raises(ValueError, match="dh_n"):
+        bwd(cache, y, np.zeros((B + 1, H), np.float32))
+    _, *_, inf_cache = fwd(ops, a, training=False)
+    assert inf_cache is None
+    other = ops.lstm_backward if cell == "gru" else ops.gru_backward
+    with pytest.raises(TypeError, match="cache"):
+        other(cache, y)

@@ -1,0 +1,178 @@
+"""fastgru.ops against the NumPy reference: forward outputs, final states and every gradient,
+float32 and float64, odd shapes and 1s, lengths or not, h0 or not, 1/2/3 threads."""
+import itertools
+
+import numpy as np
+import pytest
+
+from fastgru import ops
+from fastgru import reference as ref
+
+from helpers import THREADS, call_forward, make_problem, rel_err, tol
+
+SHAPES = [  # (T, B, I, H)
+    (1, 1, 1, 1),
+    (1, 3, 5, 7),
+    (5, 1, 4, 17),
+    (9, 4, 1, 33),
+    (13, 7, 11, 16),
+    (6, 5, 8, 1),
+    (30, 16, 10, 24),
+]
+
+
+def _as64(p):
+    return {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+            for k, v in p.items()}
+
+
+def _compare(cell, p, n_threads, dtype, reset_after=True, seed=0):
+    kw = {"reset_after": reset_after} if cell == "gru" else {}
+    out = call_forward(ops, cell, p, n_threads=n_threads, **kw)
+    out_r = call_forward(ref, cell, _as64(p), **kw)
+    T = p["x"].shape[0]
+    t = tol(dtype, T)
+    names = ["y", "h_n"] + (["c_n"] if cell == "lstm" else [])
+    for name, a, r in zip(names, out[:-1], out_r[:-1]):
+        assert a.dtype == dtype
+        assert rel_err(a, r) <= t, f"{name}: {rel_err(a, r):.3g} > {t:.3g}"
+    rng = np.random.default_rng(seed + 100)
+    y = out[0]
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dstates = [rng.standard_normal(s.shape).astype(dtype) for s in out[1:-1]]
+    if cell == "gru":
+        g = ops.gru_backward(out[-1], dy, *dstates)
+        g_r = ref.gru_backward(out_r[-1], dy.astype(np.float64), *[d.astype(np.float64) for d in dstates])
+    else:
+        g = ops.lstm_backward(out[-1], dy, *dstates)
+        g_r = ref.lstm_backward(out_r[-1], dy.astype(np.float64), *[d.astype(np.float64) for d in dstates])
+    assert set(g) == set(g_r)
+    for k in g_r:
+        assert g[k].dtype == dtype, k
+        assert g[k].shape == g_r[k].shape, k
+        assert rel_err(g[k], g_r[k]) <= 4 * t, f"{k}: {rel_err(g[k], g_r[k]):.3g} > {4 * t:.3g}"
+    return out, g
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("reset_after", [True, False])
+def test_gru_matches_reference(dtype, shape, reset_after):
+    for n_threads, lengths, h0 in itertools.product(THREADS, [False, True], [True, False]):
+        p = make_problem("gru", *shape, dtype=dtype, seed=hash((shape, lengths)) % 1000,
+                         lengths=lengths, h0=h0)
+        _compare("gru", p, n_threads, dtype, reset_after)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("proj", [None, 1, 3])
+def test_lstm_matches_reference(dtype, shape, proj):
+    T, B, I, H = shape
+    if proj is not None and proj >= H:
+        pytest.skip("projection must be smaller than H")
+    for n_threads, lengths, h0 in itertools.product(THREADS, [False, True], [True, False]):
+        p = make_problem("lstm", *shape, dtype=dtype, seed=hash((shape, lengths)) % 1000, P=proj,
+                         lengths=lengths, h0=h0)
+        _compare("lstm", p, n_threads, dtype)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_results_do_not_depend_on_thread_count(cell, dtype):
+    p = make_problem(cell, 40, 37, 12, 20, dtype=dtype, seed=7, lengths=True)
+    base = None
+    for n in (1, 2, 3, 4):
+        out, g = _compare(cell, p, n, dtype, seed=1)
+        vals = list(out[:-1]) + [g[k] for k in sorted(g)]
+        if base is None:
+            base = vals
+            continue
+        for a, b in zip(vals, base):
+            assert rel_err(a, b) <= (1e-13 if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_padding_is_zero_and_lengths_any_order(cell):
+    p = make_problem(cell, 8, 5, 3, 6, seed=4)
+    p["lengths"] = np.array([3, 8, 1, 5, 8])
+    out = call_forward(ops, cell, p)
+    y = out[0]
+    for b, n in enumerate(p["lengths"]):
+        assert np.all(y[n:, b] == 0)
+    # the same sequences one by one give the same outputs and final states
+    for b, n in enumerate(p["lengths"]):
+        q = dict(p, x=p["x"][:n, b:b + 1], h0=p["h0"][b:b + 1], lengths=None)
+        if cell == "lstm":
+            q["c0"] = p["c0"][b:b + 1]
+        ob = call_forward(ops, cell, q)
+        np.testing.assert_allclose(y[:n, b], ob[0][:, 0], rtol=1e-12, atol=1e-13)
+        for s, sb in zip(out[1:-1], ob[1:-1]):
+            np.testing.assert_allclose(s[b], sb[0], rtol=1e-12, atol=1e-13)
+    # gradients of padded positions of dy are ignored
+    dy = np.random.default_rng(0).standard_normal(y.shape)
+    dy2 = dy.copy()
+    dy2[np.arange(8)[:, None] >= p["lengths"][None, :]] = 123.0
+    bwd = ops.gru_backward if cell == "gru" else ops.lstm_backward
+    g1, g2 = bwd(out[-1], dy), bwd(out[-1], dy2)
+    for k in g1:
+        np.testing.assert_array_equal(g1[k], g2[k])
+    assert np.all(g1["dx"][np.arange(8)[:, None] >= p["lengths"][None, :]] == 0)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_inference_matches_training_and_keeps_no_cache(cell):
+    p = make_problem(cell, 12, 6, 5, 9, dtype=np.float32, seed=2, lengths=True)
+    tr = call_forward(ops, cell, p, training=True)
+    inf = call_forward(ops, cell, p, training=False)
+    assert inf[-1] is None
+    for a, b in zip(tr[:-1], inf[:-1]):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_read_only_and_non_contiguous_inputs(cell):
+    p = make_problem(cell, 7, 4, 6, 5, dtype=np.float64, seed=9, lengths=True)
+    q = {}
+    for k, v in p.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            big = np.zeros(v.shape + (2,), v.dtype)
+            big[..., 0] = v
+            w = big[..., 0]  # non-contiguous view
+            w.flags.writeable = False
+            q[k] = w
+        else:
+            q[k] = v
+    assert not q["x"].flags.c_contiguous
+    a, b = call_forward(ops, cell, p), call_forward(ops, cell, q)
+    for u, v in zip(a[:-1], b[:-1]):
+        np.testing.assert_array_equal(u, v)
+    dy = np.ones_like(a[0])[..., ::1]
+    dyr = np.asfortranarray(dy)
+    dyr.flags.writeable = False
+    bwd = ops.gru_backward if cell == "gru" else ops.lstm_backward
+    ga, gb = bwd(a[-1], dy), bwd(b[-1], dyr)
+    for k in ga:
+        np.testing.assert_array_equal(ga[k], gb[k])
+
+
+def test_gru_variants_differ():
+    """reset_after=True and False are different functions (guards against a flag ignored)."""
+    p = make_problem("gru", 5, 3, 4, 6, seed=1)
+    a = call_forward(ops, "gru", p, reset_after=True)[0]
+    b = call_forward(ops, "gru", p, reset_after=False)[0]
+    assert np.max(np.abs(a - b)) > 1e-3
+
+
+def test_denormal_inputs_are_correct_and_fp_mode_restored():
+    from fastgru._kernels import _runtime
+
+    before = _runtime.fp_mode()
+    p = make_problem("lstm", 20, 4, 3, 8, dtype=np.float32, seed=3)
+    p["x"] = np.full_like(p["x"], 1e-39)  # denormal float32 inputs
+    p["h0"] = np.full_like(p["h0"], -1e-40)
+    _compare("lstm", p, 2, np.float32)
+    assert _runtime.fp_mode() == before
+    inside = _runtime.fp_mode_inside_kernel()
+    if before != 0:  # x86 MXCSR / aarch64 FPCR: the kernels flush denormals
+        assert inside != before
