@@ -105,12 +105,18 @@ class BuildExt(build_ext):
 def _extensions():
     from Cython.Build import cythonize
 
+    import glob
+
     debug = _truthy("FASTGRU_DEBUG_CYTHON")
+    # headers and .pxd files: a change to any of them rebuilds every kernel module
+    depends = sorted(glob.glob(os.path.join(KERNEL_DIR, "*.h")) +
+                     glob.glob(os.path.join(KERNEL_DIR, "*.pxd")))
     exts = [
         Extension(
             f"fastgru._kernels.{name}",
             [os.path.join(KERNEL_DIR, f"{name}.pyx")],
             include_dirs=[KERNEL_DIR],
+            depends=depends,
             libraries=[] if sys.platform == "win32" else ["m"],
         )
         for name in MODULES

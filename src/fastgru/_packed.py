@@ -39,6 +39,19 @@ def fold_gru_bias(b_ih: np.ndarray, b_hh: np.ndarray, reset_after: bool) -> np.n
     return out
 
 
+def transposed(name: str, w: np.ndarray) -> np.ndarray:
+    """Forward GEMMs take weights transposed (see _gru.pyx): (D, G, K) -> (D, K, G) in a
+    workspace buffer; name "wt_ih" gives the 2-D (K, D*G) form for the one input GEMM."""
+    D, G, K = w.shape
+    if name == "wt_ih":
+        out = _workspace.get(name, (K, D * G), w.dtype)
+        np.copyto(out, w.reshape(D * G, K).T)
+    else:
+        out = _workspace.get(name, (D, K, G), w.dtype)
+        np.copyto(out, w.transpose(0, 2, 1))
+    return out
+
+
 class PackedCache:
     """What a backward needs from a training forward (one layer, D directions)."""
 
@@ -69,7 +82,8 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
         cache = hprev = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     with _threads.blas_single_threaded():
-        _gru.forward(x, w_ih, w_hh, bias, h, y, gx, cache, hprev, scratch,
+        _gru.forward(x, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh), bias, h, y, gx,
+                     cache, hprev, scratch,
                      plan.bsz, plan.off, rev, tasks, reset_after, team)
     if not training:
         return y, None
@@ -122,7 +136,9 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
         cache = hprev = m = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     with _threads.blas_single_threaded():
-        _lstm.forward(x, w_ih, w_hh, w_hr, bias, h, cs, y, gx, cache, hprev, m, scratch,
+        wt_hr = None if w_hr is None else transposed("wt_hr", w_hr)
+        _lstm.forward(x, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh), wt_hr, bias, h,
+                      cs, y, gx, cache, hprev, m, scratch,
                       plan.bsz, plan.off, rev, tasks, team)
     if not training:
         return y, None

@@ -7,7 +7,9 @@ Design
     projection h = (o * tanh(c)) W_hr^T of size P (proj_size; P = H without it).
   Layout (N = sum of lengths; G = 4H; row-major):
     x     (N, I)              packed input
-    w_ih  (D, G, I), w_hh (D, G, P), w_hr (D, P, H)   PyTorch layout, gate rows i|f|g|o
+    w_ih  (D, G, I), w_hh (D, G, P), w_hr (D, P, H)   PyTorch layout, gate rows i|f|g|o (backward)
+    wt_ih (I, D*G), wt_hh (D, P, G), wt_hr (D, H, P)  transposed copies for the forward GEMMs
+                              (OpenBLAS's small-matrix path wants untransposed right operands)
     bias  (D, G)              b_ih + b_hh
     h     (D, B, P), c (D, B, H)   states, sorted-batch order, updated in place
     y     (N, D*P)            packed output, direction d owns columns d*P .. d*P + P - 1
@@ -25,6 +27,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm
+from fastgru._kernels._matmul cimport mm
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      lstm_fwd, lstm_bwd)
@@ -74,8 +77,8 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef int H = L.H, P = L.P, G = 4 * L.H, D = L.D, B = S.B
     cdef int s, t, i, nb
     cdef Py_ssize_t row
-    cdef const floating* w_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * P
-    cdef const floating* w_hr = NULL
+    cdef const floating* wt_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * P
+    cdef const floating* wt_hr = NULL
     cdef const floating* b = <const floating*>L.bias + <Py_ssize_t>d * G
     cdef floating* hs = <floating*>L.h + (<Py_ssize_t>d * B + r0) * P
     cdef floating* cs = <floating*>L.c + (<Py_ssize_t>d * B + r0) * H
@@ -89,7 +92,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef int ldgx = D * G, ldy = D * P, ldk = D * 6 * H, ldgh, ldm
     cdef floating one = 1, zero = 0
     if L.proj:
-        w_hr = <const floating*>L.w_hr + <Py_ssize_t>d * P * H
+        wt_hr = <const floating*>L.w_hr + <Py_ssize_t>d * P * H
     for s in range(S.T):
         t = S.T - 1 - s if L.rev[d] else s
         nb = min(r1, S.bsz[t]) - r0
@@ -108,8 +111,8 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         else:
             gh = scr
             ldgh = G
-        # gh[nb, 4H] = h[nb, P] @ W_hh[4H, P].T
-        gemm(c'N', c'T', nb, G, P, one, hs, P, w_hh, P, zero, gh, ldgh)
+        # gh[nb, 4H] = h[nb, P] @ W_hh.T[P, 4H]
+        mm(nb, G, P, hs, P, wt_hh, G, False, gh, ldgh)
         if not L.proj:
             lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, hs, H, yp, ldy, kp, ldk)
         else:
@@ -120,8 +123,8 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
                 mp = scr + <Py_ssize_t>B * G
                 ldm = H
             lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, mp, ldm, NULL, 0, kp, ldk)
-            # h[nb, P] = m[nb, H] @ W_hr[P, H].T
-            gemm(c'N', c'T', nb, P, H, one, mp, ldm, w_hr, H, zero, hs, P)
+            # h[nb, P] = m[nb, H] @ W_hr.T[H, P]
+            mm(nb, P, H, mp, ldm, wt_hr, P, False, hs, P)
             for i in range(nb):
                 memcpy(yp + <Py_ssize_t>i * ldy, hs + <Py_ssize_t>i * P, P * sizeof(floating))
 
@@ -131,10 +134,10 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     cdef int GD = 4 * L.H * L.D
     cdef floating one = 1, zero = 0
     cdef unsigned long long fp = fg_fp_enter()
-    # gx[N, D*4H] = x[N, I] @ W_ih[D*4H, I].T   (rows split across the team)
+    # gx[N, D*4H] = x[N, I] @ W_ih.T[I, D*4H]   (rows split across the team)
     split(S.N, tid, team, &r0, &r1)
-    gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
-         <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+    gemm(c'N', c'N', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
+         <const floating*>L.w_ih, GD, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
     fg_barrier()
     k = tid
     while k < L.ntasks:
@@ -143,8 +146,8 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     fg_fp_exit(fp)
 
 
-def forward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
-            const floating[:, :, ::1] w_hh, const floating[:, :, ::1] w_hr,
+def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
+            const floating[:, :, ::1] wt_hh, const floating[:, :, ::1] wt_hr,
             const floating[:, ::1] bias, floating[:, :, ::1] h, floating[:, :, ::1] c,
             floating[:, ::1] y, floating[:, ::1] gx, floating[:, ::1] cache,
             floating[:, ::1] hprev, floating[:, ::1] m, floating[:, ::1] scratch,
@@ -167,13 +170,13 @@ def forward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.H = c.shape[2]
     L.P = h.shape[2]
     L.D = h.shape[0]
-    L.proj = w_hr is not None
+    L.proj = wt_hr is not None
     L.training = cache is not None
     L.x = &x[0, 0]
-    L.w_ih = &w_ih[0, 0, 0]
-    L.w_hh = &w_hh[0, 0, 0]
+    L.w_ih = &wt_ih[0, 0]
+    L.w_hh = &wt_hh[0, 0, 0]
     if L.proj:
-        L.w_hr = &w_hr[0, 0, 0]
+        L.w_hr = &wt_hr[0, 0, 0]
     L.bias = &bias[0, 0]
     L.h = &h[0, 0, 0]
     L.c = &c[0, 0, 0]
@@ -234,10 +237,10 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
                     dhpp[<Py_ssize_t>i * ldy + j] = dh[<Py_ssize_t>i * P + j] + (
                         dyp[<Py_ssize_t>i * ldy + j] if dyp != NULL else 0)
             # dm[nb, H] = dh_t[nb, P] @ W_hr[P, H]
-            gemm(c'N', c'N', nb, H, P, one, dhpp, ldy, w_hr, H, zero, scr, H)
+            mm(nb, H, P, dhpp, ldy, w_hr, H, False, scr, H)
             lstm_bwd(nb, H, kp, ldk, scr, H, NULL, 0, dc, H, dgp, ldg)
         # dh[nb, P] = dG[nb, 4H] @ W_hh[4H, P]
-        gemm(c'N', c'N', nb, P, G, one, dgp, ldg, w_hh, P, zero, dh, P)
+        mm(nb, P, G, dgp, ldg, w_hh, P, False, dh, P)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:

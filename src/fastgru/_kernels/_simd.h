@@ -7,11 +7,12 @@
  * Layout: row-major; each argument is a base pointer plus a row stride (ld*), gate blocks of H
  *   contiguous floats in PyTorch order (GRU r|z|n, LSTM i|f|g|o).
  * SIMD: float32 code is written once (_simd_kernels.h) with GCC/Clang vector extensions and
- *   compiled three times, for AVX-512, AVX2 and the x86-64 baseline, by including it under three
- *   `target` attributes. The level is chosen at run time (cpu support, FASTGRU_SIMD) through a
- *   table of function pointers, so wheels need no -march. Tails (H % 16) run the same code on a
- *   1-lane type, and the extension is built with -ffp-contract=off: every level and the tail give
- *   bit-identical results. float64 uses libm (it is the accuracy dtype, not the speed dtype).
+ *   compiled three times, for AVX-512 (16 lanes), AVX2 (8) and the x86-64 baseline (SSE2, 4), by
+ *   including it under three `target` attributes. The level is chosen at run time (cpu support,
+ *   FASTGRU_SIMD) through a table of function pointers, so wheels need no -march. Tails run the
+ *   same code on plain floats, and the extension is built with -ffp-contract=off: every level and
+ *   the tail give bit-identical results (no cross-lane operations anywhere). float64 uses libm
+ *   (it is the accuracy dtype, not the speed dtype).
  * Accuracy (float32, measured in tests over the whole float range against float64 libm):
  *   exp: <= 2 ulp; sigmoid = 1/(1+exp(-x)): <= 3 ulp relative wherever the result is a normal
  *   float; tanh: <= 4 ulp (odd Taylor series below |x| = 0.35, (1-u)/(1+u), u = exp(-2|x|),
@@ -110,6 +111,8 @@ typedef void (*fg_lstm_fwd_t)(int, int, const float *, ptrdiff_t, const float *,
 typedef void (*fg_lstm_bwd_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                               const float *, ptrdiff_t, float *, ptrdiff_t, float *, ptrdiff_t);
 typedef void (*fg_map_t)(ptrdiff_t, const float *, float *);
+typedef void (*fg_mm_small_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+                              float *, ptrdiff_t, int);
 
 typedef struct {
     const char *name;
@@ -122,6 +125,7 @@ typedef struct {
     fg_lstm_fwd_t lstm_fwd;
     fg_lstm_bwd_t lstm_bwd;
     fg_map_t exp, sigmoid, tanh;
+    fg_mm_small_t mm_small;
 } fg_simd_table;
 
 /* ------------------------------------------------------------------------------------------ */
@@ -129,22 +133,28 @@ typedef struct {
 
 #if defined(FG_GNU) && defined(FG_X86)
 #define FG_LEVEL avx512
+#define FG_VBYTES 64
 #define FG_TARGET __attribute__((target("avx512f,avx512dq,avx512vl,avx512bw")))
 #include "_simd_kernels.h"
 #undef FG_LEVEL
+#undef FG_VBYTES
 #undef FG_TARGET
 
 #define FG_LEVEL avx2
+#define FG_VBYTES 32
 #define FG_TARGET __attribute__((target("avx2")))
 #include "_simd_kernels.h"
 #undef FG_LEVEL
+#undef FG_VBYTES
 #undef FG_TARGET
 #endif
 
 #define FG_LEVEL base
+#define FG_VBYTES 16 /* SSE2 on x86-64, NEON on aarch64 */
 #define FG_TARGET
 #include "_simd_kernels.h"
 #undef FG_LEVEL
+#undef FG_VBYTES
 #undef FG_TARGET
 
 /* Level numbers: 0 baseline, 1 AVX2, 2 AVX-512 (x86 with GCC/Clang only). */

@@ -11,24 +11,27 @@
 #define FGL(name) FG_L2(name, FG_LEVEL)
 
 #if defined(FG_GNU)
-#ifndef FG_VEC_TYPES
-#define FG_VEC_TYPES
-typedef float fg_v16 __attribute__((vector_size(64)));
-typedef int32_t fg_v16i __attribute__((vector_size(64)));
-typedef float fg_v16u __attribute__((vector_size(64), aligned(4), may_alias));
-#endif
+/* Native width per level (FG_VBYTES from _simd.h): wider generic vectors are lowered badly by
+ * GCC on narrower targets (measured 15x slower), so each level uses its own register width. */
+typedef float FG_L2(fg_vf, FG_LEVEL) __attribute__((vector_size(FG_VBYTES)));
+typedef int32_t FG_L2(fg_vi, FG_LEVEL) __attribute__((vector_size(FG_VBYTES)));
+typedef float FG_L2(fg_vu, FG_LEVEL) __attribute__((vector_size(FG_VBYTES), aligned(4), may_alias));
+#define FG_VT FG_L2(fg_vf, FG_LEVEL)
+#define FG_VTI FG_L2(fg_vi, FG_LEVEL)
+#define FG_VTU FG_L2(fg_vu, FG_LEVEL)
+#define FG_VW (FG_VBYTES / 4)
 #define FG_WS v
-#define FG_V fg_v16
-#define FG_VI fg_v16i
-#define FG_LD(p) (*(const fg_v16u *)(p))
-#define FG_ST(p, v) (*(fg_v16u *)(p) = (v))
-#define FG_SPLAT(c) ((fg_v16){0} + (float)(c))
+#define FG_V FG_VT
+#define FG_VI FG_VTI
+#define FG_LD(p) (*(const FG_VTU *)(p))
+#define FG_ST(p, v) (*(FG_VTU *)(p) = (v))
+#define FG_SPLAT(c) ((FG_VT){0} + (float)(c))
 #define FG_GT(a, b) ((a) > (b))
 #define FG_LT(a, b) ((a) < (b))
 #define FG_NE(a, b) ((a) != (b))
-#define FG_ASI(x) ((fg_v16i)(x))
-#define FG_ASF(i) ((fg_v16)(i))
-#define FG_CVTI(x) __builtin_convertvector((x), fg_v16i)
+#define FG_ASI(x) ((FG_VTI)(x))
+#define FG_ASF(i) ((FG_VT)(i))
+#define FG_CVTI(x) __builtin_convertvector((x), FG_VTI)
 #include "_simd_lanes.h"
 #undef FG_WS
 #undef FG_V
@@ -78,7 +81,7 @@ typedef float fg_v16u __attribute__((vector_size(64), aligned(4), may_alias));
 #define FG_ROW_LOOP(chunk, ...)                                                             \
     do {                                                                                    \
         int j_ = 0;                                                                         \
-        for (; j_ + 16 <= H; j_ += 16) FGV(chunk)(__VA_ARGS__, H, j_);                      \
+        for (; j_ + FG_VW <= H; j_ += FG_VW) FGV(chunk)(__VA_ARGS__, H, j_);                \
         for (; j_ < H; j_++) FGS(chunk)(__VA_ARGS__, H, j_);                                \
     } while (0)
 #else
@@ -170,6 +173,96 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int H, const float *cache, ptrdif
     }
 }
 
+/* Small-M matrix product, C[nb, N] (+)= A[nb, K] @ W[K, N], all row-major, for the per-step
+ * recurrent GEMMs when a task has few rows (B = 1 streaming and long-sequence cases). OpenBLAS
+ * spends most of such a call on its small-matrix set-up (measured: 38% of a B=1 LSTM run).
+ * Here W streams through once; 64 columns at a time stay in registers for up to 4 rows. Plain
+ * multiply and add (no FMA): on Zen 4 that is as fast as FMA and keeps every level bit-identical.
+ * Sums run over k in order, so results do not depend on the level or on N's blocking.          */
+#if defined(FG_GNU)
+#define FG_MM_ROWS(NB)                                                                         \
+    FG_TARGET static void FG_L2(FGL(fg_mm_rows), NB)(int N, int K, const float *A,             \
+                                                      ptrdiff_t lda, const float *W,           \
+                                                      ptrdiff_t ldw, float *C, ptrdiff_t ldc,  \
+                                                      int beta) {                              \
+        const int w = FG_VW;                                                                   \
+        int j = 0;                                                                             \
+        for (; j + 4 * w <= N; j += 4 * w) {                                                   \
+            FG_VT acc[NB][4];                                                                  \
+            for (int i = 0; i < NB; i++)                                                       \
+                for (int v = 0; v < 4; v++)                                                    \
+                    acc[i][v] = beta ? FG_VLD(C + i * ldc + j + w * v) : (FG_VT){0};           \
+            for (int k = 0; k < K; k++) {                                                      \
+                const float *wk = W + k * ldw + j;                                             \
+                FG_VT w0 = FG_VLD(wk), w1 = FG_VLD(wk + w), w2 = FG_VLD(wk + 2 * w),           \
+                      w3 = FG_VLD(wk + 3 * w);                                                 \
+                for (int i = 0; i < NB; i++) {                                                 \
+                    float a = A[i * lda + k];                                                  \
+                    acc[i][0] += a * w0;                                                       \
+                    acc[i][1] += a * w1;                                                       \
+                    acc[i][2] += a * w2;                                                       \
+                    acc[i][3] += a * w3;                                                       \
+                }                                                                              \
+            }                                                                                  \
+            for (int i = 0; i < NB; i++)                                                       \
+                for (int v = 0; v < 4; v++) FG_VST(C + i * ldc + j + w * v, acc[i][v]);       \
+        }                                                                                      \
+        for (; j + w <= N; j += w) {                                                           \
+            FG_VT acc[NB];                                                                     \
+            for (int i = 0; i < NB; i++)                                                       \
+                acc[i] = beta ? FG_VLD(C + i * ldc + j) : (FG_VT){0};                          \
+            for (int k = 0; k < K; k++) {                                                      \
+                FG_VT w0 = FG_VLD(W + k * ldw + j);                                            \
+                for (int i = 0; i < NB; i++) acc[i] += A[i * lda + k] * w0;                    \
+            }                                                                                  \
+            for (int i = 0; i < NB; i++) FG_VST(C + i * ldc + j, acc[i]);                      \
+        }                                                                                      \
+        for (; j < N; j++)                                                                     \
+            for (int i = 0; i < NB; i++) {                                                     \
+                float acc = beta ? C[i * ldc + j] : 0.0f;                                      \
+                for (int k = 0; k < K; k++) acc += A[i * lda + k] * W[k * ldw + j];            \
+                C[i * ldc + j] = acc;                                                          \
+            }                                                                                  \
+    }
+#define FG_VLD(p) ((FG_VT)(*(const FG_VTU *)(p)))
+#define FG_VST(p, v) (*(FG_VTU *)(p) = (v))
+FG_MM_ROWS(1)
+FG_MM_ROWS(2)
+FG_MM_ROWS(3)
+FG_MM_ROWS(4)
+#undef FG_VLD
+#undef FG_VST
+#undef FG_MM_ROWS
+
+FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
+                                       const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
+                                       int beta) {
+    while (nb > 0) { /* rows in groups of at most 4 */
+        int g = nb >= 4 ? 4 : nb;
+        switch (g) {
+        case 4: FG_L2(FGL(fg_mm_rows), 4)(N, K, A, lda, W, ldw, C, ldc, beta); break;
+        case 3: FG_L2(FGL(fg_mm_rows), 3)(N, K, A, lda, W, ldw, C, ldc, beta); break;
+        case 2: FG_L2(FGL(fg_mm_rows), 2)(N, K, A, lda, W, ldw, C, ldc, beta); break;
+        default: FG_L2(FGL(fg_mm_rows), 1)(N, K, A, lda, W, ldw, C, ldc, beta); break;
+        }
+        nb -= g;
+        A += g * lda;
+        C += g * ldc;
+    }
+}
+#else
+FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
+                                       const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
+                                       int beta) {
+    for (int i = 0; i < nb; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = beta ? C[i * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++) acc += A[i * lda + k] * W[k * ldw + j];
+            C[i * ldc + j] = acc;
+        }
+}
+#endif
+
 /* Elementwise maps, for the accuracy tests of the lane math. */
 #define FG_MAP(fname)                                                                       \
     FG_TARGET static void FGL(fg_map_##fname)(ptrdiff_t n, const float *in, float *out) {   \
@@ -185,9 +278,16 @@ static const fg_simd_table FG_L2(fg_table, FG_LEVEL) = {
     FG_STR(FG_LEVEL),     FGL(fg_gru_fwd_ra),  FGL(fg_gru_fwd_rb1), FGL(fg_gru_fwd_rb2),
     FGL(fg_gru_bwd_ra),   FGL(fg_gru_bwd_rb1), FGL(fg_gru_bwd_rb2), FGL(fg_lstm_fwd),
     FGL(fg_lstm_bwd),     FGL(fg_map_exp),     FGL(fg_map_sigmoid), FGL(fg_map_tanh),
+    FGL(fg_mm_small),
 };
 
 #undef FG_ROW_LOOP
+#if defined(FG_GNU)
+#undef FG_VT
+#undef FG_VTI
+#undef FG_VTU
+#undef FG_VW
+#endif
 #undef FGV
 #undef FGS
 #undef FGL
