@@ -14,10 +14,13 @@ from fastgru._config import (  # noqa: E402
     simd_level,
 )
 from fastgru._config import _init_from_env  # noqa: E402
+from fastgru.layers import *  # noqa: E402,F401,F403  (GRU, LSTM, cells, interop, save/load)
+from fastgru.training import *  # noqa: E402,F401,F403  (models, losses, optimizers, trainer)
+from fastgru import layers as _layers, training as _training  # noqa: E402
 
 _init_from_env()
 
-__all__ = [
+__all__ = list(_layers.__all__) + list(_training.__all__) + [
     "__version__",
     "ops",
     "reference",

@@ -1,0 +1,52 @@
+"""The `fastgru` console command: `fastgru train`, `fastgru bench`, `fastgru info`.
+
+Each subcommand lives in its own module (cli_train.py, cli_bench.py) and exposes
+`add_arguments(parser)` and `run(args) -> int`. User mistakes end in a one-line error message
+and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import List, Optional
+
+SUBCOMMANDS = {
+    "train": ("fastgru.cli_train", "train a GRU/LSTM classifier or regressor"),
+    "bench": ("fastgru.cli_bench", "time fastgru against PyTorch / ONNX Runtime on this machine"),
+    "info": ("fastgru.cli_info", "print version, OpenMP, SIMD and BLAS configuration"),
+}
+
+
+class UserError(Exception):
+    """A mistake in the command line or the data: printed as one line, exit status 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="fastgru", description="Fast GRU/LSTM on the CPU.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (modname, help_) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_, description=help_)
+        importlib.import_module(modname).add_arguments(sp)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    mod = importlib.import_module(SUBCOMMANDS[args.command][0])
+    try:
+        return int(mod.run(args) or 0)
+    except UserError as exc:
+        print(f"fastgru {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"fastgru {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
