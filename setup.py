@@ -18,7 +18,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNEL_DIR = os.path.join("src", "fastgru", "_kernels")
-MODULES = ["_blas", "_runtime", "_gru", "_lstm"]
+MODULES = ["_blas", "_runtime", "_gru", "_lstm", "_stream"]
 
 
 def _truthy(name):
@@ -107,6 +107,8 @@ def _extensions():
 
     import glob
 
+    import numpy
+
     debug = _truthy("FASTGRU_DEBUG_CYTHON")
     # headers and .pxd files: a change to any of them rebuilds every kernel module
     depends = sorted(glob.glob(os.path.join(KERNEL_DIR, "*.h")) +
@@ -115,7 +117,7 @@ def _extensions():
         Extension(
             f"fastgru._kernels.{name}",
             [os.path.join(KERNEL_DIR, f"{name}.pyx")],
-            include_dirs=[KERNEL_DIR],
+            include_dirs=[KERNEL_DIR, numpy.get_include()],
             depends=depends,
             libraries=[] if sys.platform == "win32" else ["m"],
         )

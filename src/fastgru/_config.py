@@ -6,7 +6,7 @@ import platform
 import sys
 from typing import Any, Dict
 
-from fastgru._kernels import _blas, _gru, _lstm, _runtime
+from fastgru._kernels import _blas, _gru, _lstm, _runtime, _stream
 
 _LEVELS = {"base": 0, "baseline": 0, "sse2": 0, "generic": 0, "avx2": 1, "avx512": 2}
 
@@ -21,7 +21,7 @@ def set_simd_level(level: Any = None) -> str:
     else:
         raise ValueError(f"SIMD level must be one of {sorted(set(_LEVELS))} or None, got {level!r}")
     used = _runtime.select_simd(n)
-    for mod in (_blas, _gru, _lstm):
+    for mod in (_blas, _gru, _lstm, _stream):
         mod._select_simd(used)
     return _runtime.simd_name()
 

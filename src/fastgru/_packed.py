@@ -81,7 +81,7 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
         gx = _workspace.get("gx", (N, D * G), dt)
         cache = hprev = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    with _threads.blas_single_threaded():
+    with _threads.kernel_guard():
         _gru.forward(x, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh), bias, h, y, gx,
                      cache, hprev, scratch,
                      plan.bsz, plan.off, rev, tasks, reset_after, team)
@@ -108,7 +108,7 @@ def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
     dgh = _workspace.get("dgh", (N, D * G), dt) if c.reset_after else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    with _threads.blas_single_threaded():
+    with _threads.kernel_guard():
         _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dgh, dx,
                       grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], scratch,
                       plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team)
@@ -135,7 +135,7 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     else:
         cache = hprev = m = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    with _threads.blas_single_threaded():
+    with _threads.kernel_guard():
         wt_hr = None if w_hr is None else transposed("wt_hr", w_hr)
         _lstm.forward(x, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh), wt_hr, bias, h,
                       cs, y, gx, cache, hprev, m, scratch,
@@ -166,7 +166,7 @@ def lstm_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray, dc: 
     dhp = _workspace.get("dhp", (N, D * P), dt) if c.w_hr is not None else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    with _threads.blas_single_threaded():
+    with _threads.kernel_guard():
         _lstm.backward(x, c.w_ih, c.w_hh, c.w_hr, c.cache, c.hprev, c.m, dy, dh, dc, dg, dhp, dx,
                        grads["w_ih"], grads["w_hh"], grads.get("w_hr"), grads["b_ih"],
                        grads["b_hh"], scratch, plan.bsz, plan.off, c.rev, tasks, accumulate, team)

@@ -4,6 +4,9 @@ Rule: inside a fastgru kernel call all parallelism is fastgru's own OpenMP team 
 threads, and the BLAS that the kernels call (scipy's, through cython_blas) is held at one thread
 for the duration of the call, then restored. OpenBLAS's spin-waiting pool beside an OpenMP team
 was measured here to make each step 29x slower (research/style-anchors.md, section 3).
+The hold is done by the kernels themselves through OpenBLAS's own get/set-threads functions,
+found once with threadpoolctl (two C calls per kernel call, which matters for streaming single
+steps); with another BLAS, kernel_guard() falls back to a threadpoolctl limit around the call.
 
 - n_threads=None: FASTGRU_NUM_THREADS, else OMP_NUM_THREADS, else the physical cores this
   process may run on. -1: all those cores. 1 when the build has no OpenMP.
@@ -123,9 +126,67 @@ def _blas_controllers() -> List:
     return scipy_libs or libs
 
 
+def _register_c_hold() -> bool:
+    """Give the kernels OpenBLAS's get/set-num-threads functions; False if not possible."""
+    import ctypes
+
+    from fastgru._kernels import _blas
+
+    try:
+        for lib in _blas_controllers():
+            if lib.internal_api != "openblas" or getattr(lib, "threading_layer", "") != "pthreads":
+                continue
+            prefix, suffix = lib._find_affixes()
+            get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}")
+            put = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
+            _blas.set_thread_functions(ctypes.cast(get, ctypes.c_void_p).value,
+                                       ctypes.cast(put, ctypes.c_void_p).value)
+            return True
+    except Exception:  # unusual BLAS layouts: the threadpoolctl fallback still applies
+        pass
+    return False
+
+
+_C_HOLD: List[Optional[bool]] = [None]
+
+
+def c_hold_active() -> bool:
+    """True when the kernels hold the BLAS threads themselves (registered on first use)."""
+    if _C_HOLD[0] is None:
+        with _lock:
+            if _C_HOLD[0] is None:
+                _C_HOLD[0] = _register_c_hold()
+    return bool(_C_HOLD[0]) and _GUARD["enabled"]
+
+
+def kernel_guard():
+    """Context for one kernel call: nothing when the kernels hold BLAS themselves, else a
+    threadpoolctl limit to one BLAS thread."""
+    if c_hold_active() or not _GUARD["enabled"]:
+        return _NULL
+    return blas_single_threaded()
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+_NULL = _Null()
+
+
 def set_blas_guard(enabled: bool) -> None:
     """Benchmarks only: turn the single-threaded-BLAS rule off to measure oversubscription."""
+    from fastgru._kernels import _blas
+
     _GUARD["enabled"] = bool(enabled)
+    if not enabled:
+        _blas.set_thread_functions(0, 0)
+    else:
+        _C_HOLD[0] = None
 
 
 @contextmanager

@@ -18,3 +18,11 @@ cdef inline void gemm(char ta, char tb, int M, int N, int K, floating alpha,
         sgemm(&tb, &ta, &N, &M, &K, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
     else:
         dgemm(&tb, &ta, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
+
+
+# Hold the BLAS at one thread around a kernel: OpenBLAS's pool beside our OpenMP team was
+# measured 29x slower per step. The functions are OpenBLAS's own get/set-threads entry points,
+# registered once by fastgru._threads (two C calls per kernel, no Python); without them (another
+# BLAS) the Python layer falls back to threadpoolctl. blas_hold returns what to restore.
+cdef int blas_hold() noexcept nogil
+cdef void blas_release(int saved) noexcept nogil

@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""Test hook for the BLAS shim (_blas.pxd): row-major gemm on memoryviews."""
+"""BLAS thread hold (shared by all kernel modules) and test hooks for the BLAS shim."""
 from cython cimport floating
 from fastgru._kernels._blas cimport gemm
 from fastgru._kernels._matmul cimport mm
@@ -48,3 +48,49 @@ def time_mm(const float[:, ::1] A, const float[:, ::1] W, float[:, ::1] C, int r
 def _select_simd(int level):
     """Select this module's SIMD level (-1: best supported); returns the level used."""
     return fg_simd_select(level)
+
+
+ctypedef int (*get_threads_t)() noexcept nogil
+ctypedef void (*set_threads_t)(int) noexcept nogil
+cdef get_threads_t _get_threads = NULL
+cdef set_threads_t _set_threads = NULL
+cdef int _holders = 0
+
+
+def set_thread_functions(size_t get_addr, size_t set_addr):
+    """Register OpenBLAS's get/set-num-threads entry points (addresses; 0, 0 to clear)."""
+    global _get_threads, _set_threads
+    _get_threads = <get_threads_t>get_addr
+    _set_threads = <set_threads_t>set_addr
+
+
+def have_thread_functions():
+    return _get_threads != NULL and _set_threads != NULL
+
+
+def blas_threads():
+    """The BLAS thread count as the registered functions see it (-1 when none)."""
+    return _get_threads() if _get_threads != NULL else -1
+
+
+cdef int blas_hold() noexcept nogil:
+    global _holders
+    cdef int n
+    if _get_threads == NULL or _set_threads == NULL:
+        return 0
+    _holders += 1
+    if _holders > 1:          # an outer call already holds it
+        return 0
+    n = _get_threads()
+    if n != 1:
+        _set_threads(1)
+    return n
+
+
+cdef void blas_release(int saved) noexcept nogil:
+    global _holders
+    if _get_threads == NULL or _set_threads == NULL:
+        return
+    _holders -= 1
+    if _holders == 0 and saved > 1:
+        _set_threads(saved)

@@ -35,7 +35,7 @@ from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel
 from cython cimport floating
 
-from fastgru._kernels._blas cimport gemm
+from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
 from fastgru._kernels._matmul cimport mm
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
@@ -186,12 +186,14 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.rev = &rev[0]
     L.tasks = &tasks[0, 0]
     L.ntasks = tasks.shape[0]
+    cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
             _fwd_team(&L, &S, &x[0, 0])
         else:
             with parallel(num_threads=n_threads):
                 _fwd_team(&L, &S, &x[0, 0])
+    blas_release(saved)
 
 
 # ------------------------------------------------------------------------------------------
@@ -331,9 +333,11 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.rev = &rev[0]
     L.tasks = &tasks[0, 0]
     L.ntasks = tasks.shape[0]
+    cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
             _bwd_team(&L, &S, &x[0, 0])
         else:
             with parallel(num_threads=n_threads):
                 _bwd_team(&L, &S, &x[0, 0])
+    blas_release(saved)

@@ -1,0 +1,244 @@
+# cython: language_level=3
+"""Streaming single steps (GRUCell / LSTMCell / layer.step) with the least possible overhead.
+
+Design
+  What: one time step h' = cell(x, h) for a small batch, inference only, as used token by
+    token or sample by sample. At B = 1 a step is two matrix-vector products whose cost is
+    streaming the weights (GRU I=64, H=256: 983 KB) through the cache, plus the gate math.
+  Layout: weights in PyTorch layout as given (w_ih (G, I), w_hh (G, P), w_hr (P, H)), read in
+    place through raw pointers, so in-place updates (optimizer steps, load_state_dict) are seen
+    and nothing is ever stale; no transposed copies. Products are x @ W^T through BLAS.
+  Threads: with n_threads > 1 and enough weight bytes, each thread owns a slice of the hidden
+    units and computes only its rows of every gate (its share of the weights stays in its own
+    L2 between steps); no barrier is needed because a unit's gates depend only on its own rows.
+    Reset-before GRU and projected LSTM need every unit before the second product: one thread.
+  Call overhead: a cdef class holds pointers; step() takes ndarrays through the NumPy C API
+    (no memoryview acquisition) and allocates only the result.
+  The caller guarantees C-contiguous arrays of the stepper's dtype with consistent shapes; the
+  checks here are the cheap ones that keep a bad call from touching wrong memory.
+"""
+from libc.string cimport memcpy
+from cython.parallel cimport parallel
+cimport numpy as cnp
+import numpy as np
+
+from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
+from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size
+from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select, gru_fwd_ra,
+                                     gru_fwd_rb1, gru_fwd_rb2, lstm_fwd)
+from cython cimport floating
+
+cnp.import_array()
+
+# Below this many weight bytes a step stays on one thread (a team start costs ~1 us).
+DEF_PAR_BYTES = 262144
+
+
+def _select_simd(int level):
+    """Select this module's SIMD level (-1: best supported); returns the level used."""
+    return fg_simd_select(level)
+
+
+cdef struct StepArgs:
+    int B, nI, H, P, G, kind, reset_after, ngates
+    const void* x
+    const void* h
+    const void* c
+    const void* w_ih
+    const void* w_hh
+    const void* w_hr
+    const void* b_ih
+    const void* b_hh
+    void* h_out
+    void* c_out
+    void* scratch          # per thread: gx (B, ngates*w) | gh (B, ngates*w) | bias (4w) | m (B, H)
+    Py_ssize_t scratch_stride
+
+
+cdef void _units(StepArgs* a, int j0, int j1, floating* scr, const floating* _t) noexcept nogil:
+    """All gates for hidden units j0 .. j1-1 (GRU reset-after or LSTM without projection)."""
+    cdef int B = a.B, nI = a.nI, H = a.H, P = a.P, w = j1 - j0, ng = a.ngates, g, i
+    cdef floating* gx = scr
+    cdef floating* gh = scr + <Py_ssize_t>B * ng * w
+    cdef floating* b = gh + <Py_ssize_t>B * ng * w
+    cdef const floating* b_ih = <const floating*>a.b_ih
+    cdef const floating* b_hh = <const floating*>a.b_hh
+    cdef floating one = 1, zero = 0
+    if w <= 0:
+        return
+    for g in range(ng):
+        # gx[:, g-block] = x[B, I] @ W_ih[g*H + j0 : g*H + j1, :].T
+        gemm(c'N', c'T', B, w, nI, one, <const floating*>a.x, nI,
+             <const floating*>a.w_ih + (<Py_ssize_t>g * H + j0) * nI, nI, zero, gx + g * w, ng * w)
+        # gh[:, g-block] = h[B, P] @ W_hh[g*H + j0 : g*H + j1, :].T
+        gemm(c'N', c'T', B, w, P, one, <const floating*>a.h, P,
+             <const floating*>a.w_hh + (<Py_ssize_t>g * H + j0) * P, P, zero, gh + g * w, ng * w)
+    if a.kind == 0:
+        # folded bias of these units: [b_ir+b_hr | b_iz+b_hz | b_in | b_hn]
+        for i in range(w):
+            b[i] = b_ih[j0 + i] + b_hh[j0 + i]
+            b[w + i] = b_ih[H + j0 + i] + b_hh[H + j0 + i]
+            b[2 * w + i] = b_ih[2 * H + j0 + i]
+            b[3 * w + i] = b_hh[2 * H + j0 + i]
+        for i in range(B):   # the new state starts as the old one (updated in place)
+            memcpy(<floating*>a.h_out + <Py_ssize_t>i * H + j0, <const floating*>a.h + <Py_ssize_t>i * H + j0,
+                   w * sizeof(floating))
+        gru_fwd_ra(B, w, gx, 3 * w, gh, 3 * w, b, <floating*>a.h_out + j0, H, NULL, 0, NULL, 0)
+    else:
+        for g in range(4):
+            for i in range(w):
+                b[g * w + i] = b_ih[g * H + j0 + i] + b_hh[g * H + j0 + i]
+        for i in range(B):
+            memcpy(<floating*>a.c_out + <Py_ssize_t>i * H + j0, <const floating*>a.c + <Py_ssize_t>i * H + j0,
+                   w * sizeof(floating))
+        lstm_fwd(B, w, gx, 4 * w, gh, 4 * w, b, <floating*>a.c_out + j0, H,
+                 <floating*>a.h_out + j0, H, NULL, 0, NULL, 0)
+
+
+cdef void _serial_rest(StepArgs* a, floating* scr, const floating* _t) noexcept nogil:
+    """The single-thread variants: reset-before GRU, projected LSTM."""
+    cdef int B = a.B, nI = a.nI, H = a.H, P = a.P, G = a.G, i, g
+    cdef floating* gx = scr
+    cdef floating* gh = scr + <Py_ssize_t>B * G
+    cdef floating* b = gh + <Py_ssize_t>B * G
+    cdef floating* m = b + 4 * H
+    cdef const floating* b_ih = <const floating*>a.b_ih
+    cdef const floating* b_hh = <const floating*>a.b_hh
+    cdef floating one = 1, zero = 0
+    # gx[B, G] = x @ W_ih.T ; gh[B, G (GRU: 2H)] = h @ W_hh.T
+    gemm(c'N', c'T', B, G, nI, one, <const floating*>a.x, nI, <const floating*>a.w_ih, nI, zero, gx, G)
+    if a.kind == 0:   # GRU, reset before
+        gemm(c'N', c'T', B, 2 * H, P, one, <const floating*>a.h, P, <const floating*>a.w_hh, P,
+             zero, gh, G)
+        for i in range(H):
+            b[i] = b_ih[i] + b_hh[i]
+            b[H + i] = b_ih[H + i] + b_hh[H + i]
+            b[2 * H + i] = b_ih[2 * H + i] + b_hh[2 * H + i]
+            b[3 * H + i] = 0
+        gru_fwd_rb1(B, H, gx, G, gh, G, b, <const floating*>a.h, H, gh, G)
+        # ghn[B, H] = (r*h) @ W_hn.T  (into m)
+        gemm(c'N', c'T', B, H, H, one, gh + 2 * H, G, <const floating*>a.w_hh + 2 * H * H, H,
+             zero, m, H)
+        memcpy(a.h_out, a.h, <Py_ssize_t>B * H * sizeof(floating))
+        gru_fwd_rb2(B, H, gx, G, m, H, b, gh, G, <floating*>a.h_out, H, NULL, 0, NULL, 0)
+    else:             # LSTM with projection
+        gemm(c'N', c'T', B, G, P, one, <const floating*>a.h, P, <const floating*>a.w_hh, P,
+             zero, gh, G)
+        for i in range(G):
+            b[i] = b_ih[i] + b_hh[i]
+        memcpy(a.c_out, a.c, <Py_ssize_t>B * H * sizeof(floating))
+        lstm_fwd(B, H, gx, G, gh, G, b, <floating*>a.c_out, H, m, H, NULL, 0, NULL, 0)
+        # h'[B, P] = m @ W_hr.T
+        gemm(c'N', c'T', B, P, H, one, m, H, <const floating*>a.w_hr, H, zero,
+             <floating*>a.h_out, P)
+
+
+cdef void _team(StepArgs* a, int split_units, const floating* _t) noexcept nogil:
+    cdef int tid = fg_thread_num(), team = fg_team_size(), j0, j1
+    cdef unsigned long long fp = fg_fp_enter()
+    cdef floating* scr = <floating*>a.scratch + tid * a.scratch_stride
+    if split_units:
+        j0 = <int>(<Py_ssize_t>a.H * tid // team)
+        j1 = <int>(<Py_ssize_t>a.H * (tid + 1) // team)
+        _units(a, j0, j1, scr, _t)
+    elif tid == 0:
+        _serial_rest(a, scr, _t)
+    fg_fp_exit(fp)
+
+
+cdef class Stepper:
+    """One inference step of a GRU (kind 0) or LSTM (kind 1) cell; see the module docstring."""
+
+    cdef StepArgs a
+    cdef object _keep          # the weight arrays (kept alive: pointers point into them)
+    cdef object _scratch
+    cdef int _dtype_num, _n_threads, _split, _max_threads
+    cdef public object dtype
+
+    def __init__(self, int kind, w_ih, w_hh, b_ih, b_hh, w_hr=None, bint reset_after=True,
+                 n_threads=1):
+        cdef cnp.ndarray arr
+        self.dtype = w_ih.dtype
+        self._dtype_num = cnp.NPY_FLOAT32 if self.dtype == np.float32 else cnp.NPY_FLOAT64
+        self._keep = (w_ih, w_hh, b_ih, b_hh, w_hr)
+        for arr in self._keep[:4]:
+            if not arr.flags.c_contiguous or arr.dtype != self.dtype:
+                raise ValueError("stepper weights must be C-contiguous arrays of one dtype")
+        self.a.kind = kind
+        self.a.reset_after = reset_after
+        self.a.ngates = 3 if kind == 0 else 4
+        self.a.G = w_ih.shape[0]
+        self.a.nI = w_ih.shape[1]
+        self.a.P = w_hh.shape[1]
+        self.a.H = self.a.G // self.a.ngates
+        self.a.w_ih = cnp.PyArray_DATA(<cnp.ndarray>w_ih)
+        self.a.w_hh = cnp.PyArray_DATA(<cnp.ndarray>w_hh)
+        self.a.b_ih = cnp.PyArray_DATA(<cnp.ndarray>b_ih)
+        self.a.b_hh = cnp.PyArray_DATA(<cnp.ndarray>b_hh)
+        if w_hr is not None:
+            if not w_hr.flags.c_contiguous or w_hr.dtype != self.dtype:
+                raise ValueError("stepper weights must be C-contiguous arrays of one dtype")
+            self.a.w_hr = cnp.PyArray_DATA(<cnp.ndarray>w_hr)
+        self._split = (kind == 0 and reset_after) or (kind == 1 and w_hr is None)
+        nbytes = (w_ih.nbytes + w_hh.nbytes) if self._split else 0
+        self._n_threads = n_threads if (nbytes >= DEF_PAR_BYTES and self.a.H >= 2 * n_threads) else 1
+        self._max_threads = self._n_threads
+        self._scratch = None
+
+    cdef void _ensure_scratch(self, int B):
+        cdef Py_ssize_t need = <Py_ssize_t>B * 2 * self.a.G + 4 * self.a.H + <Py_ssize_t>B * self.a.H + 64
+        if self._scratch is None or self._scratch.shape[1] < need:
+            self._scratch = np.empty((self._max_threads, need), self.dtype)
+        self.a.scratch = cnp.PyArray_DATA(<cnp.ndarray>self._scratch)
+        self.a.scratch_stride = self._scratch.shape[1]
+
+    cdef inline int _check(self, cnp.ndarray arr, int rows, int cols) except -1:
+        if (cnp.PyArray_TYPE(arr) != self._dtype_num or cnp.PyArray_NDIM(arr) != 2
+                or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_DIM(arr, 1) != cols
+                or (rows >= 0 and cnp.PyArray_DIM(arr, 0) != rows)):
+            raise ValueError("stepper arrays must be C-contiguous (B, features) of the weights' dtype")
+        return 0
+
+    def step(self, cnp.ndarray x, cnp.ndarray h, cnp.ndarray c=None):
+        """GRU: h' = step(x (B, I), h (B, H)); LSTM: (h', c') = step(x, h (B, P), c (B, H))."""
+        cdef int B
+        self._check(x, -1, self.a.nI)
+        B = <int>cnp.PyArray_DIM(x, 0)
+        self._check(h, B, self.a.P)
+        cdef cnp.ndarray h_out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(h), self._dtype_num, 0)
+        cdef cnp.ndarray c_out = None
+        self.a.B = B
+        self.a.x = cnp.PyArray_DATA(x)
+        self.a.h = cnp.PyArray_DATA(h)
+        self.a.h_out = cnp.PyArray_DATA(h_out)
+        if self.a.kind == 1:
+            if c is None:
+                raise ValueError("LSTM step needs the cell state c")
+            self._check(c, B, self.a.H)
+            c_out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(c), self._dtype_num, 0)
+            self.a.c = cnp.PyArray_DATA(c)
+            self.a.c_out = cnp.PyArray_DATA(c_out)
+        self._ensure_scratch(B)
+        self._run()
+        if self.a.kind == 1:
+            return h_out, c_out
+        return h_out
+
+    cdef void _run(self):
+        cdef int nt = self._n_threads, split = self._split
+        cdef StepArgs* a = &self.a
+        cdef int saved = blas_hold()
+        with nogil:
+            if self._dtype_num == cnp.NPY_FLOAT32:
+                if nt <= 1:
+                    _team(a, split, <const float*>NULL)
+                else:
+                    with parallel(num_threads=nt):
+                        _team(a, split, <const float*>NULL)
+            else:
+                if nt <= 1:
+                    _team(a, split, <const double*>NULL)
+                else:
+                    with parallel(num_threads=nt):
+                        _team(a, split, <const double*>NULL)
+        blas_release(saved)

@@ -1,0 +1,55 @@
+"""Streaming single steps for cells and layer.step (inference): see _kernels/_stream.pyx.
+
+The steppers keep references to the weight arrays (PyTorch layout) and read them in place on
+every step, so parameter updates are always seen. They do no validation beyond cheap shape and
+dtype checks: callers (GRUCell, LSTMCell, layer.step) validate user input first.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from fastgru import _threads
+from fastgru._kernels import _stream
+
+
+class _Base:
+    def __init__(self, kind, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after, n_threads):
+        dt = w_ih.dtype
+        G = w_ih.shape[0]
+        b_ih = np.zeros(G, dt) if b_ih is None else b_ih
+        b_hh = np.zeros(G, dt) if b_hh is None else b_hh
+        self._c_hold = _threads.c_hold_active()
+        team = _threads.resolve(n_threads)
+        self._impl = _stream.Stepper(kind, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after, team)
+
+
+class GRUStepper(_Base):
+    """h' = step(x (B, I), h (B, H)) for a GRU cell with weights w_ih (3H, I), w_hh (3H, H)."""
+
+    def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray],
+                 b_hh: Optional[np.ndarray], reset_after: bool = True,
+                 n_threads: Optional[int] = None):
+        super().__init__(0, w_ih, w_hh, b_ih, b_hh, None, reset_after, n_threads)
+
+    def step(self, x: np.ndarray, h: np.ndarray) -> np.ndarray:
+        if self._c_hold:
+            return self._impl.step(x, h)
+        with _threads.kernel_guard():
+            return self._impl.step(x, h)
+
+
+class LSTMStepper(_Base):
+    """(h', c') = step(x (B, I), h (B, P), c (B, H)) for an LSTM cell (w_hr (P, H) optional)."""
+
+    def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray],
+                 b_hh: Optional[np.ndarray], w_hr: Optional[np.ndarray] = None,
+                 n_threads: Optional[int] = None):
+        super().__init__(1, w_ih, w_hh, b_ih, b_hh, w_hr, True, n_threads)
+
+    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        if self._c_hold:
+            return self._impl.step(x, h, c)
+        with _threads.kernel_guard():
+            return self._impl.step(x, h, c)
