@@ -52,6 +52,20 @@ def transposed(name: str, w: np.ndarray) -> np.ndarray:
     return out
 
 
+# Transposing the weights (G*(I+H) strided moves) pays for itself only over several steps.
+TRANSPOSE_MIN_T = 3
+
+
+def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None):
+    """(wt flag, w_ih, w_hh, w_hr) as the forward kernels take them: transposed copies for
+    sequences of TRANSPOSE_MIN_T steps or more, else the PyTorch layout as is (no copy)."""
+    if plan.T >= TRANSPOSE_MIN_T:
+        return (True, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh),
+                None if w_hr is None else transposed("wt_hr", w_hr))
+    D, G, I = w_ih.shape
+    return False, w_ih.reshape(D * G, I), w_hh, w_hr
+
+
 class PackedCache:
     """What a backward needs from a training forward (one layer, D directions)."""
 
@@ -81,10 +95,10 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
         gx = _workspace.get("gx", (N, D * G), dt)
         cache = hprev = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    wt, fw_ih, fw_hh, _ = forward_weights(plan, w_ih, w_hh)
     with _threads.kernel_guard():
-        _gru.forward(x, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh), bias, h, y, gx,
-                     cache, hprev, scratch,
-                     plan.bsz, plan.off, rev, tasks, reset_after, team)
+        _gru.forward(x, fw_ih, fw_hh, bias, h, y, gx, cache, hprev, scratch,
+                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt)
     if not training:
         return y, None
     return y, PackedCache(cell="gru", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, cache=cache,
@@ -135,11 +149,10 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     else:
         cache = hprev = m = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    wt, fw_ih, fw_hh, fw_hr = forward_weights(plan, w_ih, w_hh, w_hr)
     with _threads.kernel_guard():
-        wt_hr = None if w_hr is None else transposed("wt_hr", w_hr)
-        _lstm.forward(x, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh), wt_hr, bias, h,
-                      cs, y, gx, cache, hprev, m, scratch,
-                      plan.bsz, plan.off, rev, tasks, team)
+        _lstm.forward(x, fw_ih, fw_hh, fw_hr, bias, h, cs, y, gx, cache, hprev, m, scratch,
+                      plan.bsz, plan.off, rev, tasks, team, wt)
     if not training:
         return y, None
     return y, PackedCache(cell="lstm", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr,

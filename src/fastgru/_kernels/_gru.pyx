@@ -9,9 +9,10 @@ Design
   Layout (N = sum of lengths; G = 3H; row-major):
     x     (N, I)             packed input
     w_ih  (D, G, I), w_hh (D, G, H)   PyTorch layout, gate rows r|z|n (backward)
-    wt_ih (I, D*G), wt_hh (D, H, G)   transposed copies (forward): with the weights on the
-                             right and untransposed, OpenBLAS takes its small-matrix path
-                             (measured 115 vs 69 GFLOP/s at B=32, H=64)
+    wt_ih (I, D*G), wt_hh (D, H, G)   forward weights: transposed copies when T is long enough
+                             (with the weights on the right and untransposed, OpenBLAS takes
+                             its small-matrix path: 115 vs 69 GFLOP/s at B=32, H=64), else the
+                             PyTorch layout as is (flag wt)
     bias  (D, 4H)            folded: [b_ir+b_hr | b_iz+b_hz | b_in | b_hn] (reset after) or
                              [b_ir+b_hr | b_iz+b_hz | b_in+b_hn | 0] (reset before)
     h     (D, B, H)          state, sorted-batch order: h0 in, h_n out (updated in place)
@@ -36,7 +37,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm
+from fastgru._kernels._matmul cimport mm, mm_w
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
@@ -50,7 +51,7 @@ def _select_simd(int level):
 
 
 cdef struct Layer:
-    int nI, H, D, reset_after, training, accumulate
+    int nI, H, D, reset_after, training, accumulate, wt
     const void* x
     const void* w_ih
     const void* w_hh
@@ -119,14 +120,20 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             ldgh = 4 * H
         if L.reset_after:
             # gh[nb, 3H] = h[nb, H] @ W_hh.T[H, 3H]      (all three gates, one GEMM)
-            mm(nb, G, H, hs, H, wt_hh, G, False, gh, ldgh)
+            mm_w(nb, G, H, hs, H, wt_hh, L.wt, False, gh, ldgh)
             gru_fwd_ra(nb, H, gxp, ldgx, gh, ldgh, b, hs, H, yp, ldy, cp, ldc)
         else:
             # gh[nb, 2H] = h[nb, H] @ W_h{r,z}.T[H, 2H]
-            mm(nb, 2 * H, H, hs, H, wt_hh, G, False, gh, ldgh)
+            if L.wt:
+                mm(nb, 2 * H, H, hs, H, wt_hh, G, False, gh, ldgh)
+            else:
+                mm_w(nb, 2 * H, H, hs, H, wt_hh, False, False, gh, ldgh)
             gru_fwd_rb1(nb, H, gxp, ldgx, gh, ldgh, b, hs, H, gh, ldgh)
             # ghn[nb, H] = (r*h)[nb, H] @ W_hn.T[H, H]
-            mm(nb, H, H, gh + 2 * H, ldgh, wt_hh + 2 * H, G, False, ghn, H)
+            if L.wt:
+                mm(nb, H, H, gh + 2 * H, ldgh, wt_hh + 2 * H, G, False, ghn, H)
+            else:
+                mm_w(nb, H, H, gh + 2 * H, ldgh, wt_hh + 2 * H * H, False, False, ghn, H)
             gru_fwd_rb2(nb, H, gxp, ldgx, ghn, H, b, gh, ldgh, hs, H, yp, ldy,
                         (cp + 3 * H) if L.training else NULL, ldc)
 
@@ -138,8 +145,12 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     cdef unsigned long long fp = fg_fp_enter()
     # gx[N, D*3H] = x[N, I] @ W_ih.T[I, D*3H]   (rows split across the team)
     split(S.N, tid, team, &r0, &r1)
-    gemm(c'N', c'N', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
-         <const floating*>L.w_ih, GD, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+    if L.wt:
+        gemm(c'N', c'N', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
+             L.nI, <const floating*>L.w_ih, GD, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+    else:
+        gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
+             L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
     fg_barrier()
     k = tid
     while k < L.ntasks:
@@ -153,10 +164,12 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, :, ::1] h, floating[:, ::1] y, floating[:, ::1] gx,
             floating[:, ::1] cache, floating[:, ::1] hprev, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
-            const int[:, ::1] tasks, bint reset_after, int n_threads):
+            const int[:, ::1] tasks, bint reset_after, int n_threads, bint wt=True):
     """Run one GRU layer forward; see the module docstring for the layout.
 
     cache/hprev: None for inference. scratch: (threads, B*5H) per-thread workspace.
+    wt: weights given transposed (wt_ih (I, D*G), wt_hh (D, H, G)); False: PyTorch layout
+    (w_ih (D, G, I) passed as (D*G, I), w_hh (D, G, H)).
     """
     cdef Layer L
     cdef Seq S
@@ -171,6 +184,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.D = h.shape[0]
     L.reset_after = reset_after
     L.training = cache is not None
+    L.wt = wt
     L.x = &x[0, 0]
     L.w_ih = &wt_ih[0, 0]
     L.w_hh = &wt_hh[0, 0, 0]

@@ -27,7 +27,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm
+from fastgru._kernels._matmul cimport mm, mm_w
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      lstm_fwd, lstm_bwd)
@@ -40,7 +40,7 @@ def _select_simd(int level):
 
 
 cdef struct Layer:
-    int nI, H, P, D, proj, training, accumulate
+    int nI, H, P, D, proj, training, accumulate, wt
     const void* x
     const void* w_ih
     const void* w_hh
@@ -112,7 +112,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             gh = scr
             ldgh = G
         # gh[nb, 4H] = h[nb, P] @ W_hh.T[P, 4H]
-        mm(nb, G, P, hs, P, wt_hh, G, False, gh, ldgh)
+        mm_w(nb, G, P, hs, P, wt_hh, L.wt, False, gh, ldgh)
         if not L.proj:
             lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, hs, H, yp, ldy, kp, ldk)
         else:
@@ -124,7 +124,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
                 ldm = H
             lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, mp, ldm, NULL, 0, kp, ldk)
             # h[nb, P] = m[nb, H] @ W_hr.T[H, P]
-            mm(nb, P, H, mp, ldm, wt_hr, P, False, hs, P)
+            mm_w(nb, P, H, mp, ldm, wt_hr, L.wt, False, hs, P)
             for i in range(nb):
                 memcpy(yp + <Py_ssize_t>i * ldy, hs + <Py_ssize_t>i * P, P * sizeof(floating))
 
@@ -136,8 +136,12 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     cdef unsigned long long fp = fg_fp_enter()
     # gx[N, D*4H] = x[N, I] @ W_ih.T[I, D*4H]   (rows split across the team)
     split(S.N, tid, team, &r0, &r1)
-    gemm(c'N', c'N', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
-         <const floating*>L.w_ih, GD, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+    if L.wt:
+        gemm(c'N', c'N', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
+             L.nI, <const floating*>L.w_ih, GD, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+    else:
+        gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
+             L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
     fg_barrier()
     k = tid
     while k < L.ntasks:
@@ -152,8 +156,9 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, ::1] y, floating[:, ::1] gx, floating[:, ::1] cache,
             floating[:, ::1] hprev, floating[:, ::1] m, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
-            const int[:, ::1] tasks, int n_threads):
+            const int[:, ::1] tasks, int n_threads, bint wt=True):
     """Run one LSTM layer forward; see the module docstring for the layout.
+    wt: weights given transposed; False: PyTorch layout (w_ih as (D*G, I), w_hh, w_hr as is).
 
     w_hr: None without projection. cache/hprev: None for inference; m: None unless training with
     a projection. scratch: (threads, B*5H) per-thread workspace.
@@ -172,6 +177,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.D = h.shape[0]
     L.proj = wt_hr is not None
     L.training = cache is not None
+    L.wt = wt
     L.x = &x[0, 0]
     L.w_ih = &wt_ih[0, 0]
     L.w_hh = &wt_hh[0, 0, 0]

@@ -24,3 +24,16 @@ cdef inline void mm(int M, int N, int K, const floating* A, int lda, const float
             fg_simd.mm_small(M, N, K, A, lda, W, ldw, C, ldc, accumulate)
             return
     gemm(c'N', c'N', M, N, K, one, A, lda, W, ldw, one if accumulate else zero, C, ldc)
+
+
+cdef inline void mm_w(int M, int N, int K, const floating* A, int lda, const floating* W,
+                      bint transposed, bint accumulate, floating* C, int ldc) noexcept nogil:
+    """C (+)= A @ W.T for a weight W of PyTorch layout (N, K), given either as is
+    (transposed=False: BLAS with op(W) = W.T) or as a transposed copy (K, N) (transposed=True:
+    the faster small-matrix path; the copy costs G*(I+H) moves per call, so short sequences
+    skip it)."""
+    cdef floating one = 1, zero = 0
+    if transposed:
+        mm(M, N, K, A, lda, W, N, accumulate, C, ldc)
+    else:
+        gemm(c'N', c'T', M, N, K, one, A, lda, W, K, one if accumulate else zero, C, ldc)
