@@ -76,6 +76,9 @@ class PackedCache:
         for k in self.__slots__:
             setattr(self, k, kw.get(k))
 
+    def __del__(self):  # the next forward reuses these pages
+        _workspace.give(self.cache, self.hprev, self.m)
+
 
 def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
                 bias: np.ndarray, h: np.ndarray, rev: np.ndarray, reset_after: bool,
@@ -89,8 +92,8 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
     y = np.empty((N, D * H), dt)
     if training:
         gx = _workspace.get("gx", (N, D * G), dt)
-        cache = np.empty((N, D * 4 * H), dt)
-        hprev = np.empty((N, D * H), dt)
+        cache = _workspace.take((N, D * 4 * H), dt)
+        hprev = _workspace.take((N, D * H), dt)
     else:
         gx = _workspace.get("gx", (N, D * G), dt)
         cache = hprev = None
@@ -143,9 +146,9 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     y = np.empty((N, D * P), dt)
     gx = _workspace.get("gx", (N, D * G), dt)
     if training:
-        cache = np.empty((N, D * 6 * H), dt)
-        hprev = np.empty((N, D * P), dt)
-        m = np.empty((N, D * H), dt) if w_hr is not None else None
+        cache = _workspace.take((N, D * 6 * H), dt)
+        hprev = _workspace.take((N, D * P), dt)
+        m = _workspace.take((N, D * H), dt) if w_hr is not None else None
     else:
         cache = hprev = m = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)

@@ -29,6 +29,7 @@ SHAPES: Dict[str, Tuple[int, int, int, int]] = {
 }
 GATES = {"gru": 3, "lstm": 4}
 IMPLS = ("fastgru", "reference", "torch", "onnxruntime")
+STEP_IMPL = "fastgru-step"  # the streaming cell path (T = 1, inference): fastgru._step
 
 
 def flops(cell: str, mode: str, shape: Tuple[int, int, int, int]) -> float:
@@ -73,6 +74,8 @@ def make_runner(impl: str, cell: str, mode: str, shape, threads: int,
     x, w, L = problem(cell, shape, seed, lengths)
     if impl == "fastgru":
         return _fastgru(cell, mode, x, w, L, threads)
+    if impl == STEP_IMPL:
+        return _stepper(cell, x, w, threads) if (mode == "inf" and x.shape[0] == 1) else None
     if impl == "reference":
         return _reference(cell, mode, x, w, L, threads)
     if impl == "torch":
@@ -101,6 +104,20 @@ def _fastgru(cell, mode, x, w, L, threads):
         y, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L, n_threads=threads)
         return ops.lstm_backward(c, np.ones_like(y))
     return train_lstm
+
+
+def _stepper(cell, x, w, threads):
+    from fastgru import _step
+
+    B, H = x.shape[1], w[1].shape[1]
+    x0 = np.ascontiguousarray(x[0])
+    h = np.zeros((B, H), np.float32)
+    if cell == "gru":
+        st = _step.GRUStepper(*w, n_threads=threads)
+        return lambda: st.step(x0, h)
+    st = _step.LSTMStepper(*w, n_threads=threads)
+    c = np.zeros((B, H), np.float32)
+    return lambda: st.step(x0, h, c)
 
 
 def _reference(cell, mode, x, w, L, threads):
