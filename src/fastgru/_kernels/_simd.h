@@ -31,6 +31,9 @@
 #if defined(__x86_64__) || defined(_M_X64) || defined(__i386__) || defined(_M_IX86)
 #include <xmmintrin.h>
 #define FG_X86 1
+#if defined(__GNUC__) || defined(__clang__)
+#include <immintrin.h>
+#endif
 #endif
 #if defined(__GNUC__) || defined(__clang__)
 #define FG_GNU 1

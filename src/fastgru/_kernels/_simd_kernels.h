@@ -32,7 +32,24 @@ typedef float FG_L2(fg_vu, FG_LEVEL) __attribute__((vector_size(FG_VBYTES), alig
 #define FG_ASI(x) ((FG_VTI)(x))
 #define FG_ASF(i) ((FG_VT)(i))
 #define FG_CVTI(x) __builtin_convertvector((x), FG_VTI)
+/* min/max with x86 semantics, min(a, b) = a < b ? a : b (b when either is NaN): one
+ * instruction instead of compare + blend, and the scalar tail below computes the same. */
+#if defined(FG_X86) && FG_VBYTES == 64
+#define FG_MIN(a, b) ((FG_VT)_mm512_min_ps((__m512)(a), (__m512)(b)))
+#define FG_MAX(a, b) ((FG_VT)_mm512_max_ps((__m512)(a), (__m512)(b)))
+#elif defined(FG_X86) && FG_VBYTES == 32
+#define FG_MIN(a, b) ((FG_VT)_mm256_min_ps((__m256)(a), (__m256)(b)))
+#define FG_MAX(a, b) ((FG_VT)_mm256_max_ps((__m256)(a), (__m256)(b)))
+#elif defined(FG_X86) && FG_VBYTES == 16
+#define FG_MIN(a, b) ((FG_VT)_mm_min_ps((__m128)(a), (__m128)(b)))
+#define FG_MAX(a, b) ((FG_VT)_mm_max_ps((__m128)(a), (__m128)(b)))
+#else
+#define FG_MIN(a, b) FGF(fg_sel)(FG_LT((a), (b)), (a), (b))
+#define FG_MAX(a, b) FGF(fg_sel)(FG_GT((a), (b)), (a), (b))
+#endif
 #include "_simd_lanes.h"
+#undef FG_MIN
+#undef FG_MAX
 #undef FG_WS
 #undef FG_V
 #undef FG_VI
@@ -59,7 +76,11 @@ typedef float FG_L2(fg_vu, FG_LEVEL) __attribute__((vector_size(FG_VBYTES), alig
 #define FG_ASI(x) fg_f2i(x)
 #define FG_ASF(i) fg_i2f(i)
 #define FG_CVTI(x) ((int32_t)(x))
+#define FG_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define FG_MAX(a, b) ((a) > (b) ? (a) : (b))
 #include "_simd_lanes.h"
+#undef FG_MIN
+#undef FG_MAX
 #undef FG_WS
 #undef FG_V
 #undef FG_VI

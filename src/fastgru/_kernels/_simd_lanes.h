@@ -19,8 +19,8 @@ FG_TARGET FG_INL FG_V FGF(fg_sel)(FG_VI m, FG_V a, FG_V b) {
  * (keeps NaN). Measured: 40% fewer instructions than a full-range exp with inf/NaN selects.  */
 FG_TARGET FG_INL FG_V FGF(fg_exp)(FG_V x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23 */
-    FG_V xc = FGF(fg_sel)(FG_GT(x, FG_SPLAT(88.3f)), FG_SPLAT(88.3f), x);
-    xc = FGF(fg_sel)(FG_LT(xc, FG_SPLAT(-87.0f)), FG_SPLAT(-87.0f), xc);
+    /* constant first: with x86 min/max semantics a NaN x passes through */
+    FG_V xc = FG_MAX(FG_SPLAT(-87.0f), FG_MIN(FG_SPLAT(88.3f), x));
     FG_V t = xc * 1.44269504088896341f + magic;
     FG_V nf = t - magic;
     FG_V r = xc - nf * 0.693359375f;
