@@ -28,6 +28,8 @@ def _as64(p):
 
 def _compare(cell, p, n_threads, dtype, reset_after=True, seed=0):
     kw = {"reset_after": reset_after} if cell == "gru" else {}
+    if reset_after is None:
+        kw = {}
     out = call_forward(ops, cell, p, n_threads=n_threads, **kw)
     out_r = call_forward(ref, cell, _as64(p), **kw)
     T = p["x"].shape[0]
@@ -176,3 +178,27 @@ def test_denormal_inputs_are_correct_and_fp_mode_restored():
     inside = _runtime.fp_mode_inside_kernel()
     if before != 0:  # x86 MXCSR / aarch64 FPCR: the kernels flush denormals
         assert inside != before
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("cell,variant", [("gru", True), ("gru", False), ("lstm", None), ("lstm", 3)])
+@pytest.mark.parametrize("H", [5, 17, 100])
+def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H):
+    """B = 1 runs in cols mode (the team shares every step, each thread a slice of the units)
+    where supported; forced here for small H too. Must match the reference at 2 and 3 threads,
+    also with a length shorter than T, and agree with 1 thread."""
+    from fastgru import _threads
+
+    monkeypatch.setattr(_threads, "COLS_MIN_UNITS", 1)
+    kw = {"reset_after": variant} if cell == "gru" else {}
+    proj = variant if (cell == "lstm" and variant and variant < H) else None
+    for lengths in (None, np.array([4])):
+        p = make_problem(cell, 9, 1, 6, H, dtype=dtype, seed=H, P=proj)
+        p["lengths"] = lengths
+        outs = []
+        for n_threads in (1, 2, 3):
+            out, g = _compare(cell, p, n_threads, dtype, seed=3, **kw)
+            outs.append(list(out[:-1]) + [g[k] for k in sorted(g)])
+        for other in outs[1:]:
+            for a, b in zip(outs[0], other):
+                assert rel_err(a, b) <= (1e-13 if dtype == np.float64 else 1e-5)

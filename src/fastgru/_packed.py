@@ -20,8 +20,9 @@ def _sorted_lengths(plan: SeqPlan) -> np.ndarray:
     return plan.lengths if plan.identity else plan.lengths[plan.perm]
 
 
-def _team(plan: SeqPlan, n_threads, D: int, flops: float):
-    return _threads.plan_tasks(_threads.resolve(n_threads), D, _sorted_lengths(plan), plan.N, flops)
+def _team(plan: SeqPlan, n_threads, D: int, flops: float, H: int = 0, cols_ok: bool = False):
+    return _threads.plan_tasks(_threads.resolve(n_threads), D, _sorted_lengths(plan), plan.N,
+                               flops, H, cols_ok)
 
 
 def fold_gru_bias(b_ih: np.ndarray, b_hh: np.ndarray, reset_after: bool) -> np.ndarray:
@@ -88,7 +89,7 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
     D, G, I = w_ih.shape
     H = G // 3
     N, B, dt = plan.N, plan.B, x.dtype
-    team, tasks = _team(plan, n_threads, D, 2.0 * N * D * G * (I + H))
+    team, tasks, cols = _team(plan, n_threads, D, 2.0 * N * D * G * (I + H), H, reset_after)
     y = np.empty((N, D * H), dt)
     if training:
         gx = _workspace.get("gx", (N, D * G), dt)
@@ -98,10 +99,11 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
         gx = _workspace.get("gx", (N, D * G), dt)
         cache = hprev = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, _ = forward_weights(plan, w_ih, w_hh)
     with _threads.kernel_guard():
         _gru.forward(x, fw_ih, fw_hh, bias, h, y, gx, cache, hprev, scratch,
-                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt)
+                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf)
     if not training:
         return y, None
     return y, PackedCache(cell="gru", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, cache=cache,
@@ -116,7 +118,7 @@ def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
     plan, x = c.plan, c.x
     D, G, I = c.w_ih.shape
     H, N, B, dt = c.H, plan.N, plan.B, x.dtype
-    team, tasks = _team(plan, c.n_threads, D, 4.0 * N * D * G * (I + H))
+    team, tasks, cols = _team(plan, c.n_threads, D, 4.0 * N * D * G * (I + H), H, c.reset_after)
     if grads is None:
         grads = dict(w_ih=np.empty_like(c.w_ih), w_hh=np.empty_like(c.w_hh),
                      b_ih=np.empty((D, G), dt), b_hh=np.empty((D, G), dt))
@@ -128,7 +130,7 @@ def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
     with _threads.kernel_guard():
         _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dgh, dx,
                       grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], scratch,
-                      plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team)
+                      plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team, cols)
     return dx, grads
 
 
@@ -142,7 +144,7 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     P = w_hh.shape[2]
     N, B, dt = plan.N, plan.B, x.dtype
     flops = 2.0 * N * D * (G * (I + P) + (P * H if w_hr is not None else 0))
-    team, tasks = _team(plan, n_threads, D, flops)
+    team, tasks, cols = _team(plan, n_threads, D, flops, H, w_hr is None)
     y = np.empty((N, D * P), dt)
     gx = _workspace.get("gx", (N, D * G), dt)
     if training:
@@ -152,10 +154,11 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     else:
         cache = hprev = m = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, fw_hr = forward_weights(plan, w_ih, w_hh, w_hr)
     with _threads.kernel_guard():
         _lstm.forward(x, fw_ih, fw_hh, fw_hr, bias, h, cs, y, gx, cache, hprev, m, scratch,
-                      plan.bsz, plan.off, rev, tasks, team, wt)
+                      plan.bsz, plan.off, rev, tasks, team, wt, hbuf)
     if not training:
         return y, None
     return y, PackedCache(cell="lstm", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr,
@@ -171,7 +174,7 @@ def lstm_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray, dc: 
     D, G, I = c.w_ih.shape
     H, P, N, B, dt = c.H, c.P, plan.N, plan.B, x.dtype
     flops = 4.0 * N * D * (G * (I + P) + (P * H if c.w_hr is not None else 0))
-    team, tasks = _team(plan, c.n_threads, D, flops)
+    team, tasks, cols = _team(plan, c.n_threads, D, flops, H, c.w_hr is None)
     if grads is None:
         grads = dict(w_ih=np.empty_like(c.w_ih), w_hh=np.empty_like(c.w_hh),
                      b_ih=np.empty((D, G), dt), b_hh=np.empty((D, G), dt))
@@ -185,5 +188,6 @@ def lstm_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray, dc: 
     with _threads.kernel_guard():
         _lstm.backward(x, c.w_ih, c.w_hh, c.w_hr, c.cache, c.hprev, c.m, dy, dh, dc, dg, dhp, dx,
                        grads["w_ih"], grads["w_hh"], grads.get("w_hr"), grads["b_ih"],
-                       grads["b_hh"], scratch, plan.bsz, plan.off, c.rev, tasks, accumulate, team)
+                       grads["b_hh"], scratch, plan.bsz, plan.off, c.rev, tasks, accumulate, team,
+                       cols)
     return dx, grads

@@ -85,9 +85,16 @@ def resolve(n_threads: Optional[int]) -> int:
 SERIAL_FLOPS = 2.0e6
 
 
-def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int,
-               flops: float) -> Tuple[int, np.ndarray]:
-    """(team, tasks): tasks is int32 (k, 3) of (direction, first row, end row) in sorted order.
+# cols mode (one sequence: the team shares every step) needs this many hidden units per thread
+# to pay for its per-step barrier.
+COLS_MIN_UNITS = 48
+
+
+def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: float,
+               H: int = 0, cols_ok: bool = False) -> Tuple[int, np.ndarray, bool]:
+    """(team, tasks, cols): tasks is int32 (k, 3) of (direction, first row, end row) in sorted
+    order; cols=True asks the kernel to share each step across the team instead (one sequence,
+    one direction, a variant that supports it).
 
     Directions run concurrently; each direction's rows are split into team // D blocks of
     about equal total length (so the threads finish together)."""
@@ -108,9 +115,10 @@ def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int,
         bounds.append(B)
     tasks = np.array([(d, bounds[k], bounds[k + 1]) for d in range(D) for k in range(nblk)],
                      dtype=np.int32)
-    if len(tasks) == 1 and N < 64:
+    cols = bool(cols_ok and D == 1 and B == 1 and team >= 2 and H >= COLS_MIN_UNITS * team)
+    if len(tasks) == 1 and N < 64 and not cols:
         team = 1  # one recurrence and a small input GEMM: a team would only wait
-    return team, tasks
+    return team, tasks, cols
 
 
 @lru_cache(maxsize=1)

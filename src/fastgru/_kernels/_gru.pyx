@@ -24,10 +24,14 @@ Design
     backward = one GEMM per step (dh += dG W_hh; reset before: two) and, after the reversed
     loop, large GEMMs for dx, dW_ih, dW_hh over all N rows.
   Threads: one OpenMP team runs everything. Big GEMMs are split by rows across the team (BLAS
-    is kept single-threaded by the caller: OpenBLAS's pool beside ours was measured 29x slower).
+    is kept single-threaded: OpenBLAS's pool beside ours was measured 29x slower).
     The recurrence is split into tasks (direction, row block): each thread runs whole time loops
     for its tasks, with no barrier per step. Work is assigned by thread number modulo the team
     actually obtained, so a smaller team (or a build without OpenMP) still does everything.
+    One sequence (B = 1, one direction) has a single task: then the team shares every step
+    instead (cols mode), each thread owning a slice of the hidden units (its rows of every gate's
+    weights stay in its own cache), with one barrier per step; h is double-buffered (hbuf)
+    because each thread's product reads all of h_{t-1}.
   Kernels never allocate, raise or touch Python objects; they run with FTZ/DAZ set and restore
   the caller's floating-point mode. The caller (fastgru/ops.py, fastgru/_plan.py) guarantees
   consistent shapes, contiguous buffers and sizes below 2^31.
@@ -51,7 +55,7 @@ def _select_simd(int level):
 
 
 cdef struct Layer:
-    int nI, H, D, reset_after, training, accumulate, wt
+    int nI, H, D, reset_after, training, accumulate, wt, cols
     const void* x
     const void* w_ih
     const void* w_hh
@@ -63,6 +67,7 @@ cdef struct Layer:
     void* hprev
     void* scratch
     Py_ssize_t scratch_stride
+    void* hbuf              # cols mode: (2, B, H) shared double buffer of the state
     const int* rev
     const int* tasks
     int ntasks
@@ -121,21 +126,78 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         if L.reset_after:
             # gh[nb, 3H] = h[nb, H] @ W_hh.T[H, 3H]      (all three gates, one GEMM)
             mm_w(nb, G, H, hs, H, wt_hh, L.wt, False, gh, ldgh)
-            gru_fwd_ra(nb, H, gxp, ldgx, gh, ldgh, b, hs, H, yp, ldy, cp, ldc)
+            gru_fwd_ra(nb, H, H, gxp, ldgx, gh, ldgh, b, hs, H, yp, ldy, cp, ldc)
         else:
             # gh[nb, 2H] = h[nb, H] @ W_h{r,z}.T[H, 2H]
             if L.wt:
                 mm(nb, 2 * H, H, hs, H, wt_hh, G, False, gh, ldgh)
             else:
                 mm_w(nb, 2 * H, H, hs, H, wt_hh, False, False, gh, ldgh)
-            gru_fwd_rb1(nb, H, gxp, ldgx, gh, ldgh, b, hs, H, gh, ldgh)
+            gru_fwd_rb1(nb, H, H, gxp, ldgx, gh, ldgh, b, hs, H, gh, ldgh)
             # ghn[nb, H] = (r*h)[nb, H] @ W_hn.T[H, H]
             if L.wt:
                 mm(nb, H, H, gh + 2 * H, ldgh, wt_hh + 2 * H, G, False, ghn, H)
             else:
                 mm_w(nb, H, H, gh + 2 * H, ldgh, wt_hh + 2 * H * H, False, False, ghn, H)
-            gru_fwd_rb2(nb, H, gxp, ldgx, ghn, H, b, gh, ldgh, hs, H, yp, ldy,
+            gru_fwd_rb2(nb, H, H, gxp, ldgx, ghn, H, b, gh, ldgh, hs, H, yp, ldy,
                         (cp + 3 * H) if L.training else NULL, ldc)
+
+
+cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """cols mode (one direction, reset after): thread tid computes hidden units j0 .. j1-1 of
+    every step; one barrier per step."""
+    cdef int H = L.H, G = 3 * L.H, B = S.B, s, t, i, g, nb, j0, j1, w
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh
+    cdef const floating* b = <const floating*>L.bias
+    cdef floating* h = <floating*>L.h
+    cdef floating* hb[2]
+    cdef floating* hin
+    cdef floating* hout
+    cdef floating* gh
+    cdef floating* cp = NULL
+    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
+    cdef int ldgx = G, ldy = H, ldc = 4 * H, ldgh
+    cdef floating one = 1, zero = 0
+    split(H, tid, team, &j0, &j1)
+    w = j1 - j0
+    hb[0] = <floating*>L.hbuf
+    hb[1] = hb[0] + <Py_ssize_t>B * H
+    for i in range(B):
+        memcpy(hb[0] + <Py_ssize_t>i * H + j0, h + <Py_ssize_t>i * H + j0, w * sizeof(floating))
+    fg_barrier()
+    for s in range(S.T):
+        t = S.T - 1 - s if L.rev[0] else s
+        nb = S.bsz[t]
+        row = S.off[t]
+        hin = hb[s % 2]
+        hout = hb[1 - s % 2]
+        for i in range(B):  # own units of every row move on (finished rows keep their state)
+            memcpy(hout + <Py_ssize_t>i * H + j0, hin + <Py_ssize_t>i * H + j0, w * sizeof(floating))
+        if L.training:
+            cp = <floating*>L.cache + row * ldc
+            for i in range(nb):
+                memcpy(<floating*>L.hprev + (row + i) * ldy + j0, hin + <Py_ssize_t>i * H + j0,
+                       w * sizeof(floating))
+            gh = cp
+            ldgh = ldc
+        else:
+            gh = scr
+            ldgh = G
+        if w > 0:
+            for g in range(3):
+                # gh[nb, g-block, own units] = h[nb, H] @ W_hg[own units, H].T
+                if L.wt:
+                    mm(nb, w, H, hin, H, w_hh + g * H + j0, G, False, gh + g * H + j0, ldgh)
+                else:
+                    gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
+                         zero, gh + g * H + j0, ldgh)
+            gru_fwd_ra(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh,
+                       b + j0, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
+                       (cp + j0) if L.training else NULL, ldc)
+        fg_barrier()
+    for i in range(B):
+        memcpy(h + <Py_ssize_t>i * H + j0, hb[S.T % 2] + <Py_ssize_t>i * H + j0, w * sizeof(floating))
 
 
 cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -152,10 +214,13 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
         gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
              L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
     fg_barrier()
-    k = tid
-    while k < L.ntasks:
-        _fwd_task(L, S, k, tid, _t)
-        k += team
+    if L.cols:
+        _fwd_cols(L, S, tid, team, _t)
+    else:
+        k = tid
+        while k < L.ntasks:
+            _fwd_task(L, S, k, tid, _t)
+            k += team
     fg_fp_exit(fp)
 
 
@@ -164,12 +229,14 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, :, ::1] h, floating[:, ::1] y, floating[:, ::1] gx,
             floating[:, ::1] cache, floating[:, ::1] hprev, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
-            const int[:, ::1] tasks, bint reset_after, int n_threads, bint wt=True):
+            const int[:, ::1] tasks, bint reset_after, int n_threads, bint wt=True,
+            floating[:, :, ::1] hbuf=None):
     """Run one GRU layer forward; see the module docstring for the layout.
 
     cache/hprev: None for inference. scratch: (threads, B*5H) per-thread workspace.
     wt: weights given transposed (wt_ih (I, D*G), wt_hh (D, H, G)); False: PyTorch layout
-    (w_ih (D, G, I) passed as (D*G, I), w_hh (D, G, H)).
+    (w_ih (D, G, I) passed as (D*G, I), w_hh (D, G, H)). hbuf (2, B, H): selects cols mode
+    (one direction, reset after; see the module docstring).
     """
     cdef Layer L
     cdef Seq S
@@ -200,6 +267,9 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.rev = &rev[0]
     L.tasks = &tasks[0, 0]
     L.ntasks = tasks.shape[0]
+    if hbuf is not None:
+        L.cols = 1
+        L.hbuf = &hbuf[0, 0, 0]
     cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
@@ -242,16 +312,42 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         dgxp = <floating*>L.dgx + row * ldg + d * G
         if L.reset_after:
             dghp = <floating*>L.dgh + row * ldg + d * G
-            gru_bwd_ra(nb, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg, dghp, ldg)
+            gru_bwd_ra(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg, dghp, ldg)
             # dh[nb, H] += dgh[nb, 3H] @ W_hh[3H, H]
             mm(nb, H, G, dghp, ldg, w_hh, H, True, dh, H)
         else:
-            gru_bwd_rb1(nb, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg)
+            gru_bwd_rb1(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg)
             # drh[nb, H] = dan[nb, H] @ W_hn[H, H]
             mm(nb, H, H, dgxp + 2 * H, ldg, w_hh + 2 * H * H, H, False, scr, H)
-            gru_bwd_rb2(nb, H, cp, ldc, hp, ldy, scr, H, dh, H, dgxp, ldg)
+            gru_bwd_rb2(nb, H, H, cp, ldc, hp, ldy, scr, H, dh, H, dgxp, ldg)
             # dh[nb, H] += [dar|daz][nb, 2H] @ W_h{r,z}[2H, H]
             mm(nb, H, 2 * H, dgxp, ldg, w_hh, H, True, dh, H)
+
+
+cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """cols mode backward (one direction, reset after): thread tid owns dh[:, j0:j1]; the
+    barrier sits between the gate gradients (dgh complete) and dh += dgh W_hh."""
+    cdef int H = L.H, G = 3 * L.H, s, t, nb, j0, j1, w
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh
+    cdef floating* dh = <floating*>L.dh
+    cdef const floating* dyp
+    cdef int ldg = G, ldy = H, ldc = 4 * H
+    split(H, tid, team, &j0, &j1)
+    w = j1 - j0
+    for s in range(S.T):
+        t = s if L.rev[0] else S.T - 1 - s
+        nb = S.bsz[t]
+        row = S.off[t]
+        dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
+        if w > 0:
+            gru_bwd_ra(nb, w, H, <const floating*>L.cache + row * ldc + j0, ldc,
+                       <const floating*>L.hprev + row * ldy + j0, ldy, dyp, ldy, dh + j0, H,
+                       <floating*>L.dgx + row * ldg + j0, ldg, <floating*>L.dgh + row * ldg + j0, ldg)
+        fg_barrier()
+        if w > 0:
+            # dh[nb, own units] += dgh[nb, 3H] @ W_hh[3H, own units]
+            mm(nb, w, G, <const floating*>L.dgh + row * ldg, ldg, w_hh + j0, H, True, dh + j0, H)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -262,10 +358,13 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     cdef const floating* dgh
     cdef const floating* hsrc
     cdef unsigned long long fp = fg_fp_enter()
-    k = tid
-    while k < L.ntasks:
-        _bwd_task(L, S, k, tid, _t)
-        k += team
+    if L.cols:
+        _bwd_cols(L, S, tid, team, _t)
+    else:
+        k = tid
+        while k < L.ntasks:
+            _bwd_task(L, S, k, tid, _t)
+            k += team
     fg_barrier()
     # dx[N, I] = dgx[N, D*3H] @ W_ih[D*3H, I]       (both directions summed by the GEMM)
     split(S.N, tid, team, &a0, &a1)
@@ -308,11 +407,13 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
              floating[:, ::1] dx, floating[:, :, ::1] dw_ih, floating[:, :, ::1] dw_hh,
              floating[:, ::1] db_ih, floating[:, ::1] db_hh, floating[:, ::1] scratch,
              const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
-             const int[:, ::1] tasks, bint reset_after, bint accumulate, int n_threads):
+             const int[:, ::1] tasks, bint reset_after, bint accumulate, int n_threads,
+             bint cols=False):
     """Backward of one GRU layer; dh holds dh_n on entry and dh0 on return (in place).
 
     dy: None when no output gradient. dgh: None with reset_after=False. accumulate: add the
     parameter gradients into dw_*/db_* instead of overwriting them. dx is always overwritten.
+    cols: the team shares each step (one direction, reset after; see the module docstring).
     """
     cdef Layer L
     cdef Seq S
@@ -328,6 +429,7 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.reset_after = reset_after
     L.accumulate = accumulate
     L.training = 1
+    L.cols = cols
     L.x = &x[0, 0]
     L.w_ih = &w_ih[0, 0, 0]
     L.w_hh = &w_hh[0, 0, 0]

@@ -20,6 +20,8 @@ Design
   GEMMs: forward = one input GEMM + one recurrent GEMM per step (+ one for the projection);
     backward = dh_prev = dG W_hh per step (+ dm = dh W_hr with a projection), then large GEMMs
     for dx, dW_ih, dW_hh (and dW_hr) over all N rows after the loop.
+  One sequence without projection runs in cols mode as in _gru.pyx (the team shares each step,
+  thread k owning a slice of the hidden units; h double-buffered, c per thread).
   The caller (fastgru/ops.py) guarantees consistent shapes, contiguous buffers, sizes < 2^31.
 """
 from libc.string cimport memcpy, memset
@@ -40,7 +42,7 @@ def _select_simd(int level):
 
 
 cdef struct Layer:
-    int nI, H, P, D, proj, training, accumulate, wt
+    int nI, H, P, D, proj, training, accumulate, wt, cols
     const void* x
     const void* w_ih
     const void* w_hh
@@ -55,6 +57,7 @@ cdef struct Layer:
     void* m
     void* scratch
     Py_ssize_t scratch_stride
+    void* hbuf              # cols mode: (2, B, H) shared double buffer of h
     const int* rev
     const int* tasks
     int ntasks
@@ -114,7 +117,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         # gh[nb, 4H] = h[nb, P] @ W_hh.T[P, 4H]
         mm_w(nb, G, P, hs, P, wt_hh, L.wt, False, gh, ldgh)
         if not L.proj:
-            lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, hs, H, yp, ldy, kp, ldk)
+            lstm_fwd(nb, H, H, gxp, ldgx, gh, ldgh, b, cs, H, hs, H, yp, ldy, kp, ldk)
         else:
             if L.training:
                 mp = <floating*>L.m + row * D * H + d * H
@@ -122,11 +125,68 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             else:
                 mp = scr + <Py_ssize_t>B * G
                 ldm = H
-            lstm_fwd(nb, H, gxp, ldgx, gh, ldgh, b, cs, H, mp, ldm, NULL, 0, kp, ldk)
+            lstm_fwd(nb, H, H, gxp, ldgx, gh, ldgh, b, cs, H, mp, ldm, NULL, 0, kp, ldk)
             # h[nb, P] = m[nb, H] @ W_hr.T[H, P]
             mm_w(nb, P, H, mp, ldm, wt_hr, L.wt, False, hs, P)
             for i in range(nb):
                 memcpy(yp + <Py_ssize_t>i * ldy, hs + <Py_ssize_t>i * P, P * sizeof(floating))
+
+
+cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """cols mode (one direction, no projection): thread tid computes hidden units j0 .. j1-1."""
+    cdef int H = L.H, G = 4 * L.H, B = S.B, s, t, i, g, nb, j0, j1, w
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh
+    cdef const floating* b = <const floating*>L.bias
+    cdef floating* h = <floating*>L.h
+    cdef floating* cs = <floating*>L.c
+    cdef floating* hb[2]
+    cdef floating* hin
+    cdef floating* hout
+    cdef floating* gh
+    cdef floating* kp = NULL
+    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
+    cdef int ldgx = G, ldy = H, ldk = 6 * H, ldgh
+    cdef floating one = 1, zero = 0
+    split(H, tid, team, &j0, &j1)
+    w = j1 - j0
+    hb[0] = <floating*>L.hbuf
+    hb[1] = hb[0] + <Py_ssize_t>B * H
+    for i in range(B):
+        memcpy(hb[0] + <Py_ssize_t>i * H + j0, h + <Py_ssize_t>i * H + j0, w * sizeof(floating))
+    fg_barrier()
+    for s in range(S.T):
+        t = S.T - 1 - s if L.rev[0] else s
+        nb = S.bsz[t]
+        row = S.off[t]
+        hin = hb[s % 2]
+        hout = hb[1 - s % 2]
+        for i in range(B):
+            memcpy(hout + <Py_ssize_t>i * H + j0, hin + <Py_ssize_t>i * H + j0, w * sizeof(floating))
+        if L.training:
+            kp = <floating*>L.cache + row * ldk
+            for i in range(nb):
+                memcpy(<floating*>L.hprev + (row + i) * ldy + j0, hin + <Py_ssize_t>i * H + j0,
+                       w * sizeof(floating))
+            gh = kp
+            ldgh = ldk
+        else:
+            gh = scr
+            ldgh = G
+        if w > 0:
+            for g in range(4):
+                # gh[nb, g-block, own units] = h[nb, H] @ W_hg[own units, H].T
+                if L.wt:
+                    mm(nb, w, H, hin, H, w_hh + g * H + j0, G, False, gh + g * H + j0, ldgh)
+                else:
+                    gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
+                         zero, gh + g * H + j0, ldgh)
+            lstm_fwd(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh, b + j0,
+                     cs + j0, H, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
+                     (kp + j0) if L.training else NULL, ldk)
+        fg_barrier()
+    for i in range(B):
+        memcpy(h + <Py_ssize_t>i * H + j0, hb[S.T % 2] + <Py_ssize_t>i * H + j0, w * sizeof(floating))
 
 
 cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -143,10 +203,13 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
         gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
              L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
     fg_barrier()
-    k = tid
-    while k < L.ntasks:
-        _fwd_task(L, S, k, tid, _t)
-        k += team
+    if L.cols:
+        _fwd_cols(L, S, tid, team, _t)
+    else:
+        k = tid
+        while k < L.ntasks:
+            _fwd_task(L, S, k, tid, _t)
+            k += team
     fg_fp_exit(fp)
 
 
@@ -156,9 +219,11 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, ::1] y, floating[:, ::1] gx, floating[:, ::1] cache,
             floating[:, ::1] hprev, floating[:, ::1] m, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
-            const int[:, ::1] tasks, int n_threads, bint wt=True):
+            const int[:, ::1] tasks, int n_threads, bint wt=True,
+            floating[:, :, ::1] hbuf=None):
     """Run one LSTM layer forward; see the module docstring for the layout.
     wt: weights given transposed; False: PyTorch layout (w_ih as (D*G, I), w_hh, w_hr as is).
+    hbuf (2, B, H): selects cols mode (one direction, no projection).
 
     w_hr: None without projection. cache/hprev: None for inference; m: None unless training with
     a projection. scratch: (threads, B*5H) per-thread workspace.
@@ -198,6 +263,9 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.rev = &rev[0]
     L.tasks = &tasks[0, 0]
     L.ntasks = tasks.shape[0]
+    if hbuf is not None:
+        L.cols = 1
+        L.hbuf = &hbuf[0, 0, 0]
     cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
@@ -236,7 +304,7 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         dyp = (<const floating*>L.dy + row * ldy + d * P) if L.dy != NULL else NULL
         dgp = <floating*>L.dg + row * ldg + d * G
         if not L.proj:
-            lstm_bwd(nb, H, kp, ldk, dh, H, dyp, ldy, dc, H, dgp, ldg)
+            lstm_bwd(nb, H, H, kp, ldk, dh, H, dyp, ldy, dc, H, dgp, ldg)
         else:
             # dL/dh_t = carried dh + dy, kept for dW_hr
             dhpp = <floating*>L.dhp + row * ldy + d * P
@@ -246,9 +314,34 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
                         dyp[<Py_ssize_t>i * ldy + j] if dyp != NULL else 0)
             # dm[nb, H] = dh_t[nb, P] @ W_hr[P, H]
             mm(nb, H, P, dhpp, ldy, w_hr, H, False, scr, H)
-            lstm_bwd(nb, H, kp, ldk, scr, H, NULL, 0, dc, H, dgp, ldg)
+            lstm_bwd(nb, H, H, kp, ldk, scr, H, NULL, 0, dc, H, dgp, ldg)
         # dh[nb, P] = dG[nb, 4H] @ W_hh[4H, P]
         mm(nb, P, G, dgp, ldg, w_hh, P, False, dh, P)
+
+
+cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """cols mode backward (one direction, no projection): thread tid owns dh/dc[:, j0:j1]."""
+    cdef int H = L.H, G = 4 * L.H, s, t, nb, j0, j1, w
+    cdef Py_ssize_t row
+    cdef const floating* w_hh = <const floating*>L.w_hh
+    cdef floating* dh = <floating*>L.dh
+    cdef floating* dc = <floating*>L.dc
+    cdef const floating* dyp
+    cdef int ldg = G, ldy = H, ldk = 6 * H
+    split(H, tid, team, &j0, &j1)
+    w = j1 - j0
+    for s in range(S.T):
+        t = s if L.rev[0] else S.T - 1 - s
+        nb = S.bsz[t]
+        row = S.off[t]
+        dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
+        if w > 0:
+            lstm_bwd(nb, w, H, <const floating*>L.cache + row * ldk + j0, ldk, dh + j0, H, dyp, ldy,
+                     dc + j0, H, <floating*>L.dg + row * ldg + j0, ldg)
+        fg_barrier()
+        if w > 0:
+            # dh[nb, own units] = dG[nb, 4H] @ W_hh[4H, own units]
+            mm(nb, w, G, <const floating*>L.dg + row * ldg, ldg, w_hh + j0, H, False, dh + j0, H)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -257,10 +350,13 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     cdef floating one = 1, zero = 0
     cdef floating beta = one if L.accumulate else zero
     cdef unsigned long long fp = fg_fp_enter()
-    k = tid
-    while k < L.ntasks:
-        _bwd_task(L, S, k, tid, _t)
-        k += team
+    if L.cols:
+        _bwd_cols(L, S, tid, team, _t)
+    else:
+        k = tid
+        while k < L.ntasks:
+            _bwd_task(L, S, k, tid, _t)
+            k += team
     fg_barrier()
     # dx[N, I] = dG[N, D*4H] @ W_ih[D*4H, I]
     split(S.N, tid, team, &a0, &a1)
@@ -298,7 +394,7 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
              floating[:, :, ::1] dw_hh, floating[:, :, ::1] dw_hr, floating[:, ::1] db_ih,
              floating[:, ::1] db_hh, floating[:, ::1] scratch,
              const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
-             const int[:, ::1] tasks, bint accumulate, int n_threads):
+             const int[:, ::1] tasks, bint accumulate, int n_threads, bint cols=False):
     """Backward of one LSTM layer; dh/dc hold dh_n/dc_n on entry, dh0/dc0 on return.
 
     w_hr, m, dhp, dw_hr: None without projection. dy: None when no output gradient.
@@ -318,6 +414,7 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.proj = w_hr is not None
     L.accumulate = accumulate
     L.training = 1
+    L.cols = cols
     L.x = &x[0, 0]
     L.w_ih = &w_ih[0, 0, 0]
     L.w_hh = &w_hh[0, 0, 0]

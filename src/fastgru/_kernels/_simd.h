@@ -4,8 +4,9 @@
  *   gate pre-activations (input projection + recurrent projection + bias) into the new state, the
  *   layer output and, when training, the per-step values that backward needs; and the matching
  *   backward functions. The time loop, the GEMMs and the threading live in _gru.pyx/_lstm.pyx.
- * Layout: row-major; each argument is a base pointer plus a row stride (ld*), gate blocks of H
- *   contiguous floats in PyTorch order (GRU r|z|n, LSTM i|f|g|o).
+ * Layout: row-major; each argument is a base pointer plus a row stride (ld*), gate blocks in
+ *   PyTorch order (GRU r|z|n, LSTM i|f|g|o) GS floats apart (GS = H); a call covers W <= GS
+ *   columns of each block (a thread owning a slice of the hidden units passes its slice).
  * SIMD: float32 code is written once (_simd_kernels.h) with GCC/Clang vector extensions and
  *   compiled three times, for AVX-512 (16 lanes), AVX2 (8) and the x86-64 baseline (SSE2, 4), by
  *   including it under three `target` attributes. The level is chosen at run time (cpu support,
@@ -93,25 +94,25 @@ FG_INL int32_t fg_f2i(float x) { int32_t i; memcpy(&i, &x, sizeof i); return i; 
 FG_INL float fg_i2f(int32_t i) { float x; memcpy(&x, &i, sizeof x); return x; }
 
 /* Signature shared by every level's float32 functions, so one table can hold any level. */
-typedef void (*fg_gru_fwd_ra_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_gru_fwd_ra_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                                 const float *, float *, ptrdiff_t, float *, ptrdiff_t, float *,
                                 ptrdiff_t);
-typedef void (*fg_gru_fwd_rb1_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_gru_fwd_rb1_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                                  const float *, const float *, ptrdiff_t, float *, ptrdiff_t);
-typedef void (*fg_gru_fwd_rb2_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_gru_fwd_rb2_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                                  const float *, const float *, ptrdiff_t, float *, ptrdiff_t,
                                  float *, ptrdiff_t, float *, ptrdiff_t);
-typedef void (*fg_gru_bwd_ra_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_gru_bwd_ra_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                                 const float *, ptrdiff_t, float *, ptrdiff_t, float *, ptrdiff_t,
                                 float *, ptrdiff_t);
-typedef void (*fg_gru_bwd_rb1_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_gru_bwd_rb1_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                                  const float *, ptrdiff_t, float *, ptrdiff_t, float *, ptrdiff_t);
-typedef void (*fg_gru_bwd_rb2_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_gru_bwd_rb2_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                                  const float *, ptrdiff_t, float *, ptrdiff_t, float *, ptrdiff_t);
-typedef void (*fg_lstm_fwd_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_lstm_fwd_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                               const float *, float *, ptrdiff_t, float *, ptrdiff_t, float *,
                               ptrdiff_t, float *, ptrdiff_t);
-typedef void (*fg_lstm_bwd_t)(int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+typedef void (*fg_lstm_bwd_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                               const float *, ptrdiff_t, float *, ptrdiff_t, float *, ptrdiff_t);
 typedef void (*fg_map_t)(ptrdiff_t, const float *, float *);
 typedef void (*fg_mm_small_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
@@ -202,13 +203,13 @@ static const char *fg_simd_name(void) { return fg_simd->name; }
 
 static inline double fg_sigmoid_f64(double x) { return 1.0 / (1.0 + exp(-x)); }
 
-static void fg_gru_fwd_ra_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, const double *gh,
+static void fg_gru_fwd_ra_f64(int nb, int W, int H, const double *gx, ptrdiff_t ldgx, const double *gh,
                               ptrdiff_t ldgh, const double *b, double *h, ptrdiff_t ldh,
                               double *y, ptrdiff_t ldy, double *c, ptrdiff_t ldc) {
     for (int i = 0; i < nb; i++) {
         const double *x_ = gx + i * ldgx, *g_ = gh + i * ldgh;
         double *h_ = h + i * ldh, *y_ = y ? y + i * ldy : NULL, *c_ = c ? c + i * ldc : NULL;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double r = fg_sigmoid_f64(x_[j] + g_[j] + b[j]);
             double z = fg_sigmoid_f64(x_[H + j] + g_[H + j] + b[H + j]);
             double hn = g_[2 * H + j] + b[3 * H + j];
@@ -222,13 +223,13 @@ static void fg_gru_fwd_ra_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, c
     }
 }
 
-static void fg_gru_fwd_rb1_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, const double *gh,
+static void fg_gru_fwd_rb1_f64(int nb, int W, int H, const double *gx, ptrdiff_t ldgx, const double *gh,
                                ptrdiff_t ldgh, const double *b, const double *h, ptrdiff_t ldh,
                                double *o, ptrdiff_t ldo) {
     for (int i = 0; i < nb; i++) {
         const double *x_ = gx + i * ldgx, *g_ = gh + i * ldgh, *h_ = h + i * ldh;
         double *o_ = o + i * ldo;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double r = fg_sigmoid_f64(x_[j] + g_[j] + b[j]);
             double z = fg_sigmoid_f64(x_[H + j] + g_[H + j] + b[H + j]);
             o_[j] = r; o_[H + j] = z; o_[2 * H + j] = r * h_[j];
@@ -236,7 +237,7 @@ static void fg_gru_fwd_rb1_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, 
     }
 }
 
-static void fg_gru_fwd_rb2_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, const double *ghn,
+static void fg_gru_fwd_rb2_f64(int nb, int W, int H, const double *gx, ptrdiff_t ldgx, const double *ghn,
                                ptrdiff_t ldghn, const double *b, const double *rz, ptrdiff_t ldrz,
                                double *h, ptrdiff_t ldh, double *y, ptrdiff_t ldy, double *n_out,
                                ptrdiff_t ldn) {
@@ -244,7 +245,7 @@ static void fg_gru_fwd_rb2_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, 
         const double *x_ = gx + i * ldgx, *g_ = ghn + i * ldghn, *rz_ = rz + i * ldrz;
         double *h_ = h + i * ldh, *y_ = y ? y + i * ldy : NULL;
         double *n_ = n_out ? n_out + i * ldn : NULL;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double n = tanh(x_[2 * H + j] + b[2 * H + j] + g_[j]);
             double z = rz_[H + j];
             double hy = n + z * (h_[j] - n);
@@ -255,14 +256,14 @@ static void fg_gru_fwd_rb2_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, 
     }
 }
 
-static void fg_gru_bwd_ra_f64(int nb, int H, const double *c, ptrdiff_t ldc, const double *hp,
+static void fg_gru_bwd_ra_f64(int nb, int W, int H, const double *c, ptrdiff_t ldc, const double *hp,
                               ptrdiff_t ldhp, const double *dy, ptrdiff_t lddy, double *dh,
                               ptrdiff_t lddh, double *dgx, ptrdiff_t lddgx, double *dgh,
                               ptrdiff_t lddgh) {
     for (int i = 0; i < nb; i++) {
         const double *c_ = c + i * ldc, *hp_ = hp + i * ldhp, *dy_ = dy ? dy + i * lddy : NULL;
         double *dh_ = dh + i * lddh, *dx_ = dgx + i * lddgx, *dg_ = dgh + i * lddgh;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double r = c_[j], z = c_[H + j], hn = c_[2 * H + j], n = c_[3 * H + j];
             double g = dh_[j] + (dy_ ? dy_[j] : 0.0);
             double dan = g * (1.0 - z) * (1.0 - n * n);
@@ -275,13 +276,13 @@ static void fg_gru_bwd_ra_f64(int nb, int H, const double *c, ptrdiff_t ldc, con
     }
 }
 
-static void fg_gru_bwd_rb1_f64(int nb, int H, const double *c, ptrdiff_t ldc, const double *hp,
+static void fg_gru_bwd_rb1_f64(int nb, int W, int H, const double *c, ptrdiff_t ldc, const double *hp,
                                ptrdiff_t ldhp, const double *dy, ptrdiff_t lddy, double *dh,
                                ptrdiff_t lddh, double *dgx, ptrdiff_t lddgx) {
     for (int i = 0; i < nb; i++) {
         const double *c_ = c + i * ldc, *hp_ = hp + i * ldhp, *dy_ = dy ? dy + i * lddy : NULL;
         double *dh_ = dh + i * lddh, *dx_ = dgx + i * lddgx;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double z = c_[H + j], n = c_[3 * H + j];
             double g = dh_[j] + (dy_ ? dy_[j] : 0.0);
             dx_[2 * H + j] = g * (1.0 - z) * (1.0 - n * n);
@@ -291,13 +292,13 @@ static void fg_gru_bwd_rb1_f64(int nb, int H, const double *c, ptrdiff_t ldc, co
     }
 }
 
-static void fg_gru_bwd_rb2_f64(int nb, int H, const double *c, ptrdiff_t ldc, const double *hp,
+static void fg_gru_bwd_rb2_f64(int nb, int W, int H, const double *c, ptrdiff_t ldc, const double *hp,
                                ptrdiff_t ldhp, const double *drh, ptrdiff_t lddrh, double *dh,
                                ptrdiff_t lddh, double *dgx, ptrdiff_t lddgx) {
     for (int i = 0; i < nb; i++) {
         const double *c_ = c + i * ldc, *hp_ = hp + i * ldhp, *d_ = drh + i * lddrh;
         double *dh_ = dh + i * lddh, *dx_ = dgx + i * lddgx;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double r = c_[j];
             dx_[j] = d_[j] * hp_[j] * r * (1.0 - r);
             dh_[j] += d_[j] * r;
@@ -305,7 +306,7 @@ static void fg_gru_bwd_rb2_f64(int nb, int H, const double *c, ptrdiff_t ldc, co
     }
 }
 
-static void fg_lstm_fwd_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, const double *gh,
+static void fg_lstm_fwd_f64(int nb, int W, int H, const double *gx, ptrdiff_t ldgx, const double *gh,
                             ptrdiff_t ldgh, const double *b, double *cs, ptrdiff_t ldcs, double *m,
                             ptrdiff_t ldm, double *y, ptrdiff_t ldy, double *cache,
                             ptrdiff_t ldcache) {
@@ -313,7 +314,7 @@ static void fg_lstm_fwd_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, con
         const double *x_ = gx + i * ldgx, *g_ = gh + i * ldgh;
         double *cs_ = cs + i * ldcs, *m_ = m + i * ldm, *y_ = y ? y + i * ldy : NULL;
         double *k_ = cache ? cache + i * ldcache : NULL;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double ig = fg_sigmoid_f64(x_[j] + g_[j] + b[j]);
             double fg = fg_sigmoid_f64(x_[H + j] + g_[H + j] + b[H + j]);
             double gg = tanh(x_[2 * H + j] + g_[2 * H + j] + b[2 * H + j]);
@@ -333,14 +334,14 @@ static void fg_lstm_fwd_f64(int nb, int H, const double *gx, ptrdiff_t ldgx, con
     }
 }
 
-static void fg_lstm_bwd_f64(int nb, int H, const double *cache, ptrdiff_t ldcache,
+static void fg_lstm_bwd_f64(int nb, int W, int H, const double *cache, ptrdiff_t ldcache,
                             const double *dm, ptrdiff_t lddm, const double *dy, ptrdiff_t lddy,
                             double *dc, ptrdiff_t lddc, double *dg, ptrdiff_t lddg) {
     for (int i = 0; i < nb; i++) {
         const double *k_ = cache + i * ldcache, *dm_ = dm + i * lddm;
         const double *dy_ = dy ? dy + i * lddy : NULL;
         double *dc_ = dc + i * lddc, *dg_ = dg + i * lddg;
-        for (int j = 0; j < H; j++) {
+        for (int j = 0; j < W; j++) {
             double ig = k_[j], fg = k_[H + j], gg = k_[2 * H + j], og = k_[3 * H + j];
             double tc = k_[4 * H + j], cp = k_[5 * H + j];
             double g = dm_[j] + (dy_ ? dy_[j] : 0.0);

@@ -97,22 +97,23 @@ typedef float FG_L2(fg_vu, FG_LEVEL) __attribute__((vector_size(FG_VBYTES), alig
 #define FGV(name) FG_L2(FG_L2(name, FG_LEVEL), v)
 #define FGS(name) FG_L2(FG_L2(name, FG_LEVEL), s)
 
-/* Loop over the row's H columns: 16-lane chunks, then the scalar tail. */
+/* Loop over a row's W columns (vector chunks, then the scalar tail); gate blocks lie GS apart
+ * (GS = H for whole rows; a thread owning a slice of the hidden units passes W < GS). */
 #if defined(FG_GNU)
 #define FG_ROW_LOOP(chunk, ...)                                                             \
     do {                                                                                    \
         int j_ = 0;                                                                         \
-        for (; j_ + FG_VW <= H; j_ += FG_VW) FGV(chunk)(__VA_ARGS__, H, j_);                \
-        for (; j_ < H; j_++) FGS(chunk)(__VA_ARGS__, H, j_);                                \
+        for (; j_ + FG_VW <= W; j_ += FG_VW) FGV(chunk)(__VA_ARGS__, GS, j_);               \
+        for (; j_ < W; j_++) FGS(chunk)(__VA_ARGS__, GS, j_);                               \
     } while (0)
 #else
 #define FG_ROW_LOOP(chunk, ...)                                                             \
     do {                                                                                    \
-        for (int j_ = 0; j_ < H; j_++) FGS(chunk)(__VA_ARGS__, H, j_);                      \
+        for (int j_ = 0; j_ < W; j_++) FGS(chunk)(__VA_ARGS__, GS, j_);                     \
     } while (0)
 #endif
 
-FG_TARGET static void FGL(fg_gru_fwd_ra)(int nb, int H, const float *gx, ptrdiff_t ldgx,
+FG_TARGET static void FGL(fg_gru_fwd_ra)(int nb, int W, int GS, const float *gx, ptrdiff_t ldgx,
                                          const float *gh, ptrdiff_t ldgh, const float *b,
                                          float *h, ptrdiff_t ldh, float *y, ptrdiff_t ldy,
                                          float *c, ptrdiff_t ldc) {
@@ -122,7 +123,7 @@ FG_TARGET static void FGL(fg_gru_fwd_ra)(int nb, int H, const float *gx, ptrdiff
     }
 }
 
-FG_TARGET static void FGL(fg_gru_fwd_rb1)(int nb, int H, const float *gx, ptrdiff_t ldgx,
+FG_TARGET static void FGL(fg_gru_fwd_rb1)(int nb, int W, int GS, const float *gx, ptrdiff_t ldgx,
                                           const float *gh, ptrdiff_t ldgh, const float *b,
                                           const float *h, ptrdiff_t ldh, float *o, ptrdiff_t ldo) {
     for (int i = 0; i < nb; i++)
@@ -130,7 +131,7 @@ FG_TARGET static void FGL(fg_gru_fwd_rb1)(int nb, int H, const float *gx, ptrdif
                     o + i * ldo);
 }
 
-FG_TARGET static void FGL(fg_gru_fwd_rb2)(int nb, int H, const float *gx, ptrdiff_t ldgx,
+FG_TARGET static void FGL(fg_gru_fwd_rb2)(int nb, int W, int GS, const float *gx, ptrdiff_t ldgx,
                                           const float *ghn, ptrdiff_t ldghn, const float *b,
                                           const float *rz, ptrdiff_t ldrz, float *h, ptrdiff_t ldh,
                                           float *y, ptrdiff_t ldy, float *n_out, ptrdiff_t ldn) {
@@ -141,7 +142,7 @@ FG_TARGET static void FGL(fg_gru_fwd_rb2)(int nb, int H, const float *gx, ptrdif
     }
 }
 
-FG_TARGET static void FGL(fg_gru_bwd_ra)(int nb, int H, const float *c, ptrdiff_t ldc,
+FG_TARGET static void FGL(fg_gru_bwd_ra)(int nb, int W, int GS, const float *c, ptrdiff_t ldc,
                                          const float *hp, ptrdiff_t ldhp, const float *dy,
                                          ptrdiff_t lddy, float *dh, ptrdiff_t lddh, float *dgx,
                                          ptrdiff_t lddgx, float *dgh, ptrdiff_t lddgh) {
@@ -152,7 +153,7 @@ FG_TARGET static void FGL(fg_gru_bwd_ra)(int nb, int H, const float *c, ptrdiff_
     }
 }
 
-FG_TARGET static void FGL(fg_gru_bwd_rb1)(int nb, int H, const float *c, ptrdiff_t ldc,
+FG_TARGET static void FGL(fg_gru_bwd_rb1)(int nb, int W, int GS, const float *c, ptrdiff_t ldc,
                                           const float *hp, ptrdiff_t ldhp, const float *dy,
                                           ptrdiff_t lddy, float *dh, ptrdiff_t lddh, float *dgx,
                                           ptrdiff_t lddgx) {
@@ -163,7 +164,7 @@ FG_TARGET static void FGL(fg_gru_bwd_rb1)(int nb, int H, const float *c, ptrdiff
     }
 }
 
-FG_TARGET static void FGL(fg_gru_bwd_rb2)(int nb, int H, const float *c, ptrdiff_t ldc,
+FG_TARGET static void FGL(fg_gru_bwd_rb2)(int nb, int W, int GS, const float *c, ptrdiff_t ldc,
                                           const float *hp, ptrdiff_t ldhp, const float *drh,
                                           ptrdiff_t lddrh, float *dh, ptrdiff_t lddh, float *dgx,
                                           ptrdiff_t lddgx) {
@@ -172,7 +173,7 @@ FG_TARGET static void FGL(fg_gru_bwd_rb2)(int nb, int H, const float *c, ptrdiff
                     dh + i * lddh, dgx + i * lddgx);
 }
 
-FG_TARGET static void FGL(fg_lstm_fwd)(int nb, int H, const float *gx, ptrdiff_t ldgx,
+FG_TARGET static void FGL(fg_lstm_fwd)(int nb, int W, int GS, const float *gx, ptrdiff_t ldgx,
                                        const float *gh, ptrdiff_t ldgh, const float *b, float *cs,
                                        ptrdiff_t ldcs, float *m, ptrdiff_t ldm, float *y,
                                        ptrdiff_t ldy, float *cache, ptrdiff_t ldcache) {
@@ -183,7 +184,7 @@ FG_TARGET static void FGL(fg_lstm_fwd)(int nb, int H, const float *gx, ptrdiff_t
     }
 }
 
-FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int H, const float *cache, ptrdiff_t ldcache,
+FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache, ptrdiff_t ldcache,
                                        const float *dm, ptrdiff_t lddm, const float *dy,
                                        ptrdiff_t lddy, float *dc, ptrdiff_t lddc, float *dg,
                                        ptrdiff_t lddg) {
@@ -287,7 +288,7 @@ FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptr
 /* Elementwise maps, for the accuracy tests of the lane math. */
 #define FG_MAP(fname)                                                                       \
     FG_TARGET static void FGL(fg_map_##fname)(ptrdiff_t n, const float *in, float *out) {   \
-        int H = (int)n; /* callers pass n < 2^31 */                                         \
+        int W = (int)n, GS = W; /* callers pass n < 2^31 */                                 \
         FG_ROW_LOOP(fg_map_##fname##_chunk, in, out);                                       \
     }
 FG_MAP(exp)

@@ -83,7 +83,7 @@ cdef void _units(StepArgs* a, int j0, int j1, floating* scr, const floating* _t)
         for i in range(B):   # the new state starts as the old one (updated in place)
             memcpy(<floating*>a.h_out + <Py_ssize_t>i * H + j0, <const floating*>a.h + <Py_ssize_t>i * H + j0,
                    w * sizeof(floating))
-        gru_fwd_ra(B, w, gx, 3 * w, gh, 3 * w, b, <floating*>a.h_out + j0, H, NULL, 0, NULL, 0)
+        gru_fwd_ra(B, w, w, gx, 3 * w, gh, 3 * w, b, <floating*>a.h_out + j0, H, NULL, 0, NULL, 0)
     else:
         for g in range(4):
             for i in range(w):
@@ -91,7 +91,7 @@ cdef void _units(StepArgs* a, int j0, int j1, floating* scr, const floating* _t)
         for i in range(B):
             memcpy(<floating*>a.c_out + <Py_ssize_t>i * H + j0, <const floating*>a.c + <Py_ssize_t>i * H + j0,
                    w * sizeof(floating))
-        lstm_fwd(B, w, gx, 4 * w, gh, 4 * w, b, <floating*>a.c_out + j0, H,
+        lstm_fwd(B, w, w, gx, 4 * w, gh, 4 * w, b, <floating*>a.c_out + j0, H,
                  <floating*>a.h_out + j0, H, NULL, 0, NULL, 0)
 
 
@@ -115,19 +115,19 @@ cdef void _serial_rest(StepArgs* a, floating* scr, const floating* _t) noexcept 
             b[H + i] = b_ih[H + i] + b_hh[H + i]
             b[2 * H + i] = b_ih[2 * H + i] + b_hh[2 * H + i]
             b[3 * H + i] = 0
-        gru_fwd_rb1(B, H, gx, G, gh, G, b, <const floating*>a.h, H, gh, G)
+        gru_fwd_rb1(B, H, H, gx, G, gh, G, b, <const floating*>a.h, H, gh, G)
         # ghn[B, H] = (r*h) @ W_hn.T  (into m)
         gemm(c'N', c'T', B, H, H, one, gh + 2 * H, G, <const floating*>a.w_hh + 2 * H * H, H,
              zero, m, H)
         memcpy(a.h_out, a.h, <Py_ssize_t>B * H * sizeof(floating))
-        gru_fwd_rb2(B, H, gx, G, m, H, b, gh, G, <floating*>a.h_out, H, NULL, 0, NULL, 0)
+        gru_fwd_rb2(B, H, H, gx, G, m, H, b, gh, G, <floating*>a.h_out, H, NULL, 0, NULL, 0)
     else:             # LSTM with projection
         gemm(c'N', c'T', B, G, P, one, <const floating*>a.h, P, <const floating*>a.w_hh, P,
              zero, gh, G)
         for i in range(G):
             b[i] = b_ih[i] + b_hh[i]
         memcpy(a.c_out, a.c, <Py_ssize_t>B * H * sizeof(floating))
-        lstm_fwd(B, H, gx, G, gh, G, b, <floating*>a.c_out, H, m, H, NULL, 0, NULL, 0)
+        lstm_fwd(B, H, H, gx, G, gh, G, b, <floating*>a.c_out, H, m, H, NULL, 0, NULL, 0)
         # h'[B, P] = m @ W_hr.T
         gemm(c'N', c'T', B, P, H, one, m, H, <const floating*>a.w_hr, H, zero,
              <floating*>a.h_out, P)
