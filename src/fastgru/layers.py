@@ -1,2 +1,263 @@
-"""Layers, cells, interop and save/load (issue 4). Placeholder: filled in by the layers work."""
-__all__: list = []
+"""The layer API: fastgru.GRU and fastgru.LSTM (multi-layer, bidirectional, variable lengths,
+forward and backward), the streaming cells, weight interop and save/load.
+
+Semantics, shapes, state layout, initialisation and dropout placement follow torch.nn.GRU and
+torch.nn.LSTM. Letters: T time, B batch, I input features, H hidden units, P = proj_size (LSTM)
+or H, D = 2 if bidirectional else 1, L = num_layers.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from fastgru import interop
+from fastgru._rnn import RNNBase
+from fastgru.cells import GRUCell, LSTMCell
+from fastgru.saving import load
+
+__all__ = ["GRU", "LSTM", "GRUCell", "LSTMCell", "load", "export_onnx"]
+
+ArrayLike = Any
+LSTMState = Tuple[np.ndarray, np.ndarray]
+
+
+def export_onnx(layer: "RNNBase", path: Any = None, **kwargs):
+    """Export a GRU/LSTM layer to an ONNX model (see fastgru.onnx_export.export_onnx)."""
+    from fastgru.onnx_export import export_onnx as _export
+
+    return _export(layer, path, **kwargs)
+
+
+class _LayerInterop(interop.InteropMixin):
+    """Interop that only whole layers have: Keras layer objects, ONNX, ONNX export."""
+
+    @classmethod
+    def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
+        """A layer equivalent to a Keras GRU/LSTM layer, or a Bidirectional of one with
+        merge_mode="concat". batch_first=True (Keras data is (B, T, I)) unless given."""
+        return interop.from_keras(cls, keras_layer, dtype=dtype, **kwargs)
+
+    def to_onnx(self, layer: int = 0) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """ONNX operator inputs (W [D, G, I], R [D, G, H], B [D, 2G] or None without bias) of
+        one layer. GRU gates z, r, h (linear_before_reset = int(reset_after)); LSTM gates
+        i, o, f, c. Directions stacked on the first axis: forward, reverse."""
+        return interop.to_onnx(self, layer)
+
+    def export_onnx(self, path: Any = None, **kwargs):
+        """Export the whole layer as an ONNX model (a chain of GRU/LSTM nodes); writes `path`
+        atomically when given and returns the onnx.ModelProto. See
+        fastgru.onnx_export.export_onnx for the options (initial_state, lengths, opset, dtype)."""
+        return export_onnx(self, path, **kwargs)
+
+
+class GRU(_LayerInterop, RNNBase):
+    """Multi-layer (bidirectional) GRU, as torch.nn.GRU, computed by fastgru's kernels.
+
+    Per layer and direction (PyTorch gate order r, z, n):
+        r = sigmoid(W_ir x + b_ir + W_hr h + b_hr)
+        z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn))      reset_after=False: W_hn (r * h) + b_hn
+        h' = (1 - z) * n + z * h
+
+    Args:
+        input_size: I. hidden_size: H. num_layers: L. bias: use b_ih and b_hh.
+        batch_first: x and y are (B, T, .) instead of (T, B, .).
+        dropout: probability of dropping the outputs of each layer but the last (training).
+        bidirectional: D = 2 directions; y holds [forward, reverse] on its last axis.
+        reset_after: True = PyTorch / cuDNN / Keras default / ONNX linear_before_reset=1;
+            False = Cho et al. 2014 / Keras reset_after=False / ONNX default (no PyTorch twin).
+        dtype: "float32" or "float64" (parameters and every input).
+        seed: seeds initialisation (U(-1/sqrt(H), 1/sqrt(H))) and the dropout masks.
+        backend: "fast" (kernels) or "reference" (fastgru.reference, pure NumPy, for checks).
+        n_threads: kernel threads: None (default policy), -1 (all cores) or >= 1.
+
+    Shapes: x (T, B, I) (or (B, T, I), or (T, I) unbatched); h0, h_n (L*D, B, H); y (T, B, D*H).
+    Parameters (PyTorch names): weight_ih_l{k}[_reverse] (3H, I or D*H), weight_hh_l{k} (3H, H),
+    bias_ih_l{k} (3H,), bias_hh_l{k} (3H,).
+    """
+
+    _cell = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 reset_after: bool = True, dtype: Any = "float32", seed: Any = None, *,
+                 backend: str = "fast", n_threads: Optional[int] = None) -> None:
+        self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional, 0, reset_after, dtype, seed, backend, n_threads)
+
+    reset_after = property(lambda self: self._reset_after,
+                           doc="True: reset gate after the recurrent product (PyTorch).")
+
+    def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None, lengths: Any = None, *,
+                requires_grad: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Run the layer. Returns (y, h_n).
+
+        x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched; the layer's dtype.
+        h0: (L*D, B, H) (unbatched: (L*D, H)), None for zeros.
+        lengths: (B,) ints in [1, T] (list, array or tensor), any order: PackedSequence
+            semantics (y is 0 past each end, h_n is the state at each sequence's last step; the
+            reverse direction starts at each sequence's own last step).
+        requires_grad: keep what backward() needs; None = the training mode.
+        y: (T, B, D*H) (batch_first: (B, T, D*H)); h_n: (L*D, B, H).
+        """
+        y, hn, _ = self._run(x, h0, None, lengths, requires_grad)
+        return y, hn
+
+    def __call__(self, x: ArrayLike, h0: Optional[ArrayLike] = None, lengths: Any = None, *,
+                 requires_grad: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """Same as forward()."""
+        return self.forward(x, h0, lengths, requires_grad=requires_grad)
+
+    def backward(self, dy: Optional[ArrayLike], dh_n: Optional[ArrayLike] = None
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+        """Backpropagate through the last training forward. Returns (dx, dh0) and ADDS the
+        parameter gradients into grads() (call zero_grad() between steps).
+
+        dy: dL/dy, shaped like y (None: no loss on y); dh_n: dL/dh_n (L*D, B, H) or None.
+        dx is shaped like x (zeros at padding); dh0 like h0. Calling backward again reuses the
+        same forward cache and accumulates again (like retain_graph=True).
+        """
+        dx, dh0, _ = self._run_backward(dy, dh_n, None)
+        return dx, dh0
+
+    def step(self, x: ArrayLike, h: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """One time step for streaming inference (unidirectional layers; no dropout, no grads).
+
+        x: (B, I) (or (I,)); h: (L, B, H) state from the previous step, None for zeros.
+        Returns (y (B, H), h_new (L, B, H)): y is the last layer's new hidden state.
+        Stepping through a sequence gives the same numbers as forward() on it."""
+        steppers = self._steppers or self._stepper_list()
+        if (len(steppers) == 1 and type(x) is np.ndarray and type(h) is np.ndarray
+                and x.ndim == 2 and h.ndim == 3 and x.shape[0] and h.shape[0] == 1):
+            try:  # the hot path: the stepper checks dtype, shapes and contiguity in C
+                y = steppers[0].step(x, h[0])
+                return y, y[None]
+            except ValueError:
+                pass  # the checks below convert or explain
+        x, unbatched = self._step_x(x)
+        h = self._step_state("h", h, x.shape[0], self._H, unbatched)
+        if self._L == 1:
+            y = steppers[0].step(x, h[0])
+            hn = y[None]
+        else:
+            outs = []
+            for l, st in enumerate(steppers):
+                x = st.step(x, h[l])
+                outs.append(x)
+            y, hn = x, np.stack(outs)
+        return (y[0], hn[:, 0]) if unbatched else (y, hn)
+
+    @classmethod
+    def from_onnx(cls, W: ArrayLike, R: ArrayLike, B: Optional[ArrayLike] = None,
+                  linear_before_reset: int = 0, direction: str = "forward", dtype: Any = None,
+                  **kwargs) -> "GRU":
+        """A one-layer GRU from ONNX GRU inputs: W [D, 3H, I], R [D, 3H, H], B [D, 6H] (None:
+        zero biases, gives bias=False), gate order z, r, h. linear_before_reset=1 gives
+        reset_after=True (PyTorch's GRU), 0 (ONNX's default) reset_after=False. direction
+        "forward" or "bidirectional". kwargs: extra constructor arguments."""
+        return interop.from_onnx(cls, W, R, B, linear_before_reset=linear_before_reset,
+                                 direction=direction, dtype=dtype, **kwargs)
+
+
+class LSTM(_LayerInterop, RNNBase):
+    """Multi-layer (bidirectional) LSTM with optional projection, as torch.nn.LSTM.
+
+    Per layer and direction (PyTorch gate order i, f, g, o):
+        i, f, o = sigmoid(W_i* x + b_i* + W_h* h + b_h*),  g = tanh(...)
+        c' = f * c + i * g;   h' = o * tanh(c')   (proj_size: h' = W_hr (o * tanh(c')))
+
+    Args as GRU (no reset_after), plus proj_size: P < H, 0 for none.
+    Shapes: x (T, B, I); h0, h_n (L*D, B, P); c0, c_n (L*D, B, H); y (T, B, D*P) with P = H
+    without projection. Parameters: weight_ih_l{k}[_reverse] (4H, I or D*P), weight_hh_l{k}
+    (4H, P), bias_ih_l{k}, bias_hh_l{k} (4H,), weight_hr_l{k} (P, H) with proj_size.
+    """
+
+    _cell = "lstm"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
+                 batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
+                 proj_size: int = 0, dtype: Any = "float32", seed: Any = None, *,
+                 backend: str = "fast", n_threads: Optional[int] = None) -> None:
+        self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                    bidirectional, proj_size, True, dtype, seed, backend, n_threads)
+
+    proj_size = property(lambda self: self._proj, doc="P, the projection size (0: none).")
+
+    @staticmethod
+    def _split_state(name: str, hx: Any) -> Tuple[Any, Any]:
+        if hx is None:
+            return None, None
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError(f"{name} must be a tuple (h, c) of two arrays (or None), got "
+                            f"{type(hx).__name__}")
+        return hx[0], hx[1]
+
+    def forward(self, x: ArrayLike, hx: Optional[Tuple[ArrayLike, ArrayLike]] = None,
+                lengths: Any = None, *, requires_grad: Optional[bool] = None
+                ) -> Tuple[np.ndarray, LSTMState]:
+        """Run the layer. Returns (y, (h_n, c_n)).
+
+        x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched.
+        hx: (h0 (L*D, B, P), c0 (L*D, B, H)) or None for zeros (either may be None).
+        lengths, requires_grad: as GRU.forward.
+        y: (T, B, D*P); h_n: (L*D, B, P); c_n: (L*D, B, H).
+        """
+        h0, c0 = self._split_state("hx", hx)
+        y, hn, cn = self._run(x, h0, c0, lengths, requires_grad)
+        return y, (hn, cn)
+
+    def __call__(self, x: ArrayLike, hx: Optional[Tuple[ArrayLike, ArrayLike]] = None,
+                 lengths: Any = None, *, requires_grad: Optional[bool] = None
+                 ) -> Tuple[np.ndarray, LSTMState]:
+        """Same as forward()."""
+        return self.forward(x, hx, lengths, requires_grad=requires_grad)
+
+    def backward(self, dy: Optional[ArrayLike], dh_n: Any = None, dc_n: Optional[ArrayLike] = None
+                 ) -> Tuple[np.ndarray, LSTMState]:
+        """Backpropagate through the last training forward. Returns (dx, (dh0, dc0)) and ADDS
+        the parameter gradients into grads().
+
+        dy: shaped like y or None. dh_n (L*D, B, P) and dc_n (L*D, B, H), or None; dh_n may
+        also be the tuple (dh_n, dc_n), mirroring the forward's (h_n, c_n)."""
+        if isinstance(dh_n, (tuple, list)):
+            if dc_n is not None:
+                raise TypeError("give dc_n either inside the dh_n tuple or as dc_n, not both")
+            dh_n, dc_n = self._split_state("dh_n", dh_n)
+        dx, dh0, dc0 = self._run_backward(dy, dh_n, dc_n)
+        return dx, (dh0, dc0)
+
+    def step(self, x: ArrayLike, hx: Optional[Tuple[ArrayLike, ArrayLike]] = None
+             ) -> Tuple[np.ndarray, LSTMState]:
+        """One time step for streaming inference (unidirectional layers).
+
+        x: (B, I) (or (I,)); hx: (h (L, B, P), c (L, B, H)) or None. Returns
+        (y (B, P), (h_new (L, B, P), c_new (L, B, H)))."""
+        steppers = self._steppers or self._stepper_list()
+        x, unbatched = self._step_x(x)
+        h, c = self._split_state("hx", hx)
+        B = x.shape[0]
+        h = self._step_state("h", h, B, self._P, unbatched)
+        c = self._step_state("c", c, B, self._H, unbatched)
+        if self._L == 1:
+            y, cn = steppers[0].step(x, h[0], c[0])
+            hn, cn = y[None], cn[None]
+        else:
+            hs, cs = [], []
+            for l, st in enumerate(steppers):
+                x, cl = st.step(x, h[l], c[l])
+                hs.append(x)
+                cs.append(cl)
+            y, hn, cn = x, np.stack(hs), np.stack(cs)
+        if unbatched:
+            return y[0], (hn[:, 0], cn[:, 0])
+        return y, (hn, cn)
+
+    @classmethod
+    def from_onnx(cls, W: ArrayLike, R: ArrayLike, B: Optional[ArrayLike] = None,
+                  direction: str = "forward", dtype: Any = None, P: Optional[ArrayLike] = None,
+                  **kwargs) -> "LSTM":
+        """A one-layer LSTM from ONNX LSTM inputs: W [D, 4H, I], R [D, 4H, H], B [D, 8H] (None:
+        zero biases, gives bias=False), gate order i, o, f, c. direction "forward" or
+        "bidirectional". Peepholes P are not supported (NotImplementedError unless all zero)."""
+        return interop.from_onnx(cls, W, R, B, direction=direction, dtype=dtype, P=P, **kwargs)

@@ -1,0 +1,490 @@
+"""Multi-layer (bi)directional GRU/LSTM layers: the machinery behind fastgru.GRU and fastgru.LSTM.
+
+Letters: T time steps, B batch, I input features, H hidden units, P output/state width (LSTM
+proj_size, else H), D directions, L layers, G = 3H (GRU) or 4H (LSTM), N = packed rows.
+
+Fast backend (default): the batch is packed once (fastgru._plan.SeqPlan) and every layer runs
+as ONE kernel call over both directions (fastgru._packed), which run concurrently on the OpenMP
+team; the reverse direction starts at each sequence's own last step. Reference backend: the same
+maths, layer by layer and direction by direction, on fastgru.reference (for debugging and for
+checking gradients). Both draw identical dropout masks from the layer's generator, so with the
+same seed they agree to rounding.
+
+Dropout (as torch.nn.GRU/LSTM): in training mode, on the outputs of every layer but the last,
+with inverted scaling 1/(1-p).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from fastgru import _packed, reference
+from fastgru import _validation as V
+from fastgru._module import Module, ParamStore, check_dtype, check_size, optional_seed
+from fastgru._plan import SeqPlan
+
+BACKENDS = ("fast", "reference")
+
+
+def check_backend(backend: Any) -> str:
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    return backend
+
+
+def check_dropout(p: Any) -> float:
+    if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, float, np.integer, np.floating)):
+        raise TypeError(f"dropout must be a number in [0, 1], got {p!r}")
+    p = float(p)
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"dropout must be in [0, 1], got {p}")
+    return p
+
+
+class _ForwardCache:
+    """What backward needs from the last training forward (kept until the next one)."""
+
+    __slots__ = ("backend", "plan", "layers", "masks", "T", "B", "unbatched", "batch_first")
+
+    def __init__(self, **kw):
+        for k in self.__slots__:
+            setattr(self, k, kw.get(k))
+
+
+class RNNBase(Module):
+    """Shared implementation of GRU and LSTM (see their docstrings)."""
+
+    _cell = "gru"
+
+    # -- construction ---------------------------------------------------------------------------
+    def _setup(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
+               bidirectional, proj_size, reset_after, dtype, seed, backend, n_threads) -> None:
+        self._I = check_size("input_size", input_size)
+        self._H = check_size("hidden_size", hidden_size)
+        self._L = check_size("num_layers", num_layers)
+        self._bias = V.check_bool("bias", bias)
+        self._bidirectional = V.check_bool("bidirectional", bidirectional)
+        self._reset_after = V.check_bool("reset_after", reset_after)
+        self._proj = check_size("proj_size", proj_size, minimum=0)
+        if self._proj and self._cell != "lstm":
+            raise ValueError("proj_size exists for LSTM only")
+        if self._proj >= self._H:
+            raise ValueError(f"proj_size must be smaller than hidden_size = {self._H}, "
+                             f"got {self._proj}")
+        self.batch_first = batch_first
+        self.dropout = dropout
+        self.backend = backend
+        self.n_threads = n_threads
+        if self._dropout > 0 and self._L == 1:
+            warnings.warn("dropout > 0 with num_layers=1 has no effect: dropout acts between "
+                          "layers only", UserWarning, stacklevel=3)
+        dt = check_dtype(dtype)
+        self._seed = optional_seed(seed)
+        self._rng = np.random.default_rng(self._seed)
+        D, H, P = self.num_directions, self._H, self._P
+        G = (3 if self._cell == "gru" else 4) * H
+        layout, names = [], []
+        for l in range(self._L):
+            I_l = self._I if l == 0 else D * P
+            blk = {"w_ih": (D, G, I_l), "w_hh": (D, G, P)}
+            if self._bias:
+                blk.update(b_ih=(D, G), b_hh=(D, G))
+            if self._proj:
+                blk["w_hr"] = (D, P, H)
+            layout.append(blk)
+            sfx = ["", "_reverse"][:D]
+            names.append({role: [f"{stem}_l{l}{s}" for s in sfx]
+                          for role, stem in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"),
+                                             ("b_ih", "bias_ih"), ("b_hh", "bias_hh"),
+                                             ("w_hr", "weight_hr"))})
+        self._store = ParamStore(layout, names, dt)
+        self.reset_parameters()
+        self._rev = np.arange(D, dtype=np.int32)  # direction flags: [0] or [0, 1]
+        self._G = G
+        self._cache: Optional[_ForwardCache] = None
+        self._steppers: Optional[list] = None
+        self.training = True
+
+    def reset_parameters(self) -> None:
+        """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's initialisation)."""
+        k = 1.0 / math.sqrt(self._H)
+        flat = self._store.flat
+        flat[...] = self._rng.uniform(-k, k, flat.size)
+
+    def manual_seed(self, seed: Any) -> None:
+        """Restart the dropout generator from `seed` (the next forwards draw the same masks as
+        after any other manual_seed(seed)): reproducible runs and fixed-mask gradient checks."""
+        self._rng = np.random.default_rng(optional_seed(seed))
+
+    # -- hyper-parameters -----------------------------------------------------------------------
+    input_size = property(lambda self: self._I, doc="I, features per input step.")
+    hidden_size = property(lambda self: self._H, doc="H, hidden units per direction.")
+    num_layers = property(lambda self: self._L, doc="L, stacked layers.")
+    bias = property(lambda self: self._bias, doc="Whether the layer has b_ih and b_hh.")
+    bidirectional = property(lambda self: self._bidirectional, doc="Two directions per layer.")
+    num_directions = property(lambda self: 2 if self._bidirectional else 1, doc="D, 1 or 2.")
+    _P = property(lambda self: self._proj or self._H)
+
+    @property
+    def batch_first(self) -> bool:
+        """x and y are (B, T, .) instead of (T, B, .); states are always (L*D, B, .)."""
+        return self._batch_first
+
+    @batch_first.setter
+    def batch_first(self, v: bool) -> None:
+        self._batch_first = V.check_bool("batch_first", v)
+
+    @property
+    def dropout(self) -> float:
+        """Dropout probability on the outputs of every layer but the last (training mode)."""
+        return self._dropout
+
+    @dropout.setter
+    def dropout(self, p: float) -> None:
+        self._dropout = check_dropout(p)
+
+    @property
+    def backend(self) -> str:
+        """"fast" (the kernels) or "reference" (fastgru.reference, pure NumPy)."""
+        return self._backend
+
+    @backend.setter
+    def backend(self, b: str) -> None:
+        self._backend = check_backend(b)
+
+    @property
+    def n_threads(self) -> Optional[int]:
+        """Threads of the kernels: None (fastgru's default policy), -1 (all cores) or >= 1."""
+        return self._n_threads
+
+    @n_threads.setter
+    def n_threads(self, n: Optional[int]) -> None:
+        self._n_threads = V.check_n_threads(n)
+        self._steppers = None  # rebuilt with the new team size on the next step()
+
+    def get_config(self) -> dict:
+        cfg = dict(input_size=self._I, hidden_size=self._H, num_layers=self._L, bias=self._bias,
+                   batch_first=self._batch_first, dropout=self._dropout,
+                   bidirectional=self._bidirectional)
+        if self._cell == "gru":
+            cfg["reset_after"] = self._reset_after
+        else:
+            cfg["proj_size"] = self._proj
+        cfg.update(dtype=str(self.dtype), backend=self._backend, n_threads=self._n_threads)
+        return cfg
+
+    def __repr__(self) -> str:
+        s = f"{type(self).__name__}({self._I}, {self._H}"
+        if self._proj:
+            s += f", proj_size={self._proj}"
+        if self._L != 1:
+            s += f", num_layers={self._L}"
+        if not self._bias:
+            s += ", bias=False"
+        if self._batch_first:
+            s += ", batch_first=True"
+        if self._dropout:
+            s += f", dropout={self._dropout}"
+        if self._bidirectional:
+            s += ", bidirectional=True"
+        if self._cell == "gru" and not self._reset_after:
+            s += ", reset_after=False"
+        if self.dtype != np.float32:
+            s += f", dtype={self.dtype}"
+        if self._backend != "fast":
+            s += f", backend={self._backend!r}"
+        return s + ")"
+
+    # -- argument checks ------------------------------------------------------------------------
+    def _input(self, x: Any) -> Tuple[np.ndarray, bool]:
+        """x as time-major (T, B, I) (a view when possible) and whether it was unbatched."""
+        x = V.float_array("x", x)
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the layer is {self.dtype}: convert x "
+                            f"with x.astype(np.{self.dtype}) or the layer with "
+                            f"layer.astype('{x.dtype}')")
+        layout = "(B, T, I)" if self._batch_first else "(T, B, I)"
+        if x.ndim == 2:
+            unbatched, x3 = True, x[:, None, :]
+        elif x.ndim == 3:
+            unbatched, x3 = False, (x.transpose(1, 0, 2) if self._batch_first else x)
+        else:
+            raise ValueError(f"x must have shape {layout} (or (T, I) unbatched), got shape "
+                             f"{x.shape}")
+        T, B, I = x3.shape
+        if T < 1 or B < 1:
+            raise ValueError(f"x must have T >= 1 and B >= 1, got shape {x.shape} {layout}")
+        if I != self._I:
+            raise ValueError(f"x must have I = input_size = {self._I} features in its last axis, "
+                             f"got shape {x.shape}")
+        V.check_blas_sizes(T, B, I, self._H, self.num_directions, self._cell)
+        return x3, unbatched
+
+    def _state(self, name: str, s: Any, B: int, F: int, unbatched: bool) -> np.ndarray:
+        """A (L*D, B, F) state (zeros for None), validated."""
+        LD = self._L * self.num_directions
+        if s is None:
+            return np.zeros((LD, B, F), self.dtype)
+        s = V.float_array(name, s, self.dtype)
+        letter = "H" if F == self._H else "P"
+        if unbatched:
+            V.check_shape(name, s, (LD, F), f"(num_layers * num_directions, {letter}) for "
+                                              f"unbatched x")
+            return s[:, None, :]
+        V.check_shape(name, s, (LD, B, F), f"(num_layers * num_directions, B, {letter})")
+        return s
+
+    def _lengths(self, lengths: Any, T: int, B: int, unbatched: bool) -> Optional[np.ndarray]:
+        if lengths is not None and unbatched:
+            raise ValueError("lengths needs a batched x of shape (T, B, I) or (B, T, I); "
+                             "slice an unbatched sequence instead")
+        return V.check_lengths(lengths, T, B)
+
+    def _output(self, y: np.ndarray, unbatched: bool, batch_first: bool) -> np.ndarray:
+        if unbatched:
+            return y[:, 0]
+        return y.transpose(1, 0, 2) if batch_first else y
+
+    # -- forward --------------------------------------------------------------------------------
+    def _run(self, x, h0, c0, lengths, requires_grad):
+        """Validate, run the backend, keep the cache. Returns y and sorted-out final states."""
+        keep = self.training if requires_grad is None else V.check_bool("requires_grad",
+                                                                        requires_grad)
+        x3, unbatched = self._input(x)
+        T, B, _ = x3.shape
+        lengths = self._lengths(lengths, T, B, unbatched)
+        P, H = self._P, self._H
+        h0 = self._state("h0", h0, B, P, unbatched)
+        c0 = self._state("c0", c0, B, H, unbatched) if self._cell == "lstm" else None
+        plan = SeqPlan(T, B, lengths)
+        if keep:  # inputs are valid: release the old cache so its pooled pages are reused now
+            self._cache = None
+        drop = self._dropout if (self.training and self._dropout > 0) else 0.0
+        run = self._forward_fast if self._backend == "fast" else self._forward_reference
+        y, hn, cn, layers, masks = run(x3, plan, lengths, h0, c0, keep, drop)
+        if keep:
+            self._cache = _ForwardCache(backend=self._backend, plan=plan, layers=layers,
+                                        masks=masks, T=T, B=B, unbatched=unbatched,
+                                        batch_first=self._batch_first)
+        y = self._output(y, unbatched, self._batch_first)
+        if unbatched:
+            hn = hn[:, 0]
+            cn = None if cn is None else cn[:, 0]
+        return y, hn, cn
+
+    def _mask(self, plan: SeqPlan, width: int, p: float) -> np.ndarray:
+        """Inverted-dropout mask of the packed rows (N, width): 0 or 1/(1-p)."""
+        keep = self._rng.random((plan.N, width), dtype=self.dtype) >= p
+        scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+        return keep * self.dtype.type(scale)
+
+    def _biases(self, blk: dict) -> Tuple[np.ndarray, np.ndarray]:
+        if self._bias:
+            return blk["b_ih"], blk["b_hh"]
+        z = np.zeros((self.num_directions, self._G), self.dtype)
+        return z, z
+
+    def _forward_fast(self, x3, plan, lengths, h0, c0, keep, drop):
+        D, L, P = self.num_directions, self._L, self._P
+        inp = plan.pack(x3)
+        hs = _sorted_copy(plan, h0)  # updated in place by the kernels: h0 in, h_n out
+        cs = None if c0 is None else _sorted_copy(plan, c0)
+        layers, masks = [], []
+        for l in range(L):
+            blk = self._store.blocks[l]
+            b_ih, b_hh = self._biases(blk)
+            h = hs[l * D:(l + 1) * D]
+            if self._cell == "gru":
+                bias = _packed.fold_gru_bias(b_ih, b_hh, self._reset_after)
+                y, pc = _packed.gru_forward(inp, plan, blk["w_ih"], blk["w_hh"], bias, h,
+                                            self._rev, self._reset_after, keep, self._n_threads)
+            else:
+                y, pc = _packed.lstm_forward(inp, plan, blk["w_ih"], blk["w_hh"], blk.get("w_hr"),
+                                             b_ih + b_hh, h, cs[l * D:(l + 1) * D], self._rev,
+                                             keep, self._n_threads)
+            layers.append(pc)
+            if drop and l < L - 1:
+                m = self._mask(plan, D * P, drop)
+                y *= m  # y is not referenced by the cache; the next layer's input is
+                masks.append(m)
+            else:
+                masks.append(None)
+            inp = y
+        return (plan.unpack(inp), plan.unsort_state(hs),
+                None if cs is None else plan.unsort_state(cs), layers, masks)
+
+    def _forward_reference(self, x3, plan, lengths, h0, c0, keep, drop):
+        D, L, P = self.num_directions, self._L, self._P
+        hn, cn = np.empty_like(h0), (None if c0 is None else np.empty_like(c0))
+        inp = x3
+        layers, masks = [], []
+        for l in range(L):
+            blk = self._store.blocks[l]
+            ys, caches = [], []
+            for d in range(D):
+                k = l * D + d
+                b_ih = blk["b_ih"][d] if self._bias else None
+                b_hh = blk["b_hh"][d] if self._bias else None
+                if self._cell == "gru":
+                    y, hn[k], c = reference.gru_forward(
+                        inp, h0[k], blk["w_ih"][d], blk["w_hh"][d], b_ih, b_hh, lengths=lengths,
+                        reset_after=self._reset_after, training=keep, reverse=bool(d))
+                else:
+                    w_hr = blk["w_hr"][d] if self._proj else None
+                    y, hn[k], cn[k], c = reference.lstm_forward(
+                        inp, h0[k], c0[k], blk["w_ih"][d], blk["w_hh"][d], b_ih, b_hh,
+                        lengths=lengths, training=keep, w_hr=w_hr, reverse=bool(d))
+                ys.append(y)
+                caches.append(c)
+            y = np.concatenate(ys, axis=2) if D > 1 else ys[0]
+            layers.append(caches)
+            if drop and l < L - 1:
+                m = plan.unpack(self._mask(plan, D * P, drop))  # same draws as the fast path
+                y = y * m
+                masks.append(m)
+            else:
+                masks.append(None)
+            inp = y
+        return inp, hn, cn, layers, masks
+
+    # -- backward -------------------------------------------------------------------------------
+    def _run_backward(self, dy, dh_n, dc_n):
+        c = self._cache
+        if c is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() needs a forward in training mode first "
+                "(layer.train(); y, state = layer(x)): no forward since construction ran in "
+                "training mode (eval() forwards keep nothing; pass requires_grad=True to keep it)")
+        T, B, D, P, H = c.T, c.B, self.num_directions, self._P, self._H
+        dy3 = None
+        if dy is not None:
+            dy = V.float_array("dy", dy, self.dtype)
+            if c.unbatched:
+                V.check_shape("dy", dy, (T, D * P), "(T, D*H) like y")
+                dy3 = dy[:, None, :]
+            elif c.batch_first:
+                V.check_shape("dy", dy, (B, T, D * P), "(B, T, D*H) like y")
+                dy3 = dy.transpose(1, 0, 2)
+            else:
+                V.check_shape("dy", dy, (T, B, D * P), "(T, B, D*H) like y")
+                dy3 = dy
+        dh = self._state("dh_n", dh_n, B, P, c.unbatched)
+        dc = self._state("dc_n", dc_n, B, H, c.unbatched) if self._cell == "lstm" else None
+        run = self._backward_fast if c.backend == "fast" else self._backward_reference
+        dx, dh0, dc0 = run(c, dy3, dh, dc)
+        dx = self._output(dx, c.unbatched, c.batch_first)
+        if c.unbatched:
+            dh0 = dh0[:, 0]
+            dc0 = None if dc0 is None else dc0[:, 0]
+        return dx, dh0, dc0
+
+    def _grad_blocks(self, l: int) -> dict:
+        g = dict(self._store.gblocks[l])
+        if not self._bias:  # the kernels always produce bias gradients: give them scratch
+            g["b_ih"] = np.zeros((self.num_directions, self._G), self.dtype)
+            g["b_hh"] = np.zeros((self.num_directions, self._G), self.dtype)
+        return g
+
+    def _backward_fast(self, c, dy3, dh, dc):
+        D, plan = self.num_directions, c.plan
+        dyp = None if dy3 is None else plan.pack(dy3)
+        dhs = _sorted_copy(plan, dh)  # dh_n in, dh0 out (in place, per layer slice)
+        dcs = None if dc is None else _sorted_copy(plan, dc)
+        for l in reversed(range(self._L)):
+            g = self._grad_blocks(l)
+            sl = slice(l * D, (l + 1) * D)
+            if self._cell == "gru":
+                dx, _ = _packed.gru_backward(c.layers[l], dyp, dhs[sl], grads=g, accumulate=True)
+            else:
+                dx, _ = _packed.lstm_backward(c.layers[l], dyp, dhs[sl], dcs[sl], grads=g,
+                                              accumulate=True)
+            if l > 0:
+                m = c.masks[l - 1]
+                dyp = dx * m if m is not None else dx
+        return (plan.unpack(dx), plan.unsort_state(dhs),
+                None if dcs is None else plan.unsort_state(dcs))
+
+    def _backward_reference(self, c, dy3, dh, dc):
+        D, P = self.num_directions, self._P
+        dh0 = np.empty_like(dh)
+        dc0 = None if dc is None else np.empty_like(dc)
+        dy_l = dy3
+        for l in reversed(range(self._L)):
+            gb = self._store.gblocks[l]
+            dx = None
+            for d in range(D):
+                k = l * D + d
+                dyd = None if dy_l is None else dy_l[:, :, d * P:(d + 1) * P]
+                if self._cell == "gru":
+                    g = reference.gru_backward(c.layers[l][d], dyd, dh[k])
+                else:
+                    g = reference.lstm_backward(c.layers[l][d], dyd, dh[k], dc[k])
+                    dc0[k] = g["dc0"]
+                dh0[k] = g["dh0"]
+                for role in gb:
+                    gb[role][d] += g["d" + role]
+                dx = g["dx"] if dx is None else dx + g["dx"]
+            if l > 0:
+                m = c.masks[l - 1]
+                dy_l = dx * m if m is not None else dx
+        return dx, dh0, dc0
+
+    # -- streaming ------------------------------------------------------------------------------
+    def _stepper_list(self) -> list:
+        if self._steppers is None:
+            if self._bidirectional:
+                raise ValueError("step() streams forward in time; a bidirectional layer needs "
+                                 "the whole sequence: call the layer on it instead")
+            from fastgru.cells import gru_stepper, lstm_stepper
+
+            steppers = []
+            for l in range(self._L):
+                blk = self._store.blocks[l]
+                b_ih, b_hh = self._biases(blk)
+                if self._cell == "gru":
+                    steppers.append(gru_stepper(blk["w_ih"][0], blk["w_hh"][0], b_ih[0],
+                                                b_hh[0], self._reset_after, self._n_threads))
+                else:
+                    w_hr = blk["w_hr"][0] if self._proj else None
+                    steppers.append(lstm_stepper(blk["w_ih"][0], blk["w_hh"][0], b_ih[0],
+                                                 b_hh[0], w_hr, self._n_threads))
+            self._steppers = steppers
+        return self._steppers
+
+    def _step_x(self, x: Any) -> Tuple[np.ndarray, bool]:
+        """x_t as a C-contiguous (B, I) array and whether it was unbatched (I,)."""
+        if (type(x) is np.ndarray and x.dtype == self._store.dtype and x.ndim == 2
+                and x.shape[1] == self._I and x.shape[0] > 0 and x.flags.c_contiguous):
+            return x, False  # the hot path: nothing to convert
+        x = V.float_array("x", x)
+        if x.dtype != self.dtype:
+            raise TypeError(f"x has dtype {x.dtype} but the layer is {self.dtype}")
+        if x.ndim == 1:
+            V.check_shape("x", x, (self._I,), "(I,) unbatched")
+            return np.ascontiguousarray(x[None]), True
+        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != self._I:
+            raise ValueError(f"x must have shape (B, I) = (B, {self._I}) with B >= 1 (one time "
+                             f"step), got {x.shape}")
+        return np.ascontiguousarray(x), False
+
+    def _step_state(self, name: str, s: Any, B: int, F: int, unbatched: bool) -> np.ndarray:
+        L = self._L
+        if s is None:
+            return np.zeros((L, B, F), self.dtype)
+        if not (type(s) is np.ndarray and s.dtype == self._store.dtype and s.shape == (L, B, F)
+                and s.flags.c_contiguous):
+            s = V.float_array(name, s, self.dtype)
+            if unbatched:
+                V.check_shape(name, s, (L, F), "(num_layers, H) for unbatched x")
+                s = s[:, None, :]
+            V.check_shape(name, s, (L, B, F), "(num_layers, B, H)")
+            s = np.ascontiguousarray(s)
+        return s
+
+
+def _sorted_copy(plan: SeqPlan, s: np.ndarray) -> np.ndarray:
+    """A new C-contiguous (..., B, F) array in the plan's sorted batch order."""
+    return s.copy() if plan.identity else np.ascontiguousarray(s[..., plan.perm, :])

@@ -1,0 +1,421 @@
+"""Weight interop with PyTorch, Keras and ONNX (both directions, lossless).
+
+fastgru stores weights in PyTorch's layout and gate order. Converting is a transpose and/or a
+permutation of gate blocks (research: feature-anchors.md, section 2):
+
+    GRU   PyTorch / fastgru  r, z, n   rows of (3H, I)
+          Keras              z, r, h   columns of kernel (I, 3H)
+          ONNX               z, r, h   rows of W [D, 3H, I]
+    LSTM  PyTorch / fastgru  i, f, g, o
+          Keras              i, f, c, o  (same order, transposed)
+          ONNX               i, o, f, c
+
+GRU biases: PyTorch has b_ih and b_hh (3H each). Keras reset_after=True has bias (2, 3H) =
+[input bias; recurrent bias]; reset_after=False has only the input-side bias (3H,), and its
+formula uses b_in + b_hn, so fastgru -> Keras sums them (exact function). ONNX B [D, 6H] =
+[Wb_zrh, Rb_zrh]; linear_before_reset=1 is reset_after=True, 0 is reset_after=False.
+LSTM biases: Keras has one bias (4H,) = b_ih + b_hh (Keras -> fastgru puts it in b_ih and
+zeros b_hh); ONNX B [D, 8H] = [Wb_iofc, Rb_iofc].
+
+These functions work on any fastgru module (layer or cell); the classes expose them as methods.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from fastgru._module import check_dtype, rebuild, to_numpy, torch_sd_arg
+
+GRU_TO_GATES = (1, 0, 2)  # PyTorch r,z,n <-> Keras/ONNX z,r,h (its own inverse)
+LSTM_TO_ONNX = (0, 3, 1, 2)  # PyTorch i,f,g,o -> ONNX i,o,f,c
+LSTM_FROM_ONNX = (0, 2, 3, 1)  # ONNX i,o,f,c -> PyTorch i,f,g,o
+
+DIRECTIONS = {"forward": 1, "bidirectional": 2}
+
+
+def permute_gates(a: np.ndarray, order, axis: int = 0) -> np.ndarray:
+    """Reorder the len(order) equal gate blocks of `a` along `axis` (a new contiguous array)."""
+    parts = np.split(a, len(order), axis=axis)
+    return np.ascontiguousarray(np.concatenate([parts[i] for i in order], axis=axis))
+
+
+def _dtype_of(arrays, dtype) -> np.dtype:
+    """The explicit dtype, else that of the first array when float32/64, else float32."""
+    if dtype is not None:
+        return check_dtype(dtype)
+    dt = arrays[0].dtype
+    return dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float32)
+
+
+def _units(m) -> List[Tuple[int, int]]:
+    return [(l, d) for l in range(m._L) for d in range(m.num_directions)]
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch
+
+_TORCH_CLASSES = {"GRU": "GRU", "LSTM": "LSTM", "GRUCell": "GRUCell", "LSTMCell": "LSTMCell"}
+
+
+def _torch_class(cls):
+    import torch
+
+    for klass in cls.__mro__:
+        if klass.__name__ in _TORCH_CLASSES:
+            return getattr(torch.nn, _TORCH_CLASSES[klass.__name__])
+    raise TypeError(f"{cls.__name__} has no PyTorch counterpart")
+
+
+def _refuse_reset_before(m, what: str) -> None:
+    if m._cell == "gru" and not m._reset_after:
+        raise ValueError(
+            f"{what}: this GRU has reset_after=False (Cho et al. 2014 / Keras reset_after=False "
+            "/ ONNX linear_before_reset=0), a different function from PyTorch's GRU, which has "
+            "no such variant. Use state_dict()/load_state_dict() for raw fastgru arrays.")
+
+
+def from_torch(cls, module: Any, dtype: Any = None, **kwargs):
+    """A new fastgru module with the configuration, weights and train/eval mode of a PyTorch
+    module (torch.nn.GRU/LSTM/GRUCell/LSTMCell). dtype: None keeps float32/float64 weights
+    (other float types become float32). kwargs go to the constructor (backend, n_threads)."""
+    tcls = _torch_class(cls)
+    if not isinstance(module, tcls):
+        raise TypeError(f"module must be a {tcls.__module__}.{tcls.__name__}, got "
+                        f"{type(module).__name__}")
+    cfg = dict(input_size=int(module.input_size), hidden_size=int(module.hidden_size),
+               bias=bool(module.bias))
+    if hasattr(module, "num_layers"):  # layers, not cells
+        cfg.update(num_layers=int(module.num_layers), batch_first=bool(module.batch_first),
+                   dropout=float(module.dropout), bidirectional=bool(module.bidirectional))
+        if getattr(module, "proj_size", 0):
+            cfg["proj_size"] = int(module.proj_size)
+    sd = {k: to_numpy(k, v) for k, v in module.state_dict().items()}
+    cfg["dtype"] = _dtype_of(list(sd.values()), dtype)
+    cfg.update(kwargs)
+    m = rebuild(cls, cfg)  # torch warned already about dropout with one layer
+    m.load_state_dict(sd)
+    return m.train(bool(module.training))
+
+
+def to_torch(m, device: Any = None):
+    """The equivalent PyTorch module (same config, weights, dtype and train/eval mode)."""
+    import torch
+
+    _refuse_reset_before(m, "to_torch")
+    tcls = _torch_class(type(m))
+    cfg = dict(input_size=m.input_size, hidden_size=m.hidden_size, bias=m.bias)
+    if hasattr(m, "num_layers"):
+        cfg.update(num_layers=m.num_layers, batch_first=m.batch_first, dropout=m.dropout,
+                   bidirectional=m.bidirectional)
+        if getattr(m, "proj_size", 0):
+            cfg["proj_size"] = m.proj_size
+    tdt = torch.float64 if m.dtype == np.float64 else torch.float32
+    mod = tcls(**cfg, dtype=tdt, device=device)
+    mod.load_state_dict(to_torch_state_dict(m, tensors=True))
+    return mod.train(m.training)
+
+
+def to_torch_state_dict(m, tensors: bool = False) -> Dict[str, Any]:
+    """PyTorch state dict: name -> copy of the parameter (NumPy arrays, or CPU tensors when
+    tensors=True; torch is imported only then)."""
+    _refuse_reset_before(m, "to_torch_state_dict")
+    sd = m.state_dict()
+    if tensors:
+        import torch
+
+        sd = {k: torch.from_numpy(v) for k, v in sd.items()}
+    return sd
+
+
+def load_torch_state_dict(m, state_dict: Dict[str, Any], strict: bool = True,
+                          prefix: str = "") -> None:
+    """Copy a PyTorch state dict (arrays or tensors) into m, in place, cast to m's dtype.
+    prefix: keep only keys starting with it, stripped (e.g. "encoder.rnn.")."""
+    _refuse_reset_before(m, "load_torch_state_dict")
+    m.load_state_dict(torch_sd_arg(state_dict, prefix), strict=strict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keras
+
+
+def _keras_unit(m, l: int, d: int) -> List[np.ndarray]:
+    blk = m._store.blocks[l]
+    w_ih, w_hh = blk["w_ih"][d], blk["w_hh"][d]
+    if m._cell == "gru":
+        out = [permute_gates(w_ih, GRU_TO_GATES).T.copy(),
+               permute_gates(w_hh, GRU_TO_GATES).T.copy()]
+        if m.bias:
+            b_ih, b_hh = blk["b_ih"][d], blk["b_hh"][d]
+            if m._reset_after:
+                out.append(np.stack([permute_gates(b_ih, GRU_TO_GATES),
+                                     permute_gates(b_hh, GRU_TO_GATES)]))
+            else:  # Keras reset-before uses b_in + b_hn; r and z add their biases anyway
+                out.append(permute_gates(b_ih + b_hh, GRU_TO_GATES))
+        return out
+    out = [w_ih.T.copy(), w_hh.T.copy()]
+    if m.bias:
+        out.append(blk["b_ih"][d] + blk["b_hh"][d])
+    return out
+
+
+def to_keras_weights(m) -> List[np.ndarray]:
+    """Keras weights, [kernel (I, G), recurrent_kernel (H, G), bias] for each layer and
+    direction in order (forward then backward, as Keras' Bidirectional.get_weights()): for one
+    unidirectional layer exactly keras_layer.get_weights(). GRU bias: (2, 3H) with reset_after,
+    (3H,) without; LSTM bias (4H,); no bias entry when bias=False."""
+    if getattr(m, "_proj", 0):
+        raise NotImplementedError("Keras LSTM has no projection (proj_size); cannot convert")
+    out: List[np.ndarray] = []
+    for l, d in _units(m):
+        out += _keras_unit(m, l, d)
+    return out
+
+
+def _keras_to_torch(cell: str, kernel, rk, bias, reset_after: bool, where: str
+                    ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    """One Keras unit -> (w_ih, w_hh, b_ih, b_hh) in PyTorch layout, with shape checks."""
+    kernel = to_numpy(f"kernel{where}", kernel)
+    rk = to_numpy(f"recurrent_kernel{where}", rk)
+    gk = 3 if cell == "gru" else 4
+    if kernel.ndim != 2 or kernel.shape[1] % gk or kernel.shape[1] == 0:
+        raise ValueError(f"kernel{where} must have shape (I, {gk}H), got {kernel.shape}")
+    H = kernel.shape[1] // gk
+    if rk.shape != (H, gk * H):
+        raise ValueError(f"recurrent_kernel{where} must have shape (H, {gk}H) = {(H, gk * H)}, "
+                         f"got {rk.shape}")
+    b_ih = b_hh = None
+    if bias is not None:
+        bias = to_numpy(f"bias{where}", bias)
+    if cell == "gru":
+        w_ih, w_hh = permute_gates(kernel.T, GRU_TO_GATES), permute_gates(rk.T, GRU_TO_GATES)
+        if bias is not None:
+            if reset_after:
+                if bias.shape != (2, 3 * H):
+                    raise ValueError(
+                        f"bias{where} must have shape (2, 3H) = {(2, 3 * H)} for reset_after="
+                        f"True, got {bias.shape}" + (" (a (3H,) bias means reset_after=False)"
+                                                     if bias.shape == (3 * H,) else ""))
+                b_ih = permute_gates(bias[0], GRU_TO_GATES)
+                b_hh = permute_gates(bias[1], GRU_TO_GATES)
+            else:
+                if bias.shape != (3 * H,):
+                    raise ValueError(
+                        f"bias{where} must have shape (3H,) = {(3 * H,)} for reset_after=False, "
+                        f"got {bias.shape}" + (" (a (2, 3H) bias means reset_after=True)"
+                                               if bias.shape == (2, 3 * H) else ""))
+                b_ih, b_hh = permute_gates(bias, GRU_TO_GATES), np.zeros_like(bias)
+    else:
+        w_ih, w_hh = kernel.T, rk.T
+        if bias is not None:
+            if bias.shape != (4 * H,):
+                raise ValueError(f"bias{where} must have shape (4H,) = {(4 * H,)}, got "
+                                 f"{bias.shape}")
+            b_ih, b_hh = bias, np.zeros_like(bias)
+    return w_ih, w_hh, b_ih, b_hh
+
+
+def load_keras_weights(m, weights: List[Any]) -> None:
+    """Copy Keras weights (the list to_keras_weights() returns, or keras' get_weights() of the
+    same architecture) into m, in place. Everything is checked before anything is written."""
+    if getattr(m, "_proj", 0):
+        raise NotImplementedError("Keras LSTM has no projection (proj_size); cannot convert")
+    if not isinstance(weights, (list, tuple)):
+        raise TypeError(f"weights must be a list of arrays, got {type(weights).__name__}")
+    per = 3 if m.bias else 2
+    units = _units(m)
+    if len(weights) != per * len(units):
+        raise ValueError(f"weights must hold {per} arrays (kernel, recurrent_kernel"
+                         f"{', bias' if m.bias else ''}) per layer and direction = "
+                         f"{per * len(units)} arrays, got {len(weights)}")
+    sd = {}
+    for k, (l, d) in enumerate(units):
+        w = weights[per * k:per * (k + 1)]
+        where = f" (weights[{per * k}:{per * (k + 1)}], layer {l}, direction {d})"
+        w_ih, w_hh, b_ih, b_hh = _keras_to_torch(m._cell, w[0], w[1], w[2] if m.bias else None,
+                                                 getattr(m, "_reset_after", True), where)
+        for role, a in (("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh)):
+            if a is not None:
+                sd[_name(m, l, role, d)] = a
+    m.load_state_dict(sd)
+
+
+def _name(m, l: int, role: str, d: int) -> str:
+    for name, where in m._store.where.items():
+        if where == (l, role, d):
+            return name
+    raise KeyError((l, role, d))
+
+
+def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bool = True,
+                       dtype: Any = None, **kwargs):
+    """A one-layer fastgru module from Keras weights (see load_keras_weights)."""
+    kernel_np = to_numpy("kernel", kernel)
+    gk = 3 if cls._cell == "gru" else 4
+    if kernel_np.ndim != 2 or kernel_np.shape[1] % gk or kernel_np.shape[1] == 0:
+        raise ValueError(f"kernel must have shape (I, {gk}H), got {kernel_np.shape}")
+    cfg = dict(input_size=kernel_np.shape[0], hidden_size=kernel_np.shape[1] // gk,
+               bias=bias is not None, dtype=_dtype_of([kernel_np], dtype))
+    if cls._cell == "gru":
+        cfg["reset_after"] = reset_after
+    cfg.update(kwargs)
+    m = cls(**cfg)
+    load_keras_weights(m, [kernel, recurrent_kernel] + ([bias] if bias is not None else []))
+    return m
+
+
+def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
+    """A fastgru layer equivalent to a Keras GRU/LSTM layer or a Bidirectional(GRU/LSTM)
+    (merge_mode="concat"), with batch_first=True (Keras is batch-major) unless given."""
+    inner, bidirectional = keras_layer, False
+    if hasattr(keras_layer, "forward_layer") and hasattr(keras_layer, "backward_layer"):
+        if keras_layer.merge_mode != "concat":
+            raise ValueError(f"only Bidirectional(merge_mode='concat') maps to bidirectional="
+                             f"True, got merge_mode={keras_layer.merge_mode!r}")
+        inner, bidirectional = keras_layer.forward_layer, True
+    cfg = inner.get_config()
+    want = "GRU" if cls._cell == "gru" else "LSTM"
+    if type(inner).__name__ != want:
+        raise TypeError(f"keras_layer must be a keras.layers.{want} (or a Bidirectional of one), "
+                        f"got {type(inner).__name__}")
+    for key, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid"),
+                          ("go_backwards", False)):
+        if cfg.get(key, expected) != expected:
+            raise ValueError(f"Keras {want} with {key}={cfg.get(key)!r} is not supported "
+                             f"(fastgru computes {key}={expected!r})")
+    weights = keras_layer.get_weights()
+    new = dict(input_size=int(weights[0].shape[0]), hidden_size=int(cfg["units"]),
+               bias=bool(cfg.get("use_bias", True)), bidirectional=bidirectional,
+               batch_first=True, dtype=_dtype_of([np.asarray(weights[0])], dtype))
+    if cls._cell == "gru":
+        new["reset_after"] = bool(cfg.get("reset_after", True))
+    new.update(kwargs)
+    m = cls(**new)
+    load_keras_weights(m, weights)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX
+
+
+def to_onnx(m, layer: int = 0) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """ONNX GRU/LSTM inputs (W, R, B) of one layer: W [D, G, I], R [D, G, H], B [D, 2G]
+    (None without bias). GRU gates z, r, h with linear_before_reset = int(reset_after); LSTM
+    gates i, o, f, c. Directions stacked on the first axis (forward, reverse)."""
+    if getattr(m, "_proj", 0):
+        raise NotImplementedError("ONNX LSTM has no projection (proj_size); cannot convert")
+    L = getattr(m, "_L", 1)
+    if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or not 0 <= layer < L:
+        raise ValueError(f"layer must be an int in [0, num_layers) = [0, {L}), got {layer!r}")
+    blk = m._store.blocks[layer]
+    order = GRU_TO_GATES if m._cell == "gru" else LSTM_TO_ONNX
+    W = permute_gates(blk["w_ih"], order, axis=1)  # (D, G, I): gates on axis 1
+    R = permute_gates(blk["w_hh"], order, axis=1)
+    B = None
+    if m.bias:
+        B = np.concatenate([permute_gates(blk["b_ih"], order, 1),
+                            permute_gates(blk["b_hh"], order, 1)], axis=1)
+    return W, R, B
+
+
+def from_onnx(cls, W, R, B=None, linear_before_reset: int = 0, direction: str = "forward",
+              dtype: Any = None, P=None, **kwargs):
+    """A one-layer fastgru module from ONNX GRU/LSTM inputs (see to_onnx). ONNX B=None means
+    zero biases (gives bias=False). direction "forward" or "bidirectional" ("reverse" alone has
+    no PyTorch/fastgru counterpart: reverse the input instead)."""
+    if direction not in DIRECTIONS:
+        if direction == "reverse":
+            raise NotImplementedError('direction="reverse" has no fastgru/PyTorch counterpart; '
+                                      'use direction="forward" on the time-reversed input')
+        raise ValueError(f"direction must be 'forward' or 'bidirectional', got {direction!r}")
+    D = DIRECTIONS[direction]
+    gk = 3 if cls._cell == "gru" else 4
+    W, R = to_numpy("W", W), to_numpy("R", R)
+    if W.ndim != 3 or W.shape[0] != D or W.shape[1] % gk or W.shape[1] == 0:
+        raise ValueError(f"W must have shape [D, {gk}H, I] with D = {D} for direction="
+                         f"{direction!r}, got {W.shape}")
+    H, I = W.shape[1] // gk, W.shape[2]
+    if R.shape != (D, gk * H, H):
+        raise ValueError(f"R must have shape [D, {gk}H, H] = {[D, gk * H, H]}, got {list(R.shape)}")
+    if B is not None:
+        B = to_numpy("B", B)
+        if B.shape != (D, 2 * gk * H):
+            raise ValueError(f"B must have shape [D, {2 * gk}H] = {[D, 2 * gk * H]}, got "
+                             f"{list(B.shape)}")
+    cfg = dict(input_size=I, hidden_size=H, bidirectional=D == 2, bias=B is not None,
+               dtype=_dtype_of([W], dtype))
+    if cls._cell == "gru":
+        if linear_before_reset not in (0, 1) or isinstance(linear_before_reset, float):
+            raise ValueError(f"linear_before_reset must be 0 or 1, got {linear_before_reset!r}")
+        cfg["reset_after"] = bool(linear_before_reset)
+        order = GRU_TO_GATES
+    else:
+        if P is not None and np.any(to_numpy("P", P)):
+            raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
+                                      "counterpart")
+        order = LSTM_FROM_ONNX
+    cfg.update(kwargs)
+    m = cls(**cfg)
+    sd = {}
+    for d in range(D):
+        sd[_name(m, 0, "w_ih", d)] = permute_gates(W[d], order)
+        sd[_name(m, 0, "w_hh", d)] = permute_gates(R[d], order)
+        if B is not None:
+            G = gk * H
+            sd[_name(m, 0, "b_ih", d)] = permute_gates(B[d, :G], order)
+            sd[_name(m, 0, "b_hh", d)] = permute_gates(B[d, G:], order)
+    m.load_state_dict(sd)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# Methods shared by the layers and the cells
+
+
+class InteropMixin:
+    """PyTorch and Keras conversions as methods (see the module docstring for the recipes)."""
+
+    @classmethod
+    def from_torch(cls, module: Any, dtype: Any = None, **kwargs):
+        """A new module with the configuration, weights and train/eval mode of the matching
+        PyTorch module (torch.nn.GRU, LSTM, GRUCell or LSTMCell). dtype: None keeps float32 /
+        float64 (other float types become float32). kwargs: extra constructor arguments."""
+        return from_torch(cls, module, dtype=dtype, **kwargs)
+
+    def to_torch(self, device: Any = None):
+        """The equivalent PyTorch module: same config, weights, dtype and train/eval mode."""
+        return to_torch(self, device=device)
+
+    def to_torch_state_dict(self, tensors: bool = False) -> Dict[str, Any]:
+        """PyTorch state dict (copies): NumPy arrays, or CPU tensors with tensors=True. Loads
+        into the matching torch module with module.load_state_dict(...)."""
+        return to_torch_state_dict(self, tensors=tensors)
+
+    def load_torch_state_dict(self, state_dict: Dict[str, Any], strict: bool = True,
+                              prefix: str = "") -> None:
+        """Copy a PyTorch state dict (arrays or tensors, any float dtype) into this module in
+        place. strict: keys must match exactly. prefix: keep only keys that start with it,
+        stripped (e.g. "encoder.rnn."). Shapes are checked before anything is written."""
+        load_torch_state_dict(self, state_dict, strict=strict, prefix=prefix)
+
+    @classmethod
+    def from_keras_weights(cls, kernel: Any, recurrent_kernel: Any, bias: Any = None,
+                           reset_after: bool = True, dtype: Any = None, **kwargs):
+        """A one-layer module from Keras weights: kernel (I, G), recurrent_kernel (H, G), bias
+        (GRU: (2, 3H) with reset_after=True, (3H,) with False; LSTM: (4H,); None when the Keras
+        layer has use_bias=False). GRU gates z, r, h; LSTM i, f, c, o. reset_after applies to GRU
+        only. kwargs: extra constructor arguments (batch_first=True for Keras-shaped data)."""
+        return from_keras_weights(cls, kernel, recurrent_kernel, bias, reset_after=reset_after,
+                                  dtype=dtype, **kwargs)
+
+    def to_keras_weights(self) -> List[np.ndarray]:
+        """Keras weights [kernel, recurrent_kernel, bias] per layer and direction, in order
+        (forward then backward of each layer): for one unidirectional layer exactly what
+        keras_layer.set_weights() takes; for a stack of Keras layers, model.set_weights()."""
+        return to_keras_weights(self)
+
+    def load_keras_weights(self, weights: List[Any]) -> None:
+        """Copy Keras weights (in the to_keras_weights() order) into this module in place."""
+        load_keras_weights(self, weights)

@@ -1,0 +1,147 @@
+"""Save and load fastgru layers and cells: one .npz of arrays plus a JSON config, no pickle.
+
+File layout (numpy .npz, uncompressed, written atomically: temp file in the same directory,
+fsync, os.replace):
+    __fastgru__        0-d unicode array: JSON {"format": "fastgru", "version": 1,
+                       "class": "GRU", "config": {constructor args}, "dtype": "float32",
+                       "params": {name: shape}, "sha256": digest of the parameter bytes}
+    <name>             one array per parameter, PyTorch names (weight_ih_l0, ...)
+Loading uses np.load(allow_pickle=False) and checks the config, every name, shape and dtype
+and the digest, raising ValueError naming the file for anything truncated or tampered with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from typing import Any, Dict
+
+import numpy as np
+
+from fastgru._module import rebuild
+
+FORMAT = "fastgru"
+VERSION = 1
+CONFIG_KEY = "__fastgru__"
+
+
+def _classes() -> Dict[str, type]:
+    from fastgru.cells import GRUCell, LSTMCell
+    from fastgru.layers import GRU, LSTM
+
+    return {c.__name__: c for c in (GRU, LSTM, GRUCell, LSTMCell)}
+
+
+def _digest(params: Dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def write_atomic(path: Any, write) -> None:
+    """Call write(file) on a temp file next to `path`, fsync it, then os.replace it onto path
+    (readers see the old file or the new one, never a partial one)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                               dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        umask = os.umask(0)  # mkstemp makes the file 0600: give it the usual permissions
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save(module, path: Any) -> None:
+    """Write a layer or cell to `path` (exactly that name; .npz by convention)."""
+    if type(module).__name__ not in _classes():
+        raise TypeError(f"module must be a fastgru GRU, LSTM, GRUCell or LSTMCell, got "
+                        f"{type(module).__name__}")
+    params = module.state_dict()
+    header = {"format": FORMAT, "version": VERSION, "class": type(module).__name__,
+              "config": module.get_config(), "dtype": str(module.dtype),
+              "params": {k: list(v.shape) for k, v in params.items()},
+              "sha256": _digest(params)}
+    arrays = {CONFIG_KEY: np.array(json.dumps(header))}
+    arrays.update(params)
+    write_atomic(path, lambda f: np.savez(f, **arrays))
+
+
+def load(path: Any):
+    """Load a layer or cell written by save() (fastgru.GRU(...).save(path)).
+
+    Returns the module (GRU, LSTM, GRUCell or LSTMCell) in training mode with zero gradients.
+    Raises ValueError for a file that is not a fastgru file, is truncated, or was modified."""
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = set(z.files)
+            if CONFIG_KEY not in files:
+                raise ValueError("no fastgru header (not a file written by fastgru's save())")
+            header = _header(z[CONFIG_KEY])
+            arrays = {k: z[k] for k in files - {CONFIG_KEY}}
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # zip, npy, JSON and CRC errors: all mean a damaged file
+        raise ValueError(f"cannot load {path!r}: the file is truncated, corrupt or not a fastgru "
+                         f"file ({type(exc).__name__}: {exc})") from None
+    try:
+        return _build(header, arrays)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot load {path!r}: {exc}") from None
+
+
+def _header(raw: np.ndarray) -> Dict[str, Any]:
+    if raw.dtype.kind != "U" or raw.shape != ():
+        raise ValueError("the fastgru header is not a JSON string")
+    header = json.loads(str(raw[()]))
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError("the header is not a fastgru header")
+    if header.get("version") != VERSION:
+        raise ValueError(f"file format version {header.get('version')!r} is not supported "
+                         f"(this fastgru reads version {VERSION})")
+    for key, typ in (("class", str), ("config", dict), ("dtype", str), ("params", dict),
+                     ("sha256", str)):
+        if not isinstance(header.get(key), typ):
+            raise ValueError(f"header field {key!r} is missing or not a {typ.__name__}")
+    return header
+
+
+def _build(header: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+    classes = _classes()
+    cls = classes.get(header["class"])
+    if cls is None:
+        raise ValueError(f"unknown class {header['class']!r} (expected one of {sorted(classes)})")
+    config = header["config"]
+    if config.get("dtype") != header["dtype"]:
+        raise ValueError("the config's dtype and the header's dtype differ")
+    module = rebuild(cls, config)  # validates the config (errors name the argument)
+    expected = {k: v.shape for k, v in module.parameters().items()}
+    declared = {k: tuple(v) for k, v in header["params"].items()}
+    if declared != expected or set(arrays) != set(expected):
+        raise ValueError(f"parameter names/shapes do not match the config: expected "
+                         f"{sorted(expected)}, file declares {sorted(declared)} and holds "
+                         f"{sorted(arrays)}")
+    for name, a in arrays.items():
+        if a.dtype != module.dtype:
+            raise ValueError(f"parameter {name!r} has dtype {a.dtype}, config says {module.dtype}")
+        if a.shape != expected[name]:
+            raise ValueError(f"parameter {name!r} has shape {a.shape}, expected {expected[name]}")
+    if _digest(arrays) != header["sha256"]:
+        raise ValueError("parameter checksum mismatch: the arrays were modified after saving")
+    module.load_state_dict(arrays)
+    return module

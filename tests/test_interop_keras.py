@@ -1,0 +1,118 @@
+"""Keras weight interop: exact round trips (always) and the same outputs as Keras 3 layers (when
+keras is importable; run on the JAX backend)."""
+import os
+
+import numpy as np
+import pytest
+
+import fastgru
+
+from helpers import rel_err
+
+I, H, B, T = 4, 5, 3, 6
+
+# keras' variables warn about NumPy 2's __array__ copy keyword: not ours
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.mark.parametrize("cls,kw", [(fastgru.GRU, dict(reset_after=True)),
+                                    (fastgru.GRU, dict(reset_after=False)),
+                                    (fastgru.GRU, dict(bias=False)),
+                                    (fastgru.LSTM, {}),
+                                    (fastgru.GRUCell, {}), (fastgru.LSTMCell, {})])
+def test_keras_round_trip_is_exact(cls, kw):
+    m = cls(I, H, dtype="float64", seed=0, **kw)
+    w = m.to_keras_weights()
+    G = (3 if cls in (fastgru.GRU, fastgru.GRUCell) else 4) * H
+    assert w[0].shape == (I, G) and w[1].shape == (H, G)
+    if kw.get("bias", True):
+        expected = (2, G) if kw.get("reset_after", True) and G == 3 * H else (G,)
+        assert w[2].shape == expected
+    else:
+        assert len(w) == 2
+    ra = kw.get("reset_after", True)
+    back = cls.from_keras_weights(*w, reset_after=ra) if len(w) == 3 else \
+        cls.from_keras_weights(w[0], w[1], None, reset_after=ra)
+    for a, b in zip(back.to_keras_weights(), w):
+        assert np.array_equal(a, b)
+    if ra and cls is not fastgru.LSTM and cls is not fastgru.LSTMCell:
+        # reset-after GRU keeps both biases: fastgru -> Keras -> fastgru is exact too
+        assert np.array_equal(back.flat_parameters(), m.flat_parameters())
+
+
+def test_keras_gate_order_on_known_blocks():
+    # fastgru/PyTorch rows r|z|n become Keras columns z|r|h
+    gru = fastgru.GRU(1, 1, dtype="float64")
+    gru.parameters()["weight_ih_l0"][:, 0] = [1.0, 2.0, 3.0]  # r, z, n
+    gru.parameters()["bias_ih_l0"][:] = [10.0, 20.0, 30.0]
+    gru.parameters()["bias_hh_l0"][:] = [0.1, 0.2, 0.3]
+    kernel, _, bias = gru.to_keras_weights()
+    assert kernel.tolist() == [[2.0, 1.0, 3.0]]
+    assert bias.tolist() == [[20.0, 10.0, 30.0], [0.2, 0.1, 0.3]]
+    lstm = fastgru.LSTM(1, 1, dtype="float64")
+    lstm.parameters()["weight_ih_l0"][:, 0] = [1, 2, 3, 4]  # i f g o == Keras i f c o
+    assert lstm.to_keras_weights()[0].tolist() == [[1, 2, 3, 4]]
+
+
+def test_keras_weight_errors():
+    k = np.zeros((I, 3 * H))
+    with pytest.raises(ValueError, match="reset_after=False"):
+        fastgru.GRU.from_keras_weights(k, np.zeros((H, 3 * H)), np.zeros(3 * H), reset_after=True)
+    with pytest.raises(ValueError, match="recurrent_kernel"):
+        fastgru.GRU.from_keras_weights(k, np.zeros((H, 2 * H)), None)
+    with pytest.raises(ValueError, match="arrays"):
+        fastgru.GRU(I, H, num_layers=2).load_keras_weights([k])
+    with pytest.raises(NotImplementedError, match="proj"):
+        fastgru.LSTM(I, H, proj_size=2).to_keras_weights()
+
+
+@pytest.fixture(scope="module")
+def keras():
+    os.environ.setdefault("KERAS_BACKEND", "jax")
+    return pytest.importorskip("keras")
+
+
+def _keras_layer(keras, layer, x):
+    layer(x)  # build
+    rng = np.random.default_rng(1)  # Keras starts biases at 0: randomise everything
+    layer.set_weights([rng.uniform(-0.5, 0.5, w.shape).astype(np.float32)
+                       for w in layer.get_weights()])
+    return layer
+
+
+@pytest.mark.parametrize("kind", ["gru", "gru-reset-before", "gru-nobias", "lstm", "bi-gru",
+                                  "bi-lstm"])
+def test_matches_keras_layer(keras, kind):
+    x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
+    if "lstm" in kind:
+        inner = keras.layers.LSTM(H, return_sequences=True, return_state=True)
+        cls = fastgru.LSTM
+    else:
+        inner = keras.layers.GRU(H, return_sequences=True, return_state=True,
+                                 reset_after="reset-before" not in kind,
+                                 use_bias="nobias" not in kind)
+        cls = fastgru.GRU
+    klayer = keras.layers.Bidirectional(inner) if kind.startswith("bi") else inner
+    klayer = _keras_layer(keras, klayer, x)
+    outs = [np.asarray(o) for o in klayer(x)]
+    m = cls.from_keras(klayer)
+    assert m.batch_first and m.bidirectional == kind.startswith("bi")
+    y, state = m(x)
+    assert rel_err(y, outs[0]) < 1e-5
+    h = state[0] if cls is fastgru.LSTM else state
+    if kind.startswith("bi"):  # Keras: [y, h_fwd, (c_fwd,) h_bwd, (c_bwd)]
+        assert rel_err(h[0], outs[1]) < 1e-5
+        assert rel_err(h[1], outs[3 if cls is fastgru.LSTM else 2]) < 1e-5
+    else:
+        assert rel_err(h[0], outs[1]) < 1e-5
+        if cls is fastgru.LSTM:
+            assert rel_err(state[1][0], outs[2]) < 1e-5
+    # plain weights path, and fastgru -> Keras is exact
+    if not kind.startswith("bi"):
+        ra = "reset-before" not in kind
+        w = klayer.get_weights()
+        m2 = cls.from_keras_weights(w[0], w[1], w[2] if len(w) == 3 else None,
+                                    reset_after=ra, batch_first=True)
+        assert np.array_equal(m2(x)[0], y)
+    klayer.set_weights(m.to_keras_weights())
+    assert all(np.array_equal(a, b) for a, b in zip(klayer.get_weights(), m.to_keras_weights()))

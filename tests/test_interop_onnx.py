@@ -1,0 +1,162 @@
+"""ONNX interop: W/R/B round trips (always), gate orders checked with ONNX's own reference
+evaluator (with onnx), and whole layers exported and run by ONNX Runtime (with onnxruntime)."""
+import os
+
+import numpy as np
+import pytest
+
+import fastgru
+
+from helpers import rel_err
+
+I, H, B, T = 4, 5, 3, 6
+
+
+@pytest.mark.parametrize("cls,kw", [(fastgru.GRU, dict(reset_after=True)),
+                                    (fastgru.GRU, dict(reset_after=False, bidirectional=True)),
+                                    (fastgru.GRU, dict(bias=False)),
+                                    (fastgru.LSTM, dict(bidirectional=True)),
+                                    (fastgru.LSTM, dict(bias=False))])
+def test_onnx_round_trip_is_exact(cls, kw):
+    m = cls(I, H, dtype="float64", seed=0, **kw)
+    W, R, Bias = m.to_onnx()
+    D = m.num_directions
+    G = (3 if cls is fastgru.GRU else 4) * H
+    assert W.shape == (D, G, I) and R.shape == (D, G, H)
+    assert (Bias is None) == (not m.bias)
+    if Bias is not None:
+        assert Bias.shape == (D, 2 * G)
+    extra = dict(linear_before_reset=int(m.reset_after)) if cls is fastgru.GRU else {}
+    back = cls.from_onnx(W, R, Bias, direction="bidirectional" if D == 2 else "forward", **extra)
+    assert np.array_equal(back.flat_parameters(), m.flat_parameters())
+    assert back.get_config() == m.get_config()
+
+
+def test_onnx_gate_order_on_known_blocks():
+    gru = fastgru.GRU(1, 1, dtype="float64")
+    gru.parameters()["weight_ih_l0"][:, 0] = [1.0, 2.0, 3.0]  # r, z, n -> ONNX z, r, h
+    assert gru.to_onnx()[0][0, :, 0].tolist() == [2.0, 1.0, 3.0]
+    lstm = fastgru.LSTM(1, 1, dtype="float64")
+    lstm.parameters()["weight_ih_l0"][:, 0] = [1, 2, 3, 4]  # i, f, g, o -> ONNX i, o, f, c
+    lstm.parameters()["bias_hh_l0"][:] = [5, 6, 7, 8]
+    W, _, Bias = lstm.to_onnx()
+    assert W[0, :, 0].tolist() == [1, 4, 2, 3]
+    assert Bias[0, 4:].tolist() == [5, 8, 6, 7]
+
+
+def test_onnx_unsupported_and_bad_arguments():
+    with pytest.raises(NotImplementedError, match="proj"):
+        fastgru.LSTM(I, H, proj_size=2).to_onnx()
+    W, R, Bias = fastgru.GRU(I, H).to_onnx()
+    with pytest.raises(NotImplementedError, match="reverse"):
+        fastgru.GRU.from_onnx(W, R, Bias, direction="reverse")
+    with pytest.raises(ValueError, match="W"):
+        fastgru.GRU.from_onnx(W, R, Bias, direction="bidirectional")
+    with pytest.raises(ValueError, match="R"):
+        fastgru.GRU.from_onnx(W, R[:, :, :2], Bias)
+    with pytest.raises(ValueError, match="B"):
+        fastgru.GRU.from_onnx(W, R, Bias[:, :3])
+    with pytest.raises(ValueError, match="linear_before_reset"):
+        fastgru.GRU.from_onnx(W, R, Bias, linear_before_reset=2)
+    with pytest.raises(ValueError, match="layer"):
+        fastgru.GRU(I, H).to_onnx(layer=1)
+    Wl, Rl, Bl = fastgru.LSTM(I, H).to_onnx()
+    with pytest.raises(NotImplementedError, match="peephole"):
+        fastgru.LSTM.from_onnx(Wl, Rl, Bl, P=np.ones((1, 3 * H), np.float32))
+
+
+@pytest.mark.parametrize("cell,lbr", [("gru", 1), ("gru", 0), ("lstm", None)])
+def test_onnx_reference_evaluator_agrees(cell, lbr):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(0)
+    D = 2
+    G = (3 if cell == "gru" else 4) * H
+    W = rng.uniform(-0.5, 0.5, (D, G, I))
+    R = rng.uniform(-0.5, 0.5, (D, G, H))
+    Bias = rng.uniform(-0.5, 0.5, (D, 2 * G))
+    x = rng.standard_normal((T, B, I))
+    attrs = dict(hidden_size=H, direction="bidirectional")
+    outs = ["Y", "Y_h"] + (["Y_c"] if cell == "lstm" else [])
+    if cell == "gru":
+        attrs["linear_before_reset"] = lbr
+        m = fastgru.GRU.from_onnx(W, R, Bias, linear_before_reset=lbr, direction="bidirectional")
+    else:
+        m = fastgru.LSTM.from_onnx(W, R, Bias, direction="bidirectional")
+    node = helper.make_node(cell.upper(), ["X", "W", "R", "B"], outs, **attrs)
+    vi = [helper.make_tensor_value_info(n, TensorProto.DOUBLE, None) for n in "X W R B".split()]
+    graph = helper.make_graph([node], "g", vi,
+                              [helper.make_tensor_value_info(n, TensorProto.DOUBLE, None)
+                               for n in outs])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    got = ReferenceEvaluator(model).run(None, dict(X=x, W=W, R=R, B=Bias))
+    assert m.dtype == np.float64
+    y, st = m(x)
+    y_onnx = got[0].transpose(0, 2, 1, 3).reshape(T, B, D * H)  # [T, D, B, H] -> [T, B, D*H]
+    assert rel_err(y, y_onnx) < 1e-12
+    h = st[0] if cell == "lstm" else st
+    assert rel_err(h, got[1]) < 1e-12
+    if cell == "lstm":
+        assert rel_err(st[1], got[2]) < 1e-12
+    assert onnx is not None
+
+
+CASES = [
+    ("gru", dict(num_layers=2, bidirectional=True), True, True),
+    ("gru", dict(num_layers=3, batch_first=True, reset_after=False), True, False),
+    ("gru", dict(bias=False), False, False),
+    ("lstm", dict(num_layers=2, bidirectional=True, batch_first=True), True, True),
+    ("lstm", dict(), False, True),
+]
+
+
+@pytest.mark.parametrize("cell,kw,initial_state,with_lengths", CASES)
+def test_export_runs_in_onnxruntime(tmp_path, cell, kw, initial_state, with_lengths):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    cls = fastgru.GRU if cell == "gru" else fastgru.LSTM
+    m = cls(I, H, seed=3, **kw).eval()
+    L, D = m.num_layers, m.num_directions
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((B, T, I) if m.batch_first else (T, B, I)).astype(np.float32)
+    lengths = np.array([T, 2, 4], np.int32) if with_lengths else None
+    h0 = rng.standard_normal((L * D, B, H)).astype(np.float32) if initial_state else None
+    c0 = rng.standard_normal((L * D, B, H)).astype(np.float32) if initial_state else None
+    path = tmp_path / "layer.onnx"
+    model = m.export_onnx(path, initial_state=initial_state, lengths=with_lengths)
+    assert path.exists() and [p.name for p in tmp_path.iterdir()] == ["layer.onnx"]
+    assert [o.name for o in model.graph.output] == ["y", "h_n"] + (["c_n"] if cell == "lstm"
+                                                                  else [])
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = {"x": x}
+    if with_lengths:
+        feed["lengths"] = lengths
+    if initial_state:
+        feed["h0"] = h0
+        if cell == "lstm":
+            feed["c0"] = c0
+    got = sess.run(None, feed)
+    if cell == "lstm":
+        y, (hn, cn) = m(x, (h0, c0) if initial_state else None, lengths)
+        want = [y, hn, cn]
+    else:
+        y, hn = m(x, h0, lengths)
+        want = [y, hn]
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        assert rel_err(a, b) < 1e-5
+
+
+def test_export_refuses_what_onnx_cannot_express():
+    pytest.importorskip("onnx")
+    with pytest.raises(NotImplementedError, match="proj"):
+        fastgru.LSTM(I, H, proj_size=2).export_onnx()
+    with pytest.raises(ValueError, match="opset"):
+        fastgru.GRU(I, H).export_onnx(opset=9)
+    with pytest.raises(TypeError, match="layer"):
+        fastgru.export_onnx(fastgru.GRUCell(I, H))
+    model = fastgru.GRU(I, H, dtype="float64").export_onnx(dtype="float32")
+    assert model.graph.initializer[1].data_type == 1  # FLOAT
+    assert not os.path.exists("None")

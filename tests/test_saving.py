@@ -1,0 +1,141 @@
+"""save/load: exact round trips, atomic writes, no pickle, clear errors for damaged files."""
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastgru
+
+I, H = 3, 4
+
+MODULES = [
+    lambda: fastgru.GRU(I, H, num_layers=2, bidirectional=True, batch_first=True, seed=0),
+    lambda: fastgru.GRU(I, H, reset_after=False, bias=False, dtype="float64", seed=1),
+    lambda: fastgru.LSTM(I, H, num_layers=2, proj_size=2, dropout=0.25, seed=2),
+    lambda: fastgru.GRUCell(I, H, dtype="float64", seed=3),
+    lambda: fastgru.LSTMCell(I, H, bias=False, seed=4),
+]
+
+
+@pytest.mark.parametrize("make", MODULES)
+def test_round_trip(tmp_path, make):
+    m = make()
+    path = tmp_path / "model.npz"
+    m.save(path)
+    assert os.listdir(tmp_path) == ["model.npz"]  # no temp file left behind
+    back = fastgru.load(path)
+    assert type(back) is type(m) and repr(back) == repr(m)
+    assert back.get_config() == m.get_config() and back.dtype == m.dtype
+    for k, v in m.parameters().items():
+        assert np.array_equal(back.parameters()[k], v) and back.parameters()[k].dtype == v.dtype
+    x = np.random.default_rng(0).standard_normal((5, 2, I)).astype(m.dtype)
+    if isinstance(m, (fastgru.GRU, fastgru.LSTM)):
+        m.eval(), back.eval()
+        if m.batch_first:
+            x = x.transpose(1, 0, 2)
+        assert np.array_equal(back(x)[0], m(x)[0])
+    else:
+        out, out_b = m(x[0]), back(x[0])
+        out, out_b = (out, out_b) if isinstance(out, np.ndarray) else (out[0], out_b[0])
+        assert np.array_equal(out, out_b)
+    # the file is plain arrays: readable without pickle
+    with np.load(path, allow_pickle=False) as z:
+        assert set(z.files) == set(m.parameters()) | {"__fastgru__"}
+
+
+def test_overwrite_keeps_file_whole(tmp_path):
+    path = tmp_path / "m.npz"
+    fastgru.GRU(I, H, seed=0).save(path)
+    m2 = fastgru.GRU(I, H, seed=1)
+    m2.save(str(path))
+    assert np.array_equal(fastgru.load(path).flat_parameters(), m2.flat_parameters())
+    assert os.listdir(tmp_path) == ["m.npz"]
+
+
+def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    fastgru.GRU(I, H, seed=0).save(path)
+    before = path.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        fastgru.GRU(I, H, seed=1).save(path)
+    assert os.listdir(tmp_path) == ["m.npz"] and path.read_bytes() == before
+
+
+def _rewrite(src, dst, change):
+    """Copy an .npz, letting change(name, data) alter or drop members (None drops)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            data = change(item.filename, zin.read(item.filename))
+            if data is not None:
+                zout.writestr(item, data)
+
+
+def _npy(a):
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, a, allow_pickle=True)
+    return buf.getvalue()
+
+
+def test_truncated_and_garbage_files(tmp_path):
+    path = tmp_path / "m.npz"
+    fastgru.LSTM(I, H, num_layers=2).save(path)
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.npz"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match="truncated|corrupt|cannot load"):
+            fastgru.load(bad)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a model at all")
+    with pytest.raises(ValueError, match="cannot load"):
+        fastgru.load(junk)
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, a=np.zeros(3))
+    with pytest.raises(ValueError, match="fastgru"):
+        fastgru.load(plain)
+    with pytest.raises(FileNotFoundError):
+        fastgru.load(tmp_path / "missing.npz")
+
+
+def test_tampered_files(tmp_path):
+    path = tmp_path / "m.npz"
+    m = fastgru.GRU(I, H, num_layers=2, seed=0)
+    m.save(path)
+    header = json.loads(str(np.load(path)["__fastgru__"][()]))
+
+    def check(change, word):
+        bad = tmp_path / "bad.npz"
+        _rewrite(path, bad, change)
+        with pytest.raises(ValueError, match=word):
+            fastgru.load(bad)
+
+    # a weight with other values (valid zip, valid npy): the checksum catches it
+    w = m.parameters()["weight_hh_l1"].copy()
+    w[0, 0] += 1
+    check(lambda n, d: _npy(w) if n == "weight_hh_l1.npy" else d, "checksum")
+    # wrong shape, wrong dtype, missing parameter, extra parameter
+    check(lambda n, d: _npy(w[:, :-1]) if n == "weight_hh_l1.npy" else d, "weight_hh_l1")
+    check(lambda n, d: _npy(w.astype(np.float64)) if n == "weight_hh_l1.npy" else d, "dtype")
+    check(lambda n, d: None if n == "bias_hh_l0.npy" else d, "bias_hh_l0")
+    # a pickled object array is refused (allow_pickle=False)
+    check(lambda n, d: _npy(np.array([object()], dtype=object)) if n == "bias_hh_l0.npy" else d,
+          "pickle|cannot load")
+    # config changes: hidden size, class, dtype, version, broken JSON
+    for key, value, word in (("config", dict(header["config"], hidden_size=7), "hidden_size|match"),
+                             ("class", "Transformer", "Transformer"),
+                             ("config", dict(header["config"], num_layers=-1), "num_layers"),
+                             ("version", 99, "version"),
+                             ("config", dict(header["config"], dtype="float64"), "dtype")):
+        h = dict(header, **{key: value})
+        check(lambda n, d: _npy(np.array(json.dumps(h))) if n == "__fastgru__.npy" else d, word)
+    check(lambda n, d: _npy(np.array("{not json")) if n == "__fastgru__.npy" else d,
+          "cannot load")
