@@ -1,14 +1,378 @@
-"""`fastgru train` (placeholder until the trainer lands)."""
+"""`fastgru train`: train a GRU/LSTM classifier on a data set and write the results to a folder.
+
+    fastgru train                                   # built-in: scikit-learn's digits, row by row
+    fastgru train --data ../shared/data/mr --format mr --out runs/mr
+    fastgru train --data aclImdb --format aclimdb --bidirectional --epochs 4
+
+--out DIR receives model.npz (fastgru.load_model), checkpoint.npz (the resumable training
+state, --resume continues from it), vocab.json (text data), history.json (Keras names per
+epoch: loss, accuracy, val_loss, val_accuracy), metrics.json (test_accuracy, test_loss,
+train_seconds, samples_per_second, ...) and curves.png (when matplotlib is installed).
+
+Without --val-split the held-out test part is the validation data: it is reported every
+epoch and never used to choose anything (the final model is the last epoch's).
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+FORMATS = ("aclimdb", "npz", "mr", "tsv", "csv")
+
+# Recipes per kind of data; each is overridden by the matching command-line option.
+# text: tuned on MR (fixed seeded 90/10 split); digits: the built-in default.
+RECIPES: Dict[str, Dict[str, Any]] = {
+    # MR, 5 seeds: 78.9-80.3% test accuracy (mean 79.7%) in 14-21 s on 1 thread; the same
+    # with a unidirectional GRU(128) and the last state: 76.6-78.7%.
+    "text": dict(cell="gru", hidden=64, layers=1, bidirectional=True, embed_dim=128,
+                 dropout=0.5, pooling="max", epochs=6, batch_size=32, lr=2e-3, max_len=400,
+                 vocab_size=30000, min_freq=1),
+    # digits, 90/10 split: 99.4% test accuracy in under a second of training on 1 thread.
+    "features": dict(cell="gru", hidden=64, layers=1, bidirectional=False, embed_dim=0,
+                     dropout=0.0, pooling="last", epochs=20, batch_size=32, lr=3e-3,
+                     max_len=0, vocab_size=0, min_freq=1),
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    pass
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.epilog = __doc__.split("\n\n", 1)[1]
+    g = p.add_argument_group("data")
+    g.add_argument("--data", metavar="PATH",
+                   help="data folder or file (default: the built-in digits data set)")
+    g.add_argument("--format", metavar="FMT",
+                   help=f"one of {', '.join(FORMATS)} (default: guessed from PATH)")
+    g.add_argument("--test-split", metavar="FRACTION", default="0.1",
+                   help="stratified, seeded hold-out when the data has no test part "
+                        "(default 0.1)")
+    g.add_argument("--val-split", metavar="FRACTION", default="0",
+                   help="validation hold-out from the training part (default 0: validate on "
+                        "the test part, for reporting only)")
+    g.add_argument("--max-len", metavar="N", help="keep the last N tokens of a text "
+                   "(default 400)")
+    g.add_argument("--vocab-size", metavar="N", help="most frequent tokens kept, <pad> and "
+                   "<unk> included (default 30000)")
+    g.add_argument("--min-freq", metavar="N", help="drop tokens seen fewer times (default 1)")
+    g = p.add_argument_group("model")
+    g.add_argument("--cell", metavar="CELL", help="gru (default) or lstm")
+    g.add_argument("--hidden", metavar="N", help="hidden units per direction (default 64)")
+    g.add_argument("--layers", metavar="N", help="stacked recurrent layers (default 1)")
+    g.add_argument("--bidirectional", action=argparse.BooleanOptionalAction, default=None,
+                   help="two directions per layer (default: on for text, off for digits)")
+    g.add_argument("--embed-dim", metavar="N", help="embedding size for text (default 128)")
+    g.add_argument("--dropout", metavar="P", help="dropout on embeddings, between layers and "
+                   "before the output (text 0.5, digits 0)")
+    g.add_argument("--pooling", metavar="MODE", help="last, mean or max over valid steps "
+                   "(text max, digits last)")
+    g.add_argument("--dtype", metavar="DTYPE", default="float32", help="float32 or float64")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", metavar="N", help="passes over the training data (text 6, "
+                   "digits 20)")
+    g.add_argument("--batch-size", metavar="N", help="samples per step (default 32)")
+    g.add_argument("--lr", metavar="RATE", help="Adam learning rate (text 2e-3, digits 3e-3)")
+    g.add_argument("--clipnorm", metavar="X", help="clip the global gradient norm to X")
+    g.add_argument("--patience", metavar="N", help="early stopping on val_loss after N epochs "
+                   "without improvement, best weights restored (needs --val-split)")
+    g.add_argument("--threads", metavar="N", help="threads for the kernels and BLAS (default: "
+                   "all physical cores)")
+    g.add_argument("--seed", metavar="N", default="0", help="seeds the split, initialisation, "
+                   "shuffling and dropout (default 0)")
+    g.add_argument("--backend", metavar="NAME", default="fast",
+                   help="fast (default) or reference (pure NumPy, for debugging)")
+    g.add_argument("--verify", nargs="?", const="0", metavar="N",
+                   help="check the first batch's gradients against fastgru.reference (with "
+                        "N: also every N-th batch); stop with an error on a deviation")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", metavar="DIR", help="output folder (default runs/<data name>)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from DIR/checkpoint.npz")
+    g.add_argument("--verbose", metavar="N", help="0 silent, 1 progress bars, 2 one line per "
+                   "epoch (default: 1 on a terminal, else 2)")
+
+
+# ------------------------------------------------------------------------------------------
+# argument checks: every user mistake becomes a one-line UserError
+
+
+def _num(args: argparse.Namespace, name: str, kind: type, lo: float, hi: Optional[float] = None,
+         default: Any = None, lo_open: bool = False, hi_open: bool = False) -> Any:
+    from fastgru.cli import UserError
+
+    raw = getattr(args, name)
+    if raw is None:
+        return default
+    flag = "--" + name.replace("_", "-")
+    try:
+        v = kind(raw)
+    except (TypeError, ValueError):
+        want = "an integer" if kind is int else "a number"
+        raise UserError(f"{flag} must be {want}, got {raw!r}") from None
+    bad = (v <= lo if lo_open else v < lo) or (hi is not None and (v >= hi if hi_open else v > hi))
+    if bad or (kind is float and not np.isfinite(v)):
+        rng = f"{'(' if lo_open else '['}{lo}, {hi if hi is not None else 'inf'}" \
+              f"{')' if hi_open or hi is None else ']'}"
+        raise UserError(f"{flag} must be in {rng}, got {raw!r}")
+    return v
+
+
+def _choice(args: argparse.Namespace, name: str, choices: Tuple[str, ...], default: Any) -> Any:
+    from fastgru.cli import UserError
+
+    v = getattr(args, name)
+    if v is None:
+        return default
+    if v.lower() not in choices:
+        raise UserError(f"--{name.replace('_', '-')} must be one of {', '.join(choices)}, "
+                        f"got {v!r}")
+    return v.lower()
+
+
+def guess_format(path: str) -> Optional[str]:
+    """The format a path looks like, or None."""
+    if os.path.isdir(path):
+        if os.path.isfile(os.path.join(path, "rt-polarity.pos")):
+            return "mr"
+        for root in (path, os.path.join(path, "aclImdb")):
+            if os.path.isdir(os.path.join(root, "train", "pos")):
+                return "aclimdb"
+        return None
+    ext = os.path.splitext(path)[1].lower()
+    return {".npz": "npz", ".tsv": "tsv", ".txt": "tsv", ".csv": "csv"}.get(ext)
+
+
+def _load(path: Optional[str], fmt: Optional[str]):
+    from fastgru import data
+    from fastgru.cli import UserError
+
+    if path is None:
+        if fmt is not None:
+            raise UserError("--format needs --data PATH")
+        return data.load_digits_sequences()
+    if not os.path.exists(path):
+        raise UserError(f"data path {path!r} does not exist")
+    if fmt is None:
+        fmt = guess_format(path)
+        if fmt is None:
+            raise UserError(f"cannot tell the format of {path!r}: pass --format "
+                            f"({', '.join(FORMATS)})")
+    elif fmt.lower() not in FORMATS:
+        raise UserError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    fmt = fmt.lower()
+    loader = {"aclimdb": data.load_aclimdb, "npz": data.load_imdb_npz, "mr": data.load_mr,
+              "tsv": lambda p: data.load_delimited(p, "\t"),
+              "csv": lambda p: data.load_delimited(p, ",")}[fmt]
+    return loader(path)
+
+
+# ------------------------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> int:
+    from fastgru.checkpoint import CheckpointError
+    from fastgru.cli import UserError
+    from fastgru.data import DataError
+
+    try:
+        return _run(args)
+    except (DataError, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    import fastgru
+    from fastgru import data as D
     from fastgru.cli import UserError
 
-    raise UserError("the trainer is not built yet")
+    t_start = time.perf_counter()
+    test_split = _num(args, "test_split", float, 0.0, 1.0, lo_open=True, hi_open=True)
+    val_split = _num(args, "val_split", float, 0.0, 1.0, hi_open=True)
+    seed = _num(args, "seed", int, 0, 2**32 - 1)
+    threads = _num(args, "threads", int, 1, 4096)
+    patience = _num(args, "patience", int, 0)
+    clipnorm = _num(args, "clipnorm", float, 0.0, lo_open=True)
+    verify = _num(args, "verify", int, 0, default=None)  # 0: the first batch only
+    verbose = _num(args, "verbose", int, 0, 2, default="auto")
+    dtype = _choice(args, "dtype", ("float32", "float64"), "float32")
+    backend = _choice(args, "backend", ("fast", "reference"), "fast")
+    if patience is not None and val_split == 0:
+        raise UserError("--patience needs --val-split (early stopping must not look at the "
+                        "test data)")
+
+    ds = _load(args.data, args.format)
+    kind = "features" if ds.kind == "features" else "text"
+    r = dict(RECIPES[kind])
+    r["cell"] = _choice(args, "cell", ("gru", "lstm"), r["cell"])
+    r["pooling"] = _choice(args, "pooling", ("last", "mean", "max"), r["pooling"])
+    for name, kind_, lo in (("hidden", int, 1), ("layers", int, 1), ("embed_dim", int, 1),
+                            ("epochs", int, 1), ("batch_size", int, 1), ("max_len", int, 1),
+                            ("vocab_size", int, 3), ("min_freq", int, 1)):
+        r[name] = _num(args, name, kind_, lo, default=r[name])
+    if args.bidirectional is not None:
+        r["bidirectional"] = args.bidirectional
+    r["dropout"] = _num(args, "dropout", float, 0.0, 1.0, hi_open=True, default=r["dropout"])
+    r["lr"] = _num(args, "lr", float, 0.0, lo_open=True, default=r["lr"])
+
+    # -- data: labels, split, encoding --------------------------------------------------
+    n_all = len(ds.x_train)
+    if n_all == 0:
+        raise UserError(f"the data set at {args.data!r} is empty")
+    # Labels are checked here (bad or single-class data fail before any work); fit() then
+    # maps the raw labels itself and keeps string labels in model.classes_.
+    y_ids, classes = D.encode_labels(ds.y_train)
+    if ds.has_test:
+        if len(ds.x_test) == 0:
+            raise UserError("the data set's test part is empty")
+        D.encode_labels(ds.y_test, classes)
+        x_tr, x_te, y_tr, y_te = ds.x_train, ds.x_test, ds.y_train, ds.y_test
+        split_note = "its own test part"
+    else:
+        tr, te = D.stratified_split(y_ids, test_split, seed)
+        if len(te) == 0 or len(tr) == 0:
+            raise UserError(f"--test-split {test_split} leaves an empty train or test part "
+                            f"({n_all} samples)")
+        take = (lambda xs, ix: xs[ix]) if isinstance(ds.x_train, np.ndarray) else \
+            (lambda xs, ix: [xs[i] for i in ix])
+        x_tr, x_te = take(ds.x_train, tr), take(ds.x_train, te)
+        y_tr, y_te = ds.y_train[tr], ds.y_train[te]
+        split_note = f"stratified {1 - test_split:.0%}/{test_split:.0%} split, seed {seed}"
+    K = len(classes)
+    name = ds.name or "data"
+    out = args.out or os.path.join("runs", name)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out {out!r} exists and is not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create the output folder {out!r}: {exc.strerror}") from None
+    ckpt_path = os.path.join(out, "checkpoint.npz")
+    if args.resume and not os.path.isfile(ckpt_path):
+        raise UserError(f"--resume: no checkpoint at {ckpt_path!r}")
+
+    vocab = None
+    if kind == "text":
+        if ds.kind == "text":
+            vocab = fastgru.Vocabulary.build(x_tr, min_freq=r["min_freq"],
+                                             max_size=r["vocab_size"])
+            if len(vocab) <= 2:
+                raise UserError("the training texts contain no tokens")
+            x_tr, _ = vocab.encode(x_tr, max_len=r["max_len"])
+            x_te, _ = vocab.encode(x_te, max_len=r["max_len"])
+            V = len(vocab)
+        else:  # ids (Keras imdb.npz): cap the id range at --vocab-size, the rest is <unk>
+            V = min(r["vocab_size"], 2 + max(int(s.max(initial=1)) for s in x_tr))
+            cap = lambda seqs: [np.where(s < V, s, 1)[-r["max_len"]:] if len(s) else  # noqa
+                                np.array([1]) for s in seqs]
+            x_tr, _ = fastgru.pad_sequences(cap(x_tr))
+            x_te, _ = fastgru.pad_sequences(cap(x_te))
+        model = fastgru.TextClassifier(
+            V, embed_dim=r["embed_dim"], hidden_size=r["hidden"], cell=r["cell"],
+            num_layers=r["layers"], bidirectional=r["bidirectional"], dropout=r["dropout"],
+            pooling=r["pooling"], num_classes=K, learning_rate=r["lr"], dtype=dtype, seed=seed,
+            vocab=vocab, max_len=r["max_len"])
+        data_line = (f"{name}: {n_all:,} texts, {K} classes; vocabulary {V:,} tokens; "
+                     f"{len(x_tr):,} train / {len(x_te):,} test ({split_note})")
+    else:
+        x_tr = np.asarray(x_tr, dtype)
+        x_te = np.asarray(x_te, dtype)
+        model = fastgru.SequenceClassifier(
+            x_tr.shape[2], hidden_size=r["hidden"], cell=r["cell"], num_layers=r["layers"],
+            bidirectional=r["bidirectional"], dropout=r["dropout"], pooling=r["pooling"],
+            num_classes=K, learning_rate=r["lr"], dtype=dtype, seed=seed)
+        data_line = (f"{name}: {n_all:,} sequences of {x_tr.shape[1]} steps x "
+                     f"{x_tr.shape[2]} features, {K} classes; {len(x_tr):,} train / "
+                     f"{len(x_te):,} test ({split_note})")
+    opt = fastgru.Adam(r["lr"], global_clipnorm=clipnorm)
+    model.compile(opt, model.loss, ["accuracy"])
+    if threads is not None:
+        model.set_threads(threads)
+
+    callbacks = []
+    if val_split and patience is not None:
+        callbacks.append(fastgru.EarlyStopping("val_loss", patience=patience,
+                                               restore_best_weights=True))
+    callbacks.append(fastgru.BackupAndRestore(ckpt_path))
+    if not args.resume and os.path.exists(ckpt_path):
+        os.unlink(ckpt_path)  # a fresh run never continues a stale checkpoint
+
+    say = print if verbose != 0 else (lambda *a, **k: None)
+    say(data_line)
+    model.summary(print_fn=say)
+    say(f"training: {r['epochs']} epochs, batch {r['batch_size']}, Adam lr {r['lr']:g}, "
+        f"{threads or fastgru._threads.default_n_threads()} threads, backend {backend}"
+        + (f", resuming from {ckpt_path}" if args.resume else ""))
+    val_kw = dict(validation_split=val_split) if val_split else \
+        dict(validation_data=(x_te, y_te))
+    t_fit = time.perf_counter()
+    with _blas_threads(threads):
+        try:
+            hist = model.fit(x_tr, y_tr, epochs=r["epochs"], batch_size=r["batch_size"],
+                             verbose=verbose, callbacks=callbacks, backend=backend,
+                             verify=False if verify is None else (verify or True),
+                             **val_kw)
+        except ValueError as exc:  # shape mismatch on resume, label problems
+            if args.resume:
+                raise UserError(f"cannot resume from {ckpt_path!r}: {exc} (use the options "
+                                "of the interrupted run)") from None
+            raise
+        fit_seconds = time.perf_counter() - t_fit
+        test = model.evaluate(x_te, y_te, return_dict=True)
+
+    # -- outputs ------------------------------------------------------------------------
+    from fastgru.checkpoint import atomic_write_text
+    from fastgru.plotting import plot_history
+
+    train_seconds = float(sum(hist.seconds))
+    n_epochs = len(hist.seconds)
+    model.save(os.path.join(out, "model.npz"))
+    if vocab is not None:
+        vocab.save(os.path.join(out, "vocab.json"))
+    atomic_write_text(os.path.join(out, "history.json"), json.dumps(hist.history, indent=1))
+    metrics = {"test_loss": test["loss"], "test_accuracy": test.get("accuracy"),
+               "train_seconds": round(train_seconds, 3),
+               "samples_per_second": round(n_epochs * len(x_tr) / max(train_seconds, 1e-9), 1),
+               "epochs": n_epochs, "n_train": len(x_tr), "n_test": len(x_te),
+               "fit_seconds": round(fit_seconds, 3), "data": name, "classes": classes,
+               "recipe": dict(r, dtype=dtype, seed=seed),
+               "threads": threads or fastgru._threads.default_n_threads(), "backend": backend,
+               "fastgru": fastgru.__version__}
+    if getattr(model, "last_verification", None):
+        metrics["verification"] = model.last_verification
+    atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1,
+                                                                    default=str))
+    png = plot_history(hist, os.path.join(out, "curves.png"), title=f"fastgru train: {name}")
+    say(f"test_accuracy: {test.get('accuracy', float('nan')):.4f}  test_loss: "
+        f"{test['loss']:.4f}  train_seconds: {train_seconds:.1f}  samples/s: "
+        f"{metrics['samples_per_second']:,.0f}")
+    wrote = ["model.npz", "checkpoint.npz", "history.json", "metrics.json"]
+    wrote += ["vocab.json"] if vocab is not None else []
+    wrote += ["curves.png"] if png else []
+    say(f"wrote {out}/: {', '.join(wrote)} ({time.perf_counter() - t_start:.1f}s in all)")
+    if png is None:
+        print("note: matplotlib is not installed, so no curves.png (pip install "
+              "'fastgru[examples]')", file=sys.stderr)
+    return 0
+
+
+class _blas_threads:
+    """Limit BLAS threads for the NumPy parts (Dense, Embedding) when --threads is given."""
+
+    def __init__(self, n: Optional[int]) -> None:
+        self.n, self.ctx = n, None
+
+    def __enter__(self):
+        if self.n is not None:
+            from threadpoolctl import threadpool_limits
+
+            self.ctx = threadpool_limits(limits=self.n, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self.ctx is not None:
+            self.ctx.restore_original_limits()
+        return False

@@ -1,0 +1,201 @@
+"""Keras-style training callbacks: History, EarlyStopping, ModelCheckpoint, BackupAndRestore,
+LambdaCallback.
+
+Hooks (all optional): on_train_begin(logs), on_epoch_begin(epoch, logs),
+on_train_batch_end(batch, logs), on_epoch_end(epoch, logs), on_train_end(logs). `epoch` counts
+from 0; `logs` holds the epoch's Keras names (loss, accuracy, val_loss, val_accuracy, ...).
+Set `self.model.stop_training = True` to stop after the current epoch.
+
+A callback with state that matters for an exact resume implements get_state() ->
+(JSON scalars, {name: array}) and set_state(scalars, arrays); BackupAndRestore saves it.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import numpy as np
+
+__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "BackupAndRestore",
+           "LambdaCallback"]
+
+Logs = Dict[str, float]
+
+
+class Callback:
+    """Base class: every hook does nothing; `self.model` is set by fit()."""
+
+    model: Any = None
+
+    def set_model(self, model: Any) -> None:
+        self.model = model
+
+    def on_train_begin(self, logs: Optional[Logs] = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Optional[Logs] = None) -> None: ...
+    def on_train_batch_end(self, batch: int, logs: Optional[Logs] = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Optional[Logs] = None) -> None: ...
+    def on_train_end(self, logs: Optional[Logs] = None) -> None: ...
+
+    def get_state(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+        return {}, {}
+
+    def set_state(self, scalars: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+        pass
+
+
+class History(Callback):
+    """Records each epoch's logs: `history` {name: [value per epoch]}, `epoch` [indices],
+    `seconds` [training seconds per epoch]. fit() returns it (and sets model.history)."""
+
+    def __init__(self) -> None:
+        self.history: Dict[str, List[float]] = {}
+        self.epoch: List[int] = []
+        self.seconds: List[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: Optional[Logs] = None) -> None:
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(float(v))
+
+    def get_state(self):
+        return {"history": self.history, "epoch": self.epoch, "seconds": self.seconds}, {}
+
+    def set_state(self, scalars, arrays):
+        self.history = {k: list(v) for k, v in scalars["history"].items()}
+        self.epoch = list(scalars["epoch"])
+        self.seconds = list(scalars.get("seconds", []))
+
+
+def _mode(monitor: str, mode: str) -> str:
+    if mode not in ("auto", "min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "auto":
+        return "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
+    return mode
+
+
+def _improved(mode: str, value: float, best: float, min_delta: float) -> bool:
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs.
+    restore_best_weights: at the end, put back the weights of the best epoch."""
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = False,
+                 start_from_epoch: int = 0) -> None:
+        self.monitor, self.patience = monitor, int(patience)
+        self.min_delta = abs(float(min_delta))
+        self.mode = _mode(monitor, mode)
+        self.restore_best_weights = bool(restore_best_weights)
+        self.start_from_epoch = int(start_from_epoch)
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait, self.best_epoch, self.stopped_epoch = 0, -1, -1
+        self.best_weights: Optional[Dict[str, np.ndarray]] = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        v = (logs or {}).get(self.monitor)
+        if v is None:
+            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which is not in the logs "
+                           f"({sorted(logs or {})}); pass validation data for val_ metrics")
+        if epoch < self.start_from_epoch:
+            return
+        if _improved(self.mode, v, self.best, self.min_delta):
+            self.best, self.best_epoch, self.wait = float(v), epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+    def get_state(self):
+        arrays = {} if self.best_weights is None else dict(self.best_weights)
+        return {"best": self.best, "wait": self.wait, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch}, arrays
+
+    def set_state(self, scalars, arrays):
+        self.best, self.wait = float(scalars["best"]), int(scalars["wait"])
+        self.best_epoch, self.stopped_epoch = int(scalars["best_epoch"]), \
+            int(scalars["stopped_epoch"])
+        self.best_weights = {k: v.copy() for k, v in arrays.items()} or None
+
+
+class ModelCheckpoint(Callback):
+    """Save the model (fastgru.load_model can read it) at the end of epochs. filepath may
+    contain {epoch} (1-based) and log names, e.g. "ckpt-{epoch:02d}-{val_loss:.3f}.npz".
+    save_best_only: write only when `monitor` improves (the best checkpoint)."""
+
+    def __init__(self, filepath: str, monitor: str = "val_loss", save_best_only: bool = False,
+                 mode: str = "auto", verbose: int = 0) -> None:
+        self.filepath, self.monitor = os.fspath(filepath), monitor
+        self.save_best_only, self.verbose = bool(save_best_only), int(verbose)
+        self.mode = _mode(monitor, mode)
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        path = self.filepath.format(epoch=epoch + 1, **logs)
+        if self.save_best_only:
+            v = logs.get(self.monitor)
+            if v is None:
+                raise KeyError(f"ModelCheckpoint monitors {self.monitor!r}, which is not in the "
+                               f"logs ({sorted(logs)})")
+            if not _improved(self.mode, v, self.best, 0.0):
+                return
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
+                      f"{v:.5f}, saving model to {path}")
+            self.best = float(v)
+        self.model.save(path)
+
+    def get_state(self):
+        return {"best": self.best}, {}
+
+    def set_state(self, scalars, arrays):
+        self.best = float(scalars["best"])
+
+
+class BackupAndRestore(Callback):
+    """Resumable training (Keras' BackupAndRestore): at the end of every epoch, write the whole
+    training state (weights, optimizer state, RNG state, epoch, history, the other callbacks'
+    state) to `path` atomically. If `path` exists when fit() starts, restore it and continue
+    after its epoch: an interrupted run then ends exactly as an uninterrupted one would.
+    delete_on_end: remove the backup once training completes."""
+
+    def __init__(self, path: str, delete_on_end: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.delete_on_end = bool(delete_on_end)
+        self.callbacks: List[Callback] = []  # set by fit(): every callback of the run
+        self.restored_epoch: Optional[int] = None
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self.path):
+            self.restored_epoch = self.model.load_training_state(self.path, self.callbacks)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.save_training_state(self.path, epoch + 1, self.callbacks)
+
+    def on_train_end(self, logs=None):
+        if self.delete_on_end and os.path.exists(self.path):
+            os.unlink(self.path)
+
+
+class LambdaCallback(Callback):
+    """A callback from functions: on_epoch_end=lambda epoch, logs: ..., etc."""
+
+    def __init__(self, on_train_begin: Optional[Callable] = None,
+                 on_epoch_begin: Optional[Callable] = None,
+                 on_train_batch_end: Optional[Callable] = None,
+                 on_epoch_end: Optional[Callable] = None,
+                 on_train_end: Optional[Callable] = None) -> None:
+        for name, fn in list(locals().items()):
+            if name.startswith("on_") and fn is not None:
+                setattr(self, name, fn)

@@ -1,0 +1,103 @@
+"""Checkpoint files: one `.npz` holding named arrays plus a JSON document, no pickle.
+
+The JSON (model config, optimizer scalars, epoch, RNG state, history, vocabulary, ...) is
+stored as a uint8 array named `__meta__.json` inside the same zip, so the whole checkpoint is
+one file and is replaced atomically (written to a temporary file in the same folder, flushed,
+then os.replace). The JSON carries a SHA-256 of every array's name, dtype, shape and bytes:
+a truncated or edited file is reported as such instead of loading wrong weights.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import zipfile
+from typing import Any, Dict, Mapping, Tuple
+
+import numpy as np
+
+__all__ = ["save_arrays", "load_arrays", "atomic_write_bytes", "atomic_write_text",
+           "CheckpointError"]
+
+META = "__meta__.json"
+FORMAT = "fastgru-checkpoint"
+VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, tampered with or of another format."""
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+    """Write `data` to `path` atomically: readers see the old file or the new one, never half."""
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _digest(arrays: Mapping[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def save_arrays(path: str, arrays: Mapping[str, np.ndarray], meta: Dict[str, Any]) -> None:
+    """Write arrays and a JSON-serializable `meta` dict to `path` (.npz) atomically."""
+    for k, a in arrays.items():
+        if k == META or not isinstance(a, np.ndarray) or a.dtype.hasobject:
+            raise TypeError(f"checkpoint entry {k!r} must be a numeric ndarray")
+    doc = dict(meta, format=FORMAT, version=VERSION, sha256=_digest(arrays))
+    blob = np.frombuffer(json.dumps(doc).encode("utf-8"), np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **{META: blob}, **dict(arrays))
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load_arrays(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+    """(arrays, meta) from a file written by save_arrays; CheckpointError on any damage."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"checkpoint {path!r} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if META not in z.files:
+                raise CheckpointError(f"{path!r} is not a fastgru checkpoint (no {META})")
+            arrays = {k: z[k] for k in z.files if k != META}
+            raw = z[META].tobytes()
+    except CheckpointError:
+        raise
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt ({exc})") from None
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"checkpoint {path!r} has corrupt metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"{path!r} is not a fastgru checkpoint")
+    if int(meta.get("version", 0)) > VERSION:
+        raise CheckpointError(f"{path!r} was written by a newer fastgru (format version "
+                              f"{meta.get('version')})")
+    if meta.get("sha256") != _digest(arrays):
+        raise CheckpointError(f"checkpoint {path!r} failed its checksum: the file was modified "
+                              "or is damaged")
+    return arrays, meta

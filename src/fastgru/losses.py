@@ -1,0 +1,190 @@
+"""Losses and metrics, numerically stable, on logits.
+
+A loss returns the mean over samples (and over valid time steps for per-step targets) and its
+gradient with respect to the model output in one call: `value, dpred = loss(pred, target,
+mask)`. `mask` (B, T) marks valid steps of per-step outputs (padding contributes nothing).
+
+Shapes: binary (B,) or (B, 1) logits with 0/1 targets, or (B, T[, 1]) per step; categorical
+(..., K) logits with integer targets (...) or one-hot / probability targets (..., K); MSE any
+shape (mean over the last axis when pred has one more axis than mask, Keras' convention).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+from scipy.special import expit
+
+__all__ = ["Loss", "BinaryCrossentropy", "CategoricalCrossentropy", "MeanSquaredError",
+           "get_loss", "Metric", "get_metric"]
+
+
+def _reduce(per: np.ndarray, mask: Optional[np.ndarray]) -> Tuple[float, np.ndarray]:
+    """Mean of per-element losses over valid elements, and d(mean)/d(per) as weights."""
+    if mask is None:
+        n = per.size
+        return float(per.sum(dtype=np.float64) / max(n, 1)), np.full(per.shape, 1.0 / max(n, 1),
+                                                                      per.dtype)
+    if mask.shape != per.shape:
+        mask = mask.reshape(mask.shape + (1,) * (per.ndim - mask.ndim))
+    m = np.broadcast_to(mask, per.shape)
+    n = int(m.sum())
+    w = m.astype(per.dtype) / max(n, 1)
+    return float((per * m).sum(dtype=np.float64) / max(n, 1)), w
+
+
+class Loss:
+    """Base class: __call__(pred, target, mask=None) -> (mean loss, d mean / d pred)."""
+
+    name = "loss"
+    #: what the model output means for this loss: "binary", "multiclass" or "regression"
+    task = "regression"
+    from_logits = True
+
+    def __call__(self, pred: np.ndarray, target: np.ndarray,
+                 mask: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
+        raise NotImplementedError
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name}
+
+
+class _Crossentropy(Loss):
+    """from_logits=False (Keras' default) means the model ends with the matching sigmoid or
+    softmax; the model then fuses that activation into the loss and hands it logits."""
+
+    def __init__(self, from_logits: bool = False) -> None:
+        self.from_logits = bool(from_logits)
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"name": self.name, "from_logits": self.from_logits}
+
+
+class BinaryCrossentropy(_Crossentropy):
+    """-y log s(z) - (1 - y) log(1 - s(z)) with s = sigmoid, computed from logits z as
+    max(z, 0) - z y + log1p(exp(-|z|)) (no overflow for any z). Gradient: s(z) - y."""
+
+    name = "binary_crossentropy"
+    task = "binary"
+
+    def __call__(self, pred, target, mask=None):
+        z = pred.reshape(target.shape) if pred.size == target.size else pred
+        y = target.astype(z.dtype, copy=False)
+        per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
+        value, w = _reduce(per, mask)
+        return value, ((expit(z) - y) * w).reshape(pred.shape)
+
+
+class CategoricalCrossentropy(_Crossentropy):
+    """Softmax cross-entropy from logits (..., K): logsumexp(z) - z[y]. Targets are integer
+    class ids (...) (Keras' sparse_categorical_crossentropy) or one-hot / probabilities (..., K)
+    (categorical_crossentropy). Gradient: softmax(z) - onehot(y)."""
+
+    name = "categorical_crossentropy"
+    task = "multiclass"
+
+    def __call__(self, pred, target, mask=None):
+        zmax = pred.max(axis=-1, keepdims=True)
+        e = np.exp(pred - zmax)
+        s = e.sum(axis=-1, keepdims=True)
+        lse = np.log(s) + zmax  # (..., 1)
+        p = e / s
+        if target.ndim == pred.ndim:  # one-hot or probabilities
+            t = target.astype(pred.dtype, copy=False)
+            per = (t * (lse - pred)).sum(axis=-1)
+            g = p * t.sum(axis=-1, keepdims=True) - t
+        else:
+            t = target.astype(np.intp, copy=False)
+            zy = np.take_along_axis(pred, t[..., None], axis=-1)
+            per = (lse - zy)[..., 0]
+            g = p
+            np.put_along_axis(g, t[..., None], np.take_along_axis(g, t[..., None], -1) - 1, -1)
+        value, w = _reduce(per, mask)
+        return value, g * w[..., None]
+
+
+class MeanSquaredError(Loss):
+    """mean((pred - target)^2); with per-step (B, T, O) outputs the mean runs over valid
+    steps and the O outputs."""
+
+    name = "mean_squared_error"
+    task = "regression"
+
+    def __call__(self, pred, target, mask=None):
+        t = target.astype(pred.dtype, copy=False).reshape(pred.shape)
+        d = pred - t
+        per = d * d
+        value, w = _reduce(per, mask)
+        return value, 2 * d * w
+
+
+_LOSSES = {
+    "binary_crossentropy": BinaryCrossentropy, "bce": BinaryCrossentropy,
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": CategoricalCrossentropy,
+    "cross_entropy": CategoricalCrossentropy,
+    "mean_squared_error": MeanSquaredError, "mse": MeanSquaredError,
+}
+
+
+def get_loss(loss: Any) -> Loss:
+    """A Loss from a Loss instance or a Keras name (binary_crossentropy, categorical_crossentropy,
+    sparse_categorical_crossentropy, mean_squared_error / mse)."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss.lower() in _LOSSES:
+        return _LOSSES[loss.lower()]()
+    raise ValueError(f"loss must be a fastgru Loss or one of {sorted(_LOSSES)}, got {loss!r}")
+
+
+# ------------------------------------------------------------------------------------------
+class Metric:
+    """A streaming metric: update(pred, target, mask) per batch, result() at the end.
+    pred is the model output in the loss's space (logits for the cross-entropies)."""
+
+    def __init__(self, name: str, task: str) -> None:
+        self.name, self.task = name, task
+        self.reset()
+
+    def reset(self) -> None:
+        self.total, self.count = 0.0, 0
+
+    def update(self, pred: np.ndarray, target: np.ndarray, mask: Optional[np.ndarray]) -> None:
+        v = self._values(pred, target)
+        if mask is not None:
+            m = np.broadcast_to(mask.reshape(mask.shape + (1,) * (v.ndim - mask.ndim)), v.shape)
+            self.total += float(v[m].sum())
+            self.count += int(m.sum())
+        else:
+            self.total += float(v.sum())
+            self.count += v.size
+
+    def result(self) -> float:
+        return self.total / max(self.count, 1)
+
+    def _values(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
+        if self.name == "accuracy":
+            if self.task == "binary":
+                z = pred.reshape(target.shape) if pred.size == target.size else pred
+                return ((z > 0) == (target > 0.5)).astype(np.float64)
+            if self.task == "multiclass":
+                t = target.argmax(-1) if target.ndim == pred.ndim else target
+                return (pred.argmax(-1) == t).astype(np.float64)
+            raise ValueError("accuracy needs a classification loss")
+        d = pred - target.astype(pred.dtype, copy=False).reshape(pred.shape)
+        return np.abs(d) if self.name == "mae" else d * d
+
+
+_METRIC_NAMES = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae",
+                 "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse"}
+
+
+def get_metric(name: str, task: str) -> Metric:
+    """A Metric from a Keras name: accuracy / acc, mae, mse."""
+    if not isinstance(name, str) or name.lower() not in _METRIC_NAMES:
+        raise ValueError(f"metrics must be names among {sorted(_METRIC_NAMES)}, got {name!r}")
+    n = _METRIC_NAMES[name.lower()]
+    if n == "accuracy" and task == "regression":
+        raise ValueError("metric 'accuracy' needs a classification loss "
+                         "(binary_crossentropy or categorical_crossentropy)")
+    return Metric(n, task)

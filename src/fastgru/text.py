@@ -1,0 +1,151 @@
+"""Text to int arrays: a tokenizer, a vocabulary with `<pad>` = 0 and `<unk>` = 1, and padding.
+
+    vocab = Vocabulary.build(train_texts, min_freq=2, max_size=20000)
+    ids, lengths = vocab.encode(texts, max_len=200)      # (N, T) int32, (N,) int64
+    vocab.save("vocab.json"); Vocabulary.load("vocab.json")
+
+Tokenization lower-cases, removes HTML line breaks (IMDB reviews have `<br />`), and splits
+into words (letters/digits, keeping inner apostrophes: "don't") and single punctuation marks.
+`char_level=True` makes every character a token (character language models).
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from fastgru.checkpoint import atomic_write_text
+
+__all__ = ["Tokenizer", "Vocabulary", "pad_sequences"]
+
+_WORD = re.compile(r"\w+(?:'\w+)*|'\w+|[^\w\s]")
+_HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+
+
+class Tokenizer:
+    """text -> list of tokens. lower: lower-case first; char_level: one token per character."""
+
+    def __init__(self, lower: bool = True, char_level: bool = False) -> None:
+        self.lower, self.char_level = bool(lower), bool(char_level)
+
+    def __call__(self, text: str) -> List[str]:
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if self.lower:
+            text = text.lower()
+        if self.char_level:
+            return list(text)
+        return _WORD.findall(_HTML_BREAK.sub(" ", text))
+
+    def get_config(self) -> Dict[str, Any]:
+        return {"lower": self.lower, "char_level": self.char_level}
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], maxlen: Optional[int] = None,
+                  padding: str = "post", truncating: str = "pre", value: int = 0,
+                  dtype: Any = np.int32) -> Tuple[np.ndarray, np.ndarray]:
+    """Lists of ids -> ((N, T) array, (N,) lengths). T = maxlen or the longest sequence.
+    truncating "pre" keeps the end of a long sequence (Keras' default), "post" its start;
+    padding "post" puts `value` after the tokens, "pre" before."""
+    if padding not in ("pre", "post") or truncating not in ("pre", "post"):
+        raise ValueError("padding and truncating must be 'pre' or 'post'")
+    if maxlen is not None and (not isinstance(maxlen, (int, np.integer)) or maxlen < 1):
+        raise ValueError(f"maxlen must be a positive int or None, got {maxlen!r}")
+    seqs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs]
+    lengths = np.array([len(s) for s in seqs], np.int64)
+    T = int(maxlen) if maxlen is not None else int(lengths.max(initial=1)) or 1
+    T = max(T, 1)
+    out = np.full((len(seqs), T), value, dtype=dtype)
+    for i, s in enumerate(seqs):
+        if len(s) > T:
+            s = s[-T:] if truncating == "pre" else s[:T]
+        if len(s):
+            if padding == "post":
+                out[i, :len(s)] = s
+            else:
+                out[i, T - len(s):] = s
+    return out, np.minimum(lengths, T)
+
+
+class Vocabulary:
+    """Token <-> id map. Id 0 is `<pad>`, id 1 `<unk>` (every unknown token), then the tokens by
+    decreasing frequency (ties alphabetically, so a build is deterministic)."""
+
+    PAD, UNK = "<pad>", "<unk>"
+    PAD_ID, UNK_ID = 0, 1
+
+    def __init__(self, tokens: Sequence[str], tokenizer: Optional[Tokenizer] = None) -> None:
+        tokens = list(tokens)
+        if tokens[:2] != [self.PAD, self.UNK]:
+            raise ValueError("tokens must start with '<pad>', '<unk>'")
+        if len(set(tokens)) != len(tokens):
+            raise ValueError("tokens must be unique")
+        self.tokens = tokens
+        self.index = {t: i for i, t in enumerate(tokens)}
+        self.tokenizer = tokenizer or Tokenizer()
+
+    @classmethod
+    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: Optional[int] = None,
+              lower: bool = True, char_level: bool = False) -> "Vocabulary":
+        """Count the tokens of `texts`; keep those seen >= min_freq times, at most max_size
+        entries in all (including `<pad>` and `<unk>`)."""
+        if int(min_freq) < 1:
+            raise ValueError(f"min_freq must be >= 1, got {min_freq!r}")
+        if max_size is not None and int(max_size) < 3:
+            raise ValueError(f"max_size must be >= 3 or None, got {max_size!r}")
+        tok = Tokenizer(lower=lower, char_level=char_level)
+        counts: Counter = Counter()
+        for t in texts:
+            counts.update(tok(t))
+        for special in (cls.PAD, cls.UNK):
+            counts.pop(special, None)
+        kept = sorted((w for w, c in counts.items() if c >= min_freq),
+                      key=lambda w: (-counts[w], w))
+        if max_size is not None:
+            kept = kept[: int(max_size) - 2]
+        return cls([cls.PAD, cls.UNK] + kept, tok)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def ids(self, tokens: Iterable[str]) -> List[int]:
+        get = self.index.get
+        return [get(t, self.UNK_ID) for t in tokens]
+
+    def encode(self, texts: Iterable[str], max_len: Optional[int] = None,
+               truncating: str = "pre") -> Tuple[np.ndarray, np.ndarray]:
+        """Texts -> ((N, T) int32 ids, (N,) lengths), padded with 0 after the tokens. An empty
+        text becomes one `<unk>`. T = max_len or the longest text."""
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of strings, not one string")
+        seqs = [self.ids(self.tokenizer(t)) or [self.UNK_ID] for t in texts]
+        return pad_sequences(seqs, maxlen=max_len, truncating=truncating)
+
+    def decode(self, ids: Iterable[int], skip_pad: bool = True) -> List[str]:
+        """Ids -> tokens (the pad id dropped unless skip_pad=False)."""
+        return [self.tokens[int(i)] for i in ids if not (skip_pad and int(i) == self.PAD_ID)]
+
+    # -- persistence ------------------------------------------------------------------------
+    def to_json(self) -> Dict[str, Any]:
+        return {"tokens": self.tokens, "tokenizer": self.tokenizer.get_config()}
+
+    @classmethod
+    def from_json(cls, d: Dict[str, Any]) -> "Vocabulary":
+        if not isinstance(d, dict) or not isinstance(d.get("tokens"), list):
+            raise ValueError("not a vocabulary document (no 'tokens' list)")
+        return cls(d["tokens"], Tokenizer(**d.get("tokenizer", {})))
+
+    def save(self, path: str) -> None:
+        """Write the vocabulary as JSON (atomically)."""
+        atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False))
+
+    @classmethod
+    def load(cls, path: str) -> "Vocabulary":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_json(json.load(f))
+
+    def __repr__(self) -> str:
+        return f"Vocabulary(size={len(self)})"

@@ -1,0 +1,565 @@
+"""fit / evaluate / predict for fastgru models (Keras' semantics), with batching by length.
+
+Inputs may be: a padded int array (N, T) of token ids (0 = `<pad>`: each row's tokens are
+moved to the front and its length counted, so Keras' pre- or post-padding both work); a float
+array (N, T, F) (all steps valid); a list of variable-length sequences; or a list of texts when
+the model has a vocabulary. Every batch is trimmed to its longest sequence and the lengths go
+to the recurrent layers, which compute nothing past each sequence's end; with bucket=True
+(default) sequences of similar length share a batch, so little padding is even stored.
+
+verify=True recomputes the first training batch (verify=N: also every N-th batch) with the
+recurrent layers on fastgru.reference and raises VerificationError when a gradient deviates
+beyond a dtype-aware tolerance. backend="reference" trains entirely on the reference.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from scipy.special import expit
+
+from fastgru.callbacks import BackupAndRestore, Callback, History
+from fastgru.data import encode_labels, length_batches, pad_ragged
+from fastgru.nn import Embedding, valid_mask
+
+__all__ = ["fit", "evaluate", "predict", "VerificationError", "verify_tolerance"]
+
+
+class VerificationError(RuntimeError):
+    """fit(verify=...) found the fast kernels' gradients away from fastgru.reference's."""
+
+
+# ------------------------------------------------------------------------------------------
+# data preparation
+
+
+@dataclass
+class Prepared:
+    """x padded to the longest sequence, lengths (N,) >= 1, y aligned with x (or None).
+    order: the per-row permutation that moved tokens to the front (None: not needed)."""
+
+    x: np.ndarray
+    lengths: Optional[np.ndarray]
+    y: Optional[np.ndarray] = None
+    order: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
+def _is_texts(x: Any) -> bool:
+    return isinstance(x, (list, tuple)) and len(x) > 0 and isinstance(x[0], str)
+
+
+def prepare_x(model: Any, x: Any) -> Prepared:
+    """Validate and pad the inputs of `model` (see the module docstring)."""
+    if x is None:
+        raise ValueError("x is None")
+    if isinstance(x, str):
+        raise TypeError("x must be a list of texts or an array, not one string")
+    if isinstance(x, np.ndarray) and x.dtype == object:  # e.g. Keras' imdb arrays of lists
+        x = list(x)
+    model._try_build(x)
+    model._need_built()
+    spec = model.input_spec
+    if isinstance(x, (list, tuple)):
+        if len(x) == 0:
+            raise ValueError("x is empty")
+        if _is_texts(x):
+            if not all(isinstance(t, str) for t in x):
+                raise TypeError("x mixes texts and other values")
+            if model.vocab is None:
+                raise ValueError("texts as x need a model with a vocabulary (vocab=...); "
+                                 "encode them with Vocabulary.encode first")
+            ids, L = model.vocab.encode(x, max_len=model.max_len)
+            return _check_ids(model, Prepared(ids, np.maximum(L, 1)))
+        if spec.sequence:
+            xs, L = pad_ragged(x, np.int64 if spec.integer else model.dtype)
+            if spec.integer and model.max_len is not None and xs.shape[1] > model.max_len:
+                xs, L = _truncate(xs, L, model.max_len)
+            p = Prepared(xs, np.maximum(L, 1))
+            return _check_ids(model, p) if spec.integer else _check_float(model, p)
+        x = np.asarray(x)
+    x = np.asarray(x)
+    if x.shape[0] == 0 if x.ndim else True:
+        raise ValueError(f"x is empty (shape {x.shape})")
+    if spec.integer:
+        if x.dtype.kind not in "iu":
+            raise TypeError(f"x must hold integer token ids for a model that starts with an "
+                            f"Embedding, got dtype {x.dtype}")
+        if x.ndim != 2:
+            raise ValueError(f"x must be (N, T) token ids, got shape {x.shape}")
+        return _check_ids(model, _compact(model, x))
+    if x.dtype.kind not in "fiu":
+        raise TypeError(f"x must be a float array, got dtype {x.dtype}")
+    want = 3 if spec.sequence else 2
+    if x.ndim != want or x.shape[-1] != spec.features:
+        shape = "(N, T, F)" if spec.sequence else "(N, F)"
+        raise ValueError(f"x must be {shape} with F = {spec.features}, got shape {x.shape}")
+    x = np.ascontiguousarray(x, dtype=model.dtype)
+    L = np.full(len(x), x.shape[1], np.int64) if spec.sequence else None
+    return _check_float(model, Prepared(x, L))
+
+
+def _truncate(x: np.ndarray, L: np.ndarray, T: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Keep the last T tokens of each left-aligned row (Keras' truncating='pre')."""
+    out = np.zeros((len(x), T), x.dtype)
+    for i, n in enumerate(L):
+        s = x[i, max(0, n - T):n]
+        out[i, :len(s)] = s
+    return out, np.minimum(L, T)
+
+
+def _compact(model: Any, x: np.ndarray) -> Prepared:
+    """Token rows with padding anywhere -> tokens first, lengths = number of tokens."""
+    emb = model.layers[0]
+    pad = emb.padding_idx if isinstance(emb, Embedding) else None
+    N, T = x.shape
+    if pad is None:
+        return Prepared(np.ascontiguousarray(x), np.full(N, T, np.int64))
+    valid = x != pad
+    L = valid.sum(axis=1).astype(np.int64)
+    order = None
+    if not np.array_equal(valid, np.arange(T)[None, :] < L[:, None]):
+        order = np.argsort(~valid, axis=1, kind="stable")  # valid steps first, in order
+        x = np.take_along_axis(x, order, axis=1)
+    Tm = max(int(L.max()), 1)
+    x = np.ascontiguousarray(x[:, :Tm])
+    if model.max_len is not None and Tm > model.max_len:
+        x, L = _truncate(x, L, model.max_len)
+    return Prepared(x, np.maximum(L, 1), order=order)
+
+
+def _check_ids(model: Any, p: Prepared) -> Prepared:
+    V = model.layers[0].input_dim
+    lo, hi = int(p.x.min()), int(p.x.max())
+    if lo < 0 or hi >= V:
+        raise ValueError(f"token ids must be in [0, {V}) (the Embedding's input_dim), got "
+                         f"values in [{lo}, {hi}]")
+    return p
+
+
+def _check_float(model: Any, p: Prepared) -> Prepared:
+    if not np.all(np.isfinite(p.x)):
+        raise ValueError("x contains NaN or infinity")
+    return p
+
+
+def prepare_y(model: Any, y: Any, p: Prepared, fit: bool = False) -> np.ndarray:
+    """Targets aligned with prepared inputs, validated against the loss and the output size.
+    Classification labels may be strings or any integers: fit() maps them to 0..K-1 and
+    keeps the labels in model.classes_."""
+    if y is None:
+        raise ValueError("y is None: fit/evaluate need targets")
+    task = model.loss.task
+    out = model.output_spec
+    units, N = out.features, len(p)
+    if out.sequence:
+        if isinstance(y, (list, tuple)) and len(y) and np.ndim(y[0]) >= 1 and \
+                not isinstance(y, np.ndarray):
+            y, _ = pad_ragged(y, np.int64 if task != "regression" else model.dtype)
+        y = np.asarray(y)
+        if len(y) != N:
+            raise ValueError(f"x has {N} samples but y has {len(y)}")
+        if task == "regression" and y.ndim == 2 and units == 1:
+            y = y[:, :, None]
+        want = 2 if task != "regression" else 3
+        if y.ndim != want:
+            raise ValueError(f"per-step targets must have shape (N, T{', O' if want == 3 else ''})"
+                             f", got {y.shape}")
+        if p.order is not None:
+            y = np.take_along_axis(y, p.order.reshape(p.order.shape + (1,) * (y.ndim - 2)), 1)
+        T = p.x.shape[1]
+        if y.shape[1] < T:
+            raise ValueError(f"y has {y.shape[1]} steps but x has {T}")
+        y = np.ascontiguousarray(y[:, :T])
+        if task == "regression":
+            if y.shape[2] != units:
+                raise ValueError(f"y has {y.shape[2]} outputs per step, the model {units}")
+            return _finite(y.astype(model.dtype, copy=False))
+        return _int_labels(y, units if task == "multiclass" else 2)
+    y = np.asarray(y) if not isinstance(y, np.ndarray) else y
+    if len(y) != N:
+        raise ValueError(f"x has {N} samples but y has {len(y)}")
+    if task == "regression":
+        y = y.reshape(N, -1) if y.ndim == 1 else y
+        if y.ndim != 2 or y.shape[1] != units:
+            raise ValueError(f"y must be (N, {units}), got shape {y.shape}")
+        if y.dtype.kind not in "fiu":
+            raise TypeError(f"regression targets must be numbers, got dtype {y.dtype}")
+        return _finite(y.astype(model.dtype))
+    if task == "multiclass" and y.ndim == 2 and y.shape[1] == units and y.dtype.kind == "f":
+        return _finite(y.astype(model.dtype))  # one-hot / probabilities
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"class labels must be (N,), got shape {y.shape}")
+    K = 2 if task == "binary" else units
+    ids = _map_labels(model, y, K, fit)
+    return ids.astype(model.dtype) if task == "binary" else ids
+
+
+def _finite(y: np.ndarray) -> np.ndarray:
+    if not np.all(np.isfinite(y)):
+        raise ValueError("y contains NaN or infinity")
+    return y
+
+
+def _int_labels(y: np.ndarray, K: int) -> np.ndarray:
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"per-step class targets must be integers, got dtype {y.dtype}")
+    if y.size and (int(y.min()) < 0 or int(y.max()) >= K):
+        raise ValueError(f"per-step class targets must be in [0, {K}), got values in "
+                         f"[{int(y.min())}, {int(y.max())}]")
+    return y.astype(np.int64)
+
+
+def _map_labels(model: Any, y: np.ndarray, K: int, fit: bool) -> np.ndarray:
+    from fastgru.data import DataError
+
+    if model.classes_ is not None:
+        ids, _ = encode_labels(y, model.classes_)
+        return ids
+    if y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.isfinite(y)) and
+                                 np.all(y == np.round(y))):
+        yi = y.astype(np.int64)
+        if yi.size and yi.min() >= 0 and yi.max() < K:
+            return yi
+    if not fit:
+        raise DataError(f"labels must be integers in [0, {K}) (or the classes seen by fit)")
+    ids, classes = encode_labels(y)
+    if len(classes) > K:
+        raise DataError(f"y has {len(classes)} classes but the model predicts {K}")
+    model.classes_ = classes
+    return ids
+
+
+def _batch(p: Prepared, idx: np.ndarray, seq_y: bool):
+    """(x, lengths, y, mask) of one batch, trimmed to its longest sequence."""
+    if p.lengths is None:
+        return p.x[idx], None, None if p.y is None else p.y[idx], None
+    L = p.lengths[idx]
+    T = int(L.max())
+    xb = p.x[idx, :T]
+    yb = None
+    mask = None
+    if p.y is not None:
+        yb = p.y[idx, :T] if seq_y else p.y[idx]
+    if seq_y:
+        mask = valid_mask(L, len(idx), T)
+    return xb, L, yb, mask
+
+
+# ------------------------------------------------------------------------------------------
+# verification
+
+
+def verify_tolerance(dtype: Any, T: int) -> float:
+    """Largest accepted max|g_fast - g_ref| / max|g_ref| per parameter: rounding of the
+    kernels' summation order, growing with the sequence length for float32."""
+    # Measured on MR batches (T ~ 20-60, GRU/LSTM, 2 layers, bidirectional): float32 errors
+    # ~1e-6, float64 ~1e-13; the bounds leave two orders of magnitude for longer sequences.
+    if np.dtype(dtype) == np.float64:
+        return 1e-9 * (1.0 + math.sqrt(T))
+    return 2e-4 * (1.0 + math.sqrt(T) / 4)
+
+
+def _verify_batch(model: Any, step, rng_state: Dict[str, Any], batch_no: int, T: int) -> None:
+    """Recompute the batch just run (`step` reruns forward + backward) on the reference and
+    compare every gradient; then put the fast gradients back (they drive the update)."""
+    fast = {k: v.copy() for k, v in model._grads.items()}
+    prev = model.backend
+    model.zero_grad()
+    model.rng.bit_generator.state = rng_state
+    model.set_backend("reference")
+    try:
+        step()
+    finally:
+        model.set_backend(prev)
+    tol = verify_tolerance(model.dtype, T)
+    worst = ("", 0.0)
+    for k, g_ref in model._grads.items():
+        g = fast[k]
+        scale = float(np.max(np.abs(g_ref))) if g_ref.size else 0.0
+        err = float(np.max(np.abs(g - g_ref))) / max(scale, 1e-30) if g.size else 0.0
+        if not np.isfinite(err):
+            err = math.inf
+        if err > worst[1]:
+            worst = (k, err)
+        if err > tol:
+            raise VerificationError(
+                f"verify: batch {batch_no}: the gradient of {k!r} from the fast kernels deviates "
+                f"from fastgru.reference by {err:.3g} (max abs difference / max abs value; "
+                f"tolerance {tol:.3g} for {np.dtype(model.dtype)}, T={T})")
+    for k, g in model._grads.items():
+        np.copyto(g, fast[k])
+    # fit() resets last_verification; keep the worst batch and count the checked ones
+    prev = model.last_verification or {"batches_checked": 0, "worst_error": -1.0}
+    if worst[1] >= prev["worst_error"]:
+        prev = {"batch": batch_no, "worst_parameter": worst[0], "worst_error": worst[1],
+                "tolerance": tol, "batches_checked": prev["batches_checked"]}
+    prev["batches_checked"] += 1
+    model.last_verification = prev
+
+
+# ------------------------------------------------------------------------------------------
+# fit
+
+
+def _logs_str(logs: Dict[str, float]) -> str:
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+
+
+def _resolve_verbose(verbose: Any) -> int:
+    if verbose == "auto":
+        return 1 if sys.stderr.isatty() else 2
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return int(verbose)
+
+
+def _pos_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
+        verbose: Union[int, str] = "auto", callbacks: Optional[Sequence[Callback]] = None,
+        validation_split: float = 0.0, validation_data: Optional[Tuple[Any, Any]] = None,
+        shuffle: bool = True, initial_epoch: int = 0, bucket: bool = True,
+        validation_batch_size: Optional[int] = None, verify: Union[bool, int] = False,
+        backend: Optional[str] = None) -> History:
+    """Train `model` (compiled) on (x, y). Keras' arguments and behaviour, plus:
+
+    bucket: batch sequences of similar length (no compute on padding either way).
+    verify: True checks the first batch's gradients against fastgru.reference; an int N
+        checks the first and every N-th batch (VerificationError on a deviation).
+    backend: "reference" trains on fastgru.reference for this call (slow; debugging).
+
+    Returns the History (also model.history): history.history["loss"], ["val_accuracy"], ...
+    one value per epoch; history.seconds: training seconds per epoch (validation excluded).
+    """
+    if not model.compiled:
+        raise RuntimeError("compile() the model before fit()")
+    batch_size = _pos_int("batch_size", batch_size)
+    epochs = _pos_int("epochs", epochs)
+    verbose = _resolve_verbose(verbose)
+    if isinstance(verify, bool) or verify is None:
+        verify_every = 0 if not verify else -1  # -1: first batch only
+    else:
+        verify_every = _pos_int("verify", verify)
+    if not 0.0 <= float(validation_split) < 1.0:
+        raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be fastgru Callback instances, got {cb!r}")
+
+    p = prepare_x(model, x)
+    p.y = prepare_y(model, y, p, fit=True)
+    val = None
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a tuple (x_val, y_val)")
+        val = prepare_x(model, validation_data[0])
+        val.y = prepare_y(model, validation_data[1], val)
+    elif validation_split > 0:
+        n_val = int(math.floor(len(p) * float(validation_split)))
+        if n_val < 1 or n_val >= len(p):
+            raise ValueError(f"validation_split={validation_split} leaves no validation or no "
+                             f"training samples out of {len(p)}")
+        cut = len(p) - n_val  # Keras: the last samples, before any shuffling
+        sl = lambda a, s: None if a is None else a[s]  # noqa: E731
+        val = Prepared(p.x[cut:], sl(p.lengths, slice(cut, None)), p.y[cut:])
+        p = Prepared(p.x[:cut], sl(p.lengths, slice(None, cut)), p.y[:cut])
+
+    history = History()
+    all_cbs: List[Callback] = [history] + callbacks
+    for cb in all_cbs:
+        cb.set_model(model)
+        if isinstance(cb, BackupAndRestore):
+            cb.callbacks = [c for c in all_cbs if c is not cb]
+    model.history = history
+    model.stop_training = False
+    model.last_verification = None
+    prev_backend = model.backend
+    if backend is not None:
+        model.set_backend(backend)
+    seq_y = model.output_spec.sequence
+    lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
+    vbs = validation_batch_size or max(batch_size, 256)
+    try:
+        for cb in all_cbs:
+            cb.on_train_begin({})
+        for cb in all_cbs:
+            r = getattr(cb, "restored_epoch", None)
+            if r is not None:
+                initial_epoch = max(initial_epoch, r)
+        batch_counter = int(initial_epoch) * math.ceil(len(p) / batch_size)
+        for epoch in range(int(initial_epoch), epochs):
+            if model.stop_training:
+                break
+            for cb in all_cbs:
+                cb.on_epoch_begin(epoch, {})
+            logs, seconds = _train_epoch(model, p, lengths, batch_size, shuffle, bucket,
+                                         seq_y, verbose, epoch, epochs, verify_every,
+                                         batch_counter, all_cbs)
+            batch_counter += math.ceil(len(p) / batch_size)
+            if val is not None:
+                vl = _evaluate_prepared(model, val, vbs, seq_y)
+                logs.update({f"val_{k}": v for k, v in vl.items()})
+            history.seconds.append(seconds)
+            if verbose == 2:
+                print(f"Epoch {epoch + 1}/{epochs} - {seconds:.1f}s - "
+                      f"{len(p) / max(seconds, 1e-9):,.0f} samples/s - {_logs_str(logs)}",
+                      flush=True)
+            elif verbose == 1 and val is not None:
+                print(f"  {_logs_str({k: v for k, v in logs.items() if k.startswith('val_')})}",
+                      file=sys.stderr, flush=True)
+            for cb in all_cbs:
+                cb.on_epoch_end(epoch, logs)
+        for cb in all_cbs:
+            cb.on_train_end({})
+    finally:
+        if backend is not None:
+            model.set_backend(prev_backend)
+    return history
+
+
+def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose, epoch, epochs,
+                 verify_every, batch_counter, callbacks):
+    """One pass over the training data; returns (logs, training seconds)."""
+    batches = length_batches(lengths, batch_size, model.rng if shuffle else None,
+                             shuffle=shuffle, bucket=bucket)
+    bar = None
+    if verbose == 1:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(p), desc=f"Epoch {epoch + 1}/{epochs}", unit="sample",
+                   file=sys.stderr, dynamic_ncols=True, mininterval=0.2, leave=True)
+    for m in model.metrics:
+        m.reset()
+    loss_sum, loss_n = 0.0, 0
+    t0 = time.perf_counter()
+    for b, idx in enumerate(batches):
+        xb, Lb, yb, mask = _batch(p, idx, seq_y)
+        n = int(mask.sum()) if mask is not None else len(idx)
+        gb = batch_counter + b
+        check = verify_every != 0 and (gb == 0 or (verify_every > 0 and gb % verify_every == 0))
+        state = model.rng.bit_generator.state if check else None
+
+        def step():
+            model.zero_grad()
+            out = model.forward(xb, Lb, training=True)
+            value, dout = model.loss(out, yb, mask)
+            model.backward(dout)
+            return out, value
+
+        out, value = step()
+        if not math.isfinite(value):
+            if bar is not None:
+                bar.close()
+            raise FloatingPointError(
+                f"the loss became {value} at epoch {epoch + 1}, batch {b}: lower the learning "
+                "rate or clip gradients (optimizer global_clipnorm)")
+        if check:
+            _verify_batch(model, step, state, gb, xb.shape[1] if xb.ndim > 1 else 1)
+        model.optimizer.step(model._params, model._grads, model.sparse_rows())
+        loss_sum += value * n
+        loss_n += n
+        for m in model.metrics:
+            m.update(out, yb, mask)
+        if bar is not None:
+            bar.update(len(idx))
+            if b % 8 == 0 or b == len(batches) - 1:
+                post = {"loss": f"{loss_sum / loss_n:.4f}"}
+                post.update({m.name: f"{m.result():.4f}" for m in model.metrics})
+                bar.set_postfix(post, refresh=False)
+        if len(callbacks) > 1:
+            for cb in callbacks:
+                cb.on_train_batch_end(b, {"loss": value})
+    seconds = time.perf_counter() - t0
+    if bar is not None:
+        bar.close()
+    logs = {"loss": loss_sum / max(loss_n, 1)}
+    logs.update({m.name: m.result() for m in model.metrics})
+    return logs, seconds
+
+
+# ------------------------------------------------------------------------------------------
+# evaluate / predict
+
+
+def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool) -> Dict[str, float]:
+    for m in model.metrics:
+        m.reset()
+    loss_sum, loss_n = 0.0, 0
+    lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
+    for idx in length_batches(lengths, batch_size, None, shuffle=False):
+        xb, Lb, yb, mask = _batch(p, idx, seq_y)
+        out = model.forward(xb, Lb, training=False)
+        value, _ = model.loss(out, yb, mask)
+        n = int(mask.sum()) if mask is not None else len(idx)
+        loss_sum += value * n
+        loss_n += n
+        for m in model.metrics:
+            m.update(out, yb, mask)
+    res = {"loss": loss_sum / max(loss_n, 1)}
+    res.update({m.name: m.result() for m in model.metrics})
+    return res
+
+
+def evaluate(model: Any, x: Any, y: Any = None, batch_size: int = 256, verbose: int = 0,
+             return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
+    """Loss and metrics on (x, y) in inference mode (no dropout). Keras' return: the loss alone
+    without metrics, else [loss, *metrics]; return_dict=True gives {"loss": .., "accuracy": ..}."""
+    if not model.compiled:
+        raise RuntimeError("compile() the model before evaluate()")
+    batch_size = _pos_int("batch_size", batch_size)
+    p = prepare_x(model, x)
+    p.y = prepare_y(model, y, p)
+    res = _evaluate_prepared(model, p, batch_size, model.output_spec.sequence)
+    if verbose:
+        print(_logs_str(res))
+    if return_dict:
+        return res
+    return res["loss"] if len(res) == 1 else list(res.values())
+
+
+def predict(model: Any, x: Any, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
+    """Model outputs for x, in x's order (see Sequential.predict)."""
+    batch_size = _pos_int("batch_size", batch_size)
+    p = prepare_x(model, x)
+    seq = model.output_spec.sequence
+    lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
+    out: Optional[np.ndarray] = None
+    for idx in length_batches(lengths, batch_size, None, shuffle=False):
+        xb, Lb, _, mask = _batch(p, idx, seq)
+        o = model.forward(xb, Lb, training=False)
+        if model.head == "sigmoid":
+            o = expit(o)
+        elif model.head == "softmax":
+            o = np.exp(o - o.max(axis=-1, keepdims=True))
+            o /= o.sum(axis=-1, keepdims=True)
+        if out is None:
+            shape = (len(p), p.x.shape[1]) + o.shape[2:] if seq else (len(p),) + o.shape[1:]
+            out = np.zeros(shape, o.dtype)
+        if seq:
+            if mask is not None:
+                o = o * mask.reshape(mask.shape + (1,) * (o.ndim - 2))
+            out[idx, :o.shape[1]] = o
+        else:
+            out[idx] = o
+    assert out is not None
+    if seq and p.order is not None:  # tokens were moved to the front: put outputs back
+        back = np.zeros((len(p), p.order.shape[1]) + out.shape[2:], out.dtype)
+        order = p.order[:, :out.shape[1]]
+        np.put_along_axis(back, order.reshape(order.shape + (1,) * (out.ndim - 2)),
+                          out, axis=1)
+        out = back
+    return out

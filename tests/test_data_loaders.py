@@ -1,0 +1,112 @@
+"""Loaders for the real formats, on small files written in tmp_path."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+import fastgru
+from fastgru.data import DataError
+
+
+def write(path, text, encoding="utf-8"):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding=encoding) as f:
+        f.write(text)
+
+
+def test_aclimdb_layout(tmp_path):
+    root = tmp_path / "aclImdb"
+    for part in ("train", "test"):
+        for sub, texts in (("pos", ["Great film.<br />Loved it", "superb"]), ("neg", ["Awful"])):
+            for i, t in enumerate(texts):
+                write(str(root / part / sub / f"{i}_7.txt"), t)
+    write(str(root / "train" / "unsup" / "0_0.txt"), "ignored")
+    for p in (root, tmp_path):  # the folder itself or its parent
+        ds = fastgru.load_aclimdb(str(p))
+        assert ds.kind == "text" and ds.has_test
+        assert ds.x_train == ["Awful", "Great film.<br />Loved it", "superb"]
+        np.testing.assert_array_equal(ds.y_train, [0, 1, 1])
+        assert len(ds.x_test) == 3
+    with pytest.raises(DataError, match="aclImdb layout"):
+        fastgru.load_aclimdb(str(tmp_path / "aclImdb" / "train"))
+    with pytest.raises(DataError, match="does not exist"):
+        fastgru.load_aclimdb(str(tmp_path / "nope"))
+
+
+def test_mr_latin1(tmp_path):
+    write(str(tmp_path / "rt-polarity.pos"), "un film tr\xe8s bon\nsuperb .\n", "latin-1")
+    write(str(tmp_path / "rt-polarity.neg"), "ennuyeux\n", "latin-1")
+    ds = fastgru.load_mr(str(tmp_path))
+    assert "un film tr\xe8s bon" in ds.x_train
+    np.testing.assert_array_equal(np.sort(ds.y_train), [0, 1, 1])
+    assert not ds.has_test
+    os.unlink(tmp_path / "rt-polarity.neg")
+    with pytest.raises(DataError, match="rt-polarity.neg"):
+        fastgru.load_mr(str(tmp_path))
+
+
+def test_tsv_csv_with_header_and_string_labels(tmp_path):
+    write(str(tmp_path / "d.tsv"), "text\tlabel\ngood movie\tpos\nbad one\tneg\n\n")
+    ds = fastgru.load_delimited(str(tmp_path / "d.tsv"))
+    assert ds.x_train == ["good movie", "bad one"]
+    assert list(ds.y_train) == ["pos", "neg"]
+    write(str(tmp_path / "d.csv"), 'review,sentiment\n"good, really",1\nbad,0\n')
+    ds = fastgru.load_delimited(str(tmp_path / "d.csv"), ",")
+    assert ds.x_train == ["good, really", "bad"]
+    write(str(tmp_path / "bad.tsv"), "only one field\n")
+    with pytest.raises(DataError, match="bad.tsv:1: expected 2 fields"):
+        fastgru.load_delimited(str(tmp_path / "bad.tsv"))
+
+
+def test_keras_imdb_npz_object_arrays(tmp_path):
+    obj = np.empty(3, dtype=object)
+    obj[:] = [[1, 14, 22], [5, 3], [7]]
+    path = str(tmp_path / "imdb.npz")
+    np.savez(path, x_train=obj, y_train=np.array([1, 0, 1]), x_test=obj[:2],
+             y_test=np.array([0, 1]))
+    ds = fastgru.load_imdb_npz(path)
+    assert ds.kind == "ids"
+    np.testing.assert_array_equal(ds.x_train[0], [2, 15, 23])  # rank + 1: 0 pad, 1 <unk>
+    assert len(ds.x_test) == 2
+
+
+def test_npz_padded_ids_and_features(tmp_path):
+    p1 = str(tmp_path / "ids.npz")
+    np.savez(p1, x_train=np.array([[3, 4, 0], [5, 0, 0]]), y_train=np.array([0, 1]))
+    ds = fastgru.load_imdb_npz(p1)
+    np.testing.assert_array_equal(ds.x_train[1], [5])
+    p2 = str(tmp_path / "f.npz")
+    np.savez(p2, x_train=np.zeros((4, 5, 2), np.float32), y_train=np.array([0, 1, 0, 1]))
+    assert fastgru.load_imdb_npz(p2).kind == "features"
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_npz_refuses_code_in_pickles(tmp_path):
+    arr = np.empty(1, dtype=object)
+    arr[0] = _Evil()
+    path = str(tmp_path / "evil.npz")
+    np.savez(path, x_train=arr, y_train=np.array([0]))
+    with pytest.raises(DataError, match="refusing"):
+        fastgru.load_imdb_npz(path)
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="cannot read"):
+        fastgru.load_imdb_npz(str(tmp_path / "junk.npz"))
+    np.savez(str(tmp_path / "nokeys.npz"), a=np.zeros(2))
+    with pytest.raises(DataError, match="x_train"):
+        fastgru.load_imdb_npz(str(tmp_path / "nokeys.npz"))
+    assert pickle  # the module under test uses pickle only through the restricted unpickler
+
+
+def test_digits_sequences():
+    pytest.importorskip("sklearn")
+    ds = fastgru.load_digits_sequences()
+    assert ds.x_train.shape == (1797, 8, 8) and ds.x_train.dtype == np.float32
+    assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
+    assert set(np.unique(ds.y_train)) == set(range(10))

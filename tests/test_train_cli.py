@@ -1,0 +1,169 @@
+"""`fastgru train` through fastgru.cli.main: outputs, formats, resume, and one-line errors."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import fastgru
+from fastgru.cli import main
+
+SMALL = ["--epochs", "2", "--hidden", "8", "--embed-dim", "8", "--verbose", "0"]
+
+
+def write_tsv(path, n=200, seed=0, labels=("neg", "pos"), sep="\t", header=True):
+    texts, y = fastgru.make_sentiment_texts(n, seed=seed)
+    lines = ([f"text{sep}label"] if header else []) + \
+        [f"{t.replace(',', ' ') if sep == ',' else t}{sep}{labels[v]}" for t, v in zip(texts, y)]
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def one_line_error(capsys, argv, match):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastgru train: error:"), err
+    assert "Traceback" not in err
+    assert match in lines[0], lines[0]
+
+
+def test_tsv_run_writes_every_output(tmp_path, capsys):
+    data = write_tsv(tmp_path / "d.tsv")
+    out = tmp_path / "out"
+    assert main(["train", "--data", data, "--out", str(out)] + SMALL) == 0
+    names = set(os.listdir(out))
+    assert {"model.npz", "checkpoint.npz", "vocab.json", "history.json",
+            "metrics.json"} <= names
+    if fastgru.plotting.HAVE_MATPLOTLIB:
+        assert "curves.png" in names
+    hist = json.loads((out / "history.json").read_text())
+    assert list(hist) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert all(len(v) == 2 for v in hist.values())
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("test_accuracy", "test_loss", "train_seconds", "samples_per_second"):
+        assert isinstance(m[k], float), k
+    assert m["n_train"] == 180 and m["n_test"] == 20  # the stratified 90/10 default
+    assert m["classes"] == ["neg", "pos"]
+    model = fastgru.load_model(str(out / "model.npz"))
+    assert model.classes_ == ["neg", "pos"]
+    assert set(model.predict_classes(["good superb", "awful dull"])) <= {"neg", "pos"}
+    assert capsys.readouterr().out == ""  # --verbose 0
+
+
+def test_default_digits_run_reaches_target(tmp_path, capsys):
+    pytest.importorskip("sklearn")
+    out = tmp_path / "digits"
+    assert main(["train", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "digits: 1,797 sequences of 8 steps x 8 features, 10 classes" in text
+    assert "test_accuracy:" in text
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["test_accuracy"] >= 0.95
+    assert m["train_seconds"] < 60
+    assert not (out / "vocab.json").exists()
+
+
+def test_resume_continues_exactly(tmp_path, capsys):
+    data = write_tsv(tmp_path / "d.tsv", n=150)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    opts = ["--hidden", "8", "--embed-dim", "8", "--verbose", "0", "--dropout", "0.2"]
+    assert main(["train", "--data", data, "--out", a, "--epochs", "3"] + opts) == 0
+    assert main(["train", "--data", data, "--out", b, "--epochs", "1"] + opts) == 0
+    assert main(["train", "--data", data, "--out", b, "--epochs", "3", "--resume"] + opts) == 0
+    ha = json.loads(open(os.path.join(a, "history.json")).read())
+    hb = json.loads(open(os.path.join(b, "history.json")).read())
+    assert ha == hb and len(ha["loss"]) == 3
+    ma, mb = fastgru.load_model(a + "/model.npz"), fastgru.load_model(b + "/model.npz")
+    for k, v in ma.get_weights().items():
+        np.testing.assert_array_equal(v, mb.get_weights()[k])
+    # a mismatched model cannot resume: one clear line
+    one_line_error(capsys, ["train", "--data", data, "--out", b, "--epochs", "4", "--resume",
+                            "--hidden", "9", "--embed-dim", "8", "--verbose", "0"],
+                   "cannot resume")
+
+
+def test_formats_csv_npz_aclimdb_and_guessing(tmp_path):
+    csv = write_tsv(tmp_path / "d.csv", sep=",", labels=("0", "1"))
+    assert main(["train", "--data", csv, "--out", str(tmp_path / "c")] + SMALL) == 0
+    obj = np.empty(60, dtype=object)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 60)
+    obj[:] = [list(rng.integers(1, 50, rng.integers(3, 9)) + (100 if l else 200)) for l in y]
+    npz = str(tmp_path / "imdb.npz")
+    np.savez(npz, x_train=obj[:40], y_train=y[:40], x_test=obj[40:], y_test=y[40:])
+    assert main(["train", "--data", npz, "--format", "npz", "--out", str(tmp_path / "n")]
+                + SMALL) == 0
+    m = json.loads((tmp_path / "n" / "metrics.json").read_text())
+    assert m["n_train"] == 40 and m["n_test"] == 20  # the file's own test part
+    root = tmp_path / "aclImdb"
+    for part in ("train", "test"):
+        for sub in ("pos", "neg"):
+            os.makedirs(root / part / sub)
+            for i in range(6):
+                (root / part / sub / f"{i}.txt").write_text(
+                    f"{'great superb' if sub == 'pos' else 'awful dull'} movie {i}")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "i")] + SMALL) == 0
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["--data", "/no/such/path"], "does not exist"),
+    (["--data", "{tsv}", "--format", "xml"], "unknown format 'xml'"),
+    (["--data", "{dir}"], "cannot tell the format"),
+    (["--format", "mr"], "--format needs --data"),
+    (["--data", "{empty}", "--format", "tsv"], "is empty"),
+    (["--data", "{single}"], "single class"),
+    (["--data", "{badlabel}"], "bad class label"),
+    (["--data", "{badfields}"], "expected 2 fields"),
+    (["--data", "{tsv}", "--epochs", "abc"], "--epochs must be an integer"),
+    (["--data", "{tsv}", "--lr", "-1"], "--lr must be in"),
+    (["--data", "{tsv}", "--test-split", "1.5"], "--test-split must be in"),
+    (["--data", "{tsv}", "--cell", "rnn"], "--cell must be one of gru, lstm"),
+    (["--data", "{tsv}", "--dropout", "1"], "--dropout must be in"),
+    (["--data", "{tsv}", "--threads", "0"], "--threads must be in"),
+    (["--data", "{tsv}", "--resume", "--out", "{dir}/fresh"], "no checkpoint"),
+    (["--data", "{tsv}", "--patience", "2"], "--patience needs --val-split"),
+    (["--data", "{mrbad}", "--format", "mr"], "rt-polarity.neg"),
+    (["--data", "{npzbad}"], "cannot read"),
+    (["--data", "{tsv}", "--out", "{tsv}"], "is not a folder"),
+])
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, match):
+    d = tmp_path / "dir"
+    d.mkdir()
+    files = {"tsv": write_tsv(tmp_path / "ok.tsv", n=40), "dir": str(d)}
+    (tmp_path / "empty.tsv").write_text("")
+    files["empty"] = str(tmp_path / "empty.tsv")
+    (tmp_path / "single.tsv").write_text("good\tpos\nfine\tpos\n")
+    files["single"] = str(tmp_path / "single.tsv")
+    (tmp_path / "badlabel.tsv").write_text("good\t1\nbad\t0.5\n")
+    files["badlabel"] = str(tmp_path / "badlabel.tsv")
+    (tmp_path / "badfields.tsv").write_text("good\t1\textra\n")
+    files["badfields"] = str(tmp_path / "badfields.tsv")
+    mr = tmp_path / "mr"
+    mr.mkdir()
+    (mr / "rt-polarity.pos").write_text("good\n")
+    files["mrbad"] = str(mr)
+    (tmp_path / "bad.npz").write_bytes(b"garbage")
+    files["npzbad"] = str(tmp_path / "bad.npz")
+    argv = [a.format(**files) for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    one_line_error(capsys, ["train"] + argv + ["--verbose", "0"], match)
+
+
+def test_verify_and_reference_backend_flags(tmp_path):
+    data = write_tsv(tmp_path / "d.tsv", n=120)
+    out = tmp_path / "v"
+    assert main(["train", "--data", data, "--out", str(out), "--verify"] + SMALL) == 0
+    v = json.loads((out / "metrics.json").read_text())["verification"]
+    assert v["batches_checked"] == 1 and v["worst_error"] < v["tolerance"]
+    assert main(["train", "--data", data, "--out", str(out), "--verify", "2"] + SMALL) == 0
+    v = json.loads((out / "metrics.json").read_text())["verification"]
+    assert v["batches_checked"] == 4  # batches 0, 2, 4, 6 of 2 epochs x 4 batches
+    assert main(["train", "--data", data, "--out", str(tmp_path / "r"), "--backend",
+                 "reference", "--cell", "lstm"] + SMALL) == 0
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    assert m["backend"] == "reference" and m["test_accuracy"] is not None

@@ -1,0 +1,350 @@
+"""fit / evaluate / predict: learning, Keras behaviour, seeds, bucketing, verification,
+callbacks and exact resume."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import fastgru
+from fastgru import _packed
+
+
+@pytest.fixture(scope="module")
+def sentiment():
+    texts, y = fastgru.make_sentiment_texts(600, seed=0)
+    vocab = fastgru.Vocabulary.build(texts[:500])
+    x, _ = vocab.encode(texts)
+    return vocab, texts, x, y
+
+
+def small_clf(vocab, seed=0, **kw):
+    args = dict(embed_dim=16, hidden_size=16, dropout=0.0, learning_rate=1e-2, seed=seed,
+                vocab=vocab)
+    args.update(kw)
+    return fastgru.TextClassifier(len(vocab), **args)
+
+
+def test_text_classifier_learns_and_history(sentiment):
+    vocab, texts, x, y = sentiment
+    m = small_clf(vocab)
+    h = m.fit(texts[:500], y[:500], epochs=6, batch_size=32, verbose=0,
+              validation_data=(texts[500:], y[500:]))
+    assert h is m.history
+    assert list(h.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert all(len(v) == 6 for v in h.history.values())
+    assert h.epoch == list(range(6)) and len(h.seconds) == 6
+    assert h.history["loss"][-1] < 0.5 * h.history["loss"][0]
+    assert h.history["val_accuracy"][-1] >= 0.9
+    p = m.predict(["a good superb movie", "an awful dull plot"])
+    assert p.shape == (2, 1) and p.dtype == np.float32
+    assert p[0, 0] > 0.5 > p[1, 0]
+    loss, acc = m.evaluate(x[500:], y[500:])
+    assert acc == pytest.approx(h.history["val_accuracy"][-1])
+    assert loss == pytest.approx(h.history["val_loss"][-1], rel=1e-5)
+    assert m.evaluate(x[500:], y[500:], return_dict=True)["accuracy"] == acc
+
+
+def test_seeded_runs_are_identical_and_seeds_matter(sentiment):
+    vocab, _, x, y = sentiment
+    w = []
+    for seed in (3, 3, 4):
+        m = small_clf(vocab, seed=seed, dropout=0.3, num_layers=2)
+        m.fit(x[:200], y[:200], epochs=2, batch_size=16, verbose=0)
+        w.append(m.get_weights())
+    for k in w[0]:
+        np.testing.assert_array_equal(w[0][k], w[1][k])
+    assert any(not np.array_equal(w[0][k], w[2][k]) for k in w[0])
+
+
+def test_predict_keeps_order_and_padding_side_does_not_matter(sentiment):
+    vocab, texts, x, y = sentiment
+    m = small_clf(vocab)
+    m.fit(x[:300], y[:300], epochs=1, verbose=0)
+    p = m.predict(x[:100])
+    perm = np.random.default_rng(0).permutation(100)
+    np.testing.assert_allclose(m.predict(x[:100][perm]), p[perm], rtol=1e-5, atol=1e-6)
+    # Keras' default pre-padding: tokens at the end of the row
+    L = (x[:100] != 0).sum(1)
+    pre = np.zeros_like(x[:100])
+    for i, n in enumerate(L):
+        pre[i, pre.shape[1] - n:] = x[i, :n]
+    np.testing.assert_allclose(m.predict(pre), p, rtol=1e-5, atol=1e-6)
+    # the same from lists of ids and from texts
+    np.testing.assert_allclose(m.predict([list(r[r != 0]) for r in x[:100]]), p, rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(m.predict(texts[:100]), p, rtol=1e-5, atol=1e-6)
+
+
+def test_bucketing_gives_same_results_as_plain_batches(sentiment):
+    vocab, _, x, y = sentiment
+    a = small_clf(vocab, seed=1)
+    b = small_clf(vocab, seed=1)
+    ha = a.fit(x[:200], y[:200], epochs=1, batch_size=200, verbose=0, bucket=True)
+    hb = b.fit(x[:200], y[:200], epochs=1, batch_size=200, verbose=0, bucket=False)
+    # one batch holding everything: the same step whatever the order
+    assert ha.history["loss"][0] == pytest.approx(hb.history["loss"][0], rel=1e-5)
+    for k, v in a.get_weights().items():
+        np.testing.assert_allclose(v, b.get_weights()[k], rtol=1e-4, atol=1e-6)
+
+
+def test_embedding_update_touches_only_batch_rows(sentiment):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    W0 = m.parameters()["embedding.weight"].copy()
+    m.fit(x[:4], y[:4], epochs=1, batch_size=4, verbose=0)
+    changed = np.flatnonzero(np.any(m.parameters()["embedding.weight"] != W0, axis=1))
+    used = np.setdiff1d(np.unique(x[:4]), [0])
+    np.testing.assert_array_equal(changed, used)
+
+
+def test_string_labels_and_predict_classes():
+    texts, y = fastgru.make_sentiment_texts(300, seed=1)
+    labels = np.where(y == 1, "pos", "neg").astype(object)
+    vocab = fastgru.Vocabulary.build(texts)
+    m = small_clf(vocab)
+    m.fit(texts, labels, epochs=5, verbose=0)
+    assert m.classes_ == ["neg", "pos"]
+    pred = m.predict_classes(texts)
+    assert set(pred) <= {"neg", "pos"}
+    assert np.mean(pred == labels) > 0.85
+    assert m.evaluate(texts, labels, return_dict=True)["accuracy"] > 0.85
+
+
+def test_multiclass_digits_like_features():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 300)
+    x = rng.standard_normal((300, 6, 2)).astype(np.float32) * 0.3
+    x[np.arange(300), :, 0] += (y[:, None] - 1)  # class shows in feature 0
+    m = fastgru.SequenceClassifier(2, hidden_size=8, num_classes=3, learning_rate=1e-2, seed=0)
+    m.fit(x, y, epochs=5, verbose=0, validation_split=0.2)
+    assert m.history.history["val_accuracy"][-1] > 0.9
+    p = m.predict(x[:5])
+    assert p.shape == (5, 3)
+    np.testing.assert_allclose(p.sum(1), 1.0, rtol=1e-5)
+
+
+def test_verify_passes_and_reports(sentiment):
+    vocab, _, x, y = sentiment
+    for dtype in ("float32", "float64"):
+        m = small_clf(vocab, dtype=dtype, bidirectional=True, num_layers=2, dropout=0.2)
+        m.fit(x[:64], y[:64], epochs=1, batch_size=16, verbose=0, verify=2)
+        v = m.last_verification
+        assert v["batches_checked"] == 2  # batches 0 and 2 of 4
+        assert v["batch"] in (0, 2) and v["worst_error"] < v["tolerance"]
+        if dtype == "float64":
+            assert v["worst_error"] < 1e-9
+
+
+def test_verify_catches_a_wrong_gradient(sentiment, monkeypatch):
+    vocab, _, x, y = sentiment
+    orig = _packed.gru_backward
+
+    def broken(c, dy, dh, grads=None, accumulate=False):
+        out = orig(c, dy, dh, grads=grads, accumulate=accumulate)
+        grads["w_hh"] *= 1.05  # a 5% error in one gradient
+        return out
+
+    monkeypatch.setattr(_packed, "gru_backward", broken)
+    m = small_clf(vocab)
+    with pytest.raises(fastgru.VerificationError, match="gru.weight_hh_l0"):
+        m.fit(x[:32], y[:32], epochs=1, batch_size=16, verbose=0, verify=True)
+
+
+def test_reference_backend_trains_like_fast(sentiment):
+    vocab, _, x, y = sentiment
+    a = small_clf(vocab, seed=2, dtype="float64", cell="lstm")
+    b = small_clf(vocab, seed=2, dtype="float64", cell="lstm")
+    a.fit(x[:64], y[:64], epochs=1, batch_size=16, verbose=0)
+    b.fit(x[:64], y[:64], epochs=1, batch_size=16, verbose=0, backend="reference")
+    assert b.backend == "fast"  # restored after fit
+    for k, v in a.get_weights().items():
+        np.testing.assert_allclose(v, b.get_weights()[k], rtol=1e-9, atol=1e-12)
+
+
+def test_early_stopping_restores_best(sentiment):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab, learning_rate=0.2)  # too high: validation loss wanders
+    seen = []
+    es = fastgru.EarlyStopping(patience=1, restore_best_weights=True)
+    cb = fastgru.LambdaCallback(on_epoch_end=lambda e, logs: seen.append(m.get_weights()))
+    h = m.fit(x[:300], y[:300], epochs=30, batch_size=32, verbose=0,
+              validation_data=(x[500:], y[500:]), callbacks=[es, cb])
+    assert len(h.epoch) < 30 and es.stopped_epoch == h.epoch[-1]
+    best = int(np.argmin(h.history["val_loss"]))
+    assert es.best_epoch == best
+    for k, v in m.get_weights().items():
+        np.testing.assert_array_equal(v, seen[best][k])
+
+
+def test_model_checkpoint_best_only(sentiment, tmp_path):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    path = str(tmp_path / "best-{epoch}.npz")
+    mc = fastgru.ModelCheckpoint(path, monitor="val_accuracy", save_best_only=True)
+    h = m.fit(x[:300], y[:300], epochs=3, verbose=0, validation_data=(x[500:], y[500:]),
+              callbacks=[mc])
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files and all(f.startswith("best-") for f in files)
+    best_epoch = int(np.argmax(h.history["val_accuracy"])) + 1
+    assert f"best-{best_epoch}.npz" in files
+    assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
+
+
+class _Interrupt(fastgru.Callback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.at:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_resume_reproduces_uninterrupted_run(sentiment, tmp_path, cell):
+    vocab, _, x, y = sentiment
+    kw = dict(seed=5, dropout=0.3, num_layers=2, cell=cell)
+    fit_kw = dict(epochs=4, batch_size=32, verbose=0, validation_data=(x[500:], y[500:]))
+    full = small_clf(vocab, **kw)
+    es = fastgru.EarlyStopping(patience=10)
+    h_full = full.fit(x[:300], y[:300], callbacks=[es], **fit_kw)
+
+    path = str(tmp_path / "ckpt.npz")
+    first = small_clf(vocab, **kw)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(x[:300], y[:300], callbacks=[fastgru.EarlyStopping(patience=10),
+                                               fastgru.BackupAndRestore(path), _Interrupt(1)],
+                  **fit_kw)
+    resumed = small_clf(vocab, **kw)
+    es2 = fastgru.EarlyStopping(patience=10)
+    h = resumed.fit(x[:300], y[:300], callbacks=[es2, fastgru.BackupAndRestore(path),
+                                                 _Interrupt(-1)], **fit_kw)
+    assert h.epoch == [0, 1, 2, 3]
+    assert h.history == h_full.history
+    for k, v in full.get_weights().items():
+        np.testing.assert_array_equal(v, resumed.get_weights()[k])
+    assert resumed.optimizer.iterations == full.optimizer.iterations
+    assert es2.best == es.best
+
+
+def test_fit_argument_and_data_errors(sentiment):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    with pytest.raises(ValueError, match="y has"):
+        m.fit(x[:10], y[:9], verbose=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        m.fit(x[:10], y[:10], batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="validation_split"):
+        m.fit(x[:10], y[:10], validation_split=1.5, verbose=0)
+    with pytest.raises(ValueError, match="3 classes"):
+        m.fit(x[:3], np.array([0, 1, 2]) + 5, verbose=0)
+    with pytest.raises(ValueError, match="token ids"):
+        m.fit(np.full((2, 3), len(vocab)), y[:2], verbose=0)
+    with pytest.raises(TypeError, match="integer token ids"):
+        m.fit(x[:2].astype(np.float32), y[:2], verbose=0)
+    with pytest.raises(ValueError, match="empty"):
+        m.fit([], [], verbose=0)
+    with pytest.raises(TypeError, match="Callback"):
+        m.fit(x[:2], y[:2], callbacks=[object()], verbose=0)
+    s = fastgru.SequenceRegressor(1, seed=0)
+    xs = np.zeros((2, 3, 1), np.float32)
+    xs[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        s.fit(xs, np.zeros((2, 3, 1)), verbose=0)
+    bare = fastgru.Sequential([fastgru.Embedding(5, 2), fastgru.LastState(), fastgru.Dense(1)])
+    with pytest.raises(RuntimeError, match="compile"):
+        bare.fit(np.ones((2, 2), int), np.zeros(2))
+    with pytest.raises(ValueError, match="activation='sigmoid'"):
+        bare.compile("adam", "binary_crossentropy")
+
+
+def test_nan_loss_stops_with_clear_error(sentiment):
+    vocab, _, x, y = sentiment
+
+    class NanLoss(fastgru.BinaryCrossentropy):
+        def __call__(self, pred, target, mask=None):
+            v, g = super().__call__(pred, target, mask)
+            return float("nan"), g
+
+    m = small_clf(vocab)
+    m.loss = NanLoss(from_logits=True)
+    with pytest.raises(FloatingPointError, match="learning rate"):
+        m.fit(x[:8], y[:8], verbose=0)
+
+
+def test_progress_bar_and_epoch_lines(sentiment, capsys):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    m.fit(x[:64], y[:64], epochs=1, verbose=1)
+    err = capsys.readouterr().err
+    assert "Epoch 1/1" in err and "sample/s" in err and "loss=" in err
+    m.fit(x[:64], y[:64], epochs=2, verbose=2, validation_split=0.25)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and out[1].startswith("Epoch 2/2") and "samples/s" in out[1]
+    assert "val_accuracy" in out[1]
+    m.fit(x[:64], y[:64], epochs=1, verbose=0)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_summary_and_parameters_by_name(sentiment, capsys):
+    vocab, _, _, _ = sentiment
+    m = small_clf(vocab, bidirectional=True)
+    m.summary()
+    out = capsys.readouterr().out
+    assert "embedding (Embedding)" in out and "gru (GRU)" in out and "(None, None, 32)" in out
+    assert f"Total params: {m.count_params():,}" in out
+    names = list(m.parameters())
+    assert names[0] == "embedding.weight" and "gru.weight_hh_l0_reverse" in names
+    assert names[-2:] == ["classifier.weight", "classifier.bias"]
+    assert m.parameters()["gru.weight_ih_l0"] is not None
+    assert set(m.grads()) == set(names)
+
+
+def test_read_only_non_contiguous_and_object_inputs(sentiment):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    m.fit(x[:100], y[:100], epochs=1, verbose=0)
+    ref = m.predict(x[:50])
+    ro = x[:50].copy()
+    ro.setflags(write=False)
+    np.testing.assert_array_equal(m.predict(ro), ref)
+    wide = np.zeros((50, 2 * x.shape[1]), x.dtype)
+    wide[:, ::2] = x[:50]
+    nc = wide[:, ::2]  # a strided view
+    assert not nc.flags.c_contiguous
+    np.testing.assert_array_equal(m.predict(nc), ref)
+    obj = np.empty(50, dtype=object)  # Keras' imdb.npz arrays of lists
+    obj[:] = [list(r[r != 0]) for r in x[:50]]
+    np.testing.assert_allclose(m.predict(obj), ref, rtol=1e-5, atol=1e-6)
+    yro = y[:100].copy()
+    yro.setflags(write=False)
+    m.fit(ro, yro[:50], epochs=1, verbose=0)
+    f = np.random.default_rng(0).standard_normal((20, 5, 3))[:, :, ::-1]  # float64, strided
+    s = fastgru.SequenceClassifier(3, hidden_size=4, seed=0)
+    s.fit(f, np.arange(20) % 2, epochs=1, verbose=0)
+    assert s.predict(f).dtype == np.float32
+
+
+def test_float64_model_and_last_state_regressor():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 7, 2))
+    y = x[:, :, 0].sum(1, keepdims=True) * 0.3
+    m = fastgru.SequenceRegressor(2, output_size=1, hidden_size=16, return_sequences=False,
+                                  learning_rate=1e-2, dtype="float64", seed=0)
+    h = m.fit(x, y, epochs=30, batch_size=16, verbose=0)
+    assert h.history["loss"][-1] < 0.1 * h.history["loss"][0]
+    p = m.predict(x[:3])
+    assert p.shape == (3, 1) and p.dtype == np.float64
+
+
+def test_mlp_on_plain_features():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 4)).astype(np.float32)
+    y = (x[:, 0] + x[:, 1] > 0).astype(int)
+    m = fastgru.Sequential([fastgru.Dense(8, activation="relu"),
+                            fastgru.Dense(1, activation="sigmoid")], seed=0)
+    m.compile(fastgru.Adam(1e-2), "binary_crossentropy", ["accuracy"])
+    m.fit(x, y, epochs=20, batch_size=32, verbose=0)
+    assert m.evaluate(x, y)[1] > 0.9
+    assert m.predict(x[:2]).shape == (2, 1)
+    with pytest.raises(ValueError, match=r"\(N, F\) with F = 4"):
+        m.predict(np.zeros((2, 3), np.float32))

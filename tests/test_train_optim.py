@@ -1,0 +1,181 @@
+"""Optimizers, lazy row-sparse updates, clipping and schedules (against PyTorch's optimizers
+where it is installed, and closed forms)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import fastgru
+from fastgru.optim import get_optimizer
+from helpers import requires_torch
+
+
+def run_steps(opt, grads_seq, p0):
+    p = {"w": p0.copy(), "b": p0[0].copy()}
+    for g in grads_seq:
+        opt.step(p, {"w": g.copy(), "b": g[0].copy()})
+    return p
+
+
+def torch_steps(make, grads_seq, p0):
+    import torch
+
+    w = torch.tensor(p0.copy(), requires_grad=True)
+    b = torch.tensor(p0[0].copy(), requires_grad=True)
+    opt = make([w, b])
+    for g in grads_seq:
+        w.grad = torch.tensor(g.copy())
+        b.grad = torch.tensor(g[0].copy())
+        opt.step()
+    return w.detach().numpy(), b.detach().numpy()
+
+
+@pytest.fixture
+def problem():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((3, 4)), [rng.standard_normal((3, 4)) for _ in range(6)]
+
+
+@requires_torch
+@pytest.mark.parametrize("momentum,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                                  (0.9, True, 0.01)])
+def test_sgd_matches_torch(problem, momentum, nesterov, wd):
+    import torch
+
+    p0, gs = problem
+    ours = run_steps(fastgru.SGD(0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd),
+                     gs, p0)
+    w, b = torch_steps(lambda ps: torch.optim.SGD(
+        [{"params": [ps[0]], "weight_decay": wd}, {"params": [ps[1]], "weight_decay": 0.0}],
+        lr=0.1, momentum=momentum, nesterov=nesterov), gs, p0)
+    np.testing.assert_allclose(ours["w"], w, rtol=1e-12)
+    np.testing.assert_allclose(ours["b"], b, rtol=1e-12)
+
+
+@requires_torch
+def test_adam_matches_torch(problem):
+    import torch
+
+    p0, gs = problem
+    ours = run_steps(fastgru.Adam(0.01, epsilon=1e-8), gs, p0)
+    w, b = torch_steps(lambda ps: torch.optim.Adam(ps, lr=0.01, eps=1e-8), gs, p0)
+    # Keras' epsilon placement (outside the bias-corrected sqrt) differs from PyTorch's
+    # by O(eps): equal to ~1e-7 here.
+    np.testing.assert_allclose(ours["w"], w, rtol=1e-6, atol=1e-7)
+
+
+@requires_torch
+def test_adamw_matches_torch(problem):
+    import torch
+
+    p0, gs = problem
+    ours = run_steps(fastgru.AdamW(0.01, weight_decay=0.1, epsilon=1e-8), gs, p0)
+    w, _ = torch_steps(lambda ps: torch.optim.AdamW(
+        [{"params": [ps[0]], "weight_decay": 0.1}, {"params": [ps[1]], "weight_decay": 0.0}],
+        lr=0.01, eps=1e-8), gs, p0)
+    np.testing.assert_allclose(ours["w"], w, rtol=1e-6, atol=1e-7)
+
+
+def test_adam_first_step_closed_form():
+    p = {"w": np.array([1.0, -2.0])}
+    fastgru.Adam(0.1).step(p, {"w": np.array([0.5, -3.0])})
+    # the first Adam step moves each weight by lr * sign(g) (up to epsilon)
+    np.testing.assert_allclose(p["w"], [0.9, -1.9], rtol=1e-6)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam", "adamw"])
+def test_sparse_rows_touch_only_rows(opt):
+    o = get_optimizer(opt)
+    if opt == "sgd":
+        o = fastgru.SGD(0.1, momentum=0.9, weight_decay=0.01)
+    w = np.random.default_rng(0).standard_normal((6, 3))
+    g = np.zeros_like(w)
+    g[[1, 4]] = 1.0
+    w0 = w.copy()
+    o.step({"e": w}, {"e": g}, {"e": np.array([1, 4])})
+    untouched = [0, 2, 3, 5]
+    np.testing.assert_array_equal(w[untouched], w0[untouched])
+    assert np.all(w[[1, 4]] != w0[[1, 4]])
+    # the touched rows move exactly as a dense step on those rows would
+    dense = get_optimizer(o.get_config())
+    w2 = w0.copy()
+    dense.step({"e": w2}, {"e": g})
+    np.testing.assert_allclose(w[[1, 4]], w2[[1, 4]], rtol=1e-12)
+
+
+def test_weight_decay_skips_biases():
+    p = {"w": np.ones((2, 2)), "b": np.ones(2)}
+    fastgru.SGD(0.1, weight_decay=0.5).step(p, {"w": np.zeros((2, 2)), "b": np.zeros(2)})
+    np.testing.assert_allclose(p["w"], 0.95)
+    np.testing.assert_allclose(p["b"], 1.0)
+
+
+def test_clip_grad_norm_global():
+    g = {"a": np.array([3.0, 0.0]), "b": np.array([[0.0, 4.0]])}
+    n = fastgru.clip_grad_norm(g, 1.0)
+    assert n == pytest.approx(5.0)
+    total = math.sqrt(sum(float((v ** 2).sum()) for v in g.values()))
+    assert total == pytest.approx(1.0, rel=1e-5)
+    np.testing.assert_allclose(g["a"], [0.6, 0.0], rtol=1e-5)
+    g2 = {"a": np.array([0.3])}
+    assert fastgru.clip_grad_norm(g2, 1.0) == pytest.approx(0.3)
+    assert g2["a"][0] == 0.3  # below the limit: untouched
+    # rows: only those rows count and are scaled
+    e = np.zeros((4, 1))
+    e[2] = 10.0
+    fastgru.clip_grad_norm({"e": e}, 2.0, {"e": np.array([2])})
+    assert e[2, 0] == pytest.approx(2.0, rel=1e-5)
+
+
+def test_optimizer_global_clipnorm_applied():
+    o = fastgru.SGD(1.0, global_clipnorm=1.0)
+    p = {"w": np.zeros(2)}
+    o.step(p, {"w": np.array([30.0, 40.0])})
+    np.testing.assert_allclose(p["w"], [-0.6, -0.8], rtol=1e-5)
+    assert o.last_grad_norm == pytest.approx(50.0)
+
+
+def test_schedules():
+    s = fastgru.StepDecay(1.0, decay_steps=10, decay_rate=0.5)
+    assert [s(0), s(9), s(10), s(25)] == [1.0, 1.0, 0.5, 0.25]
+    c = fastgru.CosineDecay(1.0, decay_steps=100, alpha=0.1, warmup_steps=10)
+    assert c(0) == pytest.approx(0.1)
+    assert c(9) == pytest.approx(1.0)
+    assert c(10) == pytest.approx(1.0)
+    assert c(60) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert c(110) == pytest.approx(0.1)
+    assert c(10_000) == pytest.approx(0.1)
+    o = fastgru.Adam(s)
+    p = {"w": np.zeros(1)}
+    for _ in range(12):
+        o.step(p, {"w": np.ones(1)})
+    assert o.iterations == 12
+    assert o.learning_rate == 0.5
+
+
+def test_state_dict_roundtrip_continues_identically(problem):
+    p0, gs = problem
+    a = fastgru.Adam(fastgru.CosineDecay(0.01, 20))
+    pa = run_steps(a, gs[:3], p0)
+    scal, arrs = a.state_dict()
+    b = get_optimizer(scal["config"])
+    pb = {k: v.copy() for k, v in pa.items()}
+    b.load_state_dict(scal, arrs, pb)
+    for g in gs[3:]:
+        a.step(pa, {"w": g.copy(), "b": g[0].copy()})
+        b.step(pb, {"w": g.copy(), "b": g[0].copy()})
+    np.testing.assert_array_equal(pa["w"], pb["w"])
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: fastgru.Adam(-1.0), lambda: fastgru.Adam(0.1, beta_1=1.0),
+    lambda: fastgru.SGD(0.1, momentum=1.5), lambda: fastgru.SGD(0.1, nesterov=True),
+    lambda: fastgru.Adam(float("nan")), lambda: fastgru.StepDecay(1.0, 0),
+    lambda: fastgru.CosineDecay(1.0, 10, alpha=2.0), lambda: get_optimizer("rmsprop"),
+    lambda: fastgru.SGD(0.1, global_clipnorm=0.0), lambda: fastgru.AdamW(weight_decay=-1),
+])
+def test_bad_arguments(bad):
+    with pytest.raises((ValueError, TypeError)):
+        bad()
