@@ -7,8 +7,6 @@ the tasks (_threads.py), hold BLAS at one thread, and make exactly one kernel ca
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import numpy as np
 
 from fastgru import _threads, _workspace
@@ -83,7 +81,7 @@ class PackedCache:
 
 def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
                 bias: np.ndarray, h: np.ndarray, rev: np.ndarray, reset_after: bool,
-                training: bool, n_threads: Optional[int]):
+                training: bool, n_threads: int | None):
     """y (N, D*H) and a PackedCache (or None). h (D, B, H): h0 in, h_n out, sorted order.
     bias: folded (D, 4H), see fold_gru_bias."""
     D, G, I = w_ih.shape
@@ -111,8 +109,8 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
                           H=H, P=H, D=D)
 
 
-def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
-                 grads: Optional[Dict[str, np.ndarray]] = None, accumulate: bool = False):
+def gru_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray,
+                 grads: dict[str, np.ndarray] | None = None, accumulate: bool = False):
     """dx (N, I) and the parameter gradients (D-stacked). dh (D, B, H): dh_n in, dh0 out.
     grads: arrays to write (or, with accumulate, add) into; allocated when None."""
     plan, x = c.plan, c.x
@@ -135,8 +133,8 @@ def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
 
 
 def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
-                 w_hr: Optional[np.ndarray], bias: np.ndarray, h: np.ndarray, cs: np.ndarray,
-                 rev: np.ndarray, training: bool, n_threads: Optional[int]):
+                 w_hr: np.ndarray | None, bias: np.ndarray, h: np.ndarray, cs: np.ndarray,
+                 rev: np.ndarray, training: bool, n_threads: int | None):
     """y (N, D*P) and a PackedCache (or None). h (D, B, P), cs (D, B, H): states in/out,
     sorted order. bias (D, 4H) = b_ih + b_hh. w_hr (D, P, H) or None."""
     D, G, I = w_ih.shape
@@ -166,8 +164,8 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
                           H=H, P=P, D=D)
 
 
-def lstm_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray, dc: np.ndarray,
-                  grads: Optional[Dict[str, np.ndarray]] = None, accumulate: bool = False):
+def lstm_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray, dc: np.ndarray,
+                  grads: dict[str, np.ndarray] | None = None, accumulate: bool = False):
     """dx (N, I) and parameter gradients. dh (D, B, P), dc (D, B, H): final-state gradients in,
     initial-state gradients out."""
     plan, x = c.plan, c.x

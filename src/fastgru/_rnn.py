@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -104,8 +104,8 @@ class RNNBase(Module):
         self.reset_parameters()
         self._rev = np.arange(D, dtype=np.int32)  # direction flags: [0] or [0, 1]
         self._G = G
-        self._cache: Optional[_ForwardCache] = None
-        self._steppers: Optional[list] = None
+        self._cache: _ForwardCache | None = None
+        self._steppers: list | None = None
         self.training = True
 
     def reset_parameters(self) -> None:
@@ -156,12 +156,12 @@ class RNNBase(Module):
         self._backend = check_backend(b)
 
     @property
-    def n_threads(self) -> Optional[int]:
+    def n_threads(self) -> int | None:
         """Threads of the kernels: None (fastgru's default policy), -1 (all cores) or >= 1."""
         return self._n_threads
 
     @n_threads.setter
-    def n_threads(self, n: Optional[int]) -> None:
+    def n_threads(self, n: int | None) -> None:
         self._n_threads = V.check_n_threads(n)
         self._steppers = None  # rebuilt with the new team size on the next step()
 
@@ -199,7 +199,7 @@ class RNNBase(Module):
         return s + ")"
 
     # -- argument checks ------------------------------------------------------------------------
-    def _input(self, x: Any) -> Tuple[np.ndarray, bool]:
+    def _input(self, x: Any) -> tuple[np.ndarray, bool]:
         """x as time-major (T, B, I) (a view when possible) and whether it was unbatched."""
         x = V.float_array("x", x)
         if x.dtype != self.dtype:
@@ -237,7 +237,7 @@ class RNNBase(Module):
         V.check_shape(name, s, (LD, B, F), f"(num_layers * num_directions, B, {letter})")
         return s
 
-    def _lengths(self, lengths: Any, T: int, B: int, unbatched: bool) -> Optional[np.ndarray]:
+    def _lengths(self, lengths: Any, T: int, B: int, unbatched: bool) -> np.ndarray | None:
         if lengths is not None and unbatched:
             raise ValueError("lengths needs a batched x of shape (T, B, I) or (B, T, I); "
                              "slice an unbatched sequence instead")
@@ -281,7 +281,7 @@ class RNNBase(Module):
         scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
         return keep * self.dtype.type(scale)
 
-    def _biases(self, blk: dict) -> Tuple[np.ndarray, np.ndarray]:
+    def _biases(self, blk: dict) -> tuple[np.ndarray, np.ndarray]:
         if self._bias:
             return blk["b_ih"], blk["b_hh"]
         z = np.zeros((self.num_directions, self._G), self.dtype)
@@ -454,7 +454,7 @@ class RNNBase(Module):
             self._steppers = steppers
         return self._steppers
 
-    def _step_x(self, x: Any) -> Tuple[np.ndarray, bool]:
+    def _step_x(self, x: Any) -> tuple[np.ndarray, bool]:
         """x_t as a C-contiguous (B, I) array and whether it was unbatched (I,)."""
         if (type(x) is np.ndarray and x.dtype == self._store.dtype and x.ndim == 2
                 and x.shape[1] == self._I and x.shape[0] > 0 and x.flags.c_contiguous):

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Dict, Optional, Tuple
+from collections.abc import Callable
 
 import numpy as np
 
-SHAPES: Dict[str, Tuple[int, int, int, int]] = {
+SHAPES: dict[str, tuple[int, int, int, int]] = {
     "S1": (200, 32, 32, 64),
     "S2": (500, 64, 64, 128),
     "S3": (100, 64, 256, 256),
@@ -32,13 +32,13 @@ IMPLS = ("fastgru", "reference", "torch", "onnxruntime")
 STEP_IMPL = "fastgru-step"  # the streaming cell path (T = 1, inference): fastgru._step
 
 
-def flops(cell: str, mode: str, shape: Tuple[int, int, int, int]) -> float:
+def flops(cell: str, mode: str, shape: tuple[int, int, int, int]) -> float:
     T, B, I, H = shape
     f = 2.0 * T * B * GATES[cell] * H * (I + H)
     return f * (3.0 if mode == "train" else 1.0)
 
 
-def problem(cell: str, shape, seed: int = 0, lengths: Optional[str] = None):
+def problem(cell: str, shape, seed: int = 0, lengths: str | None = None):
     """x (T, B, I), weights (PyTorch layout, init scale) and optional lengths, float32."""
     T, B, I, H = shape
     rng = np.random.default_rng(seed)
@@ -66,7 +66,7 @@ def available(impl: str) -> bool:
 
 
 def make_runner(impl: str, cell: str, mode: str, shape, threads: int,
-                lengths: Optional[str] = None, seed: int = 0) -> Optional[Callable[[], object]]:
+                lengths: str | None = None, seed: int = 0) -> Callable[[], object] | None:
     """A callable doing one call of `impl`, or None when the impl is not installed or does not
     support the case (ONNX Runtime: inference only)."""
     if not available(impl):
@@ -90,7 +90,8 @@ def _fastgru(cell, mode, x, w, L, threads):
 
     if cell == "gru":
         if mode == "inf":
-            return lambda: ops.gru_forward(x, None, *w, lengths=L, training=False, n_threads=threads)
+            return lambda: ops.gru_forward(x, None, *w, lengths=L, training=False,
+                                           n_threads=threads)
 
         def train():
             y, _, c = ops.gru_forward(x, None, *w, lengths=L, n_threads=threads)
@@ -142,7 +143,8 @@ def torch_module(cell, w):
     H = w[1].shape[1]
     m = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(I, H)
     with torch.no_grad():
-        for p, a in zip([m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0], w):
+        params = [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0]
+        for p, a in zip(params, w, strict=True):
             p.copy_(torch.from_numpy(a))
     return m
 
@@ -182,7 +184,6 @@ def _torch(cell, mode, x, w, L, threads):
 
 def onnx_model_bytes(cell, w, with_lengths=False):
     """A one-node ONNX GRU (linear_before_reset=1) or LSTM model for these PyTorch weights."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     G, I = w[0].shape
@@ -246,7 +247,7 @@ def sgemm_runner(threads: int, n: int = 1024) -> Callable[[], object]:
 
 
 def measure(fn: Callable[[], object], budget: float = 1.0, min_reps: int = 3,
-            max_reps: int = 30, min_rep_s: float = 0.02) -> Dict[str, float]:
+            max_reps: int = 30, min_rep_s: float = 0.02) -> dict[str, float]:
     """Median and minimum seconds per call (warm-up call untimed; fast calls are batched so
     each timed repetition lasts at least min_rep_s)."""
     fn()
@@ -265,7 +266,7 @@ def measure(fn: Callable[[], object], budget: float = 1.0, min_reps: int = 3,
     return {"median_s": float(np.median(times)), "min_s": times[0], "reps": reps, "inner": inner}
 
 
-def training_memory_bytes(impl: str, cell: str, shape, lengths=None) -> Optional[int]:
+def training_memory_bytes(impl: str, cell: str, shape, lengths=None) -> int | None:
     """Bytes kept between forward and backward for one training step: fastgru's cache arrays, or
     the tensors PyTorch's autograd saves (measured with saved_tensors_hooks)."""
     x, w, L = problem(cell, shape, lengths=lengths)
