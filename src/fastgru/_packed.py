@@ -70,6 +70,21 @@ class PackedCache:
 
     __slots__ = ("cell", "plan", "x", "w_ih", "w_hh", "w_hr", "cache", "hprev", "m", "rev",
                  "reset_after", "n_threads", "H", "P", "D")
+    cell: str
+    plan: SeqPlan
+    x: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    w_hr: np.ndarray | None
+    cache: np.ndarray
+    hprev: np.ndarray
+    m: np.ndarray | None
+    rev: np.ndarray
+    reset_after: bool
+    n_threads: int | None
+    H: int
+    P: int
+    D: int
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -89,13 +104,12 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
     N, B, dt = plan.N, plan.B, x.dtype
     team, tasks, cols = _team(plan, n_threads, D, 2.0 * N * D * G * (I + H), H, reset_after)
     y = np.empty((N, D * H), dt)
+    gx = _workspace.get("gx", (N, D * G), dt)
+    cache: np.ndarray | None = None
+    hprev: np.ndarray | None = None
     if training:
-        gx = _workspace.get("gx", (N, D * G), dt)
         cache = _workspace.take((N, D * 4 * H), dt)
         hprev = _workspace.take((N, D * H), dt)
-    else:
-        gx = _workspace.get("gx", (N, D * G), dt)
-        cache = hprev = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, _ = forward_weights(plan, w_ih, w_hh)
@@ -145,12 +159,13 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     team, tasks, cols = _team(plan, n_threads, D, flops, H, w_hr is None)
     y = np.empty((N, D * P), dt)
     gx = _workspace.get("gx", (N, D * G), dt)
+    cache: np.ndarray | None = None
+    hprev: np.ndarray | None = None
+    m: np.ndarray | None = None
     if training:
         cache = _workspace.take((N, D * 6 * H), dt)
         hprev = _workspace.take((N, D * P), dt)
         m = _workspace.take((N, D * H), dt) if w_hr is not None else None
-    else:
-        cache = hprev = m = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, fw_hr = forward_weights(plan, w_ih, w_hh, w_hr)

@@ -6,6 +6,8 @@ dtype checks: callers (GRUCell, LSTMCell, layer.step) validate user input first.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from fastgru import _threads
@@ -33,9 +35,9 @@ class GRUStepper(_Base):
 
     def step(self, x: np.ndarray, h: np.ndarray) -> np.ndarray:
         if self._c_hold:
-            return self._impl.step(x, h)
+            return cast(np.ndarray, self._impl.step(x, h))
         with _threads.kernel_guard():
-            return self._impl.step(x, h)
+            return cast(np.ndarray, self._impl.step(x, h))
 
 
 class LSTMStepper(_Base):
@@ -48,6 +50,6 @@ class LSTMStepper(_Base):
 
     def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._c_hold:
-            return self._impl.step(x, h, c)
+            return cast(tuple[np.ndarray, np.ndarray], self._impl.step(x, h, c))
         with _threads.kernel_guard():
-            return self._impl.step(x, h, c)
+            return cast(tuple[np.ndarray, np.ndarray], self._impl.step(x, h, c))

@@ -147,8 +147,11 @@ def _register_c_hold() -> bool:
             prefix, suffix = lib._find_affixes()
             get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}")
             put = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
-            _blas.set_thread_functions(ctypes.cast(get, ctypes.c_void_p).value,
-                                       ctypes.cast(put, ctypes.c_void_p).value)
+            get_addr = ctypes.cast(get, ctypes.c_void_p).value
+            put_addr = ctypes.cast(put, ctypes.c_void_p).value
+            if not get_addr or not put_addr:
+                continue
+            _blas.set_thread_functions(get_addr, put_addr)
             return True
     except Exception:  # unusual BLAS layouts: the threadpoolctl fallback still applies
         pass

@@ -65,7 +65,7 @@ def give(*arrays) -> None:
         for a in arrays:
             if a is None:
                 continue
-            base = a
+            base: np.ndarray = a
             while isinstance(base.base, np.ndarray):
                 base = base.base
             if _ours.get(id(base)) is base and not any(b is base for b in _free):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +96,7 @@ def _fastgru(cell, mode, x, w, L, threads):
 
         def train():
             y, _, c = ops.gru_forward(x, None, *w, lengths=L, n_threads=threads)
+            assert c is not None
             return ops.gru_backward(c, np.ones_like(y))
         return train
     if mode == "inf":
@@ -103,6 +105,7 @@ def _fastgru(cell, mode, x, w, L, threads):
 
     def train_lstm():
         y, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L, n_threads=threads)
+        assert c is not None
         return ops.lstm_backward(c, np.ones_like(y))
     return train_lstm
 
@@ -114,11 +117,11 @@ def _stepper(cell, x, w, threads):
     x0 = np.ascontiguousarray(x[0])
     h = np.zeros((B, H), np.float32)
     if cell == "gru":
-        st = _step.GRUStepper(*w, n_threads=threads)
-        return lambda: st.step(x0, h)
-    st = _step.LSTMStepper(*w, n_threads=threads)
+        gst = _step.GRUStepper(w[0], w[1], w[2], w[3], n_threads=threads)
+        return lambda: gst.step(x0, h)
+    lst = _step.LSTMStepper(w[0], w[1], w[2], w[3], n_threads=threads)
     c = np.zeros((B, H), np.float32)
-    return lambda: st.step(x0, h, c)
+    return lambda: lst.step(x0, h, c)
 
 
 def _reference(cell, mode, x, w, L, threads):
@@ -141,7 +144,7 @@ def torch_module(cell, w):
 
     G, I = w[0].shape
     H = w[1].shape[1]
-    m = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(I, H)
+    m: Any = torch.nn.GRU(I, H) if cell == "gru" else torch.nn.LSTM(I, H)
     with torch.no_grad():
         params = [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0]
         for p, a in zip(params, w, strict=True):
@@ -188,6 +191,7 @@ def onnx_model_bytes(cell, w, with_lengths=False):
 
     G, I = w[0].shape
     H = w[1].shape[1]
+    order: tuple
     if cell == "gru":   # PyTorch r,z,n -> ONNX z,r,h
         order = (1, 0, 2)
     else:               # PyTorch i,f,g,o -> ONNX i,o,f,c
@@ -277,6 +281,7 @@ def training_memory_bytes(impl: str, cell: str, shape, lengths=None) -> int | No
             y, _, c = ops.gru_forward(x, None, *w, lengths=L)
         else:
             y, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L)
+        assert c is not None
         pc = c.packed
         return int(sum(a.nbytes for a in (pc.cache, pc.hprev, pc.m) if a is not None))
     if impl == "torch" and available("torch"):

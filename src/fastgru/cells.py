@@ -45,7 +45,7 @@ class _CellBase(InteropMixin, Module):
         dt = check_dtype(dtype)
         self._rng = np.random.default_rng(optional_seed(seed))
         G = (3 if self._cell == "gru" else 4) * self._H
-        blk = {"w_ih": (1, G, self._I), "w_hh": (1, G, self._H)}
+        blk: dict[str, tuple[int, ...]] = {"w_ih": (1, G, self._I), "w_hh": (1, G, self._H)}
         if self._bias:
             blk.update(b_ih=(1, G), b_hh=(1, G))
         names = {r: [n] for r, n in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"),
@@ -121,8 +121,8 @@ class GRUCell(_CellBase):
                  n_threads: int | None = None) -> None:
         self._setup(input_size, hidden_size, bias, reset_after, dtype, seed, n_threads)
         w = self._store.blocks[0]
-        self._stepper = gru_stepper(w["w_ih"][0], w["w_hh"][0], *self._b, self._reset_after,
-                                    self._n_threads)
+        self._stepper = gru_stepper(w["w_ih"][0], w["w_hh"][0], self._b[0], self._b[1],
+                                    self._reset_after, self._n_threads)
 
     reset_after = property(lambda self: self._reset_after,
                            doc="True: reset gate after the recurrent product (PyTorch).")
@@ -159,7 +159,8 @@ class LSTMCell(_CellBase):
                  n_threads: int | None = None) -> None:
         self._setup(input_size, hidden_size, bias, True, dtype, seed, n_threads)
         w = self._store.blocks[0]
-        self._stepper = lstm_stepper(w["w_ih"][0], w["w_hh"][0], *self._b, None, self._n_threads)
+        self._stepper = lstm_stepper(w["w_ih"][0], w["w_hh"][0], self._b[0], self._b[1], None,
+                                     self._n_threads)
 
     def get_config(self) -> dict:
         return dict(input_size=self._I, hidden_size=self._H, bias=self._bias,

@@ -83,8 +83,8 @@ def from_torch(cls, module: Any, dtype: Any = None, **kwargs):
     if not isinstance(module, tcls):
         raise TypeError(f"module must be a {tcls.__module__}.{tcls.__name__}, got "
                         f"{type(module).__name__}")
-    cfg = dict(input_size=int(module.input_size), hidden_size=int(module.hidden_size),
-               bias=bool(module.bias))
+    cfg: dict[str, Any] = dict(input_size=int(module.input_size),
+                               hidden_size=int(module.hidden_size), bias=bool(module.bias))
     if hasattr(module, "num_layers"):  # layers, not cells
         cfg.update(num_layers=int(module.num_layers), batch_first=bool(module.batch_first),
                    dropout=float(module.dropout), bidirectional=bool(module.bidirectional))
@@ -350,7 +350,7 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int = 0, direction: str = 
         if linear_before_reset not in (0, 1) or isinstance(linear_before_reset, float):
             raise ValueError(f"linear_before_reset must be 0 or 1, got {linear_before_reset!r}")
         cfg["reset_after"] = bool(linear_before_reset)
-        order = GRU_TO_GATES
+        order: tuple[int, ...] = GRU_TO_GATES
     else:
         if P is not None and np.any(to_numpy("P", P)):
             raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "

@@ -48,7 +48,7 @@ class _LayerInterop(interop.InteropMixin):
         """Export the whole layer as an ONNX model (a chain of GRU/LSTM nodes); writes `path`
         atomically when given and returns the onnx.ModelProto. See
         fastgru.onnx_export.export_onnx for the options (initial_state, lengths, opset, dtype)."""
-        return export_onnx(self, path, **kwargs)
+        return export_onnx(self, path, **kwargs)  # type: ignore[arg-type]  # a mixin of RNNBase
 
 
 class GRU(_LayerInterop, RNNBase):

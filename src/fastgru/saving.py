@@ -78,7 +78,9 @@ def save(module, path: Any) -> None:
               "sha256": _digest(params)}
     arrays = {CONFIG_KEY: np.array(json.dumps(header))}
     arrays.update(params)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    # numpy's stub types savez's keywords as its options; they are arrays here (and numpy < 2.1
+    # would store an allow_pickle= keyword as an array, so none is passed)
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def load(path: Any):
