@@ -10,6 +10,7 @@ SIMD comes from runtime dispatch in _kernels/_simd.h (AVX-512 / AVX2 / baseline 
 gate loops), not from -march, so a portable wheel still runs the wide kernels.
 """
 import os
+import shlex
 import sys
 import tempfile
 import textwrap
@@ -58,7 +59,9 @@ def _compiles_with(compiler, cflags, ldflags):
             f.write(src)
         try:
             objs = compiler.compile([path], output_dir=tmp, extra_postargs=cflags)
-            compiler.link_executable(objs, os.path.join(tmp, "omp_check"), extra_postargs=ldflags)
+            # setuptools links executables with plain cc: LDFLAGS (macOS libomp) must be explicit
+            extra = ldflags + shlex.split(os.environ.get("LDFLAGS", ""))
+            compiler.link_executable(objs, os.path.join(tmp, "omp_check"), extra_postargs=extra)
         except Exception:  # any compiler or linker failure means "no OpenMP"
             return False
     return True

@@ -2,8 +2,9 @@
 length time, and PyTorch with a PackedSequence vs padded."""
 import pytest
 
-from benchutil import THREADS, threadpool_info
 from fastgru import benchmarks as bm
+
+from benchutil import THREADS, threadpool_info
 
 
 @pytest.mark.parametrize("threads", THREADS)

@@ -3,9 +3,10 @@
 import pytest
 from threadpoolctl import threadpool_limits
 
-from benchutil import threadpool_info
 from fastgru import _threads
 from fastgru import benchmarks as bm
+
+from benchutil import threadpool_info
 
 
 @pytest.mark.parametrize("guard", [True, False])

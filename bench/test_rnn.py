@@ -2,8 +2,9 @@
 fastgru vs the NumPy reference vs PyTorch vs ONNX Runtime (when installed)."""
 import pytest
 
-from benchutil import THREADS, threadpool_info
 from fastgru import benchmarks as bm
+
+from benchutil import THREADS, threadpool_info
 
 # the NumPy reference is slow: time it where a run takes at most a few seconds
 REFERENCE_MAX_FLOPS = 2e10

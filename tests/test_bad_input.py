@@ -1,5 +1,6 @@
 """A corpus of bad calls: each must raise ValueError/TypeError naming the argument, never crash,
 hang or return wrong numbers."""
+
 import numpy as np
 import pytest
 
@@ -11,15 +12,25 @@ T, B, I, H = 4, 3, 5, 6
 
 def gru_args(dtype=np.float32):
     rng = np.random.default_rng(0)
-    return dict(x=rng.standard_normal((T, B, I)).astype(dtype), h0=np.zeros((B, H), dtype),
-                w_ih=np.zeros((3 * H, I), dtype), w_hh=np.zeros((3 * H, H), dtype),
-                b_ih=np.zeros(3 * H, dtype), b_hh=np.zeros(3 * H, dtype))
+    return dict(
+        x=rng.standard_normal((T, B, I)).astype(dtype),
+        h0=np.zeros((B, H), dtype),
+        w_ih=np.zeros((3 * H, I), dtype),
+        w_hh=np.zeros((3 * H, H), dtype),
+        b_ih=np.zeros(3 * H, dtype),
+        b_hh=np.zeros(3 * H, dtype),
+    )
 
 
 def lstm_args(dtype=np.float32):
     a = gru_args(dtype)
-    a.update(w_ih=np.zeros((4 * H, I), dtype), w_hh=np.zeros((4 * H, H), dtype),
-             b_ih=np.zeros(4 * H, dtype), b_hh=np.zeros(4 * H, dtype), c0=np.zeros((B, H), dtype))
+    a.update(
+        w_ih=np.zeros((4 * H, I), dtype),
+        w_hh=np.zeros((4 * H, H), dtype),
+        b_ih=np.zeros(4 * H, dtype),
+        b_hh=np.zeros(4 * H, dtype),
+        c0=np.zeros((B, H), dtype),
+    )
     return a
 
 
@@ -28,7 +39,9 @@ def call_gru(mod, a, **kw):
 
 
 def call_lstm(mod, a, **kw):
-    return mod.lstm_forward(a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw)
+    return mod.lstm_forward(
+        a["x"], a["h0"], a["c0"], a["w_ih"], a["w_hh"], a["b_ih"], a["b_hh"], **kw
+    )
 
 
 BAD = [  # (description, changes to the args, extra kwargs, exception, word in the message)
@@ -78,15 +91,18 @@ def test_bad_gru_calls(mod, desc, changes, kw, exc, word):
 
 
 @pytest.mark.parametrize("mod", [ops, ref], ids=["ops", "reference"])
-@pytest.mark.parametrize("desc,changes,kw,exc,word", [
-    ("c0 shape", {"c0": np.zeros((B, H + 1), np.float32)}, {}, ValueError, "c0"),
-    ("c0 dtype", {"c0": np.zeros((B, H), np.float64)}, {}, TypeError, "c0"),
-    ("w_hh gates", {"w_hh": np.zeros((3 * H, H), np.float32)}, {}, ValueError, "w_hh"),
-    ("w_hr rows", {}, {"w_hr": np.zeros((H + 1, H), np.float32)}, ValueError, "w_hr"),
-    ("w_hr not smaller", {}, {"w_hr": np.zeros((H, H), np.float32)}, ValueError, "projection"),
-    ("w_hr vs w_hh", {}, {"w_hr": np.zeros((H, H + 1), np.float32)}, ValueError, "w_hr"),
-    ("w_hr dtype", {}, {"w_hr": np.zeros((H, H), np.float64)}, TypeError, "w_hr"),
-])
+@pytest.mark.parametrize(
+    "desc,changes,kw,exc,word",
+    [
+        ("c0 shape", {"c0": np.zeros((B, H + 1), np.float32)}, {}, ValueError, "c0"),
+        ("c0 dtype", {"c0": np.zeros((B, H), np.float64)}, {}, TypeError, "c0"),
+        ("w_hh gates", {"w_hh": np.zeros((3 * H, H), np.float32)}, {}, ValueError, "w_hh"),
+        ("w_hr rows", {}, {"w_hr": np.zeros((H + 1, H), np.float32)}, ValueError, "w_hr"),
+        ("w_hr not smaller", {}, {"w_hr": np.zeros((H, H), np.float32)}, ValueError, "projection"),
+        ("w_hr vs w_hh", {}, {"w_hr": np.zeros((H, H + 1), np.float32)}, ValueError, "w_hr"),
+        ("w_hr dtype", {}, {"w_hr": np.zeros((H, H), np.float64)}, TypeError, "w_hr"),
+    ],
+)
 def test_bad_lstm_calls(mod, desc, changes, kw, exc, word):
     a = lstm_args()
     a.update(changes)

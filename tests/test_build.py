@@ -1,6 +1,7 @@
 """The build did what it should: OpenMP is in (unless deliberately off), every SIMD level gives
 the same bits, the lane math is accurate over the whole float range, the BLAS shim is right, and
 BLAS thread settings are restored after a call."""
+
 import os
 
 import numpy as np
@@ -14,8 +15,10 @@ from fastgru._kernels import _blas, _runtime
 from helpers import call_forward, make_problem
 
 
-@pytest.mark.skipif(os.environ.get("FASTGRU_SKIP_OPENMP_TEST", "") not in ("", "0"),
-                    reason="FASTGRU_SKIP_OPENMP_TEST set: OpenMP deliberately off")
+@pytest.mark.skipif(
+    os.environ.get("FASTGRU_SKIP_OPENMP_TEST", "") not in ("", "0"),
+    reason="FASTGRU_SKIP_OPENMP_TEST set: OpenMP deliberately off",
+)
 def test_openmp_is_enabled():
     """Fails when a build silently lost OpenMP (set FASTGRU_SKIP_OPENMP_TEST=1 to build without)."""
     assert _runtime.openmp_enabled(), "fastgru was built without OpenMP"
@@ -24,9 +27,41 @@ def test_openmp_is_enabled():
 
 def _float_grid():
     rng = np.random.default_rng(0)
-    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-38, 1e-30, 1e-7,
-                         0.35, -0.35, 0.3499999, 9.0, -9.0, 20.0, -20.0, 87.3, -87.3, 88.3, 88.72, -88.72,
-                         88.73, -88.73, 103.9, -103.9, 110.0, -110.0, 3.4e38, -3.4e38], np.float32)
+    specials = np.array(
+        [
+            0.0,
+            -0.0,
+            np.inf,
+            -np.inf,
+            np.nan,
+            1e-45,
+            -1e-45,
+            1e-38,
+            1e-30,
+            1e-7,
+            0.35,
+            -0.35,
+            0.3499999,
+            9.0,
+            -9.0,
+            20.0,
+            -20.0,
+            87.3,
+            -87.3,
+            88.3,
+            88.72,
+            -88.72,
+            88.73,
+            -88.73,
+            103.9,
+            -103.9,
+            110.0,
+            -110.0,
+            3.4e38,
+            -3.4e38,
+        ],
+        np.float32,
+    )
     # every binade from 1e-30 to 1e38, both signs, plus dense sampling of [-20, 20]
     mags = np.exp(rng.uniform(np.log(1e-30), np.log(3e38), 400_000)).astype(np.float32)
     signs = np.where(rng.random(mags.size) < 0.5, -1, 1).astype(np.float32)
@@ -94,7 +129,7 @@ def test_every_simd_level_gives_identical_results(cell):
     finally:
         fastgru.set_simd_level(None)
     for other in results[1:]:
-        for a, b in zip(results[0], other):
+        for a, b in zip(results[0], other, strict=True):
             np.testing.assert_array_equal(a, b)
 
 

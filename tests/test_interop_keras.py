@@ -33,7 +33,7 @@ def test_keras_round_trip_is_exact(cls, kw):
     ra = kw.get("reset_after", True)
     back = cls.from_keras_weights(*w, reset_after=ra) if len(w) == 3 else \
         cls.from_keras_weights(w[0], w[1], None, reset_after=ra)
-    for a, b in zip(back.to_keras_weights(), w):
+    for a, b in zip(back.to_keras_weights(), w, strict=True):
         assert np.array_equal(a, b)
     if ra and cls is not fastgru.LSTM and cls is not fastgru.LSTMCell:
         # reset-after GRU keeps both biases: fastgru -> Keras -> fastgru is exact too
@@ -115,4 +115,5 @@ def test_matches_keras_layer(keras, kind):
                                     reset_after=ra, batch_first=True)
         assert np.array_equal(m2(x)[0], y)
     klayer.set_weights(m.to_keras_weights())
-    assert all(np.array_equal(a, b) for a, b in zip(klayer.get_weights(), m.to_keras_weights()))
+    pairs = zip(klayer.get_weights(), m.to_keras_weights(), strict=True)
+    assert all(np.array_equal(a, b) for a, b in pairs)

@@ -144,7 +144,7 @@ def test_export_runs_in_onnxruntime(tmp_path, cell, kw, initial_state, with_leng
     else:
         y, hn = m(x, h0, lengths)
         want = [y, hn]
-    for a, b in zip(got, want):
+    for a, b in zip(got, want, strict=True):
         assert a.shape == b.shape
         assert rel_err(a, b) < 1e-5
 

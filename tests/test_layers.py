@@ -162,7 +162,7 @@ def test_reference_backend_agrees_with_fast(cfg):
     assert ref.backend == "reference" and "reference" in repr(ref)
     x = _x(shape=(B, T, I) if cfg.get("batch_first") else (T, B, I))
     lengths = [T, 2, 5, 1] if with_lengths else None
-    for a, b in zip(_run(fast, x, lengths), _run(ref, x, lengths)):
+    for a, b in zip(_run(fast, x, lengths), _run(ref, x, lengths), strict=True):
         assert a.shape == b.shape
         assert rel_err(a, b) < 1e-11
 
@@ -239,7 +239,7 @@ def test_results_do_not_depend_on_threads():
     r1 = _run(gru, x, None)
     gru.n_threads = 2
     r2 = _run(gru, x, None)
-    for a, b in zip(r1, r2):
+    for a, b in zip(r1, r2, strict=True):
         assert rel_err(a, b) < 1e-12
 
 

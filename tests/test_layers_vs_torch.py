@@ -36,7 +36,7 @@ def _torch_forward_backward(mod, x, hx, lengths, batch_first, dy, dstates):
         y, hn = mod(xt, arg)
     states = list(hn) if isinstance(hn, tuple) else [hn]
     loss = (y * torch.from_numpy(dy)).sum()
-    for s, d in zip(states, dstates):
+    for s, d in zip(states, dstates, strict=True):
         loss = loss + (s * torch.from_numpy(d)).sum()
     loss.backward()
     grads = {n: p.grad.numpy() for n, p in mod.named_parameters()}
@@ -89,11 +89,11 @@ def test_layer_matches_torch(cell, proj, num_layers, bidirectional, batch_first,
     tol = _tol(dtype)
     assert y.shape == ty.shape == ((B, T, D * P) if batch_first else (T, B, D * P))
     assert rel_err(y, ty) < tol
-    for a, b in zip(states, tstates):
+    for a, b in zip(states, tstates, strict=True):
         assert a.shape == b.shape
         assert rel_err(a, b) < tol
     assert rel_err(dx, tdx) < tol
-    for a, b in zip(dhx, tdhx):
+    for a, b in zip(dhx, tdhx, strict=True):
         assert rel_err(a, b) < tol
     grads = layer.grads()
     assert set(grads) == set(tgrads)
@@ -220,7 +220,10 @@ def test_cells_match_torch_cells(cell):
 
 def test_readme_example():
     # The example of docs/layers.md, "Moving a trained torch.nn.GRU into fastgru", verbatim.
-    import numpy as np, torch, fastgru  # noqa: E401
+    import numpy as np  # noqa: E401
+    import torch
+
+    import fastgru
 
     torch_gru = torch.nn.GRU(input_size=16, hidden_size=32, num_layers=2, batch_first=True)
     torch_gru.eval()                                   # (train it first, as usual)

@@ -1,5 +1,6 @@
 """fastgru.ops against the NumPy reference: forward outputs, final states and every gradient,
 float32 and float64, odd shapes and 1s, lengths or not, h0 or not, 1/2/3 threads."""
+
 import itertools
 
 import numpy as np
@@ -22,8 +23,10 @@ SHAPES = [  # (T, B, I, H)
 
 
 def _as64(p):
-    return {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
-            for k, v in p.items()}
+    return {
+        k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f" else v)
+        for k, v in p.items()
+    }
 
 
 def _compare(cell, p, n_threads, dtype, reset_after=True, seed=0):
@@ -35,7 +38,7 @@ def _compare(cell, p, n_threads, dtype, reset_after=True, seed=0):
     T = p["x"].shape[0]
     t = tol(dtype, T)
     names = ["y", "h_n"] + (["c_n"] if cell == "lstm" else [])
-    for name, a, r in zip(names, out[:-1], out_r[:-1]):
+    for name, a, r in zip(names, out[:-1], out_r[:-1], strict=True):
         assert a.dtype == dtype
         assert rel_err(a, r) <= t, f"{name}: {rel_err(a, r):.3g} > {t:.3g}"
     rng = np.random.default_rng(seed + 100)
@@ -44,10 +47,14 @@ def _compare(cell, p, n_threads, dtype, reset_after=True, seed=0):
     dstates = [rng.standard_normal(s.shape).astype(dtype) for s in out[1:-1]]
     if cell == "gru":
         g = ops.gru_backward(out[-1], dy, *dstates)
-        g_r = ref.gru_backward(out_r[-1], dy.astype(np.float64), *[d.astype(np.float64) for d in dstates])
+        g_r = ref.gru_backward(
+            out_r[-1], dy.astype(np.float64), *[d.astype(np.float64) for d in dstates]
+        )
     else:
         g = ops.lstm_backward(out[-1], dy, *dstates)
-        g_r = ref.lstm_backward(out_r[-1], dy.astype(np.float64), *[d.astype(np.float64) for d in dstates])
+        g_r = ref.lstm_backward(
+            out_r[-1], dy.astype(np.float64), *[d.astype(np.float64) for d in dstates]
+        )
     assert set(g) == set(g_r)
     for k in g_r:
         assert g[k].dtype == dtype, k
@@ -61,8 +68,9 @@ def _compare(cell, p, n_threads, dtype, reset_after=True, seed=0):
 @pytest.mark.parametrize("reset_after", [True, False])
 def test_gru_matches_reference(dtype, shape, reset_after):
     for n_threads, lengths, h0 in itertools.product(THREADS, [False, True], [True, False]):
-        p = make_problem("gru", *shape, dtype=dtype, seed=hash((shape, lengths)) % 1000,
-                         lengths=lengths, h0=h0)
+        p = make_problem(
+            "gru", *shape, dtype=dtype, seed=hash((shape, lengths)) % 1000, lengths=lengths, h0=h0
+        )
         _compare("gru", p, n_threads, dtype, reset_after)
 
 
@@ -74,8 +82,15 @@ def test_lstm_matches_reference(dtype, shape, proj):
     if proj is not None and proj >= H:
         pytest.skip("projection must be smaller than H")
     for n_threads, lengths, h0 in itertools.product(THREADS, [False, True], [True, False]):
-        p = make_problem("lstm", *shape, dtype=dtype, seed=hash((shape, lengths)) % 1000, P=proj,
-                         lengths=lengths, h0=h0)
+        p = make_problem(
+            "lstm",
+            *shape,
+            dtype=dtype,
+            seed=hash((shape, lengths)) % 1000,
+            P=proj,
+            lengths=lengths,
+            h0=h0,
+        )
         _compare("lstm", p, n_threads, dtype)
 
 
@@ -90,7 +105,7 @@ def test_results_do_not_depend_on_thread_count(cell, dtype):
         if base is None:
             base = vals
             continue
-        for a, b in zip(vals, base):
+        for a, b in zip(vals, base, strict=True):
             assert rel_err(a, b) <= (1e-13 if dtype == np.float64 else 1e-5)
 
 
@@ -104,12 +119,12 @@ def test_padding_is_zero_and_lengths_any_order(cell):
         assert np.all(y[n:, b] == 0)
     # the same sequences one by one give the same outputs and final states
     for b, n in enumerate(p["lengths"]):
-        q = dict(p, x=p["x"][:n, b:b + 1], h0=p["h0"][b:b + 1], lengths=None)
+        q = dict(p, x=p["x"][:n, b : b + 1], h0=p["h0"][b : b + 1], lengths=None)
         if cell == "lstm":
-            q["c0"] = p["c0"][b:b + 1]
+            q["c0"] = p["c0"][b : b + 1]
         ob = call_forward(ops, cell, q)
         np.testing.assert_allclose(y[:n, b], ob[0][:, 0], rtol=1e-12, atol=1e-13)
-        for s, sb in zip(out[1:-1], ob[1:-1]):
+        for s, sb in zip(out[1:-1], ob[1:-1], strict=True):
             np.testing.assert_allclose(s[b], sb[0], rtol=1e-12, atol=1e-13)
     # gradients of padded positions of dy are ignored
     dy = np.random.default_rng(0).standard_normal(y.shape)
@@ -128,7 +143,7 @@ def test_inference_matches_training_and_keeps_no_cache(cell):
     tr = call_forward(ops, cell, p, training=True)
     inf = call_forward(ops, cell, p, training=False)
     assert inf[-1] is None
-    for a, b in zip(tr[:-1], inf[:-1]):
+    for a, b in zip(tr[:-1], inf[:-1], strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -147,7 +162,7 @@ def test_read_only_and_non_contiguous_inputs(cell):
             q[k] = v
     assert not q["x"].flags.c_contiguous
     a, b = call_forward(ops, cell, p), call_forward(ops, cell, q)
-    for u, v in zip(a[:-1], b[:-1]):
+    for u, v in zip(a[:-1], b[:-1], strict=True):
         np.testing.assert_array_equal(u, v)
     dy = np.ones_like(a[0])[..., ::1]
     dyr = np.asfortranarray(dy)
@@ -181,7 +196,9 @@ def test_denormal_inputs_are_correct_and_fp_mode_restored():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("cell,variant", [("gru", True), ("gru", False), ("lstm", None), ("lstm", 3)])
+@pytest.mark.parametrize(
+    "cell,variant", [("gru", True), ("gru", False), ("lstm", None), ("lstm", 3)]
+)
 @pytest.mark.parametrize("H", [5, 17, 100])
 def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H):
     """B = 1 runs in cols mode (the team shares every step, each thread a slice of the units)
@@ -200,5 +217,5 @@ def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H):
             out, g = _compare(cell, p, n_threads, dtype, seed=3, **kw)
             outs.append(list(out[:-1]) + [g[k] for k in sorted(g)])
         for other in outs[1:]:
-            for a, b in zip(outs[0], other):
+            for a, b in zip(outs[0], other, strict=True):
                 assert rel_err(a, b) <= (1e-13 if dtype == np.float64 else 1e-5)

@@ -42,7 +42,7 @@ def _torch_run(cell, p, dtype, dy, dstates):
         y, hn = mod(x, hx)
     states = list(hn) if cell == "lstm" else [hn]
     loss = (y * torch.from_numpy(dy)).sum()
-    for s, d in zip(states, dstates):
+    for s, d in zip(states, dstates, strict=True):
         loss = loss + (s[0] * torch.from_numpy(d)).sum()
     loss.backward()
     g = dict(dx=x.grad, dh0=h0.grad[0], dw_ih=mod.weight_ih_l0.grad, dw_hh=mod.weight_hh_l0.grad,
@@ -77,7 +77,7 @@ def test_ops_match_torch(cell, proj, dtype, lengths, shape):
     t_outs, t_g = _torch_run(cell, p, dtype, dy, dstates)
     T = shape[0]
     tol = 1e-12 if dtype == np.float64 else 2e-6 * (1 + np.sqrt(T))
-    for a, b in zip(outs, t_outs):
+    for a, b in zip(outs, t_outs, strict=True):
         assert rel_err(a, b) <= tol
     assert set(g) == set(t_g)
     for k in g:

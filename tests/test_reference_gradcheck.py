@@ -1,6 +1,7 @@
 """The NumPy reference is the oracle, so it is itself checked: every gradient it returns (x,
 h0, c0, every parameter) against a 4th-order central finite difference in float64, for both GRU
 variants, the LSTM with and without projection, with lengths, and in reverse."""
+
 import numpy as np
 import pytest
 
@@ -13,7 +14,9 @@ EPS = 1e-4
 
 def _loss_and_grads(cell, p, reverse, wy, wh, wc):
     """L = sum(y*wy) + sum(h_n*wh) (+ sum(c_n*wc)); and the reference's analytic gradients."""
-    out = call_forward(ref, cell, p, reverse=reverse, **({"reset_after": p["ra"]} if cell == "gru" else {}))
+    out = call_forward(
+        ref, cell, p, reverse=reverse, **({"reset_after": p["ra"]} if cell == "gru" else {})
+    )
     if cell == "gru":
         y, hn, cache = out
         L = float(np.sum(y * wy) + np.sum(hn * wh))
@@ -40,8 +43,16 @@ def _numeric(cell, p, name, reverse, wy, wh, wc):
     return num
 
 
-GRAD_NAME = {"x": "dx", "h0": "dh0", "c0": "dc0", "w_ih": "dw_ih", "w_hh": "dw_hh",
-             "b_ih": "db_ih", "b_hh": "db_hh", "w_hr": "dw_hr"}
+GRAD_NAME = {
+    "x": "dx",
+    "h0": "dh0",
+    "c0": "dc0",
+    "w_ih": "dw_ih",
+    "w_hh": "dw_hh",
+    "b_ih": "db_ih",
+    "b_hh": "db_hh",
+    "w_hr": "dw_hr",
+}
 
 CASES = [
     ("gru", True, False, None, False),
@@ -78,8 +89,9 @@ def test_reference_gradients_match_finite_differences(cell, ra, lengths, P, reve
             names.append("w_hr")
     for name in names:
         num = _numeric(cell, p, name, reverse, wy, wh, wc)
-        np.testing.assert_allclose(g[GRAD_NAME[name]], num, rtol=1e-7, atol=1e-9,
-                                   err_msg=f"{cell} d{name}")
+        np.testing.assert_allclose(
+            g[GRAD_NAME[name]], num, rtol=1e-7, atol=1e-9, err_msg=f"{cell} d{name}"
+        )
     if lengths:  # padding steps of x get exactly zero gradient
         pad = np.arange(T)[:, None] >= p["lengths"][None, :]
         assert np.all(g["dx"][pad] == 0)
@@ -89,11 +101,13 @@ def test_reference_lengths_semantics():
     """Outputs are 0 past each sequence's end and h_n is the state at its last valid step."""
     p = make_problem("gru", 6, 3, 2, 4, seed=3)
     L = np.array([6, 2, 4])
-    y, hn, _ = ref.gru_forward(p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"],
-                               lengths=L)
+    y, hn, _ = ref.gru_forward(
+        p["x"], p["h0"], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"], lengths=L
+    )
     for b, n in enumerate(L):
         assert np.all(y[n:, b] == 0)
-        yb, hb, _ = ref.gru_forward(p["x"][:n, b:b + 1], p["h0"][b:b + 1], p["w_ih"], p["w_hh"],
-                                    p["b_ih"], p["b_hh"])
+        yb, hb, _ = ref.gru_forward(
+            p["x"][:n, b : b + 1], p["h0"][b : b + 1], p["w_ih"], p["w_hh"], p["b_ih"], p["b_hh"]
+        )
         np.testing.assert_allclose(y[:n, b], yb[:, 0], rtol=0, atol=1e-15)
         np.testing.assert_allclose(hn[b], hb[0], rtol=0, atol=1e-15)

@@ -136,6 +136,7 @@ def test_tampered_files(tmp_path):
                              ("version", 99, "version"),
                              ("config", dict(header["config"], dtype="float64"), "dtype")):
         h = dict(header, **{key: value})
-        check(lambda n, d: _npy(np.array(json.dumps(h))) if n == "__fastgru__.npy" else d, word)
+        check(lambda n, d, h=h: _npy(np.array(json.dumps(h))) if n == "__fastgru__.npy" else d,
+              word)
     check(lambda n, d: _npy(np.array("{not json")) if n == "__fastgru__.npy" else d,
           "cannot load")

@@ -1,6 +1,7 @@
 """Streaming steppers (fastgru._step) against the NumPy reference: GRU both variants, LSTM with
 and without projection, float32/float64, B = 1 and more, 1 and 2 threads; in-place weight updates
 are seen; cheap argument checks reject a bad call instead of reading wrong memory."""
+
 import numpy as np
 import pytest
 
@@ -12,7 +13,9 @@ from helpers import rel_err
 
 def _w(rng, G, I, H, P, dtype):
     k = 1 / np.sqrt(H)
-    return [rng.uniform(-k, k, s).astype(dtype) for s in [(G * H, I), (G * H, P), (G * H,), (G * H,)]]
+    return [
+        rng.uniform(-k, k, s).astype(dtype) for s in [(G * H, I), (G * H, P), (G * H,), (G * H,)]
+    ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -26,9 +29,13 @@ def test_gru_step_matches_reference(dtype, B, I, H, reset_after, n_threads):
     h = rng.standard_normal((B, H)).astype(dtype)
     h_copy = h.copy()
     hn = _step.GRUStepper(*w, reset_after=reset_after, n_threads=n_threads).step(x, h)
-    _, hr, _ = ref.gru_forward(x[None].astype(np.float64), h.astype(np.float64),
-                               *[a.astype(np.float64) for a in w], reset_after=reset_after,
-                               training=False)
+    _, hr, _ = ref.gru_forward(
+        x[None].astype(np.float64),
+        h.astype(np.float64),
+        *[a.astype(np.float64) for a in w],
+        reset_after=reset_after,
+        training=False,
+    )
     assert hn.dtype == dtype and hn.shape == (B, H)
     assert rel_err(hn, hr) <= (1e-13 if dtype == np.float64 else 2e-6)
     np.testing.assert_array_equal(h, h_copy)  # the input state is not modified
@@ -67,9 +74,13 @@ def test_stepper_rejects_bad_arrays():
     rng = np.random.default_rng(0)
     st = _step.GRUStepper(*_w(rng, 3, 4, 6, 6, np.float32))
     x, h = np.zeros((1, 4), np.float32), np.zeros((1, 6), np.float32)
-    for bad_x, bad_h in [(x.astype(np.float64), h), (np.zeros((1, 5), np.float32), h),
-                         (x, np.zeros((2, 6), np.float32)), (np.zeros((4, 2), np.float32).T, h),
-                         (x[0], h)]:
+    for bad_x, bad_h in [
+        (x.astype(np.float64), h),
+        (np.zeros((1, 5), np.float32), h),
+        (x, np.zeros((2, 6), np.float32)),
+        (np.zeros((4, 2), np.float32).T, h),
+        (x[0], h),
+    ]:
         with pytest.raises((ValueError, TypeError)):
             st.step(bad_x, bad_h)
     lstm = _step.LSTMStepper(*_w(rng, 4, 4, 6, 6, np.float32))

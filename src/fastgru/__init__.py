@@ -5,18 +5,19 @@ checked against a pure-NumPy reference (fastgru.reference).
 """
 __version__ = "0.1.0"
 
+from fastgru import layers as _layers  # noqa: E402
 from fastgru import ops, reference  # noqa: E402
+from fastgru import training as _training
 from fastgru._config import (  # noqa: E402
+    _init_from_env,  # noqa: E402
     available_simd_levels,
     config,
     set_simd_level,
     show_config,
     simd_level,
 )
-from fastgru._config import _init_from_env  # noqa: E402
 from fastgru.layers import *  # noqa: E402,F401,F403  (GRU, LSTM, cells, interop, save/load)
 from fastgru.training import *  # noqa: E402,F401,F403  (models, losses, optimizers, trainer)
-from fastgru import layers as _layers, training as _training  # noqa: E402
 
 _init_from_env()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from typing import Any, Dict
+from typing import Any
 
 from fastgru._kernels import _blas, _gru, _lstm, _runtime, _stream
 
@@ -42,7 +42,7 @@ def _init_from_env() -> None:
         set_simd_level(None)
 
 
-def config() -> Dict[str, Any]:
+def config() -> dict[str, Any]:
     """Build and run-time facts as a dict (see show_config)."""
     import numpy as np
     import scipy
@@ -86,6 +86,7 @@ def show_config() -> None:
     for k, v in c.items():
         if k == "blas":
             for i, lib in enumerate(v):
-                print(f"{'blas[%d]' % i:<{width}}  " + ", ".join(f"{a}={b}" for a, b in lib.items()))
+                label = f"blas[{i}]"
+                print(f"{label:<{width}}  " + ", ".join(f"{a}={b}" for a, b in lib.items()))
         else:
             print(f"{k:<{width}}  {v}")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numbers
 import warnings
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -73,18 +73,18 @@ def to_numpy(name: str, a: Any) -> np.ndarray:
 class ParamStore:
     """Flat parameter and gradient buffers with D-stacked per-layer blocks and named views."""
 
-    def __init__(self, layout: List[Dict[str, Tuple[int, ...]]], names: List[Dict[str, List[str]]],
+    def __init__(self, layout: list[dict[str, tuple[int, ...]]], names: list[dict[str, list[str]]],
                  dtype: np.dtype):
         """layout[l][role] = block shape (D, ...); names[l][role][d] = public name."""
         total = sum(int(np.prod(s)) for blk in layout for s in blk.values())
         self.dtype = dtype
         self.flat = np.zeros(total, dtype)
         self.gflat = np.zeros(total, dtype)
-        self.blocks: List[Dict[str, np.ndarray]] = []
-        self.gblocks: List[Dict[str, np.ndarray]] = []
-        self.named: Dict[str, np.ndarray] = {}
-        self.gnamed: Dict[str, np.ndarray] = {}
-        self.where: Dict[str, Tuple[int, str, int]] = {}  # name -> (layer, role, direction)
+        self.blocks: list[dict[str, np.ndarray]] = []
+        self.gblocks: list[dict[str, np.ndarray]] = []
+        self.named: dict[str, np.ndarray] = {}
+        self.gnamed: dict[str, np.ndarray] = {}
+        self.where: dict[str, tuple[int, str, int]] = {}  # name -> (layer, role, direction)
         off = 0
         for blk in layout:
             w, g = {}, {}
@@ -106,7 +106,7 @@ class ParamStore:
                         self.gnamed[name] = self.gblocks[l][role][d]
                         self.where[name] = (l, role, d)
 
-    def load(self, sd: Dict[str, Any], strict: bool = True, what: str = "state_dict") -> None:
+    def load(self, sd: dict[str, Any], strict: bool = True, what: str = "state_dict") -> None:
         """Copy named arrays (or tensors) into the parameters in place, casting to our dtype.
 
         Everything is validated before anything is written, so a bad dict changes nothing."""
@@ -138,12 +138,12 @@ class Module:
     training: bool
 
     # -- parameters -----------------------------------------------------------------------------
-    def parameters(self) -> Dict[str, np.ndarray]:
+    def parameters(self) -> dict[str, np.ndarray]:
         """name -> parameter array, PyTorch names and shapes (live views: writes update the
         module)."""
         return dict(self._store.named)
 
-    def grads(self) -> Dict[str, np.ndarray]:
+    def grads(self) -> dict[str, np.ndarray]:
         """name -> accumulated gradient, same keys and shapes as parameters() (live views)."""
         return dict(self._store.gnamed)
 
@@ -187,17 +187,17 @@ class Module:
         return self.train(False)
 
     # -- state dicts ------------------------------------------------------------------------
-    def state_dict(self) -> Dict[str, np.ndarray]:
+    def state_dict(self) -> dict[str, np.ndarray]:
         """name -> copy of the parameter (PyTorch names)."""
         return {k: v.copy() for k, v in self._store.named.items()}
 
-    def load_state_dict(self, state_dict: Dict[str, Any], strict: bool = True) -> None:
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
         """Copy arrays (or tensors) into the parameters in place, cast to this module's dtype.
         strict: the keys must match exactly. Shapes are always checked."""
         self._store.load(state_dict, strict=V.check_bool("strict", strict))
 
     # -- save --------------------------------------------------------------------------------
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         """Constructor arguments that rebuild this module (JSON-serialisable)."""
         raise NotImplementedError
 
@@ -235,14 +235,14 @@ def _restore(cls, config, flat, gflat, training):
     return m.train(training)
 
 
-def rebuild(cls, config: Dict[str, Any]):
+def rebuild(cls, config: dict[str, Any]):
     """cls(**config) without the construction-time warnings (they were given the first time)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return cls(**config)
 
 
-def torch_sd_arg(sd: Dict[str, Any], prefix: str) -> Dict[str, Any]:
+def torch_sd_arg(sd: dict[str, Any], prefix: str) -> dict[str, Any]:
     """Strip `prefix` from the keys of a (PyTorch) state dict, dropping other keys."""
     if not isinstance(sd, dict) and not hasattr(sd, "items"):
         raise TypeError(f"state_dict must be a dict of name -> array, got {type(sd).__name__}")
@@ -253,7 +253,7 @@ def torch_sd_arg(sd: Dict[str, Any], prefix: str) -> Dict[str, Any]:
     return {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
 
 
-def optional_seed(seed: Any) -> Optional[Any]:
+def optional_seed(seed: Any) -> Any | None:
     """None, an int >= 0 or a np.random.Generator."""
     if seed is None or isinstance(seed, np.random.Generator):
         return seed

@@ -7,8 +7,6 @@ the tasks (_threads.py), hold BLAS at one thread, and make exactly one kernel ca
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
-
 import numpy as np
 
 from fastgru import _threads, _workspace
@@ -72,6 +70,21 @@ class PackedCache:
 
     __slots__ = ("cell", "plan", "x", "w_ih", "w_hh", "w_hr", "cache", "hprev", "m", "rev",
                  "reset_after", "n_threads", "H", "P", "D")
+    cell: str
+    plan: SeqPlan
+    x: np.ndarray
+    w_ih: np.ndarray
+    w_hh: np.ndarray
+    w_hr: np.ndarray | None
+    cache: np.ndarray
+    hprev: np.ndarray
+    m: np.ndarray | None
+    rev: np.ndarray
+    reset_after: bool
+    n_threads: int | None
+    H: int
+    P: int
+    D: int
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -83,7 +96,7 @@ class PackedCache:
 
 def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
                 bias: np.ndarray, h: np.ndarray, rev: np.ndarray, reset_after: bool,
-                training: bool, n_threads: Optional[int]):
+                training: bool, n_threads: int | None):
     """y (N, D*H) and a PackedCache (or None). h (D, B, H): h0 in, h_n out, sorted order.
     bias: folded (D, 4H), see fold_gru_bias."""
     D, G, I = w_ih.shape
@@ -91,13 +104,12 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
     N, B, dt = plan.N, plan.B, x.dtype
     team, tasks, cols = _team(plan, n_threads, D, 2.0 * N * D * G * (I + H), H, reset_after)
     y = np.empty((N, D * H), dt)
+    gx = _workspace.get("gx", (N, D * G), dt)
+    cache: np.ndarray | None = None
+    hprev: np.ndarray | None = None
     if training:
-        gx = _workspace.get("gx", (N, D * G), dt)
         cache = _workspace.take((N, D * 4 * H), dt)
         hprev = _workspace.take((N, D * H), dt)
-    else:
-        gx = _workspace.get("gx", (N, D * G), dt)
-        cache = hprev = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, _ = forward_weights(plan, w_ih, w_hh)
@@ -111,8 +123,8 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
                           H=H, P=H, D=D)
 
 
-def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
-                 grads: Optional[Dict[str, np.ndarray]] = None, accumulate: bool = False):
+def gru_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray,
+                 grads: dict[str, np.ndarray] | None = None, accumulate: bool = False):
     """dx (N, I) and the parameter gradients (D-stacked). dh (D, B, H): dh_n in, dh0 out.
     grads: arrays to write (or, with accumulate, add) into; allocated when None."""
     plan, x = c.plan, c.x
@@ -135,8 +147,8 @@ def gru_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray,
 
 
 def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
-                 w_hr: Optional[np.ndarray], bias: np.ndarray, h: np.ndarray, cs: np.ndarray,
-                 rev: np.ndarray, training: bool, n_threads: Optional[int]):
+                 w_hr: np.ndarray | None, bias: np.ndarray, h: np.ndarray, cs: np.ndarray,
+                 rev: np.ndarray, training: bool, n_threads: int | None):
     """y (N, D*P) and a PackedCache (or None). h (D, B, P), cs (D, B, H): states in/out,
     sorted order. bias (D, 4H) = b_ih + b_hh. w_hr (D, P, H) or None."""
     D, G, I = w_ih.shape
@@ -147,12 +159,13 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     team, tasks, cols = _team(plan, n_threads, D, flops, H, w_hr is None)
     y = np.empty((N, D * P), dt)
     gx = _workspace.get("gx", (N, D * G), dt)
+    cache: np.ndarray | None = None
+    hprev: np.ndarray | None = None
+    m: np.ndarray | None = None
     if training:
         cache = _workspace.take((N, D * 6 * H), dt)
         hprev = _workspace.take((N, D * P), dt)
         m = _workspace.take((N, D * H), dt) if w_hr is not None else None
-    else:
-        cache = hprev = m = None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, fw_hr = forward_weights(plan, w_ih, w_hh, w_hr)
@@ -166,8 +179,8 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
                           H=H, P=P, D=D)
 
 
-def lstm_backward(c: PackedCache, dy: Optional[np.ndarray], dh: np.ndarray, dc: np.ndarray,
-                  grads: Optional[Dict[str, np.ndarray]] = None, accumulate: bool = False):
+def lstm_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray, dc: np.ndarray,
+                  grads: dict[str, np.ndarray] | None = None, accumulate: bool = False):
     """dx (N, I) and parameter gradients. dh (D, B, P), dc (D, B, H): final-state gradients in,
     initial-state gradients out."""
     plan, x = c.plan, c.x

@@ -8,8 +8,6 @@ contiguous (T, B, F) array is a free reshape.
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 
 
@@ -18,7 +16,7 @@ class SeqPlan:
 
     __slots__ = ("T", "B", "N", "lengths", "perm", "inv", "bsz", "off", "src", "identity")
 
-    def __init__(self, T: int, B: int, lengths: Optional[np.ndarray] = None):
+    def __init__(self, T: int, B: int, lengths: np.ndarray | None = None):
         self.T, self.B = int(T), int(B)
         if lengths is None or bool(np.all(lengths == T)):
             self.identity = True
@@ -52,7 +50,7 @@ class SeqPlan:
             return np.ascontiguousarray(a).reshape(self.N, F)
         return a.reshape(self.T * self.B, F)[self.src]
 
-    def unpack(self, p: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    def unpack(self, p: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """(N, F) -> (T, B, F), zeros at padding."""
         F = p.shape[1]
         if self.identity:

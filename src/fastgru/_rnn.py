@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +48,14 @@ class _ForwardCache:
     """What backward needs from the last training forward (kept until the next one)."""
 
     __slots__ = ("backend", "plan", "layers", "masks", "T", "B", "unbatched", "batch_first")
+    backend: str
+    plan: SeqPlan
+    layers: list
+    masks: list
+    T: int
+    B: int
+    unbatched: bool
+    batch_first: bool
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -86,10 +94,11 @@ class RNNBase(Module):
         self._rng = np.random.default_rng(self._seed)
         D, H, P = self.num_directions, self._H, self._P
         G = (3 if self._cell == "gru" else 4) * H
-        layout, names = [], []
+        layout: list[dict[str, tuple[int, ...]]] = []
+        names: list[dict[str, list[str]]] = []
         for l in range(self._L):
             I_l = self._I if l == 0 else D * P
-            blk = {"w_ih": (D, G, I_l), "w_hh": (D, G, P)}
+            blk: dict[str, tuple[int, ...]] = {"w_ih": (D, G, I_l), "w_hh": (D, G, P)}
             if self._bias:
                 blk.update(b_ih=(D, G), b_hh=(D, G))
             if self._proj:
@@ -104,8 +113,8 @@ class RNNBase(Module):
         self.reset_parameters()
         self._rev = np.arange(D, dtype=np.int32)  # direction flags: [0] or [0, 1]
         self._G = G
-        self._cache: Optional[_ForwardCache] = None
-        self._steppers: Optional[list] = None
+        self._cache: _ForwardCache | None = None
+        self._steppers: list | None = None
         self.training = True
 
     def reset_parameters(self) -> None:
@@ -156,17 +165,18 @@ class RNNBase(Module):
         self._backend = check_backend(b)
 
     @property
-    def n_threads(self) -> Optional[int]:
+    def n_threads(self) -> int | None:
         """Threads of the kernels: None (fastgru's default policy), -1 (all cores) or >= 1."""
         return self._n_threads
 
     @n_threads.setter
-    def n_threads(self, n: Optional[int]) -> None:
+    def n_threads(self, n: int | None) -> None:
         self._n_threads = V.check_n_threads(n)
         self._steppers = None  # rebuilt with the new team size on the next step()
 
     def get_config(self) -> dict:
-        cfg = dict(input_size=self._I, hidden_size=self._H, num_layers=self._L, bias=self._bias,
+        cfg: dict[str, Any] = dict(input_size=self._I, hidden_size=self._H, num_layers=self._L,
+                                   bias=self._bias,
                    batch_first=self._batch_first, dropout=self._dropout,
                    bidirectional=self._bidirectional)
         if self._cell == "gru":
@@ -199,7 +209,7 @@ class RNNBase(Module):
         return s + ")"
 
     # -- argument checks ------------------------------------------------------------------------
-    def _input(self, x: Any) -> Tuple[np.ndarray, bool]:
+    def _input(self, x: Any) -> tuple[np.ndarray, bool]:
         """x as time-major (T, B, I) (a view when possible) and whether it was unbatched."""
         x = V.float_array("x", x)
         if x.dtype != self.dtype:
@@ -237,7 +247,7 @@ class RNNBase(Module):
         V.check_shape(name, s, (LD, B, F), f"(num_layers * num_directions, B, {letter})")
         return s
 
-    def _lengths(self, lengths: Any, T: int, B: int, unbatched: bool) -> Optional[np.ndarray]:
+    def _lengths(self, lengths: Any, T: int, B: int, unbatched: bool) -> np.ndarray | None:
         if lengths is not None and unbatched:
             raise ValueError("lengths needs a batched x of shape (T, B, I) or (B, T, I); "
                              "slice an unbatched sequence instead")
@@ -281,7 +291,7 @@ class RNNBase(Module):
         scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
         return keep * self.dtype.type(scale)
 
-    def _biases(self, blk: dict) -> Tuple[np.ndarray, np.ndarray]:
+    def _biases(self, blk: dict) -> tuple[np.ndarray, np.ndarray]:
         if self._bias:
             return blk["b_ih"], blk["b_hh"]
         z = np.zeros((self.num_directions, self._G), self.dtype)
@@ -292,7 +302,8 @@ class RNNBase(Module):
         inp = plan.pack(x3)
         hs = _sorted_copy(plan, h0)  # updated in place by the kernels: h0 in, h_n out
         cs = None if c0 is None else _sorted_copy(plan, c0)
-        layers, masks = [], []
+        layers: list = []
+        masks: list[np.ndarray | None] = []
         for l in range(L):
             blk = self._store.blocks[l]
             b_ih, b_hh = self._biases(blk)
@@ -302,6 +313,7 @@ class RNNBase(Module):
                 y, pc = _packed.gru_forward(inp, plan, blk["w_ih"], blk["w_hh"], bias, h,
                                             self._rev, self._reset_after, keep, self._n_threads)
             else:
+                assert cs is not None  # LSTM: a cell state always exists
                 y, pc = _packed.lstm_forward(inp, plan, blk["w_ih"], blk["w_hh"], blk.get("w_hr"),
                                              b_ih + b_hh, h, cs[l * D:(l + 1) * D], self._rev,
                                              keep, self._n_threads)
@@ -320,7 +332,8 @@ class RNNBase(Module):
         D, L, P = self.num_directions, self._L, self._P
         hn, cn = np.empty_like(h0), (None if c0 is None else np.empty_like(c0))
         inp = x3
-        layers, masks = [], []
+        layers: list = []
+        masks: list[np.ndarray | None] = []
         for l in range(L):
             blk = self._store.blocks[l]
             ys, caches = [], []
@@ -333,6 +346,7 @@ class RNNBase(Module):
                         inp, h0[k], blk["w_ih"][d], blk["w_hh"][d], b_ih, b_hh, lengths=lengths,
                         reset_after=self._reset_after, training=keep, reverse=bool(d))
                 else:
+                    assert cn is not None
                     w_hr = blk["w_hr"][d] if self._proj else None
                     y, hn[k], cn[k], c = reference.lstm_forward(
                         inp, h0[k], c0[k], blk["w_ih"][d], blk["w_hh"][d], b_ih, b_hh,
@@ -399,6 +413,7 @@ class RNNBase(Module):
             if self._cell == "gru":
                 dx, _ = _packed.gru_backward(c.layers[l], dyp, dhs[sl], grads=g, accumulate=True)
             else:
+                assert dcs is not None
                 dx, _ = _packed.lstm_backward(c.layers[l], dyp, dhs[sl], dcs[sl], grads=g,
                                               accumulate=True)
             if l > 0:
@@ -421,6 +436,7 @@ class RNNBase(Module):
                 if self._cell == "gru":
                     g = reference.gru_backward(c.layers[l][d], dyd, dh[k])
                 else:
+                    assert dc is not None and dc0 is not None
                     g = reference.lstm_backward(c.layers[l][d], dyd, dh[k], dc[k])
                     dc0[k] = g["dc0"]
                 dh0[k] = g["dh0"]
@@ -454,7 +470,7 @@ class RNNBase(Module):
             self._steppers = steppers
         return self._steppers
 
-    def _step_x(self, x: Any) -> Tuple[np.ndarray, bool]:
+    def _step_x(self, x: Any) -> tuple[np.ndarray, bool]:
         """x_t as a C-contiguous (B, I) array and whether it was unbatched (I,)."""
         if (type(x) is np.ndarray and x.dtype == self._store.dtype and x.ndim == 2
                 and x.shape[1] == self._I and x.shape[0] > 0 and x.flags.c_contiguous):

@@ -6,7 +6,7 @@ dtype checks: callers (GRUCell, LSTMCell, layer.step) validate user input first.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import cast
 
 import numpy as np
 
@@ -28,28 +28,28 @@ class _Base:
 class GRUStepper(_Base):
     """h' = step(x (B, I), h (B, H)) for a GRU cell with weights w_ih (3H, I), w_hh (3H, H)."""
 
-    def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray],
-                 b_hh: Optional[np.ndarray], reset_after: bool = True,
-                 n_threads: Optional[int] = None):
+    def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
+                 b_hh: np.ndarray | None, reset_after: bool = True,
+                 n_threads: int | None = None):
         super().__init__(0, w_ih, w_hh, b_ih, b_hh, None, reset_after, n_threads)
 
     def step(self, x: np.ndarray, h: np.ndarray) -> np.ndarray:
         if self._c_hold:
-            return self._impl.step(x, h)
+            return cast(np.ndarray, self._impl.step(x, h))
         with _threads.kernel_guard():
-            return self._impl.step(x, h)
+            return cast(np.ndarray, self._impl.step(x, h))
 
 
 class LSTMStepper(_Base):
     """(h', c') = step(x (B, I), h (B, P), c (B, H)) for an LSTM cell (w_hr (P, H) optional)."""
 
-    def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: Optional[np.ndarray],
-                 b_hh: Optional[np.ndarray], w_hr: Optional[np.ndarray] = None,
-                 n_threads: Optional[int] = None):
+    def __init__(self, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray | None,
+                 b_hh: np.ndarray | None, w_hr: np.ndarray | None = None,
+                 n_threads: int | None = None):
         super().__init__(1, w_ih, w_hh, b_ih, b_hh, w_hr, True, n_threads)
 
-    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self._c_hold:
-            return self._impl.step(x, h, c)
+            return cast(tuple[np.ndarray, np.ndarray], self._impl.step(x, h, c))
         with _threads.kernel_guard():
-            return self._impl.step(x, h, c)
+            return cast(tuple[np.ndarray, np.ndarray], self._impl.step(x, h, c))

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -55,7 +55,7 @@ def physical_cores() -> int:
     return max(1, len(cores))
 
 
-def _env_int(name: str) -> Optional[int]:
+def _env_int(name: str) -> int | None:
     v = os.environ.get(name, "").split(",")[0].strip()
     try:
         n = int(v)
@@ -70,7 +70,7 @@ def default_n_threads() -> int:
     return _env_int("FASTGRU_NUM_THREADS") or _env_int("OMP_NUM_THREADS") or physical_cores()
 
 
-def resolve(n_threads: Optional[int]) -> int:
+def resolve(n_threads: int | None) -> int:
     """The team size for a call (n_threads already type-checked by _validation)."""
     if not _runtime.openmp_enabled():
         return 1
@@ -91,7 +91,7 @@ COLS_MIN_UNITS = 48
 
 
 def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: float,
-               H: int = 0, cols_ok: bool = False) -> Tuple[int, np.ndarray, bool]:
+               H: int = 0, cols_ok: bool = False) -> tuple[int, np.ndarray, bool]:
     """(team, tasks, cols): tasks is int32 (k, 3) of (direction, first row, end row) in sorted
     order; cols=True asks the kernel to share each step across the team instead (one sequence,
     one direction, a variant that supports it).
@@ -122,7 +122,7 @@ def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: flo
 
 
 @lru_cache(maxsize=1)
-def _blas_controllers() -> List:
+def _blas_controllers() -> list:
     """threadpoolctl controllers of the BLAS the kernels call (scipy's), cached."""
     from threadpoolctl import ThreadpoolController
 
@@ -147,15 +147,18 @@ def _register_c_hold() -> bool:
             prefix, suffix = lib._find_affixes()
             get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}")
             put = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}")
-            _blas.set_thread_functions(ctypes.cast(get, ctypes.c_void_p).value,
-                                       ctypes.cast(put, ctypes.c_void_p).value)
+            get_addr = ctypes.cast(get, ctypes.c_void_p).value
+            put_addr = ctypes.cast(put, ctypes.c_void_p).value
+            if not get_addr or not put_addr:
+                continue
+            _blas.set_thread_functions(get_addr, put_addr)
             return True
     except Exception:  # unusual BLAS layouts: the threadpoolctl fallback still applies
         pass
     return False
 
 
-_C_HOLD: List[Optional[bool]] = [None]
+_C_HOLD: list[bool | None] = [None]
 
 
 def c_hold_active() -> bool:
@@ -223,4 +226,4 @@ def blas_single_threaded() -> Iterator[None]:
                     lib.set_num_threads(n)
 
 
-_saved_stack: List = []
+_saved_stack: list = []

@@ -7,7 +7,7 @@ P = projection size (LSTM proj_size; P = H without projection).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +17,7 @@ BLAS_INT_MAX = 2**31 - 1  # scipy's cython_blas takes 32-bit ints (LP64)
 GATES = {"gru": 3, "lstm": 4}
 
 
-def float_array(name: str, a: Any, dtype: Optional[np.dtype] = None) -> np.ndarray:
+def float_array(name: str, a: Any, dtype: np.dtype | None = None) -> np.ndarray:
     """`a` as a float32/float64 ndarray (no copy when already one); TypeError otherwise."""
     if a is None:
         raise TypeError(f"{name} must be an array, got None")
@@ -47,7 +47,7 @@ def check_shape(name: str, a: np.ndarray, shape: tuple, desc: str) -> None:
         raise ValueError(f"{name} must have shape {desc} = {tuple(shape)}, got {a.shape}")
 
 
-def check_n_threads(n_threads: Any) -> Optional[int]:
+def check_n_threads(n_threads: Any) -> int | None:
     if n_threads is None:
         return None
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
@@ -58,7 +58,7 @@ def check_n_threads(n_threads: Any) -> Optional[int]:
     return n
 
 
-def check_lengths(lengths: Any, T: int, B: int) -> Optional[np.ndarray]:
+def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
     """lengths as int64 (B,) with 1 <= length <= T, or None."""
     if lengths is None:
         return None
@@ -98,14 +98,14 @@ class RNNArgs:
 
     cell: str
     x: np.ndarray
-    h0: Optional[np.ndarray]
-    c0: Optional[np.ndarray]
+    h0: np.ndarray | None
+    c0: np.ndarray | None
     w_ih: np.ndarray
     w_hh: np.ndarray
-    b_ih: Optional[np.ndarray]
-    b_hh: Optional[np.ndarray]
-    w_hr: Optional[np.ndarray]
-    lengths: Optional[np.ndarray]
+    b_ih: np.ndarray | None
+    b_hh: np.ndarray | None
+    w_hr: np.ndarray | None
+    lengths: np.ndarray | None
     T: int
     B: int
     I: int  # noqa: E741 - the project's dimension letter
@@ -136,7 +136,8 @@ def rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=None) -> RNN
         if cell != "lstm":
             raise ValueError("w_hr (projection) exists for LSTM only")
         if w_hr.ndim != 2 or w_hr.shape[0] != P:
-            raise ValueError(f"w_hr must have shape (P, H) with P = w_hh.shape[1] = {P}, got {w_hr.shape}")
+            raise ValueError(
+                f"w_hr must have shape (P, H) with P = w_hh.shape[1] = {P}, got {w_hr.shape}")
         H = int(w_hr.shape[1])
         if P >= H:
             raise ValueError(f"projection size P={P} must be smaller than hidden size H={H}")

@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import threading
 import weakref
-from typing import List, Tuple
 
 import numpy as np
 
 _local = threading.local()
 _lock = threading.Lock()
-_free: List[np.ndarray] = []   # pooled 1-D uint8 buffers not in use
-_ours: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()  # made here
+_free: list[np.ndarray] = []   # pooled 1-D uint8 buffers not in use
+_ours: weakref.WeakValueDictionary[int, np.ndarray] = weakref.WeakValueDictionary()  # made here
 POOL_MAX_BYTES = 2 << 30
 
 
-def get(name: str, shape: Tuple[int, ...], dtype) -> np.ndarray:
+def get(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A C-contiguous scratch array of `shape` (contents undefined), reused across calls."""
     pool = getattr(_local, "pool", None)
     if pool is None:
@@ -41,7 +40,7 @@ def get(name: str, shape: Tuple[int, ...], dtype) -> np.ndarray:
     return buf[:size].reshape(shape)
 
 
-def take(shape: Tuple[int, ...], dtype) -> np.ndarray:
+def take(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An array for data kept from a forward to its backward (contents undefined)."""
     dtype = np.dtype(dtype)
     need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
@@ -66,7 +65,7 @@ def give(*arrays) -> None:
         for a in arrays:
             if a is None:
                 continue
-            base = a
+            base: np.ndarray = a
             while isinstance(base.base, np.ndarray):
                 base = base.base
             if _ours.get(id(base)) is base and not any(b is base for b in _free):

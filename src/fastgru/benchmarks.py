@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Dict, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-SHAPES: Dict[str, Tuple[int, int, int, int]] = {
+SHAPES: dict[str, tuple[int, int, int, int]] = {
     "S1": (200, 32, 32, 64),
     "S2": (500, 64, 64, 128),
     "S3": (100, 64, 256, 256),
@@ -32,13 +33,13 @@ IMPLS = ("fastgru", "reference", "torch", "onnxruntime")
 STEP_IMPL = "fastgru-step"  # the streaming cell path (T = 1, inference): fastgru._step
 
 
-def flops(cell: str, mode: str, shape: Tuple[int, int, int, int]) -> float:
+def flops(cell: str, mode: str, shape: tuple[int, int, int, int]) -> float:
     T, B, I, H = shape
     f = 2.0 * T * B * GATES[cell] * H * (I + H)
     return f * (3.0 if mode == "train" else 1.0)
 
 
-def problem(cell: str, shape, seed: int = 0, lengths: Optional[str] = None):
+def problem(cell: str, shape, seed: int = 0, lengths: str | None = None):
     """x (T, B, I), weights (PyTorch layout, init scale) and optional lengths, float32."""
     T, B, I, H = shape
     rng = np.random.default_rng(seed)
@@ -66,7 +67,7 @@ def available(impl: str) -> bool:
 
 
 def make_runner(impl: str, cell: str, mode: str, shape, threads: int,
-                lengths: Optional[str] = None, seed: int = 0) -> Optional[Callable[[], object]]:
+                lengths: str | None = None, seed: int = 0) -> Callable[[], object] | None:
     """A callable doing one call of `impl`, or None when the impl is not installed or does not
     support the case (ONNX Runtime: inference only)."""
     if not available(impl):
@@ -90,10 +91,12 @@ def _fastgru(cell, mode, x, w, L, threads):
 
     if cell == "gru":
         if mode == "inf":
-            return lambda: ops.gru_forward(x, None, *w, lengths=L, training=False, n_threads=threads)
+            return lambda: ops.gru_forward(x, None, *w, lengths=L, training=False,
+                                           n_threads=threads)
 
         def train():
             y, _, c = ops.gru_forward(x, None, *w, lengths=L, n_threads=threads)
+            assert c is not None
             return ops.gru_backward(c, np.ones_like(y))
         return train
     if mode == "inf":
@@ -102,6 +105,7 @@ def _fastgru(cell, mode, x, w, L, threads):
 
     def train_lstm():
         y, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L, n_threads=threads)
+        assert c is not None
         return ops.lstm_backward(c, np.ones_like(y))
     return train_lstm
 
@@ -113,11 +117,11 @@ def _stepper(cell, x, w, threads):
     x0 = np.ascontiguousarray(x[0])
     h = np.zeros((B, H), np.float32)
     if cell == "gru":
-        st = _step.GRUStepper(*w, n_threads=threads)
-        return lambda: st.step(x0, h)
-    st = _step.LSTMStepper(*w, n_threads=threads)
+        gst = _step.GRUStepper(w[0], w[1], w[2], w[3], n_threads=threads)
+        return lambda: gst.step(x0, h)
+    lst = _step.LSTMStepper(w[0], w[1], w[2], w[3], n_threads=threads)
     c = np.zeros((B, H), np.float32)
-    return lambda: st.step(x0, h, c)
+    return lambda: lst.step(x0, h, c)
 
 
 def _reference(cell, mode, x, w, L, threads):
@@ -140,9 +144,10 @@ def torch_module(cell, w):
 
     G, I = w[0].shape
     H = w[1].shape[1]
-    m = (torch.nn.GRU if cell == "gru" else torch.nn.LSTM)(I, H)
+    m: Any = torch.nn.GRU(I, H) if cell == "gru" else torch.nn.LSTM(I, H)
     with torch.no_grad():
-        for p, a in zip([m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0], w):
+        params = [m.weight_ih_l0, m.weight_hh_l0, m.bias_ih_l0, m.bias_hh_l0]
+        for p, a in zip(params, w, strict=True):
             p.copy_(torch.from_numpy(a))
     return m
 
@@ -182,11 +187,11 @@ def _torch(cell, mode, x, w, L, threads):
 
 def onnx_model_bytes(cell, w, with_lengths=False):
     """A one-node ONNX GRU (linear_before_reset=1) or LSTM model for these PyTorch weights."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     G, I = w[0].shape
     H = w[1].shape[1]
+    order: tuple
     if cell == "gru":   # PyTorch r,z,n -> ONNX z,r,h
         order = (1, 0, 2)
     else:               # PyTorch i,f,g,o -> ONNX i,o,f,c
@@ -246,7 +251,7 @@ def sgemm_runner(threads: int, n: int = 1024) -> Callable[[], object]:
 
 
 def measure(fn: Callable[[], object], budget: float = 1.0, min_reps: int = 3,
-            max_reps: int = 30, min_rep_s: float = 0.02) -> Dict[str, float]:
+            max_reps: int = 30, min_rep_s: float = 0.02) -> dict[str, float]:
     """Median and minimum seconds per call (warm-up call untimed; fast calls are batched so
     each timed repetition lasts at least min_rep_s)."""
     fn()
@@ -265,7 +270,7 @@ def measure(fn: Callable[[], object], budget: float = 1.0, min_reps: int = 3,
     return {"median_s": float(np.median(times)), "min_s": times[0], "reps": reps, "inner": inner}
 
 
-def training_memory_bytes(impl: str, cell: str, shape, lengths=None) -> Optional[int]:
+def training_memory_bytes(impl: str, cell: str, shape, lengths=None) -> int | None:
     """Bytes kept between forward and backward for one training step: fastgru's cache arrays, or
     the tensors PyTorch's autograd saves (measured with saved_tensors_hooks)."""
     x, w, L = problem(cell, shape, lengths=lengths)
@@ -276,6 +281,7 @@ def training_memory_bytes(impl: str, cell: str, shape, lengths=None) -> Optional
             y, _, c = ops.gru_forward(x, None, *w, lengths=L)
         else:
             y, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L)
+        assert c is not None
         pc = c.packed
         return int(sum(a.nbytes for a in (pc.cache, pc.hprev, pc.m) if a is not None))
     if impl == "torch" and available("torch"):

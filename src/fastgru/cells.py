@@ -9,23 +9,23 @@ to the weight arrays, so in-place parameter updates are seen without rebuilding 
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
 from fastgru import _validation as V
-from fastgru._step import GRUStepper, LSTMStepper
 from fastgru._module import Module, ParamStore, check_dtype, check_size, optional_seed
+from fastgru._step import GRUStepper, LSTMStepper
 from fastgru.interop import InteropMixin
 
 
-def gru_stepper(w_ih, w_hh, b_ih, b_hh, reset_after: bool, n_threads: Optional[int] = None):
+def gru_stepper(w_ih, w_hh, b_ih, b_hh, reset_after: bool, n_threads: int | None = None):
     """A stepper with .step(x (B, I), h (B, H)) -> new h_new (B, H); inputs C-contiguous, of
     the weights' dtype, already validated."""
     return GRUStepper(w_ih, w_hh, b_ih, b_hh, reset_after, n_threads=n_threads)
 
 
-def lstm_stepper(w_ih, w_hh, b_ih, b_hh, w_hr=None, n_threads: Optional[int] = None):
+def lstm_stepper(w_ih, w_hh, b_ih, b_hh, w_hr=None, n_threads: int | None = None):
     """A stepper with .step(x (B, I), h (B, P), c (B, H)) -> new (h_new, c_new)."""
     return LSTMStepper(w_ih, w_hh, b_ih, b_hh, w_hr, n_threads=n_threads)
 
@@ -45,7 +45,7 @@ class _CellBase(InteropMixin, Module):
         dt = check_dtype(dtype)
         self._rng = np.random.default_rng(optional_seed(seed))
         G = (3 if self._cell == "gru" else 4) * self._H
-        blk = {"w_ih": (1, G, self._I), "w_hh": (1, G, self._H)}
+        blk: dict[str, tuple[int, ...]] = {"w_ih": (1, G, self._I), "w_hh": (1, G, self._H)}
         if self._bias:
             blk.update(b_ih=(1, G), b_hh=(1, G))
         names = {r: [n] for r, n in (("w_ih", "weight_ih"), ("w_hh", "weight_hh"),
@@ -76,7 +76,7 @@ class _CellBase(InteropMixin, Module):
             s += f", dtype={self.dtype}"
         return s + ")"
 
-    def _x(self, x: Any) -> Tuple[np.ndarray, bool]:
+    def _x(self, x: Any) -> tuple[np.ndarray, bool]:
         if (type(x) is np.ndarray and x.dtype == self._store.dtype and x.ndim == 2
                 and x.shape[1] == self._I and x.shape[0] > 0 and x.flags.c_contiguous):
             return x, False  # the hot path
@@ -118,11 +118,11 @@ class GRUCell(_CellBase):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  reset_after: bool = True, dtype: Any = "float32", seed: Any = None, *,
-                 n_threads: Optional[int] = None) -> None:
+                 n_threads: int | None = None) -> None:
         self._setup(input_size, hidden_size, bias, reset_after, dtype, seed, n_threads)
         w = self._store.blocks[0]
-        self._stepper = gru_stepper(w["w_ih"][0], w["w_hh"][0], *self._b, self._reset_after,
-                                    self._n_threads)
+        self._stepper = gru_stepper(w["w_ih"][0], w["w_hh"][0], self._b[0], self._b[1],
+                                    self._reset_after, self._n_threads)
 
     reset_after = property(lambda self: self._reset_after,
                            doc="True: reset gate after the recurrent product (PyTorch).")
@@ -131,7 +131,7 @@ class GRUCell(_CellBase):
         return dict(input_size=self._I, hidden_size=self._H, bias=self._bias,
                     reset_after=self._reset_after, dtype=str(self.dtype), n_threads=self._n_threads)
 
-    def __call__(self, x: Any, h: Optional[Any] = None) -> np.ndarray:
+    def __call__(self, x: Any, h: Any | None = None) -> np.ndarray:
         """x (B, I) (or (I,)), h (B, H) or None for zeros -> h' (B, H) (or (H,))."""
         if type(x) is np.ndarray and type(h) is np.ndarray and x.ndim == 2 and x.shape[0]:
             try:  # the hot path: the stepper checks dtype, shapes and contiguity in C
@@ -156,17 +156,18 @@ class LSTMCell(_CellBase):
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True,
                  dtype: Any = "float32", seed: Any = None, *,
-                 n_threads: Optional[int] = None) -> None:
+                 n_threads: int | None = None) -> None:
         self._setup(input_size, hidden_size, bias, True, dtype, seed, n_threads)
         w = self._store.blocks[0]
-        self._stepper = lstm_stepper(w["w_ih"][0], w["w_hh"][0], *self._b, None, self._n_threads)
+        self._stepper = lstm_stepper(w["w_ih"][0], w["w_hh"][0], self._b[0], self._b[1], None,
+                                     self._n_threads)
 
     def get_config(self) -> dict:
         return dict(input_size=self._I, hidden_size=self._H, bias=self._bias,
                     dtype=str(self.dtype), n_threads=self._n_threads)
 
-    def __call__(self, x: Any, hx: Optional[Tuple[Any, Any]] = None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: Any, hx: tuple[Any, Any] | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """x (B, I) (or (I,)), hx (h (B, H), c (B, H)) or None -> (h', c')."""
         if type(x) is np.ndarray and type(hx) is tuple and x.ndim == 2 and x.shape[0]:
             try:  # the hot path, as in GRUCell

@@ -1,6 +1,7 @@
 """`fastgru bench`: a quick, same-run comparison of fastgru with PyTorch and ONNX Runtime (when
 installed) and the NumPy reference, on the performance issue's shapes, at given thread counts.
 Prints times, effective GFLOP/s and the ratios other / fastgru (> 1 means fastgru is faster)."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,22 +10,40 @@ import time
 
 from fastgru import benchmarks as bm
 
-IMPL_NAMES = {"fastgru": "fastgru", "reference": "numpy-ref", "torch": "torch",
-              "onnxruntime": "ORT"}
+IMPL_NAMES = {
+    "fastgru": "fastgru",
+    "reference": "numpy-ref",
+    "torch": "torch",
+    "onnxruntime": "ORT",
+}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", default="1,2", help="comma list of thread counts (default 1,2)")
-    p.add_argument("--shapes", default=",".join(bm.SHAPES),
-                   help="comma list of " + ",".join(f"{k}={v}" for k, v in bm.SHAPES.items()))
+    p.add_argument(
+        "--shapes",
+        default=",".join(bm.SHAPES),
+        help="comma list of " + ",".join(f"{k}={v}" for k, v in bm.SHAPES.items()),
+    )
     p.add_argument("--cells", default="gru,lstm", help="gru, lstm or both")
     p.add_argument("--modes", default="inf,train", help="inf (inference), train (fwd+bwd) or both")
-    p.add_argument("--impls", default="fastgru,torch,onnxruntime,reference",
-                   help="implementations to time (missing ones are skipped)")
-    p.add_argument("--budget", type=float, default=0.5,
-                   help="seconds of timed repetitions per measurement (default 0.5)")
-    p.add_argument("--reference-max-flops", type=float, default=2e10,
-                   help="skip the NumPy reference above this many FLOPs per call (it is slow)")
+    p.add_argument(
+        "--impls",
+        default="fastgru,torch,onnxruntime,reference",
+        help="implementations to time (missing ones are skipped)",
+    )
+    p.add_argument(
+        "--budget",
+        type=float,
+        default=0.5,
+        help="seconds of timed repetitions per measurement (default 0.5)",
+    )
+    p.add_argument(
+        "--reference-max-flops",
+        type=float,
+        default=2e10,
+        help="skip the NumPy reference above this many FLOPs per call (it is slow)",
+    )
     p.add_argument("--json", metavar="PATH", help="also write the measurements as JSON")
 
 
@@ -42,7 +61,9 @@ def _list(arg: str, allowed, what: str):
     items = [a.strip() for a in arg.split(",") if a.strip()]
     bad = [a for a in items if a not in allowed]
     if bad or not items:
-        raise UserError(f"unknown {what} {', '.join(bad) or arg!r}; choose from {', '.join(allowed)}")
+        raise UserError(
+            f"unknown {what} {', '.join(bad) or arg!r}; choose from {', '.join(allowed)}"
+        )
     return items
 
 
@@ -52,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         threads = [int(t) for t in args.threads.split(",") if t.strip()]
     except ValueError:
-        raise UserError(f"--threads must be a comma list of integers, got {args.threads!r}") from None
+        raise UserError(
+            f"--threads must be a comma list of integers, got {args.threads!r}"
+        ) from None
     if not threads or min(threads) < 1:
         raise UserError("--threads must list thread counts >= 1")
     if args.budget <= 0:
@@ -71,8 +94,13 @@ def run(args: argparse.Namespace) -> int:
         gf_ceiling = 2 * 1024**3 / ceiling["median_s"] / 1e9
         print(f"\n## {nt} thread(s); SGEMM ceiling (scipy BLAS, 1024^3): {gf_ceiling:.1f} GFLOP/s")
         cols = [IMPL_NAMES[i] for i in impls]
-        print("| shape (T,B,I,H) | cell | mode | " + " | ".join(cols) + " | "
-              + " | ".join(f"{c}/fastgru" for c in cols[1:]) + " |")
+        print(
+            "| shape (T,B,I,H) | cell | mode | "
+            + " | ".join(cols)
+            + " | "
+            + " | ".join(f"{c}/fastgru" for c in cols[1:])
+            + " |"
+        )
         print("|---" * (3 + 2 * len(cols) - 1) + "|")
         for cell in cells:
             for mode in modes:
@@ -88,16 +116,43 @@ def run(args: argparse.Namespace) -> int:
                             continue
                         m = bm.measure(fn, budget=args.budget)
                         row[impl] = m
-                        records.append(dict(impl=impl, cell=cell, mode=mode, shape=sk, threads=nt,
-                                            gflops=fl / m["median_s"] / 1e9, **m))
+                        records.append(
+                            dict(
+                                impl=impl,
+                                cell=cell,
+                                mode=mode,
+                                shape=sk,
+                                threads=nt,
+                                gflops=fl / m["median_s"] / 1e9,
+                                **m,
+                            )
+                        )
                         time.sleep(0.05)  # let other libraries' spinning threads go idle
-                    cells_txt = [(f"{_fmt(row[i]['median_s'])} ({fl / row[i]['median_s'] / 1e9:.1f})"
-                                  if i in row else "-") for i in impls]
+                    cells_txt = [
+                        (
+                            f"{_fmt(row[i]['median_s'])} ({fl / row[i]['median_s'] / 1e9:.1f})"
+                            if i in row
+                            else "-"
+                        )
+                        for i in impls
+                    ]
                     base = row.get("fastgru")
-                    ratios = [(f"{row[i]['median_s'] / base['median_s']:.2f}x" if (i in row and base)
-                               else "-") for i in impls[1:]]
-                    print(f"| {sk} {shape} | {cell} | {mode} | " + " | ".join(cells_txt) + " | "
-                          + " | ".join(ratios) + " |", flush=True)
+                    ratios = [
+                        (
+                            f"{row[i]['median_s'] / base['median_s']:.2f}x"
+                            if (i in row and base)
+                            else "-"
+                        )
+                        for i in impls[1:]
+                    ]
+                    print(
+                        f"| {sk} {shape} | {cell} | {mode} | "
+                        + " | ".join(cells_txt)
+                        + " | "
+                        + " | ".join(ratios)
+                        + " |",
+                        flush=True,
+                    )
         records.append(dict(impl="sgemm", threads=nt, gflops=gf_ceiling, **ceiling))
     print("\nTimes are medians; (GFLOP/s) effective; train = forward + backward of y.sum().")
     if args.json:

@@ -21,7 +21,7 @@ These functions work on any fastgru module (layer or cell); the classes expose t
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +48,7 @@ def _dtype_of(arrays, dtype) -> np.dtype:
     return dt if dt in (np.dtype(np.float32), np.dtype(np.float64)) else np.dtype(np.float32)
 
 
-def _units(m) -> List[Tuple[int, int]]:
+def _units(m) -> list[tuple[int, int]]:
     return [(l, d) for l in range(m._L) for d in range(m.num_directions)]
 
 
@@ -83,8 +83,8 @@ def from_torch(cls, module: Any, dtype: Any = None, **kwargs):
     if not isinstance(module, tcls):
         raise TypeError(f"module must be a {tcls.__module__}.{tcls.__name__}, got "
                         f"{type(module).__name__}")
-    cfg = dict(input_size=int(module.input_size), hidden_size=int(module.hidden_size),
-               bias=bool(module.bias))
+    cfg: dict[str, Any] = dict(input_size=int(module.input_size),
+                               hidden_size=int(module.hidden_size), bias=bool(module.bias))
     if hasattr(module, "num_layers"):  # layers, not cells
         cfg.update(num_layers=int(module.num_layers), batch_first=bool(module.batch_first),
                    dropout=float(module.dropout), bidirectional=bool(module.bidirectional))
@@ -116,7 +116,7 @@ def to_torch(m, device: Any = None):
     return mod.train(m.training)
 
 
-def to_torch_state_dict(m, tensors: bool = False) -> Dict[str, Any]:
+def to_torch_state_dict(m, tensors: bool = False) -> dict[str, Any]:
     """PyTorch state dict: name -> copy of the parameter (NumPy arrays, or CPU tensors when
     tensors=True; torch is imported only then)."""
     _refuse_reset_before(m, "to_torch_state_dict")
@@ -128,7 +128,7 @@ def to_torch_state_dict(m, tensors: bool = False) -> Dict[str, Any]:
     return sd
 
 
-def load_torch_state_dict(m, state_dict: Dict[str, Any], strict: bool = True,
+def load_torch_state_dict(m, state_dict: dict[str, Any], strict: bool = True,
                           prefix: str = "") -> None:
     """Copy a PyTorch state dict (arrays or tensors) into m, in place, cast to m's dtype.
     prefix: keep only keys starting with it, stripped (e.g. "encoder.rnn.")."""
@@ -140,7 +140,7 @@ def load_torch_state_dict(m, state_dict: Dict[str, Any], strict: bool = True,
 # Keras
 
 
-def _keras_unit(m, l: int, d: int) -> List[np.ndarray]:
+def _keras_unit(m, l: int, d: int) -> list[np.ndarray]:
     blk = m._store.blocks[l]
     w_ih, w_hh = blk["w_ih"][d], blk["w_hh"][d]
     if m._cell == "gru":
@@ -160,21 +160,21 @@ def _keras_unit(m, l: int, d: int) -> List[np.ndarray]:
     return out
 
 
-def to_keras_weights(m) -> List[np.ndarray]:
+def to_keras_weights(m) -> list[np.ndarray]:
     """Keras weights, [kernel (I, G), recurrent_kernel (H, G), bias] for each layer and
     direction in order (forward then backward, as Keras' Bidirectional.get_weights()): for one
     unidirectional layer exactly keras_layer.get_weights(). GRU bias: (2, 3H) with reset_after,
     (3H,) without; LSTM bias (4H,); no bias entry when bias=False."""
     if getattr(m, "_proj", 0):
         raise NotImplementedError("Keras LSTM has no projection (proj_size); cannot convert")
-    out: List[np.ndarray] = []
+    out: list[np.ndarray] = []
     for l, d in _units(m):
         out += _keras_unit(m, l, d)
     return out
 
 
 def _keras_to_torch(cell: str, kernel, rk, bias, reset_after: bool, where: str
-                    ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """One Keras unit -> (w_ih, w_hh, b_ih, b_hh) in PyTorch layout, with shape checks."""
     kernel = to_numpy(f"kernel{where}", kernel)
     rk = to_numpy(f"recurrent_kernel{where}", rk)
@@ -216,7 +216,7 @@ def _keras_to_torch(cell: str, kernel, rk, bias, reset_after: bool, where: str
     return w_ih, w_hh, b_ih, b_hh
 
 
-def load_keras_weights(m, weights: List[Any]) -> None:
+def load_keras_weights(m, weights: list[Any]) -> None:
     """Copy Keras weights (the list to_keras_weights() returns, or keras' get_weights() of the
     same architecture) into m, in place. Everything is checked before anything is written."""
     if getattr(m, "_proj", 0):
@@ -300,7 +300,7 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
 # ONNX
 
 
-def to_onnx(m, layer: int = 0) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+def to_onnx(m, layer: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """ONNX GRU/LSTM inputs (W, R, B) of one layer: W [D, G, I], R [D, G, H], B [D, 2G]
     (None without bias). GRU gates z, r, h with linear_before_reset = int(reset_after); LSTM
     gates i, o, f, c. Directions stacked on the first axis (forward, reverse)."""
@@ -350,7 +350,7 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int = 0, direction: str = 
         if linear_before_reset not in (0, 1) or isinstance(linear_before_reset, float):
             raise ValueError(f"linear_before_reset must be 0 or 1, got {linear_before_reset!r}")
         cfg["reset_after"] = bool(linear_before_reset)
-        order = GRU_TO_GATES
+        order: tuple[int, ...] = GRU_TO_GATES
     else:
         if P is not None and np.any(to_numpy("P", P)):
             raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
@@ -388,12 +388,12 @@ class InteropMixin:
         """The equivalent PyTorch module: same config, weights, dtype and train/eval mode."""
         return to_torch(self, device=device)
 
-    def to_torch_state_dict(self, tensors: bool = False) -> Dict[str, Any]:
+    def to_torch_state_dict(self, tensors: bool = False) -> dict[str, Any]:
         """PyTorch state dict (copies): NumPy arrays, or CPU tensors with tensors=True. Loads
         into the matching torch module with module.load_state_dict(...)."""
         return to_torch_state_dict(self, tensors=tensors)
 
-    def load_torch_state_dict(self, state_dict: Dict[str, Any], strict: bool = True,
+    def load_torch_state_dict(self, state_dict: dict[str, Any], strict: bool = True,
                               prefix: str = "") -> None:
         """Copy a PyTorch state dict (arrays or tensors, any float dtype) into this module in
         place. strict: keys must match exactly. prefix: keep only keys that start with it,
@@ -410,12 +410,12 @@ class InteropMixin:
         return from_keras_weights(cls, kernel, recurrent_kernel, bias, reset_after=reset_after,
                                   dtype=dtype, **kwargs)
 
-    def to_keras_weights(self) -> List[np.ndarray]:
+    def to_keras_weights(self) -> list[np.ndarray]:
         """Keras weights [kernel, recurrent_kernel, bias] per layer and direction, in order
         (forward then backward of each layer): for one unidirectional layer exactly what
         keras_layer.set_weights() takes; for a stack of Keras layers, model.set_weights()."""
         return to_keras_weights(self)
 
-    def load_keras_weights(self, weights: List[Any]) -> None:
+    def load_keras_weights(self, weights: list[Any]) -> None:
         """Copy Keras weights (in the to_keras_weights() order) into this module in place."""
         load_keras_weights(self, weights)

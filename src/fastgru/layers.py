@@ -7,7 +7,7 @@ or H, D = 2 if bidirectional else 1, L = num_layers.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -19,10 +19,10 @@ from fastgru.saving import load
 __all__ = ["GRU", "LSTM", "GRUCell", "LSTMCell", "load", "export_onnx"]
 
 ArrayLike = Any
-LSTMState = Tuple[np.ndarray, np.ndarray]
+LSTMState = tuple[np.ndarray, np.ndarray]
 
 
-def export_onnx(layer: "RNNBase", path: Any = None, **kwargs):
+def export_onnx(layer: RNNBase, path: Any = None, **kwargs):
     """Export a GRU/LSTM layer to an ONNX model (see fastgru.onnx_export.export_onnx)."""
     from fastgru.onnx_export import export_onnx as _export
 
@@ -38,7 +38,7 @@ class _LayerInterop(interop.InteropMixin):
         merge_mode="concat". batch_first=True (Keras data is (B, T, I)) unless given."""
         return interop.from_keras(cls, keras_layer, dtype=dtype, **kwargs)
 
-    def to_onnx(self, layer: int = 0) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def to_onnx(self, layer: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """ONNX operator inputs (W [D, G, I], R [D, G, H], B [D, 2G] or None without bias) of
         one layer. GRU gates z, r, h (linear_before_reset = int(reset_after)); LSTM gates
         i, o, f, c. Directions stacked on the first axis: forward, reverse."""
@@ -48,7 +48,7 @@ class _LayerInterop(interop.InteropMixin):
         """Export the whole layer as an ONNX model (a chain of GRU/LSTM nodes); writes `path`
         atomically when given and returns the onnx.ModelProto. See
         fastgru.onnx_export.export_onnx for the options (initial_state, lengths, opset, dtype)."""
-        return export_onnx(self, path, **kwargs)
+        return export_onnx(self, path, **kwargs)  # type: ignore[arg-type]  # a mixin of RNNBase
 
 
 class GRU(_LayerInterop, RNNBase):
@@ -82,15 +82,15 @@ class GRU(_LayerInterop, RNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  reset_after: bool = True, dtype: Any = "float32", seed: Any = None, *,
-                 backend: str = "fast", n_threads: Optional[int] = None) -> None:
+                 backend: str = "fast", n_threads: int | None = None) -> None:
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                     bidirectional, 0, reset_after, dtype, seed, backend, n_threads)
 
     reset_after = property(lambda self: self._reset_after,
                            doc="True: reset gate after the recurrent product (PyTorch).")
 
-    def forward(self, x: ArrayLike, h0: Optional[ArrayLike] = None, lengths: Any = None, *,
-                requires_grad: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def forward(self, x: ArrayLike, h0: ArrayLike | None = None, lengths: Any = None, *,
+                requires_grad: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run the layer. Returns (y, h_n).
 
         x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched; the layer's dtype.
@@ -104,13 +104,13 @@ class GRU(_LayerInterop, RNNBase):
         y, hn, _ = self._run(x, h0, None, lengths, requires_grad)
         return y, hn
 
-    def __call__(self, x: ArrayLike, h0: Optional[ArrayLike] = None, lengths: Any = None, *,
-                 requires_grad: Optional[bool] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def __call__(self, x: ArrayLike, h0: ArrayLike | None = None, lengths: Any = None, *,
+                 requires_grad: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Same as forward()."""
         return self.forward(x, h0, lengths, requires_grad=requires_grad)
 
-    def backward(self, dy: Optional[ArrayLike], dh_n: Optional[ArrayLike] = None
-                 ) -> Tuple[np.ndarray, np.ndarray]:
+    def backward(self, dy: ArrayLike | None, dh_n: ArrayLike | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Backpropagate through the last training forward. Returns (dx, dh0) and ADDS the
         parameter gradients into grads() (call zero_grad() between steps).
 
@@ -121,7 +121,7 @@ class GRU(_LayerInterop, RNNBase):
         dx, dh0, _ = self._run_backward(dy, dh_n, None)
         return dx, dh0
 
-    def step(self, x: ArrayLike, h: Optional[ArrayLike] = None) -> Tuple[np.ndarray, np.ndarray]:
+    def step(self, x: ArrayLike, h: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """One time step for streaming inference (unidirectional layers; no dropout, no grads).
 
         x: (B, I) (or (I,)); h: (L, B, H) state from the previous step, None for zeros.
@@ -149,9 +149,9 @@ class GRU(_LayerInterop, RNNBase):
         return (y[0], hn[:, 0]) if unbatched else (y, hn)
 
     @classmethod
-    def from_onnx(cls, W: ArrayLike, R: ArrayLike, B: Optional[ArrayLike] = None,
+    def from_onnx(cls, W: ArrayLike, R: ArrayLike, B: ArrayLike | None = None,
                   linear_before_reset: int = 0, direction: str = "forward", dtype: Any = None,
-                  **kwargs) -> "GRU":
+                  **kwargs) -> GRU:
         """A one-layer GRU from ONNX GRU inputs: W [D, 3H, I], R [D, 3H, H], B [D, 6H] (None:
         zero biases, gives bias=False), gate order z, r, h. linear_before_reset=1 gives
         reset_after=True (PyTorch's GRU), 0 (ONNX's default) reset_after=False. direction
@@ -178,14 +178,14 @@ class LSTM(_LayerInterop, RNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, dtype: Any = "float32", seed: Any = None, *,
-                 backend: str = "fast", n_threads: Optional[int] = None) -> None:
+                 backend: str = "fast", n_threads: int | None = None) -> None:
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                     bidirectional, proj_size, True, dtype, seed, backend, n_threads)
 
     proj_size = property(lambda self: self._proj, doc="P, the projection size (0: none).")
 
     @staticmethod
-    def _split_state(name: str, hx: Any) -> Tuple[Any, Any]:
+    def _split_state(name: str, hx: Any) -> tuple[Any, Any]:
         if hx is None:
             return None, None
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
@@ -193,9 +193,9 @@ class LSTM(_LayerInterop, RNNBase):
                             f"{type(hx).__name__}")
         return hx[0], hx[1]
 
-    def forward(self, x: ArrayLike, hx: Optional[Tuple[ArrayLike, ArrayLike]] = None,
-                lengths: Any = None, *, requires_grad: Optional[bool] = None
-                ) -> Tuple[np.ndarray, LSTMState]:
+    def forward(self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None,
+                lengths: Any = None, *, requires_grad: bool | None = None
+                ) -> tuple[np.ndarray, LSTMState]:
         """Run the layer. Returns (y, (h_n, c_n)).
 
         x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched.
@@ -207,14 +207,14 @@ class LSTM(_LayerInterop, RNNBase):
         y, hn, cn = self._run(x, h0, c0, lengths, requires_grad)
         return y, (hn, cn)
 
-    def __call__(self, x: ArrayLike, hx: Optional[Tuple[ArrayLike, ArrayLike]] = None,
-                 lengths: Any = None, *, requires_grad: Optional[bool] = None
-                 ) -> Tuple[np.ndarray, LSTMState]:
+    def __call__(self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None,
+                 lengths: Any = None, *, requires_grad: bool | None = None
+                 ) -> tuple[np.ndarray, LSTMState]:
         """Same as forward()."""
         return self.forward(x, hx, lengths, requires_grad=requires_grad)
 
-    def backward(self, dy: Optional[ArrayLike], dh_n: Any = None, dc_n: Optional[ArrayLike] = None
-                 ) -> Tuple[np.ndarray, LSTMState]:
+    def backward(self, dy: ArrayLike | None, dh_n: Any = None, dc_n: ArrayLike | None = None
+                 ) -> tuple[np.ndarray, LSTMState]:
         """Backpropagate through the last training forward. Returns (dx, (dh0, dc0)) and ADDS
         the parameter gradients into grads().
 
@@ -227,8 +227,8 @@ class LSTM(_LayerInterop, RNNBase):
         dx, dh0, dc0 = self._run_backward(dy, dh_n, dc_n)
         return dx, (dh0, dc0)
 
-    def step(self, x: ArrayLike, hx: Optional[Tuple[ArrayLike, ArrayLike]] = None
-             ) -> Tuple[np.ndarray, LSTMState]:
+    def step(self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None
+             ) -> tuple[np.ndarray, LSTMState]:
         """One time step for streaming inference (unidirectional layers).
 
         x: (B, I) (or (I,)); hx: (h (L, B, P), c (L, B, H)) or None. Returns
@@ -254,9 +254,9 @@ class LSTM(_LayerInterop, RNNBase):
         return y, (hn, cn)
 
     @classmethod
-    def from_onnx(cls, W: ArrayLike, R: ArrayLike, B: Optional[ArrayLike] = None,
-                  direction: str = "forward", dtype: Any = None, P: Optional[ArrayLike] = None,
-                  **kwargs) -> "LSTM":
+    def from_onnx(cls, W: ArrayLike, R: ArrayLike, B: ArrayLike | None = None,
+                  direction: str = "forward", dtype: Any = None, P: ArrayLike | None = None,
+                  **kwargs) -> LSTM:
         """A one-layer LSTM from ONNX LSTM inputs: W [D, 4H, I], R [D, 4H, H], B [D, 8H] (None:
         zero biases, gives bias=False), gate order i, o, f, c. direction "forward" or
         "bidirectional". Peepholes P are not supported (NotImplementedError unless all zero)."""

@@ -12,7 +12,7 @@ Graph outputs: y [T, B, D*P] (or [B, T, D*P]); h_n [L*D, B, P]; for LSTM c_n [L*
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -25,7 +25,7 @@ _IR_FOR_OPSET = {14: 7, 15: 8, 16: 8, 17: 8, 18: 8, 19: 9, 20: 9, 21: 10, 22: 10
 
 
 def export_onnx(layer, path: Any = None, *, initial_state: bool = False, lengths: bool = False,
-                opset: int = DEFAULT_OPSET, dtype: Optional[Any] = None):
+                opset: int = DEFAULT_OPSET, dtype: Any | None = None):
     """Build (and, with `path`, write atomically) an ONNX model computing `layer` in eval mode.
 
     initial_state: add graph inputs h0 (and c0); without them the states start at zero.

@@ -10,7 +10,7 @@ modify them in place only after the backward.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -41,8 +41,8 @@ def _zeros_state(a, B, F, dtype):
 
 
 def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: bool = True,
-                training: bool = True, n_threads: Optional[int] = None
-                ) -> Tuple[np.ndarray, np.ndarray, Optional[GRUCache]]:
+                training: bool = True, n_threads: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray, GRUCache | None]:
     """GRU over a (T, B, I) batch. Returns (y (T, B, H), h_n (B, H), cache or None).
 
     h0: (B, H) or None (zeros). b_ih, b_hh: (3H,) or None (zeros). lengths: (B,) ints in
@@ -67,7 +67,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: boo
     return plan.unpack(y), plan.unsort_state(h[0]), cache
 
 
-def gru_backward(cache: GRUCache, dy, dh_n=None) -> Dict[str, np.ndarray]:
+def gru_backward(cache: GRUCache, dy, dh_n=None) -> dict[str, np.ndarray]:
     """Gradients of gru_forward given dL/dy (T, B, H) (None: zeros) and dL/dh_n (B, H).
 
     Returns a dict with dx (T, B, I), dh0 (B, H), dw_ih, dw_hh, db_ih, db_hh. Gradients of
@@ -84,8 +84,8 @@ def gru_backward(cache: GRUCache, dy, dh_n=None) -> Dict[str, np.ndarray]:
 
 
 def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: bool = True,
-                 n_threads: Optional[int] = None, w_hr=None
-                 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[LSTMCache]]:
+                 n_threads: int | None = None, w_hr=None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, LSTMCache | None]:
     """LSTM over a (T, B, I) batch. Returns (y (T, B, P), h_n (B, P), c_n (B, H), cache or None).
 
     P = H, or the projection size when w_hr (P, H) is given (PyTorch proj_size; then
@@ -108,7 +108,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: b
     return plan.unpack(y), plan.unsort_state(h[0]), plan.unsort_state(cs[0]), cache
 
 
-def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> Dict[str, np.ndarray]:
+def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> dict[str, np.ndarray]:
     """Gradients of lstm_forward: dict with dx, dh0, dc0, dw_ih, dw_hh, db_ih, db_hh (and dw_hr
     with a projection)."""
     if not isinstance(cache, LSTMCache):
@@ -125,7 +125,7 @@ def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> Dict[str, np.nd
     return out
 
 
-def _grads_in(cache, dy: Any, states: Dict[str, Any], widths) -> Tuple[Optional[np.ndarray], list]:
+def _grads_in(cache, dy: Any, states: dict[str, Any], widths) -> tuple[np.ndarray | None, list]:
     """Validate dy and the final-state gradients; return packed dy and sorted (1, B, F) states."""
     T, B, _, Fy = cache.shape
     dt, plan = cache.dtype, cache.packed.plan
@@ -135,7 +135,7 @@ def _grads_in(cache, dy: Any, states: Dict[str, Any], widths) -> Tuple[Optional[
         V.check_shape("dy", dy, (T, B, Fy), "(T, B, H)")
         dyp = plan.pack(V.contiguous(dy))
     out = []
-    for (name, s), F in zip(states.items(), widths):
+    for (name, s), F in zip(states.items(), widths, strict=True):
         if s is None:
             out.append(np.zeros((1, B, F), dt))
         else:

@@ -16,7 +16,8 @@ GRU, reset_after=True (PyTorch, cuDNN, Keras default, ONNX linear_before_reset=1
 GRU, reset_after=False (Cho et al. 2014, Keras reset_after=False, ONNX default) replaces (3):
   (3') n = tanh(W_in x + b_in + W_hn (r * h) + b_hn)
 LSTM:
-  (1) i = sigmoid(.), f = sigmoid(.), g = tanh(.), o = sigmoid(.)   with (.) = W_i* x + b_i* + W_h* h + b_h*
+  (1) i = sigmoid(.), f = sigmoid(.), g = tanh(.), o = sigmoid(.)
+      with (.) = W_i* x + b_i* + W_h* h + b_h*
   (2) c' = f * c + i * g
   (3) h' = o * tanh(c')            (with a projection: h' = W_hr (o * tanh(c')))
 
@@ -26,8 +27,6 @@ its last valid step. reverse=True runs each sequence from its own last valid ste
 """
 from __future__ import annotations
 
-from typing import Optional
-
 import numpy as np
 from scipy.special import expit as sigmoid
 
@@ -36,7 +35,7 @@ from fastgru import _validation as V
 __all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "reverse_padded"]
 
 
-def reverse_padded(a: np.ndarray, lengths: Optional[np.ndarray]) -> np.ndarray:
+def reverse_padded(a: np.ndarray, lengths: np.ndarray | None) -> np.ndarray:
     """Reverse each sequence of a (T, B, ...) array within its own length; padding stays."""
     if lengths is None:
         return a[::-1].copy()

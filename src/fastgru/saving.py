@@ -15,7 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 
@@ -26,14 +26,14 @@ VERSION = 1
 CONFIG_KEY = "__fastgru__"
 
 
-def _classes() -> Dict[str, type]:
+def _classes() -> dict[str, type]:
     from fastgru.cells import GRUCell, LSTMCell
     from fastgru.layers import GRU, LSTM
 
     return {c.__name__: c for c in (GRU, LSTM, GRUCell, LSTMCell)}
 
 
-def _digest(params: Dict[str, np.ndarray]) -> str:
+def _digest(params: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(params):
         a = np.ascontiguousarray(params[name])
@@ -78,7 +78,9 @@ def save(module, path: Any) -> None:
               "sha256": _digest(params)}
     arrays = {CONFIG_KEY: np.array(json.dumps(header))}
     arrays.update(params)
-    write_atomic(path, lambda f: np.savez(f, **arrays))
+    # numpy's stub types savez's keywords as its options; they are arrays here (and numpy < 2.1
+    # would store an allow_pickle= keyword as an array, so none is passed)
+    write_atomic(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
 
 
 def load(path: Any):
@@ -105,7 +107,7 @@ def load(path: Any):
         raise ValueError(f"cannot load {path!r}: {exc}") from None
 
 
-def _header(raw: np.ndarray) -> Dict[str, Any]:
+def _header(raw: np.ndarray) -> dict[str, Any]:
     if raw.dtype.kind != "U" or raw.shape != ():
         raise ValueError("the fastgru header is not a JSON string")
     header = json.loads(str(raw[()]))
@@ -121,7 +123,7 @@ def _header(raw: np.ndarray) -> Dict[str, Any]:
     return header
 
 
-def _build(header: Dict[str, Any], arrays: Dict[str, np.ndarray]):
+def _build(header: dict[str, Any], arrays: dict[str, np.ndarray]):
     classes = _classes()
     cls = classes.get(header["class"])
     if cls is None:

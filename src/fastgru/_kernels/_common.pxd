@@ -18,8 +18,9 @@ cdef inline void split(Py_ssize_t n, int tid, int team, int* a0, int* a1) noexce
 
 
 cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int c1,
-                             floating* out, int accumulate) noexcept nogil:
-    """out[c0:c1] (+)= m[:, c0:c1].sum(0) for m of shape (N, C).
+                             floating* out, floating* out2, int accumulate) noexcept nogil:
+    """out[c0:c1] (+)= m[:, c0:c1].sum(0) for m of shape (N, C); the same sums also go to out2
+    when it is not NULL (bias gradients that are equal: one pass over m for both).
 
     Sums in double, rows in order: the result does not depend on the thread count."""
     cdef double acc[64]
@@ -29,11 +30,18 @@ cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int
     while a < c1:
         w = c1 - a if c1 - a < 64 else 64
         for j in range(w):
-            acc[j] = out[a + j] if accumulate else 0.0
+            acc[j] = 0.0
         for n in range(N):
             row = m + n * C + a
             for j in range(w):
                 acc[j] += row[j]
         for j in range(w):
-            out[a + j] = <floating>acc[j]
+            if accumulate:
+                out[a + j] = <floating>(out[a + j] + acc[j])
+                if out2 != NULL:
+                    out2[a + j] = <floating>(out2[a + j] + acc[j])
+            else:
+                out[a + j] = <floating>acc[j]
+                if out2 != NULL:
+                    out2[a + j] = <floating>acc[j]
         a += w

@@ -351,7 +351,7 @@ cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
-    cdef int tid = fg_thread_num(), team = fg_team_size(), k, d, a0, a1
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k, d, a0, a1, c0, c1
     cdef int H = L.H, G = 3 * L.H, D = L.D, nI = L.nI, GD = 3 * L.H * L.D
     cdef floating one = 1, zero = 0
     cdef floating beta = one if L.accumulate else zero
@@ -392,11 +392,21 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
             hsrc = <const floating*>L.cache + d * 4 * H + 2 * H
             gemm(c'T', c'N', a1 - a0, H, S.N, one, dgh + a0, GD,
                  hsrc, D * 4 * H, beta, <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
-    # db_ih = sum over rows of dgx; db_hh = sum of dgh (reset after) or of dgx (reset before)
-    split(GD, tid, team, &a0, &a1)
-    colsum_rows(<const floating*>L.dgx, S.N, GD, a0, a1, <floating*>L.db_ih, L.accumulate)
-    colsum_rows(<const floating*>L.dgh if L.reset_after else <const floating*>L.dgx,
-                S.N, GD, a0, a1, <floating*>L.db_hh, L.accumulate)
+    # db_ih = column sums of dgx; db_hh: the same sums, except reset after's n blocks, which
+    # are the sums of dgh (dgh equals dgx in the r and z blocks): one pass over dG, not two.
+    for d in range(D):
+        for k in range(3):
+            split(H, tid, team, &a0, &a1)
+            c0 = d * G + k * H + a0
+            c1 = d * G + k * H + a1
+            if L.reset_after and k == 2:
+                colsum_rows(<const floating*>L.dgx, S.N, GD, c0, c1, <floating*>L.db_ih, NULL,
+                            L.accumulate)
+                colsum_rows(<const floating*>L.dgh, S.N, GD, c0, c1, <floating*>L.db_hh, NULL,
+                            L.accumulate)
+            else:
+                colsum_rows(<const floating*>L.dgx, S.N, GD, c0, c1, <floating*>L.db_ih,
+                            <floating*>L.db_hh, L.accumulate)
     fg_fp_exit(fp)
 
 

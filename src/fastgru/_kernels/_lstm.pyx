@@ -378,10 +378,10 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
             gemm(c'T', c'N', a1 - a0, H, S.N, one, <const floating*>L.dhp + d * P + a0, D * P,
                  <const floating*>L.m + d * H, D * H, beta,
                  <floating*>L.dw_hr + (<Py_ssize_t>d * P + a0) * H, H)
-    # db_ih = db_hh = sum over rows of dG
+    # db_ih = db_hh = column sums of dG (one pass for both)
     split(GD, tid, team, &a0, &a1)
-    colsum_rows(<const floating*>L.dg, S.N, GD, a0, a1, <floating*>L.db_ih, L.accumulate)
-    colsum_rows(<const floating*>L.dg, S.N, GD, a0, a1, <floating*>L.db_hh, L.accumulate)
+    colsum_rows(<const floating*>L.dg, S.N, GD, a0, a1, <floating*>L.db_ih,
+                <floating*>L.db_hh, L.accumulate)
     fg_fp_exit(fp)
 
 

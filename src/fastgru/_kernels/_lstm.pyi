@@ -1,0 +1,18 @@
+"""Type stub of the compiled LSTM kernels (see _lstm.pyx for the layout contract)."""
+
+import numpy as np
+
+def _select_simd(level: int) -> int: ...
+def forward(x: np.ndarray, wt_ih: np.ndarray, wt_hh: np.ndarray, wt_hr: np.ndarray | None,
+            bias: np.ndarray, h: np.ndarray, c: np.ndarray, y: np.ndarray, gx: np.ndarray,
+            cache: np.ndarray | None, hprev: np.ndarray | None, m: np.ndarray | None,
+            scratch: np.ndarray, bsz: np.ndarray, off: np.ndarray, rev: np.ndarray,
+            tasks: np.ndarray, n_threads: int, wt: bool = ...,
+            hbuf: np.ndarray | None = ...) -> None: ...
+def backward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, w_hr: np.ndarray | None,
+             cache: np.ndarray, hprev: np.ndarray, m: np.ndarray | None,
+             dy: np.ndarray | None, dh: np.ndarray, dc: np.ndarray, dg: np.ndarray,
+             dhp: np.ndarray | None, dx: np.ndarray, dw_ih: np.ndarray, dw_hh: np.ndarray,
+             dw_hr: np.ndarray | None, db_ih: np.ndarray, db_hh: np.ndarray,
+             scratch: np.ndarray, bsz: np.ndarray, off: np.ndarray, rev: np.ndarray,
+             tasks: np.ndarray, accumulate: bool, n_threads: int, cols: bool = ...) -> None: ...

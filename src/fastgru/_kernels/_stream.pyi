@@ -1,0 +1,13 @@
+"""Type stub of the compiled streaming stepper (see _stream.pyx)."""
+
+import numpy as np
+
+def _select_simd(level: int) -> int: ...
+
+class Stepper:
+    dtype: np.dtype
+    def __init__(self, kind: int, w_ih: np.ndarray, w_hh: np.ndarray, b_ih: np.ndarray,
+                 b_hh: np.ndarray, w_hr: np.ndarray | None = ..., reset_after: bool = ...,
+                 n_threads: int = ...) -> None: ...
+    def step(self, x: np.ndarray, h: np.ndarray, c: np.ndarray | None = ...
+             ) -> np.ndarray | tuple[np.ndarray, np.ndarray]: ...
