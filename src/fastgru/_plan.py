@@ -8,6 +8,8 @@ contiguous (T, B, F) array is a free reshape.
 """
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 
@@ -69,3 +71,19 @@ class SeqPlan:
     def unsort_state(self, s: np.ndarray) -> np.ndarray:
         """(..., B, F) state in sorted order -> original batch order."""
         return s if self.identity else np.ascontiguousarray(s[..., self.inv, :])
+
+
+@lru_cache(maxsize=64)
+def _identity_plan(T: int, B: int) -> SeqPlan:
+    plan = SeqPlan(T, B)
+    for a in (plan.lengths, plan.bsz, plan.off):
+        a.flags.writeable = False  # shared between calls
+    return plan
+
+
+def make_plan(T: int, B: int, lengths: np.ndarray | None = None) -> SeqPlan:
+    """SeqPlan(T, B, lengths), with the plan of full-length batches built once per (T, B):
+    streaming and small calls (T = 1, B = 1) spend most of their Python time here otherwise."""
+    if lengths is None:
+        return _identity_plan(int(T), int(B))
+    return SeqPlan(T, B, lengths)

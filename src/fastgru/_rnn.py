@@ -24,7 +24,7 @@ import numpy as np
 from fastgru import _packed, reference
 from fastgru import _validation as V
 from fastgru._module import Module, ParamStore, check_dtype, check_size, optional_seed
-from fastgru._plan import SeqPlan
+from fastgru._plan import SeqPlan, make_plan
 
 BACKENDS = ("fast", "reference")
 
@@ -269,7 +269,7 @@ class RNNBase(Module):
         P, H = self._P, self._H
         h0 = self._state("h0", h0, B, P, unbatched)
         c0 = self._state("c0", c0, B, H, unbatched) if self._cell == "lstm" else None
-        plan = SeqPlan(T, B, lengths)
+        plan = make_plan(T, B, lengths)
         if keep:  # inputs are valid: release the old cache so its pooled pages are reused now
             self._cache = None
         drop = self._dropout if (self.training and self._dropout > 0) else 0.0

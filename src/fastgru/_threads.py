@@ -90,6 +90,9 @@ SERIAL_FLOPS = 2.0e6
 COLS_MIN_UNITS = 48
 
 
+_EQUAL_PLANS: dict[tuple, tuple[int, np.ndarray, bool]] = {}
+
+
 def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: float,
                H: int = 0, cols_ok: bool = False) -> tuple[int, np.ndarray, bool]:
     """(team, tasks, cols): tasks is int32 (k, 3) of (direction, first row, end row) in sorted
@@ -97,7 +100,24 @@ def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: flo
     one direction, a variant that supports it).
 
     Directions run concurrently; each direction's rows are split into team // D blocks of
-    about equal total length (so the threads finish together)."""
+    about equal total length (so the threads finish together). Plans for batches of equal
+    lengths are remembered (they depend on a few integers; streaming calls repeat them)."""
+    B = len(sorted_lengths)
+    if B and sorted_lengths[0] == sorted_lengths[-1]:
+        key = (team, D, B, N, flops < SERIAL_FLOPS, H, cols_ok, COLS_MIN_UNITS)
+        hit = _EQUAL_PLANS.get(key)
+        if hit is None:
+            hit = _plan_tasks(team, D, sorted_lengths, N, flops, H, cols_ok)
+            hit[1].flags.writeable = False
+            if len(_EQUAL_PLANS) > 256:
+                _EQUAL_PLANS.clear()
+            _EQUAL_PLANS[key] = hit
+        return hit
+    return _plan_tasks(team, D, sorted_lengths, N, flops, H, cols_ok)
+
+
+def _plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: float,
+                H: int, cols_ok: bool) -> tuple[int, np.ndarray, bool]:
     B = len(sorted_lengths)
     if flops < SERIAL_FLOPS:
         team = 1

@@ -16,7 +16,7 @@ import numpy as np
 
 from fastgru import _packed
 from fastgru import _validation as V
-from fastgru._plan import SeqPlan
+from fastgru._plan import SeqPlan, make_plan
 
 __all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "GRUCache", "LSTMCache"]
 
@@ -56,7 +56,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: boo
     training = V.check_bool("training", training)
     n_threads = V.check_n_threads(n_threads)
     T, B, H, dt = a.T, a.B, a.H, a.dtype
-    plan = SeqPlan(T, B, a.lengths)
+    plan = make_plan(T, B, a.lengths)
     b_ih = np.zeros(3 * H, dt) if a.b_ih is None else a.b_ih
     b_hh = np.zeros(3 * H, dt) if a.b_hh is None else a.b_hh
     bias = _packed.fold_gru_bias(b_ih[None], b_hh[None], reset_after)
@@ -94,7 +94,7 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: b
     training = V.check_bool("training", training)
     n_threads = V.check_n_threads(n_threads)
     T, B, H, P, dt = a.T, a.B, a.H, a.P, a.dtype
-    plan = SeqPlan(T, B, a.lengths)
+    plan = make_plan(T, B, a.lengths)
     bias = np.zeros((1, 4 * H), dt)
     for b in (a.b_ih, a.b_hh):
         if b is not None:

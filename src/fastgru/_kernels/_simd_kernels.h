@@ -47,7 +47,16 @@ typedef float FG_L2(fg_vu, FG_LEVEL) __attribute__((vector_size(FG_VBYTES), alig
 #define FG_MIN(a, b) FGF(fg_sel)(FG_LT((a), (b)), (a), (b))
 #define FG_MAX(a, b) FGF(fg_sel)(FG_GT((a), (b)), (a), (b))
 #endif
+/* a * b + c with one rounding where the level has FMA (one instruction instead of two). */
+#if defined(FG_X86) && FG_FMA_ON && FG_VBYTES == 64
+#define FG_FMA(a, b, c) ((FG_VT)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+#elif defined(FG_X86) && FG_FMA_ON && FG_VBYTES == 32
+#define FG_FMA(a, b, c) ((FG_VT)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#else
+#define FG_FMA(a, b, c) ((a) * (b) + (c))
+#endif
 #include "_simd_lanes.h"
+#undef FG_FMA
 #undef FG_MIN
 #undef FG_MAX
 #undef FG_WS
@@ -78,7 +87,13 @@ typedef float FG_L2(fg_vu, FG_LEVEL) __attribute__((vector_size(FG_VBYTES), alig
 #define FG_CVTI(x) ((int32_t)(x))
 #define FG_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define FG_MAX(a, b) ((a) > (b) ? (a) : (b))
+#if FG_FMA_ON
+#define FG_FMA(a, b, c) __builtin_fmaf((a), (b), (c)) /* the same single rounding as the lanes */
+#else
+#define FG_FMA(a, b, c) ((a) * (b) + (c))
+#endif
 #include "_simd_lanes.h"
+#undef FG_FMA
 #undef FG_MIN
 #undef FG_MAX
 #undef FG_WS
@@ -198,9 +213,9 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
 /* Small-M matrix product, C[nb, N] (+)= A[nb, K] @ W[K, N], all row-major, for the per-step
  * recurrent GEMMs when a task has few rows (B = 1 streaming and long-sequence cases). OpenBLAS
  * spends most of such a call on its small-matrix set-up (measured: 38% of a B=1 LSTM run).
- * Here W streams through once; 64 columns at a time stay in registers for up to 4 rows. Plain
- * multiply and add (no FMA): on Zen 4 that is as fast as FMA and keeps every level bit-identical.
- * Sums run over k in order, so results do not depend on the level or on N's blocking.          */
+ * Here W streams through once; 4 vectors of columns at a time stay in registers for up to 4
+ * rows. FMA where the level has it (FG_MMA). Sums run over k in order, so results do not depend
+ * on N's blocking, and AVX2 and AVX-512 agree bit for bit.                                      */
 #if defined(FG_GNU)
 #define FG_MM_ROWS(NB)                                                                         \
     FG_TARGET static void FG_L2(FGL(fg_mm_rows), NB)(int N, int K, const float *A,             \
@@ -219,11 +234,11 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
                 FG_VT w0 = FG_VLD(wk), w1 = FG_VLD(wk + w), w2 = FG_VLD(wk + 2 * w),           \
                       w3 = FG_VLD(wk + 3 * w);                                                 \
                 for (int i = 0; i < NB; i++) {                                                 \
-                    float a = A[i * lda + k];                                                  \
-                    acc[i][0] += a * w0;                                                       \
-                    acc[i][1] += a * w1;                                                       \
-                    acc[i][2] += a * w2;                                                       \
-                    acc[i][3] += a * w3;                                                       \
+                    FG_VT a = (FG_VT){0} + A[i * lda + k];                                     \
+                    acc[i][0] = FG_MMA(a, w0, acc[i][0]);                                      \
+                    acc[i][1] = FG_MMA(a, w1, acc[i][1]);                                      \
+                    acc[i][2] = FG_MMA(a, w2, acc[i][2]);                                      \
+                    acc[i][3] = FG_MMA(a, w3, acc[i][3]);                                      \
                 }                                                                              \
             }                                                                                  \
             for (int i = 0; i < NB; i++)                                                       \
@@ -235,25 +250,38 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
                 acc[i] = beta ? FG_VLD(C + i * ldc + j) : (FG_VT){0};                          \
             for (int k = 0; k < K; k++) {                                                      \
                 FG_VT w0 = FG_VLD(W + k * ldw + j);                                            \
-                for (int i = 0; i < NB; i++) acc[i] += A[i * lda + k] * w0;                    \
+                for (int i = 0; i < NB; i++)                                                   \
+                    acc[i] = FG_MMA((FG_VT){0} + A[i * lda + k], w0, acc[i]);                  \
             }                                                                                  \
             for (int i = 0; i < NB; i++) FG_VST(C + i * ldc + j, acc[i]);                      \
         }                                                                                      \
         for (; j < N; j++)                                                                     \
             for (int i = 0; i < NB; i++) {                                                     \
                 float acc = beta ? C[i * ldc + j] : 0.0f;                                      \
-                for (int k = 0; k < K; k++) acc += A[i * lda + k] * W[k * ldw + j];            \
+                for (int k = 0; k < K; k++) acc = FG_SMA(A[i * lda + k], W[k * ldw + j], acc); \
                 C[i * ldc + j] = acc;                                                          \
             }                                                                                  \
     }
 #define FG_VLD(p) ((FG_VT)(*(const FG_VTU *)(p)))
 #define FG_VST(p, v) (*(FG_VTU *)(p) = (v))
+#if defined(FG_X86) && FG_FMA_ON && FG_VBYTES == 64
+#define FG_MMA(a, b, c) ((FG_VT)_mm512_fmadd_ps((__m512)(a), (__m512)(b), (__m512)(c)))
+#define FG_SMA(a, b, c) __builtin_fmaf((a), (b), (c))
+#elif defined(FG_X86) && FG_FMA_ON && FG_VBYTES == 32
+#define FG_MMA(a, b, c) ((FG_VT)_mm256_fmadd_ps((__m256)(a), (__m256)(b), (__m256)(c)))
+#define FG_SMA(a, b, c) __builtin_fmaf((a), (b), (c))
+#else
+#define FG_MMA(a, b, c) ((a) * (b) + (c))
+#define FG_SMA(a, b, c) ((a) * (b) + (c))
+#endif
 FG_MM_ROWS(1)
 FG_MM_ROWS(2)
 FG_MM_ROWS(3)
 FG_MM_ROWS(4)
 #undef FG_VLD
 #undef FG_VST
+#undef FG_MMA
+#undef FG_SMA
 #undef FG_MM_ROWS
 
 FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,

@@ -1,7 +1,8 @@
 /* Design: lane math (exp, sigmoid, tanh) and the per-chunk gate equations, written once for a
  * lane type FG_V (16-lane GNU vector or plain float) and included by _simd_kernels.h per level
  * and lane type. A chunk handles columns [j, j + lanes) of one batch row; gate blocks are H apart.
- * No FMA contraction (built with -ffp-contract=off): vector and scalar lanes give the same bits.
+ * FMA only where written (FG_FMA; built with -ffp-contract=off): vector and scalar lanes of one
+ * level give the same bits.
  */
 #define FG_F3_(a, b, c) a##_##b##_##c
 #define FG_F3(a, b, c) FG_F3_(a, b, c)
@@ -21,17 +22,17 @@ FG_TARGET FG_INL FG_V FGF(fg_exp)(FG_V x) {
     const float magic = 12582912.0f; /* 1.5 * 2^23 */
     /* constant first: with x86 min/max semantics a NaN x passes through */
     FG_V xc = FG_MAX(FG_SPLAT(-87.0f), FG_MIN(FG_SPLAT(88.3f), x));
-    FG_V t = xc * 1.44269504088896341f + magic;
+    FG_V t = FG_FMA(xc, FG_SPLAT(1.44269504088896341f), FG_SPLAT(magic));
     FG_V nf = t - magic;
-    FG_V r = xc - nf * 0.693359375f;
-    r = r - nf * -2.12194440e-4f;
+    FG_V r = FG_FMA(nf, FG_SPLAT(-0.693359375f), xc);
+    r = FG_FMA(nf, FG_SPLAT(2.12194440e-4f), r);
     FG_V p = FG_SPLAT(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
+    p = FG_FMA(p, r, FG_SPLAT(1.3981999507e-3f));
+    p = FG_FMA(p, r, FG_SPLAT(8.3334519073e-3f));
+    p = FG_FMA(p, r, FG_SPLAT(4.1665795894e-2f));
+    p = FG_FMA(p, r, FG_SPLAT(1.6666665459e-1f));
+    p = FG_FMA(p, r, FG_SPLAT(5.0000001201e-1f));
+    p = FG_FMA(p, r * r, r) + 1.0f;
     FG_VI n = FG_ASI(t) - FG_ASI(FG_SPLAT(magic));
     return p * FG_ASF((n + 127) << 23);
 }
@@ -46,12 +47,12 @@ FG_TARGET FG_INL FG_V FGF(fg_tanh)(FG_V x) {
     FG_V a = FG_ASF(FG_ASI(x) & 0x7fffffff);
     FG_V a2 = a * a;
     FG_V p = FG_SPLAT(3.5920791875e-3f); /*  21844/6081075 */
-    p = p * a2 + -8.8632355299e-3f;      /*  -1382/155925  */
-    p = p * a2 + 2.1869488536e-2f;       /*     62/2835    */
-    p = p * a2 + -5.3968253968e-2f;      /*    -17/315     */
-    p = p * a2 + 1.3333333333e-1f;       /*      2/15      */
-    p = p * a2 + -3.3333333333e-1f;      /*     -1/3       */
-    FG_V small = a + a * (a2 * p);
+    p = FG_FMA(p, a2, FG_SPLAT(-8.8632355299e-3f)); /*  -1382/155925  */
+    p = FG_FMA(p, a2, FG_SPLAT(2.1869488536e-2f));  /*     62/2835    */
+    p = FG_FMA(p, a2, FG_SPLAT(-5.3968253968e-2f)); /*    -17/315     */
+    p = FG_FMA(p, a2, FG_SPLAT(1.3333333333e-1f));  /*      2/15      */
+    p = FG_FMA(p, a2, FG_SPLAT(-3.3333333333e-1f)); /*     -1/3       */
+    FG_V small = FG_FMA(a, a2 * p, a);
     FG_V u = FGF(fg_exp)(-2.0f * a);
     FG_V large = (1.0f - u) / (1.0f + u);
     FG_V t = FGF(fg_sel)(FG_LT(a, FG_SPLAT(0.35f)), small, large);
@@ -82,9 +83,9 @@ FG_TARGET FG_INL void FGF(fg_gru_fwd_ra_chunk)(const float *gx, const float *gh,
     FG_V r = FGF(fg_sigmoid)(FG_LD(gx + j) + FG_LD(gh + j) + FG_LD(b + j));
     FG_V z = FGF(fg_sigmoid)(FG_LD(gx + H + j) + FG_LD(gh + H + j) + FG_LD(b + H + j));
     FG_V hn = FG_LD(gh + 2 * H + j) + FG_LD(b + 3 * H + j);
-    FG_V n = FGF(fg_tanh)(FG_LD(gx + 2 * H + j) + FG_LD(b + 2 * H + j) + r * hn);
+    FG_V n = FGF(fg_tanh)(FG_FMA(r, hn, FG_LD(gx + 2 * H + j) + FG_LD(b + 2 * H + j)));
     FG_V hp = FG_LD(h + j);
-    FG_V hy = n + z * (hp - n);
+    FG_V hy = FG_FMA(z, hp - n, n);
     FG_ST(h + j, hy);
     if (y) FG_ST(y + j, hy);
     if (c) {
@@ -113,7 +114,7 @@ FG_TARGET FG_INL void FGF(fg_gru_fwd_rb2_chunk)(const float *gx, const float *gh
                                                 int H, int j) {
     FG_V n = FGF(fg_tanh)(FG_LD(gx + 2 * H + j) + FG_LD(b + 2 * H + j) + FG_LD(ghn + j));
     FG_V z = FG_LD(rz + H + j);
-    FG_V hy = n + z * (FG_LD(h + j) - n);
+    FG_V hy = FG_FMA(z, FG_LD(h + j) - n, n);
     FG_ST(h + j, hy);
     if (y) FG_ST(y + j, hy);
     if (n_out) FG_ST(n_out + j, n);
@@ -160,7 +161,7 @@ FG_TARGET FG_INL void FGF(fg_gru_bwd_rb2_chunk)(const float *c, const float *hp,
                                                 float *dh, float *dgx, int H, int j) {
     FG_V r = FG_LD(c + j), d = FG_LD(drh + j);
     FG_ST(dgx + j, d * FG_LD(hp + j) * r * (1.0f - r));
-    FG_ST(dh + j, FG_LD(dh + j) + d * r);
+    FG_ST(dh + j, FG_FMA(d, r, FG_LD(dh + j)));
 }
 
 /* LSTM forward. gx, gh: pre-activations (i|f|g|o) without bias; b = b_ih + b_hh.
@@ -177,7 +178,7 @@ FG_TARGET FG_INL void FGF(fg_lstm_fwd_chunk)(const float *gx, const float *gh, c
     FG_V gg = FGF(fg_tanh)(FG_LD(gx + 2 * H + j) + FG_LD(gh + 2 * H + j) + FG_LD(b + 2 * H + j));
     FG_V og = FGF(fg_sigmoid)(FG_LD(gx + 3 * H + j) + FG_LD(gh + 3 * H + j) + FG_LD(b + 3 * H + j));
     FG_V cp = FG_LD(cs + j);
-    FG_V cn = fg * cp + ig * gg;
+    FG_V cn = FG_FMA(fg, cp, ig * gg);
     FG_V tc = FGF(fg_tanh)(cn);
     FG_V hy = og * tc;
     FG_ST(cs + j, cn);
@@ -204,7 +205,7 @@ FG_TARGET FG_INL void FGF(fg_lstm_bwd_chunk)(const float *k, const float *dm, co
     FG_V og = FG_LD(k + 3 * H + j), tc = FG_LD(k + 4 * H + j), cp = FG_LD(k + 5 * H + j);
     FG_V g = FG_LD(dm + j);
     if (dy) g = g + FG_LD(dy + j);
-    FG_V dct = FG_LD(dc + j) + g * og * (1.0f - tc * tc);
+    FG_V dct = FG_FMA(g * og, 1.0f - tc * tc, FG_LD(dc + j));
     FG_ST(dg + j, dct * gg * ig * (1.0f - ig));
     FG_ST(dg + H + j, dct * cp * fg * (1.0f - fg));
     FG_ST(dg + 2 * H + j, dct * ig * (1.0f - gg * gg));

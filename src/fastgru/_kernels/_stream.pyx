@@ -187,8 +187,14 @@ cdef class Stepper:
 
     cdef void _ensure_scratch(self, int B):
         cdef Py_ssize_t need = <Py_ssize_t>B * 2 * self.a.G + 4 * self.a.H + <Py_ssize_t>B * self.a.H + 64
+        cdef Py_ssize_t nbytes
+        need = (need + 15) & ~(<Py_ssize_t>15)  # whole cache lines per thread row
         if self._scratch is None or self._scratch.shape[1] < need:
-            self._scratch = np.empty((self._max_threads, need), self.dtype)
+            # rows start on 64-byte boundaries (numpy promises 16)
+            nbytes = self._max_threads * need * self.dtype.itemsize
+            raw = np.empty(nbytes + 64, np.uint8)
+            off = (-raw.ctypes.data) % 64
+            self._scratch = raw[off:off + nbytes].view(self.dtype).reshape(self._max_threads, need)
         self.a.scratch = cnp.PyArray_DATA(<cnp.ndarray>self._scratch)
         self.a.scratch_stride = self._scratch.shape[1]
 
