@@ -94,7 +94,8 @@ class BuildExt(build_ext):
                 ldflags += ol
                 openmp = True
             else:
-                print("fastgru: OpenMP not available; building single-threaded kernels", file=sys.stderr)
+                print("fastgru: OpenMP not available; building single-threaded kernels",
+                      file=sys.stderr)
         for ext in self.extensions:
             ext.extra_compile_args = list(ext.extra_compile_args or []) + cflags
             ext.extra_link_args = list(ext.extra_link_args or []) + ldflags
@@ -106,11 +107,10 @@ class BuildExt(build_ext):
 
 
 def _extensions():
-    from Cython.Build import cythonize
-
     import glob
 
     import numpy
+    from Cython.Build import cythonize
 
     debug = _truthy("FASTGRU_DEBUG_CYTHON")
     # headers and .pxd files: a change to any of them rebuilds every kernel module

@@ -39,7 +39,8 @@ def main(argv=None) -> dict:
     model.fit(xs[:cut], ys[:cut], epochs=args.epochs, batch_size=32, verbose=2,
               validation_data=(xs[cut:], ys[cut:]))
     mse, mae = model.evaluate(xs[cut:], ys[cut:])
-    naive = np.mean(np.concatenate([(a[:, 0] - b[:, 0]) ** 2 for a, b in zip(xs[cut:], ys[cut:])]))
+    pairs = zip(xs[cut:], ys[cut:], strict=True)
+    naive = np.mean(np.concatenate([(a[:, 0] - b[:, 0]) ** 2 for a, b in pairs]))
     print(f"test MSE {mse:.4f} (MAE {mae:.4f}); naive forecast MSE {naive:.4f}")
     pred = model.predict(xs[cut:cut + 1])[0, :, 0]
     print("next-step forecast, last 5 steps:", np.round(pred[lengths[cut] - 5:lengths[cut]], 3))

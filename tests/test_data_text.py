@@ -121,7 +121,7 @@ def test_length_batches_bucket_and_cover():
     assert np.all(np.diff(L[flat]) >= 0)
     # seeded
     again = length_batches(L, 32, np.random.default_rng(1), shuffle=True, bucket=True)
-    assert all(np.array_equal(a, b) for a, b in zip(batches, again))
+    assert all(np.array_equal(a, b) for a, b in zip(batches, again, strict=True))
 
 
 def test_synthetic_tasks():

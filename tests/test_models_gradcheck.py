@@ -7,7 +7,7 @@ import pytest
 
 import fastgru
 from fastgru.losses import BinaryCrossentropy, CategoricalCrossentropy, MeanSquaredError
-from fastgru.nn import (Activation, Ctx, Dense, Dropout, Embedding, Spec, TimePooling)
+from fastgru.nn import Activation, Ctx, Dense, Dropout, Embedding, Spec, TimePooling
 
 F64 = np.dtype(np.float64)
 
@@ -261,7 +261,7 @@ def test_mse_gradcheck_mask():
 
 def model_gradcheck(model, x, y, n_entries=6):
     """Gradients of model.loss over a prepared batch vs finite differences, every parameter."""
-    from fastgru.trainer import prepare_x, prepare_y, _batch
+    from fastgru.trainer import _batch, prepare_x, prepare_y
 
     p = prepare_x(model, x)
     p.y = prepare_y(model, y, p)

@@ -16,7 +16,8 @@ SMALL = ["--epochs", "2", "--hidden", "8", "--embed-dim", "8", "--verbose", "0"]
 def write_tsv(path, n=200, seed=0, labels=("neg", "pos"), sep="\t", header=True):
     texts, y = fastgru.make_sentiment_texts(n, seed=seed)
     lines = ([f"text{sep}label"] if header else []) + \
-        [f"{t.replace(',', ' ') if sep == ',' else t}{sep}{labels[v]}" for t, v in zip(texts, y)]
+        [f"{t.replace(',', ' ') if sep == ',' else t}{sep}{labels[v]}"
+         for t, v in zip(texts, y, strict=True)]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
 

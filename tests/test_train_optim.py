@@ -9,6 +9,7 @@ import pytest
 
 import fastgru
 from fastgru.optim import get_optimizer
+
 from helpers import requires_torch
 
 

@@ -35,9 +35,9 @@ def test_sentiment_example_reads_mr_format(tmp_path):
     texts, y = fastgru.make_sentiment_texts(300, seed=5)
     d = tmp_path / "mr"
     d.mkdir()
-    (d / "rt-polarity.pos").write_text("\n".join(t for t, l in zip(texts, y) if l),
+    (d / "rt-polarity.pos").write_text("\n".join(t for t, l in zip(texts, y, strict=True) if l),
                                        encoding="latin-1")
-    (d / "rt-polarity.neg").write_text("\n".join(t for t, l in zip(texts, y) if not l),
+    (d / "rt-polarity.neg").write_text("\n".join(t for t, l in zip(texts, y, strict=True) if not l),
                                        encoding="latin-1")
     res = example("sentiment").main(["--quick", "--data", str(d), "--out", str(tmp_path / "o")])
     assert res["test_accuracy"] >= 0.8

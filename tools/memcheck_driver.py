@@ -38,7 +38,8 @@ def close(name, got, want, dtype, T=1):
     got = np.asarray(got, np.float64)
     want = np.asarray(want, np.float64)
     tol = 1e-9 if dtype == np.float64 else 1e-4 * (1 + T)
-    err = float(np.max(np.abs(got - want), initial=0.0)) / max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    scale = max(1.0, float(np.max(np.abs(want), initial=0.0)))
+    err = float(np.max(np.abs(got - want), initial=0.0)) / scale
     if not np.all(np.isfinite(got)) or err > tol:
         raise AssertionError(f"{name}: relative error {err:.3g} > {tol:.1g}")
     CHECKS["n"] += 1

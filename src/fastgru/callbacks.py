@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "BackupAndRestore",
            "LambdaCallback"]
 
-Logs = Dict[str, float]
+Logs = dict[str, float]
 
 
 class Callback:
@@ -31,16 +32,16 @@ class Callback:
     def set_model(self, model: Any) -> None:
         self.model = model
 
-    def on_train_begin(self, logs: Optional[Logs] = None) -> None: ...
-    def on_epoch_begin(self, epoch: int, logs: Optional[Logs] = None) -> None: ...
-    def on_train_batch_end(self, batch: int, logs: Optional[Logs] = None) -> None: ...
-    def on_epoch_end(self, epoch: int, logs: Optional[Logs] = None) -> None: ...
-    def on_train_end(self, logs: Optional[Logs] = None) -> None: ...
+    def on_train_begin(self, logs: Logs | None = None) -> None: ...
+    def on_epoch_begin(self, epoch: int, logs: Logs | None = None) -> None: ...
+    def on_train_batch_end(self, batch: int, logs: Logs | None = None) -> None: ...
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None: ...
+    def on_train_end(self, logs: Logs | None = None) -> None: ...
 
-    def get_state(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    def get_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         return {}, {}
 
-    def set_state(self, scalars: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+    def set_state(self, scalars: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         pass
 
 
@@ -49,11 +50,11 @@ class History(Callback):
     `seconds` [training seconds per epoch]. fit() returns it (and sets model.history)."""
 
     def __init__(self) -> None:
-        self.history: Dict[str, List[float]] = {}
-        self.epoch: List[int] = []
-        self.seconds: List[float] = []
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+        self.seconds: list[float] = []
 
-    def on_epoch_end(self, epoch: int, logs: Optional[Logs] = None) -> None:
+    def on_epoch_end(self, epoch: int, logs: Logs | None = None) -> None:
         self.epoch.append(epoch)
         for k, v in (logs or {}).items():
             self.history.setdefault(k, []).append(float(v))
@@ -93,7 +94,7 @@ class EarlyStopping(Callback):
         self.start_from_epoch = int(start_from_epoch)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self.stopped_epoch = 0, -1, -1
-        self.best_weights: Optional[Dict[str, np.ndarray]] = None
+        self.best_weights: dict[str, np.ndarray] | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         v = (logs or {}).get(self.monitor)
@@ -173,8 +174,8 @@ class BackupAndRestore(Callback):
     def __init__(self, path: str, delete_on_end: bool = False) -> None:
         self.path = os.fspath(path)
         self.delete_on_end = bool(delete_on_end)
-        self.callbacks: List[Callback] = []  # set by fit(): every callback of the run
-        self.restored_epoch: Optional[int] = None
+        self.callbacks: list[Callback] = []  # set by fit(): every callback of the run
+        self.restored_epoch: int | None = None
 
     def on_train_begin(self, logs=None):
         if os.path.exists(self.path):
@@ -191,11 +192,11 @@ class BackupAndRestore(Callback):
 class LambdaCallback(Callback):
     """A callback from functions: on_epoch_end=lambda epoch, logs: ..., etc."""
 
-    def __init__(self, on_train_begin: Optional[Callable] = None,
-                 on_epoch_begin: Optional[Callable] = None,
-                 on_train_batch_end: Optional[Callable] = None,
-                 on_epoch_end: Optional[Callable] = None,
-                 on_train_end: Optional[Callable] = None) -> None:
+    def __init__(self, on_train_begin: Callable | None = None,
+                 on_epoch_begin: Callable | None = None,
+                 on_train_batch_end: Callable | None = None,
+                 on_epoch_end: Callable | None = None,
+                 on_train_end: Callable | None = None) -> None:
         for name, fn in list(locals().items()):
             if name.startswith("on_") and fn is not None:
                 setattr(self, name, fn)

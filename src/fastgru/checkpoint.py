@@ -14,7 +14,8 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, Dict, Mapping, Tuple
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ def _digest(arrays: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def save_arrays(path: str, arrays: Mapping[str, np.ndarray], meta: Dict[str, Any]) -> None:
+def save_arrays(path: str, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write arrays and a JSON-serializable `meta` dict to `path` (.npz) atomically."""
     for k, a in arrays.items():
         if k == META or not isinstance(a, np.ndarray) or a.dtype.hasobject:
@@ -70,11 +71,12 @@ def save_arrays(path: str, arrays: Mapping[str, np.ndarray], meta: Dict[str, Any
     doc = dict(meta, format=FORMAT, version=VERSION, sha256=_digest(arrays))
     blob = np.frombuffer(json.dumps(doc).encode("utf-8"), np.uint8)
     buf = io.BytesIO()
-    np.savez(buf, **{META: blob}, **dict(arrays))
+    entries: dict[str, Any] = {META: blob, **arrays}
+    np.savez(buf, **entries)
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_arrays(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, Any]]:
+def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, meta) from a file written by save_arrays; CheckpointError on any damage."""
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")

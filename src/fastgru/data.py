@@ -21,8 +21,9 @@ import io
 import os
 import pickle
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ class Dataset:
     x_train: Any
     y_train: np.ndarray
     x_test: Any = None
-    y_test: Optional[np.ndarray] = None
+    y_test: np.ndarray | None = None
     kind: str = "text"
     name: str = ""
     info: dict = field(default_factory=dict)
@@ -62,8 +63,8 @@ class Dataset:
 # labels and splits
 
 
-def encode_labels(y: Sequence[Any], classes: Optional[Sequence[Any]] = None
-                  ) -> Tuple[np.ndarray, List[Any]]:
+def encode_labels(y: Sequence[Any], classes: Sequence[Any] | None = None
+                  ) -> tuple[np.ndarray, list[Any]]:
     """Class labels -> (int64 ids, classes). Integer labels 0..K-1 map to themselves; other
     labels (strings, or ints not of the form 0..K-1) map to their sorted order, so "neg" < "pos"
     gives neg = 0, pos = 1. With `classes` given, labels must be among them. Raises DataError
@@ -127,7 +128,7 @@ def _label_value(v: Any) -> Any:
 
 
 def stratified_split(y: np.ndarray, test_size: float, seed: int = 0
-                     ) -> Tuple[np.ndarray, np.ndarray]:
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, test indices), sorted: each class contributes round(test_size * n_c)
     samples to the test part, chosen by a seeded permutation."""
     if not 0.0 < float(test_size) < 1.0:
@@ -152,8 +153,8 @@ def stratified_split(y: np.ndarray, test_size: float, seed: int = 0
 # batches
 
 
-def length_batches(lengths: np.ndarray, batch_size: int, rng: Optional[np.random.Generator],
-                   shuffle: bool = True, bucket: bool = True, pool: int = 50) -> List[np.ndarray]:
+def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator | None,
+                   shuffle: bool = True, bucket: bool = True, pool: int = 50) -> list[np.ndarray]:
     """Index arrays of batches. With bucket=True, sequences of similar length share a batch, so
     a batch trimmed to its longest sequence carries little padding (and with lengths passed
     to the recurrent layer, none of it is computed). Training (shuffle=True): a seeded
@@ -175,6 +176,7 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: Optional[np.random
         idx = np.argsort(lengths, kind="stable") if bucket else np.arange(n)
     batches = np.split(idx, range(batch_size, n, batch_size))
     if shuffle and bucket:
+        assert rng is not None
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
 
@@ -318,7 +320,8 @@ def load_delimited(path: str, delimiter: str = "\t") -> Dataset:
             content = f.read()
     reader = csv.reader(io.StringIO(content), delimiter=delimiter,
                         quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
-    texts, labels = [], []
+    texts: list[str] = []
+    labels: list[str] = []
     for lineno, row in enumerate(reader, 1):
         if not row or all(not c.strip() for c in row):
             continue
@@ -359,7 +362,7 @@ _NEUTRAL = ["the", "movie", "film", "plot", "actor", "a", "is", "was", "and", "s
 
 
 def make_sentiment_texts(n: int = 400, seed: int = 0, min_len: int = 4, max_len: int = 20
-                         ) -> Tuple[List[str], np.ndarray]:
+                         ) -> tuple[list[str], np.ndarray]:
     """Short 'reviews' of neutral words plus sentiment words; label 1 when positive words
     outnumber negative ones (ties broken by adding one more word). Lengths vary."""
     rng = np.random.default_rng(seed)
@@ -380,7 +383,7 @@ def make_sentiment_texts(n: int = 400, seed: int = 0, min_len: int = 4, max_len:
 
 
 def make_noisy_sine(n: int = 256, T: int = 40, noise: float = 0.1, seed: int = 0,
-                    dtype: Any = np.float32) -> Tuple[np.ndarray, np.ndarray]:
+                    dtype: Any = np.float32) -> tuple[np.ndarray, np.ndarray]:
     """Forecasting: x (n, T, 1) noisy sine waves of random frequency and phase, y (n, T, 1) the
     clean value at the next step (predict x_{t+1} from x_0..x_t)."""
     rng = np.random.default_rng(seed)
@@ -403,8 +406,8 @@ def make_pattern_text(n_sentences: int = 200, seed: int = 0) -> str:
     return " ".join(_PATTERN_WORDS[i] for i in rng.integers(len(_PATTERN_WORDS), size=n_sentences))
 
 
-def lm_windows(ids: Sequence[int], seq_len: int, step: Optional[int] = None
-               ) -> Tuple[np.ndarray, np.ndarray]:
+def lm_windows(ids: Any, seq_len: int, step: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Next-token training pairs from one long id sequence: x (N, seq_len) windows starting
     every `step` ids (default seq_len) and y (N, seq_len) the same windows shifted by one."""
     ids = np.asarray(ids, np.int64).reshape(-1)
@@ -419,7 +422,7 @@ def lm_windows(ids: Sequence[int], seq_len: int, step: Optional[int] = None
     return ids[win], ids[win + 1]
 
 
-def pad_ragged(seqs: Sequence[Any], dtype: Any) -> Tuple[np.ndarray, np.ndarray]:
+def pad_ragged(seqs: Sequence[Any], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     """A list of (T_i,) or (T_i, F) arrays -> ((N, T, ...) zero-padded array, (N,) lengths)."""
     arrs = [np.asarray(s) for s in seqs]
     if not arrs:

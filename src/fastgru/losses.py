@@ -10,7 +10,7 @@ shape (mean over the last axis when pred has one more axis than mask, Keras' con
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 from scipy.special import expit
@@ -19,7 +19,7 @@ __all__ = ["Loss", "BinaryCrossentropy", "CategoricalCrossentropy", "MeanSquared
            "get_loss", "Metric", "get_metric"]
 
 
-def _reduce(per: np.ndarray, mask: Optional[np.ndarray]) -> Tuple[float, np.ndarray]:
+def _reduce(per: np.ndarray, mask: np.ndarray | None) -> tuple[float, np.ndarray]:
     """Mean of per-element losses over valid elements, and d(mean)/d(per) as weights."""
     if mask is None:
         n = per.size
@@ -42,10 +42,10 @@ class Loss:
     from_logits = True
 
     def __call__(self, pred: np.ndarray, target: np.ndarray,
-                 mask: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray]:
+                 mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
@@ -56,7 +56,7 @@ class _Crossentropy(Loss):
     def __init__(self, from_logits: bool = False) -> None:
         self.from_logits = bool(from_logits)
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "from_logits": self.from_logits}
 
 
@@ -149,7 +149,7 @@ class Metric:
     def reset(self) -> None:
         self.total, self.count = 0.0, 0
 
-    def update(self, pred: np.ndarray, target: np.ndarray, mask: Optional[np.ndarray]) -> None:
+    def update(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None) -> None:
         v = self._values(pred, target)
         if mask is not None:
             m = np.broadcast_to(mask.reshape(mask.shape + (1,) * (v.ndim - mask.ndim)), v.shape)

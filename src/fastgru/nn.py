@@ -12,8 +12,9 @@ weights move to and from torch without reshaping.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 from scipy.special import expit
@@ -36,7 +37,7 @@ class Spec:
     integer: bool = False
     directions: int = 1
 
-    def shape(self) -> Tuple[Optional[int], ...]:
+    def shape(self) -> tuple[int | None, ...]:
         if self.integer:
             return (None, None)
         return (None, None, self.features) if self.sequence else (None, self.features)
@@ -46,7 +47,7 @@ class Spec:
 class Ctx:
     """Per-call context: valid lengths (B,) or None (all steps valid), training mode, RNG."""
 
-    lengths: Optional[np.ndarray] = None
+    lengths: np.ndarray | None = None
     training: bool = False
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
 
@@ -78,7 +79,7 @@ def _rate(name: str, v: Any) -> float:
     return r
 
 
-def valid_mask(lengths: Optional[np.ndarray], B: int, T: int) -> Optional[np.ndarray]:
+def valid_mask(lengths: np.ndarray | None, B: int, T: int) -> np.ndarray | None:
     """(B, T) boolean mask of valid steps, or None when every step is valid."""
     if lengths is None or bool(np.all(lengths >= T)):
         return None
@@ -91,12 +92,12 @@ class Layer:
     #: registry name used by get_config / load_model
     kind = "Layer"
 
-    def __init__(self, name: Optional[str] = None) -> None:
+    def __init__(self, name: str | None = None) -> None:
         self.name = name
         self.built = False
-        self.dtype: Optional[np.dtype] = None
-        self.params: Dict[str, np.ndarray] = {}
-        self.grads_: Dict[str, np.ndarray] = {}
+        self.dtype: np.dtype | None = None
+        self.params: dict[str, np.ndarray] = {}
+        self.grads_: dict[str, np.ndarray] = {}
 
     # -- build-time ---------------------------------------------------------------------------
     def build(self, spec: Spec, dtype: np.dtype, rng: np.random.Generator) -> Spec:
@@ -105,7 +106,7 @@ class Layer:
         self.built = True
         return spec
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         """Constructor arguments (JSON-serializable) that rebuild this layer."""
         return {"name": self.name}
 
@@ -113,18 +114,18 @@ class Layer:
     def forward(self, x: np.ndarray, ctx: Ctx) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dy: np.ndarray) -> Optional[np.ndarray]:
+    def backward(self, dy: np.ndarray) -> np.ndarray | None:
         raise NotImplementedError
 
-    def parameters(self) -> Dict[str, np.ndarray]:
+    def parameters(self) -> dict[str, np.ndarray]:
         """Parameters by name (the arrays themselves: update them in place)."""
         return self.params
 
-    def grads(self) -> Dict[str, np.ndarray]:
+    def grads(self) -> dict[str, np.ndarray]:
         """Gradients by parameter name, accumulated since the last zero_grad()."""
         return self.grads_
 
-    def sparse_rows(self) -> Dict[str, np.ndarray]:
+    def sparse_rows(self) -> dict[str, np.ndarray]:
         """For row-sparse parameters: the rows with a non-zero gradient (sorted, unique)."""
         return {}
 
@@ -156,8 +157,8 @@ class Embedding(Layer):
 
     kind = "Embedding"
 
-    def __init__(self, input_dim: int, output_dim: int, padding_idx: Optional[int] = 0,
-                 init_scale: float = 0.1, name: Optional[str] = None) -> None:
+    def __init__(self, input_dim: int, output_dim: int, padding_idx: int | None = 0,
+                 init_scale: float = 0.1, name: str | None = None) -> None:
         super().__init__(name)
         self.input_dim = _pos_int("input_dim", input_dim)
         self.output_dim = _pos_int("output_dim", output_dim)
@@ -167,7 +168,7 @@ class Embedding(Layer):
         self.init_scale = float(init_scale)
         self._rows: list = []
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(name=self.name, input_dim=self.input_dim, output_dim=self.output_dim,
                     padding_idx=self.padding_idx, init_scale=self.init_scale)
 
@@ -209,7 +210,7 @@ class Embedding(Layer):
         self._rows.append(rows)
         return None
 
-    def sparse_rows(self) -> Dict[str, np.ndarray]:
+    def sparse_rows(self) -> dict[str, np.ndarray]:
         if not self._rows:
             return {"weight": np.zeros(0, np.int64)}
         if len(self._rows) == 1:
@@ -228,7 +229,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-ACTIVATIONS: Dict[str, Tuple[Callable, Callable]] = {
+ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
     # name: (f(x), df given (x, y=f(x), dy) -> dx)
     "linear": (lambda x: x, lambda x, y, dy: dy),
     "relu": (lambda x: np.maximum(x, 0), lambda x, y, dy: dy * (x > 0)),
@@ -238,7 +239,7 @@ ACTIVATIONS: Dict[str, Tuple[Callable, Callable]] = {
 }
 
 
-def _activation_name(a: Optional[str]) -> str:
+def _activation_name(a: str | None) -> str:
     a = "linear" if a is None else a
     if a not in ACTIVATIONS:
         raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)} or None, got {a!r}")
@@ -250,11 +251,11 @@ class Activation(Layer):
 
     kind = "Activation"
 
-    def __init__(self, activation: str, name: Optional[str] = None) -> None:
+    def __init__(self, activation: str, name: str | None = None) -> None:
         super().__init__(name)
         self.activation = _activation_name(activation)
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(name=self.name, activation=self.activation)
 
     def forward(self, x: np.ndarray, ctx: Ctx) -> np.ndarray:
@@ -273,15 +274,15 @@ class Dense(Layer):
 
     kind = "Dense"
 
-    def __init__(self, units: int, activation: Optional[str] = None, use_bias: bool = True,
-                 name: Optional[str] = None) -> None:
+    def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
+                 name: str | None = None) -> None:
         super().__init__(name)
         self.units = _pos_int("units", units)
         self.activation = _activation_name(activation)
         self.use_bias = bool(use_bias)
         self.skip_activation = False  # set by a model that fuses the activation into the loss
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(name=self.name, units=self.units, activation=self.activation,
                     use_bias=self.use_bias)
 
@@ -327,11 +328,11 @@ class Dropout(Layer):
 
     kind = "Dropout"
 
-    def __init__(self, rate: float, name: Optional[str] = None) -> None:
+    def __init__(self, rate: float, name: str | None = None) -> None:
         super().__init__(name)
         self.rate = _rate("rate", rate)
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(name=self.name, rate=self.rate)
 
     def forward(self, x: np.ndarray, ctx: Ctx) -> np.ndarray:
@@ -358,14 +359,14 @@ class TimePooling(Layer):
     kind = "TimePooling"
     MODES = ("last", "mean", "max")
 
-    def __init__(self, mode: str = "last", name: Optional[str] = None) -> None:
+    def __init__(self, mode: str = "last", name: str | None = None) -> None:
         super().__init__(name)
         if mode not in self.MODES:
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         self.mode = mode
         self.directions = 1
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(name=self.name, mode=self.mode)
 
     def build(self, spec: Spec, dtype: np.dtype, rng: np.random.Generator) -> Spec:
@@ -418,18 +419,18 @@ class TimePooling(Layer):
         return dx
 
 
-def LastState(name: Optional[str] = None) -> TimePooling:
+def LastState(name: str | None = None) -> TimePooling:
     """The last valid state of each sequence (Keras' return_sequences=False):
     TimePooling("last")."""
     return TimePooling("last", name=name)
 
 
-def GlobalAveragePooling1D(name: Optional[str] = None) -> TimePooling:
+def GlobalAveragePooling1D(name: str | None = None) -> TimePooling:
     """Keras name for TimePooling("mean") (the mean over valid steps, as Keras with a mask)."""
     return TimePooling("mean", name=name)
 
 
-def GlobalMaxPooling1D(name: Optional[str] = None) -> TimePooling:
+def GlobalMaxPooling1D(name: str | None = None) -> TimePooling:
     """Keras name for TimePooling("max") (the maximum over valid steps)."""
     return TimePooling("max", name=name)
 
@@ -449,7 +450,7 @@ class RNN(Layer):
 
     kind = "RNN"
 
-    def __init__(self, layer: Any, name: Optional[str] = None) -> None:
+    def __init__(self, layer: Any, name: str | None = None) -> None:
         super().__init__(name)
         for a in ("forward", "backward", "parameters", "grads", "zero_grad"):
             if not callable(getattr(layer, a, None)):
@@ -467,8 +468,8 @@ class RNN(Layer):
         p = int(getattr(self.layer, "proj_size", 0) or 0)
         return self.directions * (p if p > 0 else int(self.layer.hidden_size))
 
-    def get_config(self) -> Dict[str, Any]:
-        cfg: Dict[str, Any] = {"name": self.name, "cell": self.cell}
+    def get_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"name": self.name, "cell": self.cell}
         for a in RNN_ATTRS + ("reset_after", "proj_size"):
             if hasattr(self.layer, a):
                 v = getattr(self.layer, a)
@@ -489,10 +490,10 @@ class RNN(Layer):
                             "create it with the same dtype")
         return Spec(self.output_size, sequence=True, directions=self.directions)
 
-    def parameters(self) -> Dict[str, np.ndarray]:
+    def parameters(self) -> dict[str, np.ndarray]:
         return self.layer.parameters()
 
-    def grads(self) -> Dict[str, np.ndarray]:
+    def grads(self) -> dict[str, np.ndarray]:
         return self.layer.grads()
 
     def zero_grad(self) -> None:

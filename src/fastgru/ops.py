@@ -16,7 +16,7 @@ import numpy as np
 
 from fastgru import _packed
 from fastgru import _validation as V
-from fastgru._plan import SeqPlan, make_plan
+from fastgru._plan import make_plan
 
 __all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "GRUCache", "LSTMCache"]
 

@@ -12,7 +12,8 @@ a resumed training continues exactly.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class LearningRateSchedule:
     def __call__(self, step: int) -> float:
         raise NotImplementedError
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         raise NotImplementedError
 
 
@@ -45,7 +46,7 @@ class StepDecay(LearningRateSchedule):
     def __call__(self, step: int) -> float:
         return self.initial_learning_rate * self.decay_rate ** (step // self.decay_steps)
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(kind="step", initial_learning_rate=self.initial_learning_rate,
                     decay_steps=self.decay_steps, decay_rate=self.decay_rate)
 
@@ -73,13 +74,13 @@ class CosineDecay(LearningRateSchedule):
         p = min(step - self.warmup_steps, self.decay_steps) / self.decay_steps
         return lr0 * (self.alpha + (1 - self.alpha) * 0.5 * (1 + math.cos(math.pi * p)))
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(kind="cosine", initial_learning_rate=self.initial_learning_rate,
                     decay_steps=self.decay_steps, alpha=self.alpha,
                     warmup_steps=self.warmup_steps)
 
 
-def schedule_from_config(cfg: Dict[str, Any]) -> LearningRateSchedule:
+def schedule_from_config(cfg: dict[str, Any]) -> LearningRateSchedule:
     cfg = dict(cfg)
     kind = cfg.pop("kind")
     return {"step": StepDecay, "cosine": CosineDecay}[kind](**cfg)
@@ -104,7 +105,7 @@ def _nonneg(name: str, v: Any) -> float:
 
 # ------------------------------------------------------------------------------------------
 def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
-                   rows: Optional[Mapping[str, np.ndarray]] = None) -> float:
+                   rows: Mapping[str, np.ndarray] | None = None) -> float:
     """Scale all gradients in place so that their global L2 norm is at most max_norm.
     Returns the norm before clipping. rows: as in Optimizer.step (only those rows are read)."""
     rows = rows or {}
@@ -129,12 +130,12 @@ class Optimizer:
     weight_decay: L2 on parameters with ndim >= 2 (decoupled in AdamW)."""
 
     name = "optimizer"
-    SLOTS: Tuple[str, ...] = ()
+    SLOTS: tuple[str, ...] = ()
 
-    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 1e-3,
-                 global_clipnorm: Optional[float] = None, weight_decay: float = 0.0) -> None:
+    def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3,
+                 global_clipnorm: float | None = None, weight_decay: float = 0.0) -> None:
         if isinstance(learning_rate, LearningRateSchedule):
-            self.schedule: Optional[LearningRateSchedule] = learning_rate
+            self.schedule: LearningRateSchedule | None = learning_rate
             self._lr = learning_rate.initial_learning_rate  # type: ignore[attr-defined]
         else:
             self.schedule = None
@@ -143,8 +144,8 @@ class Optimizer:
             "global_clipnorm", global_clipnorm)
         self.weight_decay = _nonneg("weight_decay", weight_decay)
         self.iterations = 0
-        self.slots: Dict[str, Dict[str, np.ndarray]] = {s: {} for s in self.SLOTS}
-        self.last_grad_norm: Optional[float] = None
+        self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.SLOTS}
+        self.last_grad_norm: float | None = None
 
     @property
     def learning_rate(self) -> float:
@@ -157,7 +158,7 @@ class Optimizer:
         self._lr = _positive("learning_rate", v)
 
     def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
-             rows: Optional[Mapping[str, np.ndarray]] = None) -> None:
+             rows: Mapping[str, np.ndarray] | None = None) -> None:
         """One update of every parameter in place from its gradient."""
         rows = rows or {}
         if self.global_clipnorm is not None:
@@ -173,23 +174,23 @@ class Optimizer:
                 continue
             self._update(k, p, grads[k], r, lr, p.ndim >= 2 and self.weight_decay > 0)
 
-    def _update(self, k: str, p: np.ndarray, g: np.ndarray, r: Optional[np.ndarray],
+    def _update(self, k: str, p: np.ndarray, g: np.ndarray, r: np.ndarray | None,
                 lr: float, decay: bool) -> None:
         raise NotImplementedError
 
     # -- state ----------------------------------------------------------------------------
-    def get_config(self) -> Dict[str, Any]:
-        cfg: Dict[str, Any] = dict(name=self.name, global_clipnorm=self.global_clipnorm,
+    def get_config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = dict(name=self.name, global_clipnorm=self.global_clipnorm,
                                    weight_decay=self.weight_decay)
         cfg["learning_rate"] = self.schedule.get_config() if self.schedule else self._lr
         return cfg
 
-    def state_dict(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able scalars, {"slot/param": array})."""
         arrays = {f"{s}/{k}": v for s, d in self.slots.items() for k, v in d.items()}
         return {"iterations": self.iterations, "config": self.get_config()}, arrays
 
-    def load_state_dict(self, scalars: Dict[str, Any], arrays: Mapping[str, np.ndarray],
+    def load_state_dict(self, scalars: dict[str, Any], arrays: Mapping[str, np.ndarray],
                         params: Mapping[str, np.ndarray]) -> None:
         self.iterations = int(scalars["iterations"])
         self.slots = {s: {} for s in self.SLOTS}
@@ -208,7 +209,7 @@ class SGD(Optimizer):
 
     name = "sgd"
 
-    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 0.01,
+    def __init__(self, learning_rate: float | LearningRateSchedule = 0.01,
                  momentum: float = 0.0, nesterov: bool = False, **kw: Any) -> None:
         m = float(momentum)
         if not 0.0 <= m < 1.0:
@@ -219,7 +220,7 @@ class SGD(Optimizer):
         self.SLOTS = ("momentum",) if m > 0 else ()
         super().__init__(learning_rate, **kw)
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(super().get_config(), momentum=self.momentum, nesterov=self.nesterov)
 
     def _update(self, k, p, g, r, lr, decay):
@@ -249,7 +250,7 @@ class Adam(Optimizer):
     SLOTS = ("m", "v")
     decoupled = False
 
-    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 1e-3,
+    def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
                  **kw: Any) -> None:
         for n, b in (("beta_1", beta_1), ("beta_2", beta_2)):
@@ -259,7 +260,7 @@ class Adam(Optimizer):
         self.epsilon = _positive("epsilon", epsilon)
         super().__init__(learning_rate, **kw)
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return dict(super().get_config(), beta_1=self.beta_1, beta_2=self.beta_2,
                     epsilon=self.epsilon)
 
@@ -301,7 +302,7 @@ class AdamW(Adam):
     name = "adamw"
     decoupled = True
 
-    def __init__(self, learning_rate: Union[float, LearningRateSchedule] = 1e-3,
+    def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3,
                  weight_decay: float = 0.004, **kw: Any) -> None:
         super().__init__(learning_rate, weight_decay=weight_decay, **kw)
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import io
 import os
-from typing import Any, List, Mapping, Optional
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["plot_history", "HAVE_MATPLOTLIB"]
 
@@ -15,13 +16,13 @@ except ImportError:  # pragma: no cover - depends on the environment
     HAVE_MATPLOTLIB = False
 
 
-def plot_history(history: Any, path: str, title: Optional[str] = None) -> Optional[str]:
+def plot_history(history: Any, path: str, title: str | None = None) -> str | None:
     """Plot loss and the first metric (accuracy, mae, ...) per epoch, train against
     validation, to `path` (PNG, written atomically). `history` is a History or its dict.
     Returns the path, or None when matplotlib is not installed."""
     if not HAVE_MATPLOTLIB:
         return None
-    h: Mapping[str, List[float]] = getattr(history, "history", history)
+    h: Mapping[str, list[float]] = getattr(history, "history", history)
     if not h or "loss" not in h:
         raise ValueError("history has no 'loss' entry to plot")
     # The object-oriented Figure renders to a file without pyplot, so no GUI backend or

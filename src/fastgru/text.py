@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +32,7 @@ class Tokenizer:
     def __init__(self, lower: bool = True, char_level: bool = False) -> None:
         self.lower, self.char_level = bool(lower), bool(char_level)
 
-    def __call__(self, text: str) -> List[str]:
+    def __call__(self, text: str) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
         if self.lower:
@@ -40,13 +41,13 @@ class Tokenizer:
             return list(text)
         return _WORD.findall(_HTML_BREAK.sub(" ", text))
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return {"lower": self.lower, "char_level": self.char_level}
 
 
-def pad_sequences(seqs: Sequence[Sequence[int]], maxlen: Optional[int] = None,
+def pad_sequences(seqs: Sequence[Any], maxlen: int | None = None,
                   padding: str = "post", truncating: str = "pre", value: int = 0,
-                  dtype: Any = np.int32) -> Tuple[np.ndarray, np.ndarray]:
+                  dtype: Any = np.int32) -> tuple[np.ndarray, np.ndarray]:
     """Lists of ids -> ((N, T) array, (N,) lengths). T = maxlen or the longest sequence.
     truncating "pre" keeps the end of a long sequence (Keras' default), "post" its start;
     padding "post" puts `value` after the tokens, "pre" before."""
@@ -54,12 +55,12 @@ def pad_sequences(seqs: Sequence[Sequence[int]], maxlen: Optional[int] = None,
         raise ValueError("padding and truncating must be 'pre' or 'post'")
     if maxlen is not None and (not isinstance(maxlen, (int, np.integer)) or maxlen < 1):
         raise ValueError(f"maxlen must be a positive int or None, got {maxlen!r}")
-    seqs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs]
-    lengths = np.array([len(s) for s in seqs], np.int64)
+    arrs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs]
+    lengths = np.array([len(s) for s in arrs], np.int64)
     T = int(maxlen) if maxlen is not None else int(lengths.max(initial=1)) or 1
     T = max(T, 1)
-    out = np.full((len(seqs), T), value, dtype=dtype)
-    for i, s in enumerate(seqs):
+    out = np.full((len(arrs), T), value, dtype=dtype)
+    for i, s in enumerate(arrs):
         if len(s) > T:
             s = s[-T:] if truncating == "pre" else s[:T]
         if len(s):
@@ -77,7 +78,7 @@ class Vocabulary:
     PAD, UNK = "<pad>", "<unk>"
     PAD_ID, UNK_ID = 0, 1
 
-    def __init__(self, tokens: Sequence[str], tokenizer: Optional[Tokenizer] = None) -> None:
+    def __init__(self, tokens: Sequence[str], tokenizer: Tokenizer | None = None) -> None:
         tokens = list(tokens)
         if tokens[:2] != [self.PAD, self.UNK]:
             raise ValueError("tokens must start with '<pad>', '<unk>'")
@@ -88,8 +89,8 @@ class Vocabulary:
         self.tokenizer = tokenizer or Tokenizer()
 
     @classmethod
-    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: Optional[int] = None,
-              lower: bool = True, char_level: bool = False) -> "Vocabulary":
+    def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None,
+              lower: bool = True, char_level: bool = False) -> Vocabulary:
         """Count the tokens of `texts`; keep those seen >= min_freq times, at most max_size
         entries in all (including `<pad>` and `<unk>`)."""
         if int(min_freq) < 1:
@@ -111,12 +112,12 @@ class Vocabulary:
     def __len__(self) -> int:
         return len(self.tokens)
 
-    def ids(self, tokens: Iterable[str]) -> List[int]:
+    def ids(self, tokens: Iterable[str]) -> list[int]:
         get = self.index.get
         return [get(t, self.UNK_ID) for t in tokens]
 
-    def encode(self, texts: Iterable[str], max_len: Optional[int] = None,
-               truncating: str = "pre") -> Tuple[np.ndarray, np.ndarray]:
+    def encode(self, texts: Iterable[str], max_len: int | None = None,
+               truncating: str = "pre") -> tuple[np.ndarray, np.ndarray]:
         """Texts -> ((N, T) int32 ids, (N,) lengths), padded with 0 after the tokens. An empty
         text becomes one `<unk>`. T = max_len or the longest text."""
         if isinstance(texts, str):
@@ -124,16 +125,16 @@ class Vocabulary:
         seqs = [self.ids(self.tokenizer(t)) or [self.UNK_ID] for t in texts]
         return pad_sequences(seqs, maxlen=max_len, truncating=truncating)
 
-    def decode(self, ids: Iterable[int], skip_pad: bool = True) -> List[str]:
+    def decode(self, ids: Iterable[int], skip_pad: bool = True) -> list[str]:
         """Ids -> tokens (the pad id dropped unless skip_pad=False)."""
         return [self.tokens[int(i)] for i in ids if not (skip_pad and int(i) == self.PAD_ID)]
 
     # -- persistence ------------------------------------------------------------------------
-    def to_json(self) -> Dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {"tokens": self.tokens, "tokenizer": self.tokenizer.get_config()}
 
     @classmethod
-    def from_json(cls, d: Dict[str, Any]) -> "Vocabulary":
+    def from_json(cls, d: dict[str, Any]) -> Vocabulary:
         if not isinstance(d, dict) or not isinstance(d.get("tokens"), list):
             raise ValueError("not a vocabulary document (no 'tokens' list)")
         return cls(d["tokens"], Tokenizer(**d.get("tokenizer", {})))
@@ -143,7 +144,7 @@ class Vocabulary:
         atomic_write_text(path, json.dumps(self.to_json(), ensure_ascii=False))
 
     @classmethod
-    def load(cls, path: str) -> "Vocabulary":
+    def load(cls, path: str) -> Vocabulary:
         with open(path, encoding="utf-8") as f:
             return cls.from_json(json.load(f))
 

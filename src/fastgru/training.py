@@ -6,20 +6,51 @@ tools, re-exported at the top level (`fastgru.Sequential`, `fastgru.TextClassifi
 
 See docs/training.md for the tour.
 """
-from fastgru.callbacks import (BackupAndRestore, Callback, EarlyStopping, History,
-                               LambdaCallback, ModelCheckpoint)
+from fastgru.callbacks import (
+                               BackupAndRestore,
+                               Callback,
+                               EarlyStopping,
+                               History,
+                               LambdaCallback,
+                               ModelCheckpoint,
+)
 from fastgru.checkpoint import CheckpointError
-from fastgru.data import (DataError, Dataset, encode_labels, length_batches, load_aclimdb,
-                          load_delimited, load_digits_sequences, load_imdb_npz, load_mr,
-                          lm_windows, make_noisy_sine, make_pattern_text,
-                          make_sentiment_texts,
-                          stratified_split)
+from fastgru.data import (
+                               DataError,
+                               Dataset,
+                               encode_labels,
+                               length_batches,
+                               lm_windows,
+                               load_aclimdb,
+                               load_delimited,
+                               load_digits_sequences,
+                               load_imdb_npz,
+                               load_mr,
+                               make_noisy_sine,
+                               make_pattern_text,
+                               make_sentiment_texts,
+                               stratified_split,
+)
 from fastgru.losses import BinaryCrossentropy, CategoricalCrossentropy, MeanSquaredError
-from fastgru.models import (LanguageModel, SequenceClassifier, SequenceRegressor, Sequential,
-                            TextClassifier, load_model)
-from fastgru.nn import (Activation, Dense, Dropout, Embedding, GlobalAveragePooling1D,
-                        GlobalMaxPooling1D, LastState, TimePooling)
-from fastgru.optim import (SGD, Adam, AdamW, CosineDecay, StepDecay, clip_grad_norm)
+from fastgru.models import (
+                               LanguageModel,
+                               SequenceClassifier,
+                               SequenceRegressor,
+                               Sequential,
+                               TextClassifier,
+                               load_model,
+)
+from fastgru.nn import (
+                               Activation,
+                               Dense,
+                               Dropout,
+                               Embedding,
+                               GlobalAveragePooling1D,
+                               GlobalMaxPooling1D,
+                               LastState,
+                               TimePooling,
+)
+from fastgru.optim import SGD, Adam, AdamW, CosineDecay, StepDecay, clip_grad_norm
 from fastgru.plotting import plot_history
 from fastgru.text import Tokenizer, Vocabulary, pad_sequences
 from fastgru.trainer import VerificationError
