@@ -168,3 +168,18 @@ def test_verify_and_reference_backend_flags(tmp_path):
                  "reference", "--cell", "lstm"] + SMALL) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["backend"] == "reference" and m["test_accuracy"] is not None
+
+
+def test_module_entry_point_reports_user_errors_in_one_line(tmp_path):
+    """`python -m fastgru.cli` behaves like the console script: one line, exit status 2."""
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    src = os.path.dirname(os.path.dirname(fastgru.__file__))  # the tree fastgru came from
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-m", "fastgru.cli", "train", "--data",
+                        str(tmp_path / "nowhere")], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 2
+    assert "does not exist" in r.stderr and "Traceback" not in r.stderr

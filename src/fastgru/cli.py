@@ -48,4 +48,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m fastgru.cli`: run the imported module's main, so that the UserError the
+    # subcommands raise (fastgru.cli.UserError) is the class caught there, not this copy's.
+    from fastgru.cli import main as _main
+
+    sys.exit(_main())
