@@ -3,6 +3,7 @@
     fastgru train                                   # built-in: scikit-learn's digits, row by row
     fastgru train --data ../shared/data/mr --format mr --out runs/mr
     fastgru train --data aclImdb --format aclimdb --bidirectional --epochs 4
+    mpiexec -n 4 fastgru train --distributed --data ../shared/data/mr --format mr
 
 --out DIR receives model.npz (fastgru.load_model), checkpoint.npz (the resumable training
 state, --resume continues from it), vocab.json (text data), history.json (Keras names per
@@ -11,6 +12,10 @@ train_seconds, samples_per_second, ...) and curves.png (when matplotlib is insta
 
 Without --val-split the held-out test part is the validation data: it is reported every
 epoch and never used to choose anything (the final model is the last epoch's).
+
+--distributed trains data-parallel over the ranks of an MPI job (mpi4py: pip install
+'fastgru[mpi]'): every rank loads the data, --batch-size and --threads are per rank, and only
+rank 0 prints and writes --out (docs/distributed.md).
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Dict, Optional, Tuple
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +32,7 @@ FORMATS = ("aclimdb", "npz", "mr", "tsv", "csv")
 
 # Recipes per kind of data; each is overridden by the matching command-line option.
 # text: tuned on MR (fixed seeded 90/10 split); digits: the built-in default.
-RECIPES: Dict[str, Dict[str, Any]] = {
+RECIPES: dict[str, dict[str, Any]] = {
     # MR, 5 seeds: 78.9-80.3% test accuracy (mean 79.7%) in 14-21 s on 1 thread; the same
     # with a unidirectional GRU(128) and the last state: 76.6-78.7%.
     "text": dict(cell="gru", hidden=64, layers=1, bidirectional=True, embed_dim=128,
@@ -80,7 +85,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--patience", metavar="N", help="early stopping on val_loss after N epochs "
                    "without improvement, best weights restored (needs --val-split)")
     g.add_argument("--threads", metavar="N", help="threads for the kernels and BLAS (default: "
-                   "all physical cores)")
+                   "all physical cores; with --distributed, per rank: the node's cores shared "
+                   "among its ranks)")
     g.add_argument("--seed", metavar="N", default="0", help="seeds the split, initialisation, "
                    "shuffling and dropout (default 0)")
     g.add_argument("--backend", metavar="NAME", default="fast",
@@ -88,6 +94,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--verify", nargs="?", const="0", metavar="N",
                    help="check the first batch's gradients against fastgru.reference (with "
                         "N: also every N-th batch); stop with an error on a deviation")
+    g.add_argument("--distributed", action="store_true",
+                   help="data-parallel over the ranks of an MPI job: mpiexec -n N fastgru train "
+                        "--distributed ... (needs mpi4py: pip install 'fastgru[mpi]'); "
+                        "--batch-size is per rank")
     g = p.add_argument_group("output")
     g.add_argument("--out", metavar="DIR", help="output folder (default runs/<data name>)")
     g.add_argument("--resume", action="store_true",
@@ -100,7 +110,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 # argument checks: every user mistake becomes a one-line UserError
 
 
-def _num(args: argparse.Namespace, name: str, kind: type, lo: float, hi: Optional[float] = None,
+def _num(args: argparse.Namespace, name: str, kind: type, lo: float, hi: float | None = None,
          default: Any = None, lo_open: bool = False, hi_open: bool = False) -> Any:
     from fastgru.cli import UserError
 
@@ -121,7 +131,7 @@ def _num(args: argparse.Namespace, name: str, kind: type, lo: float, hi: Optiona
     return v
 
 
-def _choice(args: argparse.Namespace, name: str, choices: Tuple[str, ...], default: Any) -> Any:
+def _choice(args: argparse.Namespace, name: str, choices: tuple[str, ...], default: Any) -> Any:
     from fastgru.cli import UserError
 
     v = getattr(args, name)
@@ -133,7 +143,7 @@ def _choice(args: argparse.Namespace, name: str, choices: Tuple[str, ...], defau
     return v.lower()
 
 
-def guess_format(path: str) -> Optional[str]:
+def guess_format(path: str) -> str | None:
     """The format a path looks like, or None."""
     if os.path.isdir(path):
         if os.path.isfile(os.path.join(path, "rt-polarity.pos")):
@@ -146,7 +156,7 @@ def guess_format(path: str) -> Optional[str]:
     return {".npz": "npz", ".tsv": "tsv", ".txt": "tsv", ".csv": "csv"}.get(ext)
 
 
-def _load(path: Optional[str], fmt: Optional[str]):
+def _load(path: str | None, fmt: str | None):
     from fastgru import data
     from fastgru.cli import UserError
 
@@ -173,22 +183,72 @@ def _load(path: Optional[str], fmt: Optional[str]):
 # ------------------------------------------------------------------------------------------
 
 
+def mpi_launch() -> tuple[int, int]:
+    """(ranks, rank) when this process was started by an MPI launcher (Open MPI, or MPICH /
+    Intel MPI hydra, from their environment variables), else (1, 0). MPI is not started."""
+    for size, rank in (("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"),
+                       ("PMI_SIZE", "PMI_RANK")):
+        n, r = os.environ.get(size, ""), os.environ.get(rank, "")
+        if n.isdigit() and r.isdigit():
+            return int(n), int(r)
+    return 1, 0
+
+
 def run(args: argparse.Namespace) -> int:
     from fastgru.checkpoint import CheckpointError
     from fastgru.cli import UserError
     from fastgru.data import DataError
+    from fastgru.distributed import Agreement, DistributedError
 
+    ranks, rank = mpi_launch()
+    if ranks > 1 and not args.distributed:
+        if rank != 0:
+            return 2  # rank 0 says why
+        raise UserError(f"this runs under an MPI launcher with {ranks} ranks but without "
+                        "--distributed: every rank would train alone and write the same files; "
+                        "add --distributed")
+    ctx = None
+    agreement = None
     try:
-        return _run(args)
-    except (DataError, CheckpointError) as exc:
-        raise UserError(str(exc)) from None
+        if args.distributed:
+            ctx = _mpi_context(args)
+            agreement = Agreement(ctx, "before training")
+        return _run(args, ctx, agreement)
+    except BaseException as exc:
+        if agreement is not None:  # failed before the ranks agreed: tell the others
+            agreement.failed(exc)
+        if isinstance(exc, (DataError, CheckpointError, DistributedError)):
+            err = UserError(str(exc))
+        elif isinstance(exc, UserError):
+            err = exc
+        else:
+            raise
+    if (ctx is not None and not ctx.is_root) or (ctx is None and rank != 0):
+        return 2  # the ranks fail together; rank 0 reports (naming the rank that failed)
+    raise err
 
 
-def _run(args: argparse.Namespace) -> int:
+def _mpi_context(args: argparse.Namespace) -> Any:
+    """fastgru.distributed.init() with --threads; UserError when MPI is not installed."""
+    from fastgru import distributed
+    from fastgru.cli import UserError
+
+    threads = _num(args, "threads", int, 1, 4096)
+    try:
+        return distributed.init(threads=threads)
+    except distributed.MPIUnavailableError as exc:
+        raise UserError(f"--distributed: {exc}") from None
+
+
+def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> int:
+    """The command; with ctx (a fastgru.distributed.Context) on every rank of the job: all
+    ranks load the data and build the model, `agreement` is reached before training (so a
+    rank that failed before makes all stop), rank 0 alone prints and writes."""
     import fastgru
     from fastgru import data as D
     from fastgru.cli import UserError
 
+    root = ctx is None or ctx.is_root
     t_start = time.perf_counter()
     test_split = _num(args, "test_split", float, 0.0, 1.0, lo_open=True, hi_open=True)
     val_split = _num(args, "val_split", float, 0.0, 1.0, hi_open=True)
@@ -198,6 +258,8 @@ def _run(args: argparse.Namespace) -> int:
     clipnorm = _num(args, "clipnorm", float, 0.0, lo_open=True)
     verify = _num(args, "verify", int, 0, default=None)  # 0: the first batch only
     verbose = _num(args, "verbose", int, 0, 2, default="auto")
+    if not root:
+        verbose = 0
     dtype = _choice(args, "dtype", ("float32", "float64"), "float32")
     backend = _choice(args, "backend", ("fast", "reference"), "fast")
     if patience is not None and val_split == 0:
@@ -244,15 +306,16 @@ def _run(args: argparse.Namespace) -> int:
     K = len(classes)
     name = ds.name or "data"
     out = args.out or os.path.join("runs", name)
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UserError(f"--out {out!r} exists and is not a folder")
-    try:
-        os.makedirs(out, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"cannot create the output folder {out!r}: {exc.strerror}") from None
     ckpt_path = os.path.join(out, "checkpoint.npz")
-    if args.resume and not os.path.isfile(ckpt_path):
-        raise UserError(f"--resume: no checkpoint at {ckpt_path!r}")
+    if root:  # distributed: only rank 0 reads the checkpoint and writes (--out may be local)
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise UserError(f"--out {out!r} exists and is not a folder")
+        try:
+            os.makedirs(out, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create the output folder {out!r}: {exc.strerror}") from None
+        if args.resume and not os.path.isfile(ckpt_path):
+            raise UserError(f"--resume: no checkpoint at {ckpt_path!r}")
 
     vocab = None
     if kind == "text":
@@ -266,11 +329,13 @@ def _run(args: argparse.Namespace) -> int:
             V = len(vocab)
         else:  # ids (Keras imdb.npz): cap the id range at --vocab-size, the rest is <unk>
             V = min(r["vocab_size"], 2 + max(int(s.max(initial=1)) for s in x_tr))
-            cap = lambda seqs: [np.where(s < V, s, 1)[-r["max_len"]:] if len(s) else  # noqa
-                                np.array([1]) for s in seqs]
+            def cap(seqs: Any) -> Any:
+                return [np.where(s < V, s, 1)[-r["max_len"]:] if len(s) else np.array([1])
+                        for s in seqs]
+
             x_tr, _ = fastgru.pad_sequences(cap(x_tr))
             x_te, _ = fastgru.pad_sequences(cap(x_te))
-        model = fastgru.TextClassifier(
+        model: fastgru.Sequential = fastgru.TextClassifier(
             V, embed_dim=r["embed_dim"], hidden_size=r["hidden"], cell=r["cell"],
             num_layers=r["layers"], bidirectional=r["bidirectional"], dropout=r["dropout"],
             pooling=r["pooling"], num_classes=K, learning_rate=r["lr"], dtype=dtype, seed=seed,
@@ -289,39 +354,50 @@ def _run(args: argparse.Namespace) -> int:
                      f"{len(x_te):,} test ({split_note})")
     opt = fastgru.Adam(r["lr"], global_clipnorm=clipnorm)
     model.compile(opt, model.loss, ["accuracy"])
+    if ctx is not None:
+        threads = ctx.threads  # --threads, or this rank's share of its node's cores
     if threads is not None:
         model.set_threads(threads)
 
-    callbacks = []
+    callbacks: list[fastgru.Callback] = []
     if val_split and patience is not None:
         callbacks.append(fastgru.EarlyStopping("val_loss", patience=patience,
                                                restore_best_weights=True))
     callbacks.append(fastgru.BackupAndRestore(ckpt_path))
-    if not args.resume and os.path.exists(ckpt_path):
+    if root and not args.resume and os.path.exists(ckpt_path):
         os.unlink(ckpt_path)  # a fresh run never continues a stale checkpoint
 
     say = print if verbose != 0 else (lambda *a, **k: None)
     say(data_line)
     model.summary(print_fn=say)
-    say(f"training: {r['epochs']} epochs, batch {r['batch_size']}, Adam lr {r['lr']:g}, "
-        f"{threads or fastgru._threads.default_n_threads()} threads, backend {backend}"
+    n_threads = threads or fastgru._threads.default_n_threads()
+    if ctx is None:
+        batch_line = f"batch {r['batch_size']}, {n_threads} threads"
+    else:
+        batch_line = (f"batch {r['batch_size']} per rank x {ctx.size} = "
+                      f"{r['batch_size'] * ctx.size} per step, {ctx.describe()}")
+    say(f"training: {r['epochs']} epochs, {batch_line}, Adam lr {r['lr']:g}, backend {backend}"
         + (f", resuming from {ckpt_path}" if args.resume else ""))
     val_kw = dict(validation_split=val_split) if val_split else \
         dict(validation_data=(x_te, y_te))
+    if agreement is not None:
+        agreement.reached()  # every rank is ready: from here on a failure aborts the job
     t_fit = time.perf_counter()
     with _blas_threads(threads):
         try:
             hist = model.fit(x_tr, y_tr, epochs=r["epochs"], batch_size=r["batch_size"],
                              verbose=verbose, callbacks=callbacks, backend=backend,
                              verify=False if verify is None else (verify or True),
-                             **val_kw)
+                             distributed=ctx, **val_kw)
         except ValueError as exc:  # shape mismatch on resume, label problems
             if args.resume:
                 raise UserError(f"cannot resume from {ckpt_path!r}: {exc} (use the options "
                                 "of the interrupted run)") from None
             raise
         fit_seconds = time.perf_counter() - t_fit
-        test = model.evaluate(x_te, y_te, return_dict=True)
+        test = model.evaluate(x_te, y_te, return_dict=True, distributed=ctx)
+    if not root:
+        return 0
 
     # -- outputs ------------------------------------------------------------------------
     from fastgru.checkpoint import atomic_write_text
@@ -338,9 +414,14 @@ def _run(args: argparse.Namespace) -> int:
                "samples_per_second": round(n_epochs * len(x_tr) / max(train_seconds, 1e-9), 1),
                "epochs": n_epochs, "n_train": len(x_tr), "n_test": len(x_te),
                "fit_seconds": round(fit_seconds, 3), "data": name, "classes": classes,
-               "recipe": dict(r, dtype=dtype, seed=seed),
-               "threads": threads or fastgru._threads.default_n_threads(), "backend": backend,
-               "fastgru": fastgru.__version__}
+               "recipe": dict(r, dtype=dtype, seed=seed), "threads": n_threads,
+               "backend": backend, "fastgru": fastgru.__version__}
+    if ctx is not None:
+        metrics["distributed"] = {"ranks": ctx.size, "nodes": ctx.nodes,
+                                  "threads_per_rank": n_threads,
+                                  "batch_size_per_rank": r["batch_size"],
+                                  "global_batch_size": r["batch_size"] * ctx.size,
+                                  "mpi": ctx.library}
     if getattr(model, "last_verification", None):
         metrics["verification"] = model.last_verification
     atomic_write_text(os.path.join(out, "metrics.json"), json.dumps(metrics, indent=1,
@@ -362,7 +443,7 @@ def _run(args: argparse.Namespace) -> int:
 class _blas_threads:
     """Limit BLAS threads for the NumPy parts (Dense, Embedding) when --threads is given."""
 
-    def __init__(self, n: Optional[int]) -> None:
+    def __init__(self, n: int | None) -> None:
         self.n, self.ctx = n, None
 
     def __enter__(self):

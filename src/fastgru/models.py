@@ -24,14 +24,25 @@ Parameters are visible by name as "<layer>.<parameter>" (`model.parameters()`), 
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from fastgru import checkpoint as ckpt
 from fastgru.losses import Loss, Metric, get_loss, get_metric
-from fastgru.nn import (Activation, Ctx, Dense, Dropout, Embedding, Layer, RNN, Spec,
-                        TimePooling, check_dtype)
+from fastgru.nn import (
+    RNN,
+    Activation,
+    Ctx,
+    Dense,
+    Dropout,
+    Embedding,
+    Layer,
+    Spec,
+    TimePooling,
+    check_dtype,
+)
 from fastgru.optim import Optimizer, get_optimizer
 from fastgru.text import Vocabulary
 
@@ -41,7 +52,7 @@ __all__ = ["Sequential", "TextClassifier", "SequenceClassifier", "SequenceRegres
 LAYER_KINDS = {c.kind: c for c in (Embedding, Dense, Activation, Dropout, TimePooling)}
 
 
-def sub_seed(seed: Optional[int], k: int) -> Optional[int]:
+def sub_seed(seed: int | None, k: int) -> int | None:
     """An independent integer seed for component k of a model seeded with `seed`."""
     if seed is None:
         return None
@@ -50,7 +61,7 @@ def sub_seed(seed: Optional[int], k: int) -> Optional[int]:
 
 def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
              bidirectional: bool = False, dropout: float = 0.0, dtype: Any = "float32",
-             seed: Optional[int] = None, **kw: Any) -> RNN:
+             seed: int | None = None, **kw: Any) -> RNN:
     """An RNN adapter around a new batch-first fastgru.GRU ("gru") or fastgru.LSTM ("lstm")."""
     import fastgru
 
@@ -72,33 +83,33 @@ class Sequential:
     layer. seed: seeds initialisation, shuffling and dropout (None: fresh entropy).
     """
 
-    def __init__(self, layers: Sequence[Any] = (), input_dim: Optional[int] = None,
-                 dtype: Any = "float32", seed: Optional[int] = None,
-                 name: Optional[str] = None) -> None:
+    def __init__(self, layers: Sequence[Any] = (), input_dim: int | None = None,
+                 dtype: Any = "float32", seed: int | None = None,
+                 name: str | None = None) -> None:
         self.dtype = check_dtype(dtype)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
             raise TypeError(f"seed must be an int or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         self.name = name or _snake(type(self).__name__)
-        self.layers: List[Layer] = []
+        self.layers: list[Layer] = []
         self.input_dim = input_dim
         self.built = False
         self._init_rng = np.random.default_rng(sub_seed(self.seed, 0))
         #: the training generator: shuffling, dropout masks, recurrent-dropout seeds
         self.rng = np.random.default_rng(sub_seed(self.seed, 1))
-        self.optimizer: Optional[Optimizer] = None
-        self.loss: Optional[Loss] = None
-        self.metrics: List[Metric] = []
-        self.head: Optional[str] = None  # "sigmoid"/"softmax" fused into the loss
-        self.classes_: Optional[List[Any]] = None
-        self.vocab: Optional[Vocabulary] = None
-        self.max_len: Optional[int] = None
+        self.optimizer: Optimizer | None = None
+        self.loss: Loss | None = None
+        self.metrics: list[Metric] = []
+        self.head: str | None = None  # "sigmoid"/"softmax" fused into the loss
+        self.classes_: list[Any] | None = None
+        self.vocab: Vocabulary | None = None
+        self.max_len: int | None = None
         self.history: Any = None
         self.stop_training = False
         #: fit(verify=...)'s result: the worst gradient deviation seen, per fit
-        self.last_verification: Optional[Dict[str, Any]] = None
-        self._params: Dict[str, np.ndarray] = {}
-        self._grads: Dict[str, np.ndarray] = {}
+        self.last_verification: dict[str, Any] | None = None
+        self._params: dict[str, np.ndarray] = {}
+        self._grads: dict[str, np.ndarray] = {}
         for layer in layers:
             self.add(layer)
 
@@ -117,7 +128,7 @@ class Sequential:
         layer.name = name
         self.layers.append(layer)
 
-    def _input_spec(self, x: Any = None) -> Optional[Spec]:
+    def _input_spec(self, x: Any = None) -> Spec | None:
         first = self.layers[0]
         if isinstance(first, Embedding):
             return Spec(1, sequence=True, integer=True)
@@ -147,7 +158,7 @@ class Sequential:
         self._params = {f"{l.name}.{k}": v for l in self.layers for k, v in l.parameters().items()}
         self._grads = {f"{l.name}.{k}": v for l in self.layers for k, v in l.grads().items()}
 
-    def build(self, input_dim: Optional[int] = None) -> None:
+    def build(self, input_dim: int | None = None) -> None:
         """Create the parameters now (automatic when the input size is known)."""
         if input_dim is not None:
             self.input_dim = input_dim
@@ -161,17 +172,17 @@ class Sequential:
             raise RuntimeError("the model is not built yet: call build(input_dim) or fit()")
 
     # -- parameters -----------------------------------------------------------------------
-    def parameters(self) -> Dict[str, np.ndarray]:
+    def parameters(self) -> dict[str, np.ndarray]:
         """"<layer>.<param>" -> array (the live arrays: update in place)."""
         self._need_built()
         return dict(self._params)
 
-    def grads(self) -> Dict[str, np.ndarray]:
+    def grads(self) -> dict[str, np.ndarray]:
         """"<layer>.<param>" -> accumulated gradient (same keys as parameters())."""
         self._need_built()
         return dict(self._grads)
 
-    def sparse_rows(self) -> Dict[str, np.ndarray]:
+    def sparse_rows(self) -> dict[str, np.ndarray]:
         """Row-sparse gradients (Embedding): parameter name -> rows touched since zero_grad."""
         return {f"{l.name}.{k}": r for l in self.layers for k, r in l.sparse_rows().items()}
 
@@ -182,12 +193,12 @@ class Sequential:
     def count_params(self) -> int:
         return int(sum(p.size for p in self._params.values()))
 
-    def get_weights(self) -> Dict[str, np.ndarray]:
+    def get_weights(self) -> dict[str, np.ndarray]:
         """Copies of all parameters by name."""
         self._need_built()
         return {k: v.copy() for k, v in self._params.items()}
 
-    def set_weights(self, weights: Dict[str, np.ndarray]) -> None:
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Copy arrays into the parameters (names and shapes must match exactly)."""
         self._need_built()
         if set(weights) != set(self._params):
@@ -217,37 +228,40 @@ class Sequential:
                 return layer.layer.backend
         return "fast"
 
-    def set_threads(self, n_threads: Optional[int]) -> None:
+    def set_threads(self, n_threads: int | None) -> None:
         """Kernel threads of every recurrent layer (None: fastgru's default policy)."""
         for layer in self.layers:
             if isinstance(layer, RNN):
                 layer.layer.n_threads = n_threads
 
     # -- forward / backward ---------------------------------------------------------------
-    def forward(self, x: np.ndarray, lengths: Optional[np.ndarray] = None,
-                training: bool = False) -> np.ndarray:
+    def forward(self, x: np.ndarray, lengths: np.ndarray | None = None,
+                training: bool = False, rng: np.random.Generator | None = None
+                ) -> np.ndarray:
         """Model output for a prepared batch: x (B, T) ids or (B, T, F) features, lengths (B,).
-        With a fused head (sigmoid/softmax + cross-entropy) the output is the logits."""
+        With a fused head (sigmoid/softmax + cross-entropy) the output is the logits.
+        rng: the generator of dropout masks (default self.rng, the training generator;
+        data-parallel training gives each rank its own)."""
         self._need_built()
-        ctx = Ctx(lengths=lengths, training=training, rng=self.rng)
+        ctx = Ctx(lengths=lengths, training=training, rng=self.rng if rng is None else rng)
         for layer in self._run_layers():
             x = layer.forward(x, ctx)
         return x
 
     def backward(self, dout: np.ndarray) -> None:
         """Backpropagate d loss / d output through every layer, ADDING to the gradients."""
-        d = dout
+        d: Any = dout
         for layer in reversed(self._run_layers()):
             d = layer.backward(d)
 
-    def _run_layers(self) -> List[Layer]:
+    def _run_layers(self) -> list[Layer]:
         if self.head is not None and isinstance(self.layers[-1], Activation):
             return self.layers[:-1]
         return self.layers
 
     # -- compile --------------------------------------------------------------------------
     def compile(self, optimizer: Any = "adam", loss: Any = None,
-                metrics: Optional[Sequence[str]] = None) -> None:
+                metrics: Sequence[str] | None = None) -> None:
         """Choose the optimizer (instance or "sgd"/"adam"/"adamw"), the loss (instance or Keras
         name) and metrics ("accuracy", "mae", "mse"). A final sigmoid (softmax) with
         binary (categorical) cross-entropy is fused: the loss is computed from the logits,
@@ -268,10 +282,12 @@ class Sequential:
             last.skip_activation = False
         act = getattr(last, "activation", None)
         self.head = None
-        task = self.loss.task
+        loss = self.loss
+        assert loss is not None
+        task = loss.task
         if task in ("binary", "multiclass"):
             want = "sigmoid" if task == "binary" else "softmax"
-            if self.loss.from_logits:
+            if loss.from_logits:
                 if act in ("sigmoid", "softmax"):
                     raise ValueError(f"the loss takes logits (from_logits=True) but the model "
                                      f"ends with a {act}: remove the activation")
@@ -280,7 +296,7 @@ class Sequential:
                 if isinstance(last, Dense):
                     last.skip_activation = True
             else:
-                raise ValueError(f"{self.loss.name} expects probabilities: end the model with "
+                raise ValueError(f"{loss.name} expects probabilities: end the model with "
                                  f"Dense(..., activation={want!r}), or pass a loss with "
                                  "from_logits=True")
 
@@ -288,8 +304,8 @@ class Sequential:
     def compiled(self) -> bool:
         return self.loss is not None
 
-    def _compile_config(self) -> Optional[Dict[str, Any]]:
-        if not self.compiled:
+    def _compile_config(self) -> dict[str, Any] | None:
+        if self.optimizer is None or self.loss is None:
             return None
         return {"optimizer": self.optimizer.get_config(), "loss": self.loss.get_config(),
                 "metrics": [m.name for m in self.metrics]}
@@ -298,14 +314,16 @@ class Sequential:
     def fit(self, x: Any, y: Any = None, **kwargs: Any):
         """Train; Keras' signature: fit(x, y, batch_size=32, epochs=1, verbose=1, callbacks=None,
         validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0, ...).
-        See fastgru.trainer.fit. Returns a History."""
+        distributed=True trains data-parallel over MPI ranks (fastgru.distributed; batch_size
+        per rank). See fastgru.trainer.fit. Returns a History."""
         from fastgru import trainer
 
         return trainer.fit(self, x, y, **kwargs)
 
     def evaluate(self, x: Any, y: Any = None, **kwargs: Any):
         """Loss (and metrics) on data: a float, or [loss, *metrics], or a dict with
-        return_dict=True. See fastgru.trainer.evaluate."""
+        return_dict=True; distributed=True splits the data over MPI ranks. See
+        fastgru.trainer.evaluate."""
         from fastgru import trainer
 
         return trainer.evaluate(self, x, y, **kwargs)
@@ -354,7 +372,7 @@ class Sequential:
         return f"{type(self).__name__}({', '.join(repr(l) for l in self.layers)})"
 
     # -- config ---------------------------------------------------------------------------
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         layers = []
         for l in self.layers:
             if isinstance(l, RNN):
@@ -368,10 +386,10 @@ class Sequential:
                 "layers": layers}
 
     @classmethod
-    def from_config(cls, cfg: Dict[str, Any]) -> "Sequential":
+    def from_config(cls, cfg: dict[str, Any]) -> Sequential:
         import fastgru
 
-        layers = []
+        layers: list[Layer] = []
         for item in cfg["layers"]:
             kind, lc = item["kind"], dict(item["config"])
             if kind == "RNN":
@@ -386,9 +404,9 @@ class Sequential:
                    seed=cfg.get("seed"), name=cfg.get("name"))
 
     # -- saving ---------------------------------------------------------------------------
-    def _file_meta(self) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    def _file_meta(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         self._need_built()
-        meta: Dict[str, Any] = {"model": self.get_config(), "compile": self._compile_config(),
+        meta: dict[str, Any] = {"model": self.get_config(), "compile": self._compile_config(),
                                 "classes": self.classes_, "max_len": self.max_len,
                                 "vocab": self.vocab.to_json() if self.vocab else None}
         arrays = {f"param/{k}": np.ascontiguousarray(v) for k, v in self._params.items()}
@@ -398,14 +416,14 @@ class Sequential:
             arrays.update({f"opt/{k}": v for k, v in slots.items()})
         return meta, arrays
 
-    def save(self, path: Union[str, os.PathLike]) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the model (config, weights, compile settings and optimizer state, class names,
         vocabulary) to one .npz file, atomically, without pickle. Read it with
         fastgru.load_model(path)."""
         meta, arrays = self._file_meta()
         ckpt.save_arrays(os.fspath(path), arrays, meta)
 
-    def load_weights(self, path: Union[str, os.PathLike]) -> None:
+    def load_weights(self, path: str | os.PathLike) -> None:
         """Load the weights of a file written by save() or a checkpoint into this model."""
         arrays, _ = ckpt.load_arrays(os.fspath(path))
         self.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
@@ -435,17 +453,17 @@ class Sequential:
         self.rng.bit_generator.state = tr["rng"]
         cbm = tr.get("callbacks", [])
         if len(cbm) != len(callbacks) or any(m["type"] != type(c).__name__
-                                             for m, c in zip(cbm, callbacks)):
+                                             for m, c in zip(cbm, callbacks, strict=True)):
             raise ckpt.CheckpointError(
                 f"{path!r} was written with callbacks {[m['type'] for m in cbm]}, this run has "
                 f"{[type(c).__name__ for c in callbacks]}")
-        for i, (m, cb) in enumerate(zip(cbm, callbacks)):
+        for i, (m, cb) in enumerate(zip(cbm, callbacks, strict=True)):
             pre = f"callback/{i}/"
             cb.set_state(m["state"], {k[len(pre):]: v for k, v in arrays.items()
                                       if k.startswith(pre)})
         return int(tr["epoch"])
 
-    def _restore(self, arrays: Dict[str, np.ndarray], meta: Dict[str, Any]) -> None:
+    def _restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         self.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
         if meta.get("classes") is not None:
             self.classes_ = list(meta["classes"])
@@ -489,29 +507,29 @@ def _out_spec(layer: Layer, spec: Spec) -> Spec:
 class _Preset(Sequential):
     """A Sequential built from constructor arguments (kept in `args` for save/load)."""
 
-    def __init__(self, layers: Sequence[Any], args: Dict[str, Any]) -> None:
+    def __init__(self, layers: Sequence[Any], args: dict[str, Any]) -> None:
         self.args = args
         super().__init__(layers, dtype=args["dtype"], seed=args["seed"], name=args.get("name"))
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         return {"class": type(self).__name__, "args": dict(self.args)}
 
     @classmethod
-    def from_config(cls, cfg: Dict[str, Any]) -> "Sequential":
+    def from_config(cls, cfg: dict[str, Any]) -> Sequential:
         return cls(**cfg["args"])
 
 
-def _rnn_stack(args: Dict[str, Any], input_size: int) -> RNN:
+def _rnn_stack(args: dict[str, Any], input_size: int) -> RNN:
     return make_rnn(args["cell"], input_size, args["hidden_size"], args["num_layers"],
                     args["bidirectional"], args["dropout"], args["dtype"],
                     sub_seed(args["seed"], 2))
 
 
-def _classifier_head(args: Dict[str, Any]) -> List[Layer]:
+def _classifier_head(args: dict[str, Any]) -> list[Layer]:
     k = int(args["num_classes"])
     if k < 2:
         raise ValueError(f"num_classes must be >= 2, got {k}")
-    layers: List[Layer] = [TimePooling(args["pooling"], name="pool")]
+    layers: list[Layer] = [TimePooling(args["pooling"], name="pool")]
     if args["dropout"] > 0:
         layers.append(Dropout(args["dropout"], name="dropout"))
     layers.append(Dense(1, "sigmoid", name="classifier") if k == 2
@@ -540,15 +558,16 @@ class TextClassifier(_Preset):
                  cell: str = "gru", num_layers: int = 1, bidirectional: bool = True,
                  dropout: float = 0.5, pooling: str = "max", num_classes: int = 2,
                  learning_rate: float = 2e-3, dtype: Any = "float32",
-                 seed: Optional[int] = None, name: Optional[str] = None,
-                 vocab: Optional[Union[Vocabulary, Dict[str, Any]]] = None,
-                 max_len: Optional[int] = None) -> None:
+                 seed: int | None = None, name: str | None = None,
+                 vocab: Vocabulary | dict[str, Any] | None = None,
+                 max_len: int | None = None) -> None:
+        args: dict[str, Any]
         args = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
                     cell=cell, num_layers=num_layers, bidirectional=bidirectional,
                     dropout=float(dropout), pooling=pooling, num_classes=num_classes,
                     learning_rate=learning_rate, dtype=str(check_dtype(dtype)), seed=seed,
                     name=name, max_len=max_len)
-        layers: List[Layer] = [Embedding(vocab_size, embed_dim, name="embedding")]
+        layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding")]
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="embedding_dropout"))
         layers.append(_rnn_stack(args, embed_dim))
@@ -563,7 +582,7 @@ class TextClassifier(_Preset):
         _default_compile(self, learning_rate, "binary_crossentropy" if num_classes == 2
                          else "sparse_categorical_crossentropy", "accuracy")
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         cfg = super().get_config()
         cfg["args"].pop("vocab", None)  # stored separately
         return cfg
@@ -576,8 +595,9 @@ class SequenceClassifier(_Preset):
     def __init__(self, input_size: int, hidden_size: int = 64, cell: str = "gru",
                  num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0,
                  pooling: str = "last", num_classes: int = 2, learning_rate: float = 1e-3,
-                 dtype: Any = "float32", seed: Optional[int] = None,
-                 name: Optional[str] = None) -> None:
+                 dtype: Any = "float32", seed: int | None = None,
+                 name: str | None = None) -> None:
+        args: dict[str, Any]
         args = dict(input_size=input_size, hidden_size=hidden_size, cell=cell,
                     num_layers=num_layers, bidirectional=bidirectional, dropout=float(dropout),
                     pooling=pooling, num_classes=num_classes, learning_rate=learning_rate,
@@ -596,13 +616,14 @@ class SequenceRegressor(_Preset):
                  cell: str = "gru", num_layers: int = 1, bidirectional: bool = False,
                  dropout: float = 0.0, return_sequences: bool = True,
                  learning_rate: float = 1e-3, dtype: Any = "float32",
-                 seed: Optional[int] = None, name: Optional[str] = None) -> None:
+                 seed: int | None = None, name: str | None = None) -> None:
+        args: dict[str, Any]
         args = dict(input_size=input_size, output_size=output_size, hidden_size=hidden_size,
                     cell=cell, num_layers=num_layers, bidirectional=bidirectional,
                     dropout=float(dropout), return_sequences=bool(return_sequences),
                     learning_rate=learning_rate, dtype=str(check_dtype(dtype)), seed=seed,
                     name=name)
-        layers: List[Layer] = [_rnn_stack(args, input_size)]
+        layers: list[Layer] = [_rnn_stack(args, input_size)]
         if not return_sequences:
             layers.append(TimePooling("last", name="pool"))
         layers.append(Dense(output_size, name="output"))
@@ -618,13 +639,14 @@ class LanguageModel(_Preset):
     def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 128,
                  cell: str = "gru", num_layers: int = 1, dropout: float = 0.0,
                  learning_rate: float = 3e-3, dtype: Any = "float32",
-                 seed: Optional[int] = None, name: Optional[str] = None,
-                 vocab: Optional[Union[Vocabulary, Dict[str, Any]]] = None) -> None:
+                 seed: int | None = None, name: str | None = None,
+                 vocab: Vocabulary | dict[str, Any] | None = None) -> None:
+        args: dict[str, Any]
         args = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
                     cell=cell, num_layers=num_layers, bidirectional=False,
                     dropout=float(dropout), learning_rate=learning_rate,
                     dtype=str(check_dtype(dtype)), seed=seed, name=name)
-        layers: List[Layer] = [Embedding(vocab_size, embed_dim, name="embedding")]
+        layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding")]
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="embedding_dropout"))
         layers.append(_rnn_stack(args, embed_dim))
@@ -637,13 +659,13 @@ class LanguageModel(_Preset):
         self.vocab = vocab
         _default_compile(self, learning_rate, "sparse_categorical_crossentropy", "accuracy")
 
-    def get_config(self) -> Dict[str, Any]:
+    def get_config(self) -> dict[str, Any]:
         cfg = super().get_config()
         cfg["args"].pop("vocab", None)
         return cfg
 
-    def generate(self, prompt: Union[str, Sequence[int]], length: int = 100,
-                 temperature: float = 1.0, seed: Optional[int] = None) -> Union[str, List[int]]:
+    def generate(self, prompt: str | Sequence[int], length: int = 100,
+                 temperature: float = 1.0, seed: int | None = None) -> str | list[int]:
         """Continue `prompt` by `length` tokens sampled from softmax(logits / temperature)
         (temperature -> 0: greedy). A str prompt needs `vocab` and returns text; a list of ids
         returns the generated ids. Runs the recurrent layer one step at a time (layer.step)."""
@@ -651,11 +673,12 @@ class LanguageModel(_Preset):
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if int(length) < 0:
             raise ValueError(f"length must be >= 0, got {length!r}")
-        as_text = isinstance(prompt, str)
-        if as_text:
+        vocab = None  # set for a text prompt: the result is text too
+        if isinstance(prompt, str):
             if self.vocab is None:
                 raise ValueError("a text prompt needs the model's vocabulary (vocab=...)")
-            ids = self.vocab.ids(self.vocab.tokenizer(prompt))
+            vocab = self.vocab
+            ids = vocab.ids(vocab.tokenizer(prompt))
         else:
             ids = [int(i) for i in prompt]
         if not ids:
@@ -668,16 +691,16 @@ class LanguageModel(_Preset):
         rnn.eval()
         state = None
         logits = None
-        new: List[int] = []
+        new: list[int] = []
         for i in range(len(ids) + int(length)):
             tok = ids[i] if i < len(ids) else new[-1]
             y, state = rnn.step(W[[tok]], state)
             if i >= len(ids) - 1 and len(new) < int(length):
                 logits = (y @ out.params["weight"].T + out.params["bias"])[0].astype(np.float64)
                 new.append(_sample(logits, float(temperature), rng))
-        if as_text:
-            sep = "" if self.vocab.tokenizer.char_level else " "
-            return sep.join(self.vocab.decode(new))
+        if vocab is not None:
+            sep = "" if vocab.tokenizer.char_level else " "
+            return sep.join(vocab.decode(new))
         return new
 
 
@@ -694,7 +717,7 @@ _PRESETS = {c.__name__: c for c in (TextClassifier, SequenceClassifier, Sequence
                                      LanguageModel)}
 
 
-def load_model(path: Union[str, os.PathLike], compile: bool = True) -> Sequential:
+def load_model(path: str | os.PathLike, compile: bool = True) -> Sequential:
     """Rebuild a model written by model.save() (or a training checkpoint): architecture,
     weights, class names, vocabulary and, with compile=True, the loss, metrics and optimizer
     with its state, so that training can continue."""
@@ -702,7 +725,8 @@ def load_model(path: Union[str, os.PathLike], compile: bool = True) -> Sequentia
 
     arrays, meta = ckpt.load_arrays(os.fspath(path))
     cfg = meta.get("model") or {}
-    cls = Sequential if cfg.get("class") == "Sequential" else _PRESETS.get(cfg.get("class"))
+    cls = Sequential if cfg.get("class") == "Sequential" else \
+        _PRESETS.get(str(cfg.get("class")))
     if cls is None:
         raise ckpt.CheckpointError(f"{os.fspath(path)!r} holds an unknown model class "
                                    f"{cfg.get('class')!r}")

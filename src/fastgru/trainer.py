@@ -10,14 +10,19 @@ to the recurrent layers, which compute nothing past each sequence's end; with bu
 verify=True recomputes the first training batch (verify=N: also every N-th batch) with the
 recurrent layers on fastgru.reference and raises VerificationError when a gradient deviates
 beyond a dtype-aware tolerance. backend="reference" trains entirely on the reference.
+
+distributed=True (or an mpi4py communicator) trains data-parallel over MPI ranks, batch_size
+per rank: see fastgru.distributed. Without it nothing here touches MPI.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, cast
 
 import numpy as np
 from scipy.special import expit
@@ -43,9 +48,9 @@ class Prepared:
     order: the per-row permutation that moved tokens to the front (None: not needed)."""
 
     x: np.ndarray
-    lengths: Optional[np.ndarray]
-    y: Optional[np.ndarray] = None
-    order: Optional[np.ndarray] = None
+    lengths: np.ndarray | None
+    y: np.ndarray | None = None
+    order: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -105,7 +110,7 @@ def prepare_x(model: Any, x: Any) -> Prepared:
     return _check_float(model, Prepared(x, L))
 
 
-def _truncate(x: np.ndarray, L: np.ndarray, T: int) -> Tuple[np.ndarray, np.ndarray]:
+def _truncate(x: np.ndarray, L: np.ndarray, T: int) -> tuple[np.ndarray, np.ndarray]:
     """Keep the last T tokens of each left-aligned row (Keras' truncating='pre')."""
     out = np.zeros((len(x), T), x.dtype)
     for i, n in enumerate(L):
@@ -222,7 +227,7 @@ def _map_labels(model: Any, y: np.ndarray, K: int, fit: bool) -> np.ndarray:
     from fastgru.data import DataError
 
     if model.classes_ is not None:
-        ids, _ = encode_labels(y, model.classes_)
+        ids, _ = encode_labels(cast(Sequence[Any], y), model.classes_)
         return ids
     if y.dtype.kind in "iub" or (y.dtype.kind == "f" and np.all(np.isfinite(y)) and
                                  np.all(y == np.round(y))):
@@ -231,7 +236,7 @@ def _map_labels(model: Any, y: np.ndarray, K: int, fit: bool) -> np.ndarray:
             return yi
     if not fit:
         raise DataError(f"labels must be integers in [0, {K}) (or the classes seen by fit)")
-    ids, classes = encode_labels(y)
+    ids, classes = encode_labels(cast(Sequence[Any], y))  # an array: data.py says Sequence
     if len(classes) > K:
         raise DataError(f"y has {len(classes)} classes but the model predicts {K}")
     model.classes_ = classes
@@ -268,13 +273,15 @@ def verify_tolerance(dtype: Any, T: int) -> float:
     return 2e-4 * (1.0 + math.sqrt(T) / 4)
 
 
-def _verify_batch(model: Any, step, rng_state: Dict[str, Any], batch_no: int, T: int) -> None:
-    """Recompute the batch just run (`step` reruns forward + backward) on the reference and
-    compare every gradient; then put the fast gradients back (they drive the update)."""
+def _verify_batch(model: Any, step, rng: np.random.Generator, rng_state: dict[str, Any],
+                  batch_no: int, T: int) -> None:
+    """Recompute the batch just run (`step` reruns forward + backward, drawing dropout from
+    `rng`, reset to `rng_state`) on the reference and compare every gradient; then put the
+    fast gradients back (they drive the update)."""
     fast = {k: v.copy() for k, v in model._grads.items()}
     prev = model.backend
     model.zero_grad()
-    model.rng.bit_generator.state = rng_state
+    rng.bit_generator.state = rng_state
     model.set_backend("reference")
     try:
         step()
@@ -310,7 +317,7 @@ def _verify_batch(model: Any, step, rng_state: Dict[str, Any], batch_no: int, T:
 # fit
 
 
-def _logs_str(logs: Dict[str, float]) -> str:
+def _logs_str(logs: dict[str, float]) -> str:
     return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
 
 
@@ -328,38 +335,164 @@ def _pos_int(name: str, v: Any) -> int:
     return int(v)
 
 
+def loss_count(loss: Any, pred: np.ndarray, target: np.ndarray,
+               mask: np.ndarray | None) -> int:
+    """The number of terms `loss` averages over for one batch: samples, or valid time steps
+    for per-step targets (times the outputs per step for MSE). It weighs the batch's mean
+    loss in the epoch's mean, and a rank's gradient in a distributed step."""
+    from fastgru.losses import BinaryCrossentropy, CategoricalCrossentropy
+
+    if isinstance(loss, CategoricalCrossentropy):
+        shape = pred.shape[:-1]
+    elif isinstance(loss, BinaryCrossentropy) and pred.size == target.size:
+        shape = target.shape
+    else:
+        shape = pred.shape
+    if mask is None:
+        return int(np.prod(shape))
+    m = mask.reshape(mask.shape + (1,) * (len(shape) - mask.ndim))
+    return int(np.broadcast_to(m, shape).sum())
+
+
+# -- distributed helpers: all of them no-ops without `distributed` --------------------------
+
+
+def _data_parallel(distributed: Any) -> Any:
+    """None for a single process, else a fastgru.distributed.DataParallel (starts MPI)."""
+    if distributed is None or distributed is False:
+        return None
+    from fastgru import distributed as D
+
+    return D.DataParallel(D.context(distributed))
+
+
+def _agreed(dist: Any, what: str) -> Any:
+    """Errors in this block are raised on every rank (see Context.agreed)."""
+    return contextlib.nullcontext() if dist is None else dist.ctx.agreed(what)
+
+
+def _guard(dist: Any, what: str) -> Any:
+    """An error in this block aborts every rank (see Context.abort_on_error)."""
+    return contextlib.nullcontext() if dist is None else dist.ctx.abort_on_error(what)
+
+
 def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
-        verbose: Union[int, str] = "auto", callbacks: Optional[Sequence[Callback]] = None,
-        validation_split: float = 0.0, validation_data: Optional[Tuple[Any, Any]] = None,
+        verbose: int | str = "auto", callbacks: Sequence[Callback] | None = None,
+        validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None,
         shuffle: bool = True, initial_epoch: int = 0, bucket: bool = True,
-        validation_batch_size: Optional[int] = None, verify: Union[bool, int] = False,
-        backend: Optional[str] = None) -> History:
+        validation_batch_size: int | None = None, verify: bool | int = False,
+        backend: str | None = None, distributed: Any = None) -> History:
     """Train `model` (compiled) on (x, y). Keras' arguments and behaviour, plus:
 
     bucket: batch sequences of similar length (no compute on padding either way).
     verify: True checks the first batch's gradients against fastgru.reference; an int N
         checks the first and every N-th batch (VerificationError on a deviation).
     backend: "reference" trains on fastgru.reference for this call (slow; debugging).
+    distributed: data-parallel training over MPI ranks (fastgru.distributed): True for
+        MPI.COMM_WORLD, or an mpi4py communicator or a fastgru.distributed.Context. Every rank
+        calls fit with the same data; batch_size is PER RANK (a step consumes batch_size x
+        ranks samples); History, logs and callbacks see the global values on every rank; only
+        rank 0 prints and runs BackupAndRestore / ModelCheckpoint.
 
     Returns the History (also model.history): history.history["loss"], ["val_accuracy"], ...
     one value per epoch; history.seconds: training seconds per epoch (validation excluded).
     """
     if not model.compiled:
         raise RuntimeError("compile() the model before fit()")
-    batch_size = _pos_int("batch_size", batch_size)
-    epochs = _pos_int("epochs", epochs)
-    verbose = _resolve_verbose(verbose)
-    if isinstance(verify, bool) or verify is None:
-        verify_every = 0 if not verify else -1  # -1: first batch only
-    else:
-        verify_every = _pos_int("verify", verify)
+    dist = _data_parallel(distributed)
+    with _agreed(dist, "before training"):
+        batch_size = _pos_int("batch_size", batch_size)
+        epochs = _pos_int("epochs", epochs)
+        verbose = _resolve_verbose(verbose)
+        if isinstance(verify, bool) or verify is None:
+            verify_every = 0 if not verify else -1  # -1: first batch only
+        else:
+            verify_every = _pos_int("verify", verify)
+        callbacks = list(callbacks or [])
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be fastgru Callback instances, got {cb!r}")
+        p, val = _fit_data(model, x, y, validation_split, validation_data)
+
+    history = History()
+    all_cbs: list[Callback] = [history] + callbacks
+    for cb in all_cbs:
+        cb.set_model(model)
+        if isinstance(cb, BackupAndRestore):
+            cb.callbacks = [c for c in all_cbs if c is not cb]
+    run_cbs = all_cbs
+    if dist is not None:
+        from fastgru.distributed import is_rank0_only
+
+        verbose = verbose if dist.is_root else 0
+        run_cbs = [cb for cb in all_cbs if dist.is_root or not is_rank0_only(cb)]
+    model.history = history
+    model.stop_training = False
+    model.last_verification = None
+    seq_y = model.output_spec.sequence
+    lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
+    vbs = validation_batch_size or max(batch_size, 256)
+    steps = math.ceil(len(p) / (batch_size * (1 if dist is None else dist.size)))
+    if dist is not None:
+        dist.setup(model, p, val, dict(batch_size=batch_size, epochs=epochs, shuffle=shuffle,
+                                       bucket=bucket, verify=verify_every, backend=backend,
+                                       validation_batch_size=vbs), all_cbs)
+    prev_backend = model.backend
+    if backend is not None:
+        model.set_backend(backend)
+    try:
+        with _agreed(dist, "starting the training"):
+            for cb in run_cbs:
+                cb.on_train_begin({})
+            for cb in run_cbs:
+                r = getattr(cb, "restored_epoch", None)
+                if r is not None:
+                    initial_epoch = max(initial_epoch, r)
+        if dist is not None:  # rank 0's (possibly restored) state to every rank
+            initial_epoch = dist.sync_start(model, all_cbs, initial_epoch)
+        with _guard(dist, "training"):
+            batch_counter = int(initial_epoch) * steps
+            for epoch in range(int(initial_epoch), epochs):
+                if model.stop_training:
+                    break
+                for cb in run_cbs:
+                    cb.on_epoch_begin(epoch, {})
+                logs, seconds = _train_epoch(model, p, lengths, batch_size, shuffle, bucket,
+                                             seq_y, verbose, epoch, epochs, verify_every,
+                                             batch_counter, run_cbs, dist)
+                batch_counter += steps
+                if val is not None:
+                    vl = _evaluate_prepared(model, val, vbs, seq_y, dist)
+                    logs.update({f"val_{k}": v for k, v in vl.items()})
+                if dist is not None:
+                    dist.check_parameters(model)
+                history.seconds.append(seconds)
+                if verbose == 2:
+                    print(f"Epoch {epoch + 1}/{epochs} - {seconds:.1f}s - "
+                          f"{len(p) / max(seconds, 1e-9):,.0f} samples/s - {_logs_str(logs)}",
+                          flush=True)
+                elif verbose == 1 and val is not None:
+                    print(f"  {_logs_str({k: v for k, v in logs.items() if k.startswith('val_')})}",
+                          file=sys.stderr, flush=True)
+                for cb in run_cbs:
+                    cb.on_epoch_end(epoch, logs)
+                if dist is not None:
+                    model.stop_training = dist.stop_training(model.stop_training)
+            for cb in run_cbs:
+                cb.on_train_end({})
+    finally:
+        if backend is not None:
+            model.set_backend(prev_backend)
+        if dist is not None and dist.reducer is not None:
+            dist.reducer.clear()
+    return history
+
+
+def _fit_data(model: Any, x: Any, y: Any, validation_split: float,
+              validation_data: tuple[Any, Any] | None) -> tuple[Prepared, Prepared | None]:
+    """The prepared training data and validation data (None without)."""
     if not 0.0 <= float(validation_split) < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
-    callbacks = list(callbacks or [])
-    for cb in callbacks:
-        if not isinstance(cb, Callback):
-            raise TypeError(f"callbacks must be fastgru Callback instances, got {cb!r}")
-
     p = prepare_x(model, x)
     p.y = prepare_y(model, y, p, fit=True)
     val = None
@@ -377,65 +510,21 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
         sl = lambda a, s: None if a is None else a[s]  # noqa: E731
         val = Prepared(p.x[cut:], sl(p.lengths, slice(cut, None)), p.y[cut:])
         p = Prepared(p.x[:cut], sl(p.lengths, slice(None, cut)), p.y[:cut])
-
-    history = History()
-    all_cbs: List[Callback] = [history] + callbacks
-    for cb in all_cbs:
-        cb.set_model(model)
-        if isinstance(cb, BackupAndRestore):
-            cb.callbacks = [c for c in all_cbs if c is not cb]
-    model.history = history
-    model.stop_training = False
-    model.last_verification = None
-    prev_backend = model.backend
-    if backend is not None:
-        model.set_backend(backend)
-    seq_y = model.output_spec.sequence
-    lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
-    vbs = validation_batch_size or max(batch_size, 256)
-    try:
-        for cb in all_cbs:
-            cb.on_train_begin({})
-        for cb in all_cbs:
-            r = getattr(cb, "restored_epoch", None)
-            if r is not None:
-                initial_epoch = max(initial_epoch, r)
-        batch_counter = int(initial_epoch) * math.ceil(len(p) / batch_size)
-        for epoch in range(int(initial_epoch), epochs):
-            if model.stop_training:
-                break
-            for cb in all_cbs:
-                cb.on_epoch_begin(epoch, {})
-            logs, seconds = _train_epoch(model, p, lengths, batch_size, shuffle, bucket,
-                                         seq_y, verbose, epoch, epochs, verify_every,
-                                         batch_counter, all_cbs)
-            batch_counter += math.ceil(len(p) / batch_size)
-            if val is not None:
-                vl = _evaluate_prepared(model, val, vbs, seq_y)
-                logs.update({f"val_{k}": v for k, v in vl.items()})
-            history.seconds.append(seconds)
-            if verbose == 2:
-                print(f"Epoch {epoch + 1}/{epochs} - {seconds:.1f}s - "
-                      f"{len(p) / max(seconds, 1e-9):,.0f} samples/s - {_logs_str(logs)}",
-                      flush=True)
-            elif verbose == 1 and val is not None:
-                print(f"  {_logs_str({k: v for k, v in logs.items() if k.startswith('val_')})}",
-                      file=sys.stderr, flush=True)
-            for cb in all_cbs:
-                cb.on_epoch_end(epoch, logs)
-        for cb in all_cbs:
-            cb.on_train_end({})
-    finally:
-        if backend is not None:
-            model.set_backend(prev_backend)
-    return history
+    return p, val
 
 
 def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose, epoch, epochs,
-                 verify_every, batch_counter, callbacks):
-    """One pass over the training data; returns (logs, training seconds)."""
-    batches = length_batches(lengths, batch_size, model.rng if shuffle else None,
+                 verify_every, batch_counter, callbacks, dist=None):
+    """One pass over the training data; returns (logs, training seconds).
+
+    With `dist` (fastgru.distributed.DataParallel) the batches are global (batch_size per
+    rank, the same on every rank), this rank runs forward/backward on its shard of each, the
+    gradients are reduced with one allreduce per step, and the logs are summed over ranks."""
+    W = 1 if dist is None else dist.size
+    batches = length_batches(lengths, batch_size * W, model.rng if shuffle else None,
                              shuffle=shuffle, bucket=bucket)
+    # one process draws dropout from the shuffling generator; ranks draw their own masks
+    rng = model.rng if dist is None else dist.dropout_rng(model.rng, epoch)
     bar = None
     if verbose == 1:
         from tqdm.auto import tqdm
@@ -444,48 +533,68 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
                    file=sys.stderr, dynamic_ncols=True, mininterval=0.2, leave=True)
     for m in model.metrics:
         m.reset()
-    loss_sum, loss_n = 0.0, 0
+    loss_sum, loss_n = 0.0, 0  # this process's samples
+    seen_sum, seen_n = 0.0, 0  # the global batches' (the progress bar)
     t0 = time.perf_counter()
-    for b, idx in enumerate(batches):
-        xb, Lb, yb, mask = _batch(p, idx, seq_y)
-        n = int(mask.sum()) if mask is not None else len(idx)
+    for b, gidx in enumerate(batches):
+        idx = gidx if dist is None else dist.shard(gidx)
         gb = batch_counter + b
         check = verify_every != 0 and (gb == 0 or (verify_every > 0 and gb % verify_every == 0))
-        state = model.rng.bit_generator.state if check else None
+        out = yb = mask = None
+        value, n = 0.0, 0
+        if dist is not None:
+            dist.reducer.clear()
+        if len(idx):
+            xb, Lb, yb, mask = _batch(p, idx, seq_y)
+            state: dict[str, Any] = rng.bit_generator.state if check else {}
 
-        def step():
+            def step(xb=xb, Lb=Lb, yb=yb, mask=mask):
+                model.zero_grad()
+                out = model.forward(xb, Lb, training=True, rng=rng)
+                value, dout = model.loss(out, yb, mask)
+                model.backward(dout)
+                return out, value
+
+            out, value = step()
+            if not math.isfinite(value):
+                if bar is not None:
+                    bar.close()
+                raise FloatingPointError(
+                    f"the loss became {value} at epoch {epoch + 1}, batch {b}: lower the "
+                    "learning rate or clip gradients (optimizer global_clipnorm)")
+            if check:
+                _verify_batch(model, step, rng, state, gb, xb.shape[1] if xb.ndim > 1 else 1)
+            n = loss_count(model.loss, out, yb, mask)
+        else:  # a rank's empty shard of a small last batch: zero gradients, weight 0
             model.zero_grad()
-            out = model.forward(xb, Lb, training=True)
-            value, dout = model.loss(out, yb, mask)
-            model.backward(dout)
-            return out, value
-
-        out, value = step()
-        if not math.isfinite(value):
-            if bar is not None:
-                bar.close()
-            raise FloatingPointError(
-                f"the loss became {value} at epoch {epoch + 1}, batch {b}: lower the learning "
-                "rate or clip gradients (optimizer global_clipnorm)")
-        if check:
-            _verify_batch(model, step, state, gb, xb.shape[1] if xb.ndim > 1 else 1)
-        model.optimizer.step(model._params, model._grads, model.sparse_rows())
+        if dist is None:
+            rows, g_value, g_n = model.sparse_rows(), value, n
+        else:
+            g_n, g_value = dist.reducer.allreduce(n, value * n,
+                                                  dist.touched_rows(model, p, gidx))
+            rows = dist.reducer.rows
+        model.optimizer.step(model._params, model._grads, rows)
         loss_sum += value * n
         loss_n += n
-        for m in model.metrics:
-            m.update(out, yb, mask)
+        seen_sum += g_value * g_n
+        seen_n += g_n
+        if out is not None:
+            for m in model.metrics:
+                m.update(out, yb, mask)
         if bar is not None:
-            bar.update(len(idx))
+            bar.update(len(gidx))
             if b % 8 == 0 or b == len(batches) - 1:
-                post = {"loss": f"{loss_sum / loss_n:.4f}"}
+                post = {"loss": f"{seen_sum / max(seen_n, 1):.4f}"}
                 post.update({m.name: f"{m.result():.4f}" for m in model.metrics})
                 bar.set_postfix(post, refresh=False)
         if len(callbacks) > 1:
             for cb in callbacks:
-                cb.on_train_batch_end(b, {"loss": value})
+                cb.on_train_batch_end(b, {"loss": g_value})
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
+    if dist is not None:
+        loss_sum, loss_n = dist.reduce_metrics(model.metrics, loss_sum, loss_n)
     logs = {"loss": loss_sum / max(loss_n, 1)}
     logs.update({m.name: m.result() for m in model.metrics})
     return logs, seconds
@@ -495,36 +604,51 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
 # evaluate / predict
 
 
-def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool) -> Dict[str, float]:
+def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool,
+                       dist: Any = None) -> dict[str, float]:
+    """Loss and metrics over p; with `dist`, each rank takes its shard of every (global)
+    batch and the sums are reduced, so every rank gets the result for all of p."""
     for m in model.metrics:
         m.reset()
     loss_sum, loss_n = 0.0, 0
+    W = 1 if dist is None else dist.size
     lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
-    for idx in length_batches(lengths, batch_size, None, shuffle=False):
+    for gidx in length_batches(lengths, batch_size * W, None, shuffle=False):
+        idx = gidx if dist is None else dist.shard(gidx)
+        if len(idx) == 0:
+            continue
         xb, Lb, yb, mask = _batch(p, idx, seq_y)
         out = model.forward(xb, Lb, training=False)
         value, _ = model.loss(out, yb, mask)
-        n = int(mask.sum()) if mask is not None else len(idx)
+        n = loss_count(model.loss, out, yb, mask)
         loss_sum += value * n
         loss_n += n
         for m in model.metrics:
             m.update(out, yb, mask)
+    if dist is not None:
+        loss_sum, loss_n = dist.reduce_metrics(model.metrics, loss_sum, loss_n)
     res = {"loss": loss_sum / max(loss_n, 1)}
     res.update({m.name: m.result() for m in model.metrics})
     return res
 
 
 def evaluate(model: Any, x: Any, y: Any = None, batch_size: int = 256, verbose: int = 0,
-             return_dict: bool = False) -> Union[float, List[float], Dict[str, float]]:
+             return_dict: bool = False, distributed: Any = None
+             ) -> float | list[float] | dict[str, float]:
     """Loss and metrics on (x, y) in inference mode (no dropout). Keras' return: the loss alone
-    without metrics, else [loss, *metrics]; return_dict=True gives {"loss": .., "accuracy": ..}."""
+    without metrics, else [loss, *metrics]; return_dict=True gives {"loss": .., "accuracy": ..}.
+    distributed: as in fit: every rank passes the same data, evaluates its share (batch_size
+    per rank) and gets the result for all of it."""
     if not model.compiled:
         raise RuntimeError("compile() the model before evaluate()")
-    batch_size = _pos_int("batch_size", batch_size)
-    p = prepare_x(model, x)
-    p.y = prepare_y(model, y, p)
-    res = _evaluate_prepared(model, p, batch_size, model.output_spec.sequence)
-    if verbose:
+    dist = _data_parallel(distributed)
+    with _agreed(dist, "preparing the evaluation"):
+        batch_size = _pos_int("batch_size", batch_size)
+        p = prepare_x(model, x)
+        p.y = prepare_y(model, y, p)
+    with _guard(dist, "evaluation"):
+        res = _evaluate_prepared(model, p, batch_size, model.output_spec.sequence, dist)
+    if verbose and (dist is None or dist.is_root):
         print(_logs_str(res))
     if return_dict:
         return res
@@ -537,7 +661,7 @@ def predict(model: Any, x: Any, batch_size: int = 256, verbose: int = 0) -> np.n
     p = prepare_x(model, x)
     seq = model.output_spec.sequence
     lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
-    out: Optional[np.ndarray] = None
+    out: np.ndarray | None = None
     for idx in length_batches(lengths, batch_size, None, shuffle=False):
         xb, Lb, _, mask = _batch(p, idx, seq)
         o = model.forward(xb, Lb, training=False)
