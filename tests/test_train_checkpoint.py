@@ -120,3 +120,19 @@ def test_training_state_needs_matching_callbacks(trained, tmp_path):
     m.save(str(tmp_path / "plain.npz"))
     with pytest.raises(CheckpointError, match="no training state"):
         m.load_training_state(str(tmp_path / "plain.npz"))
+
+
+def test_atomic_writes_get_the_usual_permissions(tmp_path):
+    """Not mkstemp's 0600: outputs on a shared (cluster) file system stay readable."""
+    import os
+
+    from fastgru.checkpoint import atomic_write_bytes
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_bytes(str(tmp_path / "sub" / "f.bin"), b"xyz")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "sub" / "f.bin").read_bytes() == b"xyz"
+    assert (tmp_path / "sub" / "f.bin").stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["f.bin"]  # no temp file left

@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -32,22 +31,12 @@ class CheckpointError(ValueError):
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write `data` to `path` atomically: readers see the old file or the new one, never half."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write `data` to `path` atomically: readers see the old file or the new one, never half.
+    The file gets the usual permissions (0666 less the umask), like any file the user writes."""
+    from fastgru.saving import write_atomic
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str, text: str) -> None:
