@@ -80,7 +80,9 @@ class Sequential:
     layers: nn layers and/or fastgru.GRU / fastgru.LSTM instances (wrapped in nn.RNN).
     input_dim: features of a float input when the first layer does not tell (a Dense); left
     None, it is read from the first data seen. dtype: float32 (default) or float64 for every
-    layer. seed: seeds initialisation, shuffling and dropout (None: fresh entropy).
+    layer. seed: seeds the initialisation of the layers the model builds, shuffling and dropout
+    (None: fresh entropy); a fastgru.GRU/LSTM instance passed in keeps the weights it has (seed
+    it with its own `seed=` for reproducible runs).
     """
 
     def __init__(self, layers: Sequence[Any] = (), input_dim: int | None = None,
