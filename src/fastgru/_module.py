@@ -176,6 +176,15 @@ class Module:
             return store.named[name]
         raise AttributeError(f"{type(self).__name__!s} has no attribute {name!r}")
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        # gru.weight_ih_l0 = array writes INTO the parameter (shape checked, cast to the dtype):
+        # an instance attribute would shadow the view while the kernels keep the old values
+        store = self.__dict__.get("_store")
+        if store is not None and name in store.named:
+            store.load({name: value}, strict=False, what="parameter")
+            return
+        object.__setattr__(self, name, value)
+
     # -- modes ----------------------------------------------------------------------------------
     def train(self, mode: bool = True):
         """Training mode (dropout on, forward keeps what backward needs). Returns self."""

@@ -211,6 +211,10 @@ class RNNBase(Module):
     # -- argument checks ------------------------------------------------------------------------
     def _input(self, x: Any) -> tuple[np.ndarray, bool]:
         """x as time-major (T, B, I) (a view when possible) and whether it was unbatched."""
+        if type(x).__name__ == "PackedSequence":  # torch's, recognised without importing torch
+            raise TypeError("x is a torch PackedSequence: pass the padded tensor (e.g. from "
+                            "torch.nn.utils.rnn.pad_packed_sequence) and lengths=... instead; "
+                            "fastgru applies PackedSequence semantics to it")
         x = V.float_array("x", x)
         if x.dtype != self.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the layer is {self.dtype}: convert x "
@@ -493,10 +497,11 @@ class RNNBase(Module):
         if not (type(s) is np.ndarray and s.dtype == self._store.dtype and s.shape == (L, B, F)
                 and s.flags.c_contiguous):
             s = V.float_array(name, s, self.dtype)
+            letter = "H" if F == self._H else "P"  # LSTM h with proj_size: P wide
             if unbatched:
-                V.check_shape(name, s, (L, F), "(num_layers, H) for unbatched x")
+                V.check_shape(name, s, (L, F), f"(num_layers, {letter}) for unbatched x")
                 s = s[:, None, :]
-            V.check_shape(name, s, (L, B, F), "(num_layers, B, H)")
+            V.check_shape(name, s, (L, B, F), f"(num_layers, B, {letter})")
             s = np.ascontiguousarray(s)
         return s
 

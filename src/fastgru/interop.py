@@ -265,6 +265,22 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
     return m
 
 
+def _check_keras_inner(cls, inner, go_backwards: bool, where: str) -> dict:
+    """The config of one Keras GRU/LSTM (of a Bidirectional) after checking that fastgru
+    computes the same function."""
+    want = "GRU" if cls._cell == "gru" else "LSTM"
+    if type(inner).__name__ != want:
+        raise TypeError(f"keras_layer{where} must be a keras.layers.{want} (or a Bidirectional "
+                        f"of one), got {type(inner).__name__}")
+    cfg = inner.get_config()
+    for key, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid"),
+                          ("go_backwards", go_backwards)):
+        if cfg.get(key, expected) != expected:
+            raise ValueError(f"Keras {want}{where} with {key}={cfg.get(key)!r} is not supported "
+                             f"(fastgru computes {key}={expected!r})")
+    return cfg
+
+
 def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
     """A fastgru layer equivalent to a Keras GRU/LSTM layer or a Bidirectional(GRU/LSTM)
     (merge_mode="concat"), with batch_first=True (Keras is batch-major) unless given."""
@@ -274,17 +290,20 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
             raise ValueError(f"only Bidirectional(merge_mode='concat') maps to bidirectional="
                              f"True, got merge_mode={keras_layer.merge_mode!r}")
         inner, bidirectional = keras_layer.forward_layer, True
-    cfg = inner.get_config()
-    want = "GRU" if cls._cell == "gru" else "LSTM"
-    if type(inner).__name__ != want:
-        raise TypeError(f"keras_layer must be a keras.layers.{want} (or a Bidirectional of one), "
-                        f"got {type(inner).__name__}")
-    for key, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid"),
-                          ("go_backwards", False)):
-        if cfg.get(key, expected) != expected:
-            raise ValueError(f"Keras {want} with {key}={cfg.get(key)!r} is not supported "
-                             f"(fastgru computes {key}={expected!r})")
+    cfg = _check_keras_inner(cls, inner, False, " (forward layer)" if bidirectional else "")
+    if bidirectional:  # a custom backward_layer must compute the same kind of cell
+        bcfg = _check_keras_inner(cls, keras_layer.backward_layer, True, " (backward layer)")
+        for key, default in (("units", None), ("use_bias", True), ("reset_after", True)):
+            if key == "reset_after" and cls._cell != "gru":
+                continue
+            if bcfg.get(key, default) != cfg.get(key, default):
+                raise ValueError(f"the Bidirectional's backward layer has {key}="
+                                 f"{bcfg.get(key, default)!r} but its forward layer has "
+                                 f"{key}={cfg.get(key, default)!r}: fastgru needs both the same")
     weights = keras_layer.get_weights()
+    if not weights:
+        raise ValueError("keras_layer has no weights yet: build it first (call it on data, or "
+                         "keras_layer.build(input_shape))")
     new = dict(input_size=int(weights[0].shape[0]), hidden_size=int(cfg["units"]),
                bias=bool(cfg.get("use_bias", True)), bidirectional=bidirectional,
                batch_first=True, dtype=_dtype_of([np.asarray(weights[0])], dtype))
