@@ -9,6 +9,8 @@ marked met or not.
 import json
 import sys
 
+from fastgru import benchmarks as bm
+
 SHAPES = ["S1", "S2", "S3", "S4", "S5", "S6"]
 COLS = ["fastgru", "fastgru-step", "torch", "onnxruntime", "reference"]
 
@@ -47,17 +49,7 @@ def load(path):
 
 
 def gflops(cell, mode, shape, t):
-    dims = {
-        "S1": (200, 32, 32, 64),
-        "S2": (500, 64, 64, 128),
-        "S3": (100, 64, 256, 256),
-        "S4": (50, 128, 512, 1024),
-        "S5": (1, 1, 64, 256),
-        "S6": (1000, 1, 64, 128),
-    }[shape]
-    T, B, I, H = dims
-    f = 2.0 * T * B * (3 if cell == "gru" else 4) * H * (I + H) * (3 if mode == "train" else 1)
-    return f / t / 1e9
+    return bm.flops(cell, mode, bm.SHAPES[shape]) / t / 1e9
 
 
 def mark(ok):

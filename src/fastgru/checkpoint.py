@@ -8,7 +8,6 @@ a truncated or edited file is reported as such instead of loading wrong weights.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -17,6 +16,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+
+# one atomic writer and one content digest for every file fastgru writes
+from fastgru.saving import _digest, write_atomic
 
 __all__ = ["save_arrays", "load_arrays", "atomic_write_bytes", "atomic_write_text",
            "CheckpointError"]
@@ -33,23 +35,12 @@ class CheckpointError(ValueError):
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Write `data` to `path` atomically: readers see the old file or the new one, never half.
     The file gets the usual permissions (0666 less the umask), like any file the user writes."""
-    from fastgru.saving import write_atomic
-
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_atomic(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _digest(arrays: Mapping[str, np.ndarray]) -> str:
-    h = hashlib.sha256()
-    for k in sorted(arrays):
-        a = np.ascontiguousarray(arrays[k])
-        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
 
 
 def save_arrays(path: str, arrays: Mapping[str, np.ndarray], meta: dict[str, Any]) -> None:

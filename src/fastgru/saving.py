@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ def _classes() -> dict[str, type]:
     return {c.__name__: c for c in (GRU, LSTM, GRUCell, LSTMCell)}
 
 
-def _digest(params: dict[str, np.ndarray]) -> str:
+def _digest(params: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(params):
         a = np.ascontiguousarray(params[name])
