@@ -26,6 +26,18 @@ def set_simd_level(level: Any = None) -> str:
     return _runtime.simd_name()
 
 
+OWN_MATMUL_DEFAULT = (2, 1024)
+
+
+def _set_own_matmul(level: int = OWN_MATMUL_DEFAULT[0],
+                    max_k: int = OWN_MATMUL_DEFAULT[1]) -> None:
+    """Route the per-step float32 products to fastgru's own kernel from SIMD level `level` up
+    for K <= max_k (see _kernels/_matmul.pxd); level 99 keeps them on BLAS. Tests and A/B
+    benchmarks only: the default is the measured best."""
+    for mod in (_blas, _gru, _lstm):
+        mod._set_mm_own(int(level), int(max_k))
+
+
 def simd_level() -> str:
     return _runtime.simd_name()
 

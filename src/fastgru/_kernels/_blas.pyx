@@ -2,8 +2,8 @@
 """BLAS thread hold (shared by all kernel modules) and test hooks for the BLAS shim."""
 from cython cimport floating
 from fastgru._kernels._blas cimport gemm
-from fastgru._kernels._matmul cimport mm
-from fastgru._kernels._simd cimport fg_simd_select
+from fastgru._kernels._matmul cimport mm, mm_own
+from fastgru._kernels._simd cimport fg_simd_select, fg_mm_own_level, fg_mm_own_max_k
 
 
 def gemm_memview(str ta, str tb, double alpha, const floating[:, ::1] A,
@@ -24,6 +24,11 @@ def mm_memview(const floating[:, ::1] A, const floating[:, ::1] W, floating[:, :
     with nogil:
         mm(C.shape[0], C.shape[1], A.shape[1], &A[0, 0], A.shape[1], &W[0, 0], W.shape[1],
            accumulate, &C[0, 0], C.shape[1])
+
+
+def mm_route(int M, int N, int K):
+    """"own" or "blas": where a float32 per-step product of this shape runs (tests)."""
+    return "own" if mm_own(M, N, K) else "blas"
 
 
 def time_mm(const float[:, ::1] A, const float[:, ::1] W, float[:, ::1] C, int reps,
@@ -48,6 +53,13 @@ def time_mm(const float[:, ::1] A, const float[:, ::1] W, float[:, ::1] C, int r
 def _select_simd(int level):
     """Select this module's SIMD level (-1: best supported); returns the level used."""
     return fg_simd_select(level)
+
+
+def _set_mm_own(int level, int max_k):
+    """Per-step products on fastgru's own kernel from SIMD level `level` up, for K <= max_k."""
+    global fg_mm_own_level, fg_mm_own_max_k
+    fg_mm_own_level = level
+    fg_mm_own_max_k = max_k
 
 
 ctypedef int (*get_threads_t)() noexcept nogil

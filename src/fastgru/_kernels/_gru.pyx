@@ -44,6 +44,7 @@ from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
 from fastgru._kernels._matmul cimport mm, mm_w
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
+                                     fg_mm_own_level, fg_mm_own_max_k,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport Seq, split, colsum_rows
@@ -52,6 +53,13 @@ from fastgru._kernels._common cimport Seq, split, colsum_rows
 def _select_simd(int level):
     """Select this module's SIMD level (-1: best supported); returns the level used."""
     return fg_simd_select(level)
+
+
+def _set_mm_own(int level, int max_k):
+    """Per-step products on fastgru's own kernel from SIMD level `level` up, for K <= max_k."""
+    global fg_mm_own_level, fg_mm_own_max_k
+    fg_mm_own_level = level
+    fg_mm_own_max_k = max_k
 
 
 cdef struct Layer:

@@ -1,16 +1,34 @@
 # Design: the per-step recurrent products of the kernels, C[M, N] (+)= A[M, K] @ W[K, N]
-# (row-major, W untransposed). Few rows (float32): fastgru's small-M kernel (_simd.h), which
-# streams W once with the accumulators in registers; otherwise BLAS through the shim.
+# (row-major, W untransposed). float32 on AVX-512: fastgru's own register-tiled kernel
+# (_simd_kernels.h mm_small: 4 rows x 64 columns of accumulators, W read in place, panels
+# outer so each W panel is reused from L2 by every row group). Per step OpenBLAS re-packs
+# both operands; the own kernel does not, and ran 1.15x (1 thread) to 1.3x (2 threads) faster
+# end to end at S2/S3, up to 1.7x at B=16, H=512 (bench/ab_own_matmul.py).
+# Otherwise BLAS through the shim, except for few rows (below).
 from cython cimport floating
 from fastgru._kernels._blas cimport gemm
-from fastgru._kernels._simd cimport fg_simd
+from fastgru._kernels._simd cimport fg_simd, fg_simd_level, fg_mm_own_level, fg_mm_own_max_k
 
-# When the small-M kernel wins (measured, bench/test_small_matmul.py): one row always (it is at
-# the L2 streaming limit, ~100 GB/s, with no call set-up), and up to 4 rows when W is too big
-# for L2 (OpenBLAS re-packs W per call: 2.4 ms vs 0.44-0.9 ms at K=1024, N=3072).
+# When the own kernel is used:
+# - one row always (it is at the L2 streaming limit, ~100 GB/s, with no call set-up), and up
+#   to 4 rows when W is too big for L2 (OpenBLAS re-packs W per call: 2.4 ms vs 0.44-0.9 ms at
+#   K=1024, N=3072); measured in bench/test_small_matmul.py;
+# - any row count at SIMD level >= fg_mm_own_level (AVX-512: with AVX2's 16 registers the
+#   4x4-vector tile spills and OpenBLAS was 1.2x faster) when K <= fg_mm_own_max_k (a K x 64
+#   panel stays in L2; at S4's K = 4096 backward OpenBLAS's blocking wins) and the product is
+#   not tiny (N >= 64, K*N >= 8192: there OpenBLAS's small-matrix kernels were up to 1.2x faster).
 cdef enum:
     SMALL_M = 4
     BIG_W = 262144      # elements of W (1 MiB of float32)
+    OWN_MIN_N = 64      # below a full AVX-512 panel (4 x 16 columns) OpenBLAS's small kernels win
+    OWN_MIN_KN = 8192
+
+
+cdef inline bint mm_own(int M, int N, int K) noexcept nogil:
+    """Whether a float32 product of this shape runs on the own kernel (else BLAS)."""
+    return (M == 1 or (M <= SMALL_M and <Py_ssize_t>K * N >= BIG_W)
+            or (K <= fg_mm_own_max_k and N >= OWN_MIN_N and <Py_ssize_t>K * N >= OWN_MIN_KN
+                and fg_simd_level() >= fg_mm_own_level))
 
 
 cdef inline void mm(int M, int N, int K, const floating* A, int lda, const floating* W, int ldw,
@@ -20,7 +38,7 @@ cdef inline void mm(int M, int N, int K, const floating* A, int lda, const float
     if M <= 0 or N <= 0:
         return
     if floating is float:
-        if M == 1 or (M <= SMALL_M and <Py_ssize_t>K * N >= BIG_W):
+        if mm_own(M, N, K):
             fg_simd.mm_small(M, N, K, A, lda, W, ldw, C, ldc, accumulate)
             return
     gemm(c'N', c'N', M, N, K, one, A, lda, W, ldw, one if accumulate else zero, C, ldc)

@@ -205,6 +205,16 @@ static int fg_simd_select(int requested) {
 }
 
 static int fg_simd_level(void) { return fg_simd_level_now; }
+
+/* Per-step products: fastgru's own kernel (mm_small) for every row count when the level is at
+ * least fg_mm_own_level and K <= fg_mm_own_max_k; else only for the few-row cases. */
+#if defined(FG_GNU)
+#define FG_UNUSED __attribute__((unused))
+#else
+#define FG_UNUSED
+#endif
+static int fg_mm_own_level FG_UNUSED = 2;
+static int fg_mm_own_max_k FG_UNUSED = 1024;
 static const char *fg_simd_name(void) { return fg_simd->name; }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -38,6 +38,8 @@ cdef extern from "_simd.h" nogil:
     int fg_simd_select(int requested)
     int fg_simd_supported()
     int fg_simd_level()
+    int fg_mm_own_level
+    int fg_mm_own_max_k
     const char* fg_simd_name()
     unsigned long long fg_fp_enter()
     void fg_fp_exit(unsigned long long old)

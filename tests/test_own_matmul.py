@@ -1,0 +1,86 @@
+"""fastgru's own per-step product kernel (_kernels/_matmul.pxd, mm_small in _simd_kernels.h):
+exact enough against float64 at every shape class it takes (full 64-column panels, 16-column
+vectors, masked tails, 1-4 row groups, accumulate), and whole layers running on it agree with the
+reference and with the BLAS route."""
+import numpy as np
+import pytest
+
+import fastgru
+from fastgru import _config, ops, reference
+from fastgru._kernels import _blas
+
+from helpers import call_forward, make_problem, rel_err, tol
+
+HAVE_AVX512 = "avx512" in fastgru.available_simd_levels()
+needs_avx512 = pytest.mark.skipif(not HAVE_AVX512, reason="own route is AVX-512 only")
+
+
+@pytest.mark.parametrize("level", fastgru.available_simd_levels())
+@pytest.mark.parametrize("M,N,K", [(5, 64, 128), (13, 100, 64), (8, 192, 64), (64, 512, 128),
+                                   (7, 300, 257), (33, 1000, 96), (6, 77, 1024), (9, 65, 200)])
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_product_against_float64(level, M, N, K, accumulate):
+    rng = np.random.default_rng(M * 1000 + N + K)
+    A = rng.standard_normal((M, K)).astype(np.float32)
+    W = rng.standard_normal((K, N)).astype(np.float32)
+    C0 = rng.standard_normal((M, N)).astype(np.float32)
+    want = A.astype(np.float64) @ W.astype(np.float64) + (C0 if accumulate else 0)
+    fastgru.set_simd_level(level)
+    try:
+        C = C0.copy()
+        _blas.mm_memview(A, W, C, accumulate)
+    finally:
+        fastgru.set_simd_level(None)
+    # the standard bound of a float32 dot product: K * eps * sum |terms|
+    scale = (np.abs(A).astype(np.float64) @ np.abs(W) + np.abs(C0)).max()
+    assert np.abs(C - want).max() <= K * np.finfo(np.float32).eps * scale
+    assert np.isfinite(C).all()
+
+
+@needs_avx512
+def test_routing_thresholds():
+    assert _blas.mm_route(64, 512, 128) == "own"       # S2 LSTM step
+    assert _blas.mm_route(13, 300, 100) == "own"       # masked tail
+    assert _blas.mm_route(1, 10, 10) == "own"          # one row: always own
+    assert _blas.mm_route(8, 48, 144) == "blas"        # N below a panel
+    assert _blas.mm_route(8, 99, 33) == "blas"         # tiny
+    assert _blas.mm_route(128, 1024, 4096) == "blas"   # K beyond L2 panels
+    _config._set_own_matmul(99, 0)
+    try:
+        assert _blas.mm_route(64, 512, 128) == "blas"
+    finally:
+        _config._set_own_matmul()
+    assert _blas.mm_route(64, 512, 128) == "own"
+
+
+@needs_avx512
+@pytest.mark.parametrize("cell,variant", [("gru", True), ("gru", False), ("lstm", None),
+                                          ("lstm", 70)])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_layers_on_the_own_route(cell, variant, n_threads):
+    """H = 100 (tails in every panel), B = 13 (row groups of 4 + 1), lengths; reset-before
+    GRU and projected LSTM included."""
+    T, B, I, H = 9, 13, 24, 100
+    P = variant if cell == "lstm" and variant else None
+    p = make_problem(cell, T, B, I, H, dtype=np.float32, seed=3, lengths=True, P=P)
+    p64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32
+               else v) for k, v in p.items()}
+    kw = {"reset_after": variant} if cell == "gru" else {}
+    assert _blas.mm_route(B, (3 if cell == "gru" else 4) * H, P or H) == "own"
+
+    def run(mod, prob, **extra):
+        out = call_forward(mod, cell, prob, **kw, **extra)
+        dy = np.cos(np.arange(out[0].size)).reshape(out[0].shape).astype(out[0].dtype)
+        g = (mod.gru_backward if cell == "gru" else mod.lstm_backward)(out[-1], dy)
+        return list(out[:-1]) + [g[k] for k in sorted(g)]
+
+    own = run(ops, p, n_threads=n_threads)
+    ref = run(reference, p64)
+    _config._set_own_matmul(99, 0)
+    try:
+        blas = run(ops, p, n_threads=n_threads)
+    finally:
+        _config._set_own_matmul()
+    for a, r, b in zip(own, ref, blas, strict=True):
+        assert rel_err(a, r) <= 10 * tol(np.float32, T)
+        assert rel_err(a, b) <= 10 * tol(np.float32, T)
