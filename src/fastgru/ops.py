@@ -10,7 +10,7 @@ modify them in place only after the backward.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -65,7 +65,7 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: boo
         st = _stream.Stepper(0, a.w_ih, a.w_hh, _bias(a.b_ih, 3 * H, dt), _bias(a.b_hh, 3 * H, dt),
                              None, reset_after, _threads.resolve(n_threads))
         with _threads.kernel_guard():
-            h1 = st.step(a.x[0], _zeros_state(a.h0, B, H, dt))
+            h1 = cast(np.ndarray, st.step(a.x[0], _zeros_state(a.h0, B, H, dt)))
         return h1[None], h1.copy(), None
     plan = make_plan(T, B, a.lengths)
     b_ih = np.zeros(3 * H, dt) if a.b_ih is None else a.b_ih
@@ -109,7 +109,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: b
         st = _stream.Stepper(1, a.w_ih, a.w_hh, _bias(a.b_ih, 4 * H, dt), _bias(a.b_hh, 4 * H, dt),
                              a.w_hr, True, _threads.resolve(n_threads))
         with _threads.kernel_guard():
-            h1, c1 = st.step(a.x[0], _zeros_state(a.h0, B, P, dt), _zeros_state(a.c0, B, H, dt))
+            h1, c1 = cast(tuple[np.ndarray, np.ndarray],
+                          st.step(a.x[0], _zeros_state(a.h0, B, P, dt),
+                                  _zeros_state(a.c0, B, H, dt)))
         return h1[None], h1.copy(), c1, None
     plan = make_plan(T, B, a.lengths)
     bias = np.zeros((1, 4 * H), dt)
