@@ -2,6 +2,7 @@
 float32 and float64, odd shapes and 1s, lengths or not, h0 or not, 1/2/3 threads."""
 
 import itertools
+import platform
 
 import numpy as np
 import pytest
@@ -184,15 +185,18 @@ def test_gru_variants_differ():
 def test_denormal_inputs_are_correct_and_fp_mode_restored():
     from fastgru._kernels import _runtime
 
-    before = _runtime.fp_mode()
+    # control bits only: MXCSR's low 6 bits are sticky status flags, which NumPy's ufuncs
+    # clear and set on their own between our calls (the kernels restore the whole register)
+    control = ~0x3F if platform.machine().lower() in ("x86_64", "amd64", "i686", "x86") else ~0
+    before = _runtime.fp_mode() & control
     p = make_problem("lstm", 20, 4, 3, 8, dtype=np.float32, seed=3)
     p["x"] = np.full_like(p["x"], 1e-39)  # denormal float32 inputs
     p["h0"] = np.full_like(p["h0"], -1e-40)
     _compare("lstm", p, 2, np.float32)
-    assert _runtime.fp_mode() == before
+    assert _runtime.fp_mode() & control == before
     inside = _runtime.fp_mode_inside_kernel()
     if before != 0:  # x86 MXCSR / aarch64 FPCR: the kernels flush denormals
-        assert inside != before
+        assert inside & control != before
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -37,6 +37,28 @@ def test_product_against_float64(level, M, N, K, accumulate):
     assert np.isfinite(C).all()
 
 
+@pytest.mark.parametrize("level", fastgru.available_simd_levels())
+@pytest.mark.parametrize("M,N,K", [(5, 64, 1), (13, 100, 700), (192, 32, 6400), (7, 16, 255),
+                                   (64, 300, 257), (3, 5, 20)])
+@pytest.mark.parametrize("accumulate", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_weight_gradient_product_against_float64(level, M, N, K, accumulate, dtype):
+    """C (+)= A.T @ W with A (K, M): K-blocks of 256 (and K not a multiple), N tails."""
+    rng = np.random.default_rng(M + N + K)
+    A = rng.standard_normal((K, M)).astype(dtype)
+    W = rng.standard_normal((K, N)).astype(dtype)
+    C0 = rng.standard_normal((M, N)).astype(dtype)
+    want = A.T.astype(np.float64) @ W.astype(np.float64) + (C0 if accumulate else 0)
+    fastgru.set_simd_level(level)
+    try:
+        C = C0.copy()
+        _blas.mm_tn_memview(A, W, C, accumulate)
+    finally:
+        fastgru.set_simd_level(None)
+    scale = (np.abs(A.T).astype(np.float64) @ np.abs(W) + np.abs(C0)).max()
+    assert np.abs(C - want).max() <= K * np.finfo(dtype).eps * scale
+
+
 @needs_avx512
 def test_routing_thresholds():
     assert _blas.mm_route(64, 512, 128) == "own"       # S2 LSTM step

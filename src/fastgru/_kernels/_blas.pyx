@@ -2,7 +2,7 @@
 """BLAS thread hold (shared by all kernel modules) and test hooks for the BLAS shim."""
 from cython cimport floating
 from fastgru._kernels._blas cimport gemm
-from fastgru._kernels._matmul cimport mm, mm_own
+from fastgru._kernels._matmul cimport mm, mm_own, mm_tn
 from fastgru._kernels._simd cimport fg_simd_select, fg_mm_own_level, fg_mm_own_max_k
 
 
@@ -24,6 +24,15 @@ def mm_memview(const floating[:, ::1] A, const floating[:, ::1] W, floating[:, :
     with nogil:
         mm(C.shape[0], C.shape[1], A.shape[1], &A[0, 0], A.shape[1], &W[0, 0], W.shape[1],
            accumulate, &C[0, 0], C.shape[1])
+
+
+def mm_tn_memview(const floating[:, ::1] A, const floating[:, ::1] W, floating[:, ::1] C,
+                  bint accumulate):
+    """C (+)= A.T @ W through the weight-gradient product (A (K, M); tests only)."""
+    cdef floating beta = 1 if accumulate else 0
+    with nogil:
+        mm_tn(C.shape[0], C.shape[1], A.shape[0], &A[0, 0], A.shape[1], &W[0, 0], W.shape[1],
+              beta, &C[0, 0], C.shape[1])
 
 
 def mm_route(int M, int N, int K):

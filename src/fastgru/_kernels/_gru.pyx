@@ -41,7 +41,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_w
+from fastgru._kernels._matmul cimport mm, mm_w, mm_tn
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
@@ -380,25 +380,25 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
          <const floating*>L.w_ih, nI, zero, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
     # dW_ih[D*3H, I] (+)= dgx[N, D*3H].T @ x[N, I]
     split(GD, tid, team, &a0, &a1)
-    gemm(c'T', c'N', a1 - a0, nI, S.N, one, <const floating*>L.dgx + a0, GD,
+    mm_tn(a1 - a0, nI, S.N, <const floating*>L.dgx + a0, GD,
          <const floating*>L.x, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI, nI)
     for d in range(D):
         split(G, tid, team, &a0, &a1)
         dgh = (<const floating*>L.dgh if L.reset_after else <const floating*>L.dgx) + d * G
         if L.reset_after or a1 <= 2 * H:
             # dW_hh[d][3H, H] (+)= dgh_d[N, 3H].T @ hprev_d[N, H]
-            gemm(c'T', c'N', a1 - a0, H, S.N, one, dgh + a0, GD,
+            mm_tn(a1 - a0, H, S.N, dgh + a0, GD,
                  <const floating*>L.hprev + d * H, D * H, beta,
                  <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
         else:
             # reset before: rows of W_hr, W_hz see h_{t-1}; rows of W_hn see r*h_{t-1}
             if a0 < 2 * H:
-                gemm(c'T', c'N', 2 * H - a0, H, S.N, one, dgh + a0, GD,
+                mm_tn(2 * H - a0, H, S.N, dgh + a0, GD,
                      <const floating*>L.hprev + d * H, D * H, beta,
                      <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
                 a0 = 2 * H
             hsrc = <const floating*>L.cache + d * 4 * H + 2 * H
-            gemm(c'T', c'N', a1 - a0, H, S.N, one, dgh + a0, GD,
+            mm_tn(a1 - a0, H, S.N, dgh + a0, GD,
                  hsrc, D * 4 * H, beta, <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
     # db_ih = column sums of dgx; db_hh: the same sums, except reset after's n blocks, which
     # are the sums of dgh (dgh equals dgx in the r and z blocks): one pass over dG, not two.

@@ -29,7 +29,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_w
+from fastgru._kernels._matmul cimport mm, mm_w, mm_tn
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
@@ -372,18 +372,18 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
          <const floating*>L.w_ih, nI, zero, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
     # dW_ih[D*4H, I] (+)= dG[N, D*4H].T @ x[N, I]
     split(GD, tid, team, &a0, &a1)
-    gemm(c'T', c'N', a1 - a0, nI, S.N, one, <const floating*>L.dg + a0, GD,
+    mm_tn(a1 - a0, nI, S.N, <const floating*>L.dg + a0, GD,
          <const floating*>L.x, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI, nI)
     for d in range(D):
         # dW_hh[d][4H, P] (+)= dG_d[N, 4H].T @ hprev_d[N, P]
         split(G, tid, team, &a0, &a1)
-        gemm(c'T', c'N', a1 - a0, P, S.N, one, <const floating*>L.dg + d * G + a0, GD,
+        mm_tn(a1 - a0, P, S.N, <const floating*>L.dg + d * G + a0, GD,
              <const floating*>L.hprev + d * P, D * P, beta,
              <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * P, P)
         if L.proj:
             # dW_hr[d][P, H] (+)= dh_d[N, P].T @ m_d[N, H]
             split(P, tid, team, &a0, &a1)
-            gemm(c'T', c'N', a1 - a0, H, S.N, one, <const floating*>L.dhp + d * P + a0, D * P,
+            mm_tn(a1 - a0, H, S.N, <const floating*>L.dhp + d * P + a0, D * P,
                  <const floating*>L.m + d * H, D * H, beta,
                  <floating*>L.dw_hr + (<Py_ssize_t>d * P + a0) * H, H)
     # db_ih = db_hh = column sums of dG (one pass for both)

@@ -22,6 +22,7 @@ cdef enum:
     BIG_W = 262144      # elements of W (1 MiB of float32)
     OWN_MIN_N = 64      # below a full AVX-512 panel (4 x 16 columns) OpenBLAS's small kernels win
     OWN_MIN_KN = 8192
+    OWN_TN_MIN_N = 16
 
 
 cdef inline bint mm_own(int M, int N, int K) noexcept nogil:
@@ -55,3 +56,17 @@ cdef inline void mm_w(int M, int N, int K, const floating* A, int lda, const flo
         mm(M, N, K, A, lda, W, N, accumulate, C, ldc)
     else:
         gemm(c'N', c'T', M, N, K, one, A, lda, W, K, one if accumulate else zero, C, ldc)
+
+
+cdef inline void mm_tn(int M, int N, int K, const floating* A, int lda, const floating* W,
+                       int ldw, floating beta, floating* C, int ldc) noexcept nogil:
+    """C = A.T @ W + beta * C (beta 0 or 1) with A given (K, M): the weight gradients over all
+    K packed rows. Own kernel (K-blocked, no packing) on the own route's SIMD levels."""
+    cdef floating one = 1
+    if M <= 0 or N <= 0:
+        return
+    if floating is float:
+        if fg_simd_level() >= fg_mm_own_level and N >= OWN_TN_MIN_N:
+            fg_simd.mm_tn(M, N, K, A, lda, W, ldw, C, ldc, beta != 0)
+            return
+    gemm(c'T', c'N', M, N, K, one, A, lda, W, ldw, beta, C, ldc)

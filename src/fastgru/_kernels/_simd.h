@@ -132,6 +132,7 @@ typedef struct {
     fg_lstm_bwd_t lstm_bwd;
     fg_map_t exp, sigmoid, tanh;
     fg_mm_small_t mm_small;
+    fg_mm_small_t mm_tn; /* C (+)= A.T @ W, A given (K, M): weight gradients */
 } fg_simd_table;
 
 /* ------------------------------------------------------------------------------------------ */

@@ -218,7 +218,8 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
 #if defined(FG_GNU)
 #define FG_MM_ROWS(NB)                                                                         \
     FG_TARGET static void FG_L2(FGL(fg_mm_rows), NB)(int N, int K, const float *A,             \
-                                                      ptrdiff_t lda, const float *W,           \
+                                                      ptrdiff_t sa, ptrdiff_t sk,              \
+                                                      const float *W,                          \
                                                       ptrdiff_t ldw, float *C, ptrdiff_t ldc,  \
                                                       int beta) {                              \
         const int w = FG_VW;                                                                   \
@@ -233,7 +234,7 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
                 FG_VT w0 = FG_VLD(wk), w1 = FG_VLD(wk + w), w2 = FG_VLD(wk + 2 * w),           \
                       w3 = FG_VLD(wk + 3 * w);                                                 \
                 for (int i = 0; i < NB; i++) {                                                 \
-                    FG_VT a = (FG_VT){0} + A[i * lda + k];                                     \
+                    FG_VT a = (FG_VT){0} + A[i * sa + k * sk];                                     \
                     acc[i][0] = FG_MMA(a, w0, acc[i][0]);                                      \
                     acc[i][1] = FG_MMA(a, w1, acc[i][1]);                                      \
                     acc[i][2] = FG_MMA(a, w2, acc[i][2]);                                      \
@@ -250,7 +251,7 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
             for (int k = 0; k < K; k++) {                                                      \
                 FG_VT w0 = FG_VLD(W + k * ldw + j);                                            \
                 for (int i = 0; i < NB; i++)                                                   \
-                    acc[i] = FG_MMA((FG_VT){0} + A[i * lda + k], w0, acc[i]);                  \
+                    acc[i] = FG_MMA((FG_VT){0} + A[i * sa + k * sk], w0, acc[i]);                  \
             }                                                                                  \
             for (int i = 0; i < NB; i++) FG_VST(C + i * ldc + j, acc[i]);                      \
         }                                                                                      \
@@ -258,7 +259,7 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
         for (; j < N; j++)                                                                     \
             for (int i = 0; i < NB; i++) {                                                     \
                 float acc = beta ? C[i * ldc + j] : 0.0f;                                      \
-                for (int k = 0; k < K; k++) acc = FG_SMA(A[i * lda + k], W[k * ldw + j], acc); \
+                for (int k = 0; k < K; k++) acc = FG_SMA(A[i * sa + k * sk], W[k * ldw + j], acc); \
                 C[i * ldc + j] = acc;                                                          \
             }                                                                                  \
     }
@@ -285,7 +286,7 @@ FG_TARGET static void FGL(fg_lstm_bwd)(int nb, int W, int GS, const float *cache
             for (int k = 0; k < K; k++) {                                                      \
                 FG_VT w0 = FG_VLDM(W + k * ldw + j, m);                                        \
                 for (int i = 0; i < NB; i++)                                                   \
-                    acc[i] = FG_MMA((FG_VT){0} + A[i * lda + k], w0, acc[i]);                  \
+                    acc[i] = FG_MMA((FG_VT){0} + A[i * sa + k * sk], w0, acc[i]);                  \
             }                                                                                  \
             for (int i = 0; i < NB; i++) FG_VSTM(C + i * ldc + j, m, acc[i]);                  \
             j = N;                                                                             \
@@ -320,11 +321,12 @@ FG_MM_ROWS(4)
 #undef FG_VLDM
 #undef FG_VSTM
 
-FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
-                                       const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
-                                       int beta) {
-    /* Column panels outer, row groups inner: a panel of W (K x 4 vectors) is read from L2
-     * once per step and reused by every row group, instead of all of W per row group. */
+/* C[nb, N] (+)= A'[nb, K] @ W[K, N] with A'[i, k] = A[i * sa + k * sk]: column panels
+ * outer, row groups inner, so a panel of W (K x 4 vectors) is read from L2 once and reused by
+ * every row group, instead of all of W per row group. */
+FG_TARGET static void FGL(fg_mm_panels)(int nb, int N, int K, const float *A, ptrdiff_t sa,
+                                        ptrdiff_t sk, const float *W, ptrdiff_t ldw, float *C,
+                                        ptrdiff_t ldc, int beta) {
     const int pw = 4 * FG_VW;
     for (int j = 0; j < N; j += pw) {
         const int n = N - j < pw ? N - j : pw;
@@ -333,17 +335,38 @@ FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptr
         for (int left = nb; left > 0;) { /* rows in groups of at most 4 */
             int g = left >= 4 ? 4 : left;
             switch (g) {
-            case 4: FG_L2(FGL(fg_mm_rows), 4)(n, K, a, lda, W + j, ldw, c, ldc, beta); break;
-            case 3: FG_L2(FGL(fg_mm_rows), 3)(n, K, a, lda, W + j, ldw, c, ldc, beta); break;
-            case 2: FG_L2(FGL(fg_mm_rows), 2)(n, K, a, lda, W + j, ldw, c, ldc, beta); break;
-            default: FG_L2(FGL(fg_mm_rows), 1)(n, K, a, lda, W + j, ldw, c, ldc, beta); break;
+            case 4: FG_L2(FGL(fg_mm_rows), 4)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
+            case 3: FG_L2(FGL(fg_mm_rows), 3)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
+            case 2: FG_L2(FGL(fg_mm_rows), 2)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
+            default: FG_L2(FGL(fg_mm_rows), 1)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
             }
             left -= g;
-            a += g * lda;
+            a += g * sa;
             c += g * ldc;
         }
     }
 }
+
+FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
+                                       const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
+                                       int beta) {
+    FGL(fg_mm_panels)(nb, N, K, A, lda, 1, W, ldw, C, ldc, beta);
+}
+
+/* Weight gradients, C[M, N] (+)= A[K, M].T @ W[K, N] (K = all packed rows, thousands): blocks
+ * of FG_TN_KB rows keep a K-block of W's panel (64 KiB) and of A in L2; C is revisited once per
+ * block. OpenBLAS spent 40% of such a call packing A.T (measured at S1 training). */
+#define FG_TN_KB 256
+FG_TARGET static void FGL(fg_mm_tn)(int M, int N, int K, const float *A, ptrdiff_t lda,
+                                    const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
+                                    int beta) {
+    for (int k0 = 0; k0 < K || k0 == 0; k0 += FG_TN_KB) {
+        int kb = K - k0 < FG_TN_KB ? K - k0 : FG_TN_KB;
+        FGL(fg_mm_panels)(M, N, kb, A + (ptrdiff_t)k0 * lda, 1, lda, W + (ptrdiff_t)k0 * ldw,
+                          ldw, C, ldc, beta || k0 > 0);
+    }
+}
+#undef FG_TN_KB
 #else
 FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
                                        const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
@@ -352,6 +375,17 @@ FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptr
         for (int j = 0; j < N; j++) {
             float acc = beta ? C[i * ldc + j] : 0.0f;
             for (int k = 0; k < K; k++) acc += A[i * lda + k] * W[k * ldw + j];
+            C[i * ldc + j] = acc;
+        }
+}
+
+FG_TARGET static void FGL(fg_mm_tn)(int M, int N, int K, const float *A, ptrdiff_t lda,
+                                    const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
+                                    int beta) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float acc = beta ? C[i * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++) acc += A[k * lda + i] * W[k * ldw + j];
             C[i * ldc + j] = acc;
         }
 }
@@ -372,7 +406,7 @@ static const fg_simd_table FG_L2(fg_table, FG_LEVEL) = {
     FG_STR(FG_LEVEL),     FGL(fg_gru_fwd_ra),  FGL(fg_gru_fwd_rb1), FGL(fg_gru_fwd_rb2),
     FGL(fg_gru_bwd_ra),   FGL(fg_gru_bwd_rb1), FGL(fg_gru_bwd_rb2), FGL(fg_lstm_fwd),
     FGL(fg_lstm_bwd),     FGL(fg_map_exp),     FGL(fg_map_sigmoid), FGL(fg_map_tanh),
-    FGL(fg_mm_small),
+    FGL(fg_mm_small),     FGL(fg_mm_tn),
 };
 
 #undef FG_ROW_LOOP
