@@ -347,26 +347,38 @@ FG_TARGET static void FGL(fg_mm_panels)(int nb, int N, int K, const float *A, pt
     }
 }
 
+/* K in blocks of FG_MM_KB rows: a block of a panel spans FG_MM_KB rows of W, each ldw floats
+ * apart (16 KiB at N = 4096: one 4 KiB page per row), so blocking keeps the panel's pages
+ * within the TLB and its 64 KiB in L2. The sums still run over k in order (C holds the
+ * partial sum between blocks, exactly), so blocking does not change a bit. */
+#define FG_MM_KB 256
 FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
                                        const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
                                        int beta) {
-    FGL(fg_mm_panels)(nb, N, K, A, lda, 1, W, ldw, C, ldc, beta);
+    if (K <= FG_MM_KB || nb == 1) { /* one row streams W once anyway */
+        FGL(fg_mm_panels)(nb, N, K, A, lda, 1, W, ldw, C, ldc, beta);
+        return;
+    }
+    for (int k0 = 0; k0 < K; k0 += FG_MM_KB) {
+        int kb = K - k0 < FG_MM_KB ? K - k0 : FG_MM_KB;
+        FGL(fg_mm_panels)(nb, N, kb, A + k0, lda, 1, W + (ptrdiff_t)k0 * ldw, ldw, C, ldc,
+                          beta || k0 > 0);
+    }
 }
 
 /* Weight gradients, C[M, N] (+)= A[K, M].T @ W[K, N] (K = all packed rows, thousands): blocks
- * of FG_TN_KB rows keep a K-block of W's panel (64 KiB) and of A in L2; C is revisited once per
+ * of FG_MM_KB rows keep a K-block of W's panel (64 KiB) and of A in L2; C is revisited once per
  * block. OpenBLAS spent 40% of such a call packing A.T (measured at S1 training). */
-#define FG_TN_KB 256
 FG_TARGET static void FGL(fg_mm_tn)(int M, int N, int K, const float *A, ptrdiff_t lda,
                                     const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
                                     int beta) {
-    for (int k0 = 0; k0 < K || k0 == 0; k0 += FG_TN_KB) {
-        int kb = K - k0 < FG_TN_KB ? K - k0 : FG_TN_KB;
+    for (int k0 = 0; k0 < K || k0 == 0; k0 += FG_MM_KB) {
+        int kb = K - k0 < FG_MM_KB ? K - k0 : FG_MM_KB;
         FGL(fg_mm_panels)(M, N, kb, A + (ptrdiff_t)k0 * lda, 1, lda, W + (ptrdiff_t)k0 * ldw,
                           ldw, C, ldc, beta || k0 > 0);
     }
 }
-#undef FG_TN_KB
+#undef FG_MM_KB
 #else
 FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
                                        const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
