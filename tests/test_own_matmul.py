@@ -17,9 +17,11 @@ needs_avx512 = pytest.mark.skipif(not HAVE_AVX512, reason="own route is AVX-512 
 
 @pytest.mark.parametrize("level", fastgru.available_simd_levels())
 @pytest.mark.parametrize("M,N,K", [(5, 64, 128), (13, 100, 64), (8, 192, 64), (64, 512, 128),
-                                   (7, 300, 257), (33, 1000, 96), (6, 77, 1024), (9, 65, 200)])
+                                   (7, 300, 257), (33, 1000, 96), (6, 77, 1024), (9, 65, 200),
+                                   (600, 130, 300), (513, 64, 64), (257, 100, 513)])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_product_against_float64(level, M, N, K, accumulate):
+    """Row groups of 1-4, row blocks of 256 (input projection, dx), K-blocks of 256, tails."""
     rng = np.random.default_rng(M * 1000 + N + K)
     A = rng.standard_normal((M, K)).astype(np.float32)
     W = rng.standard_normal((K, N)).astype(np.float32)

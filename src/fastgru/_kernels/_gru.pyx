@@ -216,8 +216,8 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     # gx[N, D*3H] = x[N, I] @ W_ih.T[I, D*3H]   (rows split across the team)
     split(S.N, tid, team, &r0, &r1)
     if L.wt:
-        gemm(c'N', c'N', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
-             L.nI, <const floating*>L.w_ih, GD, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+        mm(r1 - r0, GD, L.nI, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
+           <const floating*>L.w_ih, GD, False, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
     else:
         gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
              L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
@@ -376,8 +376,8 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     fg_barrier()
     # dx[N, I] = dgx[N, D*3H] @ W_ih[D*3H, I]       (both directions summed by the GEMM)
     split(S.N, tid, team, &a0, &a1)
-    gemm(c'N', c'N', a1 - a0, nI, GD, one, <const floating*>L.dgx + <Py_ssize_t>a0 * GD, GD,
-         <const floating*>L.w_ih, nI, zero, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
+    mm(a1 - a0, nI, GD, <const floating*>L.dgx + <Py_ssize_t>a0 * GD, GD,
+       <const floating*>L.w_ih, nI, False, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
     # dW_ih[D*3H, I] (+)= dgx[N, D*3H].T @ x[N, I]
     split(GD, tid, team, &a0, &a1)
     mm_tn(a1 - a0, nI, S.N, <const floating*>L.dgx + a0, GD,

@@ -352,17 +352,25 @@ FG_TARGET static void FGL(fg_mm_panels)(int nb, int N, int K, const float *A, pt
  * within the TLB and its 64 KiB in L2. The sums still run over k in order (C holds the
  * partial sum between blocks, exactly), so blocking does not change a bit. */
 #define FG_MM_KB 256
+#define FG_MM_MB 256
 FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
                                        const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
                                        int beta) {
-    if (K <= FG_MM_KB || nb == 1) { /* one row streams W once anyway */
-        FGL(fg_mm_panels)(nb, N, K, A, lda, 1, W, ldw, C, ldc, beta);
-        return;
-    }
-    for (int k0 = 0; k0 < K; k0 += FG_MM_KB) {
-        int kb = K - k0 < FG_MM_KB ? K - k0 : FG_MM_KB;
-        FGL(fg_mm_panels)(nb, N, kb, A + k0, lda, 1, W + (ptrdiff_t)k0 * ldw, ldw, C, ldc,
-                          beta || k0 > 0);
+    /* Many rows (the input projection and dx over all packed rows): blocks of FG_MM_MB rows,
+     * so a block of A stays in L2 while every panel of W passes over it. */
+    for (int i0 = 0; i0 < nb; i0 += FG_MM_MB) {
+        const int mb = nb - i0 < FG_MM_MB ? nb - i0 : FG_MM_MB;
+        const float *a = A + (ptrdiff_t)i0 * lda;
+        float *c = C + (ptrdiff_t)i0 * ldc;
+        if (K <= FG_MM_KB || mb == 1) { /* one row streams W once anyway */
+            FGL(fg_mm_panels)(mb, N, K, a, lda, 1, W, ldw, c, ldc, beta);
+            continue;
+        }
+        for (int k0 = 0; k0 < K; k0 += FG_MM_KB) {
+            int kb = K - k0 < FG_MM_KB ? K - k0 : FG_MM_KB;
+            FGL(fg_mm_panels)(mb, N, kb, a + k0, lda, 1, W + (ptrdiff_t)k0 * ldw, ldw, c, ldc,
+                              beta || k0 > 0);
+        }
     }
 }
 
@@ -379,6 +387,7 @@ FG_TARGET static void FGL(fg_mm_tn)(int M, int N, int K, const float *A, ptrdiff
     }
 }
 #undef FG_MM_KB
+#undef FG_MM_MB
 #else
 FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
                                        const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
