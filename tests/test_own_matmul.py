@@ -108,3 +108,54 @@ def test_layers_on_the_own_route(cell, variant, n_threads):
     for a, r, b in zip(own, ref, blas, strict=True):
         assert rel_err(a, r) <= 10 * tol(np.float32, T)
         assert rel_err(a, b) <= 10 * tol(np.float32, T)
+
+
+def test_pack_panels_layout():
+    from fastgru import _packed
+
+    pw = _blas.PACK_PANEL
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 2 * pw + 7, 5)).astype(np.float32)  # D=2, G with a tail, K=5
+    P = _packed.pack_panels(w).reshape(2, 3, 5, pw)
+    for d in range(2):
+        for p in range(3):
+            cols = w[d, p * pw:(p + 1) * pw].T          # (K, up to pw)
+            np.testing.assert_array_equal(P[d, p, :, :cols.shape[1]], cols)
+            assert not P[d, p, :, cols.shape[1]:].any()  # zero padding
+
+
+@needs_avx512
+@pytest.mark.parametrize("cls,kw", [(fastgru.GRU, {}), (fastgru.LSTM, {}),
+                                    (fastgru.LSTM, {"proj_size": 70})])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_packed_recurrent_weights_bidirectional(cls, kw, n_threads, monkeypatch):
+    """Both directions and two layers on packed weights (per-direction stride of the packed
+    array) give the results of the unpacked BLAS route, forward and backward."""
+    from fastgru import _packed
+
+    calls = []
+    real = _packed.pack_panels
+    monkeypatch.setattr(_packed, "pack_panels", lambda w: calls.append(w.shape) or real(w))
+    layer = cls(24, 100, num_layers=2, bidirectional=True, seed=0, n_threads=n_threads, **kw)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((7, 11, 24)).astype(np.float32)
+    lengths = rng.integers(1, 8, size=11)
+    lengths[0] = 7
+
+    def run():
+        layer.zero_grad()
+        y, _ = layer(x, lengths=lengths)
+        layer.backward(np.cos(y))
+        return [y] + [g.copy() for g in layer.grads().values()]
+
+    own = run()
+    assert calls and all(s[0] == 2 for s in calls)  # both directions packed, every layer
+    _config._set_own_matmul(99, 0)
+    try:
+        n = len(calls)
+        blas = run()
+        assert len(calls) == n  # the BLAS route does not pack
+    finally:
+        _config._set_own_matmul()
+    for a, b in zip(own, blas, strict=True):
+        assert rel_err(a, b) <= 10 * tol(np.float32, 7)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastgru import _threads, _workspace
-from fastgru._kernels import _gru, _lstm, _stream
+from fastgru._kernels import _blas, _gru, _lstm, _stream
 from fastgru._plan import SeqPlan
 
 
@@ -55,14 +55,43 @@ def transposed(name: str, w: np.ndarray) -> np.ndarray:
 TRANSPOSE_MIN_T = 3
 
 
-def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None):
-    """(wt flag, w_ih, w_hh, w_hr) as the forward kernels take them: transposed copies for
-    sequences of TRANSPOSE_MIN_T steps or more, else the PyTorch layout as is (no copy)."""
+def pack_panels(w: np.ndarray) -> np.ndarray:
+    """Recurrent weights (D, G, K) as the forward's packed W.T (mm_packed in _matmul.pxd):
+    (D, n*K, PANEL) with P[d, p*K + k, j] = w[d, p*PANEL + j, k], zero past G. One strided copy,
+    like transposed(); rows of a panel become adjacent (at S4 they were a 4 KiB page apart)."""
+    D, G, K = w.shape
+    pw = _blas.PACK_PANEL
+    n = -(-G // pw)
+    out = _workspace.get("wt_hh", (D, n, K, pw), w.dtype)
+    full = G // pw
+    if full:
+        np.copyto(out[:, :full], w[:, : full * pw].reshape(D, full, pw, K).transpose(0, 1, 3, 2))
+    if n > full:
+        r = G - full * pw
+        np.copyto(out[:, full, :, :r], w[:, full * pw:].transpose(0, 2, 1))
+        out[:, full, :, r:] = 0
+    return out.reshape(D, n * K, pw)
+
+
+def packs(w_hh: np.ndarray, B: int, ok: bool) -> bool:
+    """Whether the forward's per-step product runs on packed weights: float32, every full-width
+    product on the own kernel (_matmul.pxd mm_own; M > 4 stands for any batch), and the caller's
+    variant uses full-width products (reset-after GRU / LSTM, tasks not cols mode)."""
+    D, G, K = w_hh.shape
+    return ok and w_hh.dtype == np.float32 and _blas.mm_route(max(B, 5), G, K) == "own"
+
+
+def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False):
+    """(wt flag, w_ih, w_hh, w_hr, packed) as the forward kernels take them: transposed copies
+    for sequences of TRANSPOSE_MIN_T steps or more (w_hh packed in panels where packs() says
+    so), else the PyTorch layout as is (no copy)."""
     if plan.T >= TRANSPOSE_MIN_T:
-        return (True, transposed("wt_ih", w_ih), transposed("wt_hh", w_hh),
-                None if w_hr is None else transposed("wt_hr", w_hr))
+        packed = packs(w_hh, plan.B, pack_ok)
+        return (True, transposed("wt_ih", w_ih),
+                pack_panels(w_hh) if packed else transposed("wt_hh", w_hh),
+                None if w_hr is None else transposed("wt_hr", w_hr), packed)
     D, G, I = w_ih.shape
-    return False, w_ih.reshape(D * G, I), w_hh, w_hr
+    return False, w_ih.reshape(D * G, I), w_hh, w_hr, False
 
 
 # Inference over a single step of a small batch (T = 1: streaming through ops or the layers)
@@ -164,10 +193,11 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
         hprev = _workspace.take((N, D * H), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
-    wt, fw_ih, fw_hh, _ = forward_weights(plan, w_ih, w_hh)
+    wt, fw_ih, fw_hh, _, packed = forward_weights(plan, w_ih, w_hh,
+                                                  pack_ok=reset_after and not cols)
     with _threads.kernel_guard():
         _gru.forward(x, fw_ih, fw_hh, bias, h, y, gx, cache, hprev, scratch,
-                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf)
+                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf, packed)
     if not training:
         return y, None
     return y, PackedCache(cell="gru", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, cache=cache,
@@ -222,10 +252,10 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
         m = _workspace.take((N, D * H), dt) if w_hr is not None else None
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
-    wt, fw_ih, fw_hh, fw_hr = forward_weights(plan, w_ih, w_hh, w_hr)
+    wt, fw_ih, fw_hh, fw_hr, packed = forward_weights(plan, w_ih, w_hh, w_hr, pack_ok=not cols)
     with _threads.kernel_guard():
         _lstm.forward(x, fw_ih, fw_hh, fw_hr, bias, h, cs, y, gx, cache, hprev, m, scratch,
-                      plan.bsz, plan.off, rev, tasks, team, wt, hbuf)
+                      plan.bsz, plan.off, rev, tasks, team, wt, hbuf, packed)
     if not training:
         return y, None
     return y, PackedCache(cell="lstm", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr,

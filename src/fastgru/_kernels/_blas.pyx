@@ -2,7 +2,9 @@
 """BLAS thread hold (shared by all kernel modules) and test hooks for the BLAS shim."""
 from cython cimport floating
 from fastgru._kernels._blas cimport gemm
-from fastgru._kernels._matmul cimport mm, mm_own, mm_tn
+from fastgru._kernels._matmul cimport mm, mm_own, mm_tn, PACK_PANEL as _PACK_PANEL
+
+PACK_PANEL = _PACK_PANEL  # columns per panel of packed recurrent weights (_packed.pack_panels)
 from fastgru._kernels._simd cimport fg_simd_select, fg_mm_own_level, fg_mm_own_max_k
 
 

@@ -41,7 +41,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_w, mm_tn
+from fastgru._kernels._matmul cimport mm, mm_w, mm_tn, mm_packed
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
@@ -63,7 +63,8 @@ def _set_mm_own(int level, int max_k):
 
 
 cdef struct Layer:
-    int nI, H, D, reset_after, training, accumulate, wt, cols
+    int nI, H, D, reset_after, training, accumulate, wt, cols, packed
+    Py_ssize_t whh_dstride  # elements between directions of the forward w_hh
     const void* x
     const void* w_ih
     const void* w_hh
@@ -101,7 +102,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef int H = L.H, G = 3 * L.H, D = L.D, B = S.B
     cdef int s, t, i, nb
     cdef Py_ssize_t row
-    cdef const floating* wt_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * H
+    cdef const floating* wt_hh = <const floating*>L.w_hh + <Py_ssize_t>d * L.whh_dstride
     cdef const floating* b = <const floating*>L.bias + <Py_ssize_t>d * 4 * H
     cdef floating* hs = <floating*>L.h + (<Py_ssize_t>d * B + r0) * H
     cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
@@ -133,7 +134,10 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             ldgh = 4 * H
         if L.reset_after:
             # gh[nb, 3H] = h[nb, H] @ W_hh.T[H, 3H]      (all three gates, one GEMM)
-            mm_w(nb, G, H, hs, H, wt_hh, L.wt, False, gh, ldgh)
+            if L.packed:
+                mm_packed(nb, G, H, hs, H, wt_hh, gh, ldgh)
+            else:
+                mm_w(nb, G, H, hs, H, wt_hh, L.wt, False, gh, ldgh)
             gru_fwd_ra(nb, H, H, gxp, ldgx, gh, ldgh, b, hs, H, yp, ldy, cp, ldc)
         else:
             # gh[nb, 2H] = h[nb, H] @ W_h{r,z}.T[H, 2H]
@@ -238,13 +242,14 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, ::1] cache, floating[:, ::1] hprev, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
             const int[:, ::1] tasks, bint reset_after, int n_threads, bint wt=True,
-            floating[:, :, ::1] hbuf=None):
+            floating[:, :, ::1] hbuf=None, bint packed=False):
     """Run one GRU layer forward; see the module docstring for the layout.
 
     cache/hprev: None for inference. scratch: (threads, B*5H) per-thread workspace.
     wt: weights given transposed (wt_ih (I, D*G), wt_hh (D, H, G)); False: PyTorch layout
     (w_ih (D, G, I) passed as (D*G, I), w_hh (D, G, H)). hbuf (2, B, H): selects cols mode
-    (one direction, reset after; see the module docstring).
+    (one direction, reset after; see the module docstring). packed: wt_hh holds each
+    direction's W_hh.T packed in panels (_packed.pack_panels; float32, reset after, not cols).
     """
     cdef Layer L
     cdef Seq S
@@ -263,6 +268,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.x = &x[0, 0]
     L.w_ih = &wt_ih[0, 0]
     L.w_hh = &wt_hh[0, 0, 0]
+    L.whh_dstride = wt_hh.shape[1] * wt_hh.shape[2]
+    L.packed = packed
     L.bias = &bias[0, 0]
     L.h = &h[0, 0, 0]
     L.y = &y[0, 0]

@@ -29,7 +29,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_w, mm_tn
+from fastgru._kernels._matmul cimport mm, mm_w, mm_tn, mm_packed
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
@@ -50,7 +50,8 @@ def _set_mm_own(int level, int max_k):
 
 
 cdef struct Layer:
-    int nI, H, P, D, proj, training, accumulate, wt, cols
+    int nI, H, P, D, proj, training, accumulate, wt, cols, packed
+    Py_ssize_t whh_dstride  # elements between directions of the forward w_hh
     const void* x
     const void* w_ih
     const void* w_hh
@@ -88,7 +89,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef int H = L.H, P = L.P, G = 4 * L.H, D = L.D, B = S.B
     cdef int s, t, i, nb
     cdef Py_ssize_t row
-    cdef const floating* wt_hh = <const floating*>L.w_hh + <Py_ssize_t>d * G * P
+    cdef const floating* wt_hh = <const floating*>L.w_hh + <Py_ssize_t>d * L.whh_dstride
     cdef const floating* wt_hr = NULL
     cdef const floating* b = <const floating*>L.bias + <Py_ssize_t>d * G
     cdef floating* hs = <floating*>L.h + (<Py_ssize_t>d * B + r0) * P
@@ -123,7 +124,10 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             gh = scr
             ldgh = G
         # gh[nb, 4H] = h[nb, P] @ W_hh.T[P, 4H]
-        mm_w(nb, G, P, hs, P, wt_hh, L.wt, False, gh, ldgh)
+        if L.packed:
+            mm_packed(nb, G, P, hs, P, wt_hh, gh, ldgh)
+        else:
+            mm_w(nb, G, P, hs, P, wt_hh, L.wt, False, gh, ldgh)
         if not L.proj:
             lstm_fwd(nb, H, H, gxp, ldgx, gh, ldgh, b, cs, H, hs, H, yp, ldy, kp, ldk)
         else:
@@ -228,10 +232,11 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, ::1] hprev, floating[:, ::1] m, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
             const int[:, ::1] tasks, int n_threads, bint wt=True,
-            floating[:, :, ::1] hbuf=None):
+            floating[:, :, ::1] hbuf=None, bint packed=False):
     """Run one LSTM layer forward; see the module docstring for the layout.
     wt: weights given transposed; False: PyTorch layout (w_ih as (D*G, I), w_hh, w_hr as is).
-    hbuf (2, B, H): selects cols mode (one direction, no projection).
+    hbuf (2, B, H): selects cols mode (one direction, no projection). packed: wt_hh holds each
+    direction's W_hh.T packed in panels (_packed.pack_panels; float32, not cols).
 
     w_hr: None without projection. cache/hprev: None for inference; m: None unless training with
     a projection. scratch: (threads, B*5H) per-thread workspace.
@@ -254,6 +259,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.x = &x[0, 0]
     L.w_ih = &wt_ih[0, 0]
     L.w_hh = &wt_hh[0, 0, 0]
+    L.whh_dstride = wt_hh.shape[1] * wt_hh.shape[2]
+    L.packed = packed
     if L.proj:
         L.w_hr = &wt_hr[0, 0, 0]
     L.bias = &bias[0, 0]

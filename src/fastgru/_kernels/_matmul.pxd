@@ -23,6 +23,7 @@ cdef enum:
     OWN_MIN_N = 64      # below a full AVX-512 panel (4 x 16 columns) OpenBLAS's small kernels win
     OWN_MIN_KN = 8192
     OWN_TN_MIN_N = 16
+    PACK_PANEL = 64         # columns per packed panel (4 AVX-512 vectors: one register tile)
     OWN_TN_MAX_MN = 262144  # C (1 MiB) stays in L2 across K-blocks; S4's 16 MiB C: BLAS won
 
 
@@ -74,3 +75,14 @@ cdef inline void mm_tn(int M, int N, int K, const floating* A, int lda, const fl
             fg_simd.mm_tn(M, N, K, A, lda, W, ldw, C, ldc, beta != 0)
             return
     gemm(c'T', c'N', M, N, K, one, A, lda, W, ldw, beta, C, ldc)
+
+
+cdef inline void mm_packed(int M, int N, int K, const floating* A, int lda, const floating* P,
+                           floating* C, int ldc) noexcept nogil:
+    """C = A @ W with W (K, N) packed in panels of PACK_PANEL columns (_packed.pack_panels).
+    The caller packs float32 weights only, and only where mm_own routes (N, K) to the own
+    kernel."""
+    if M <= 0 or N <= 0:
+        return
+    if floating is float:
+        fg_simd.mm_packed(M, N, K, A, lda, P, PACK_PANEL, C, ldc, 0)

@@ -120,6 +120,9 @@ typedef void (*fg_map_t)(ptrdiff_t, const float *, float *);
 typedef void (*fg_mm_small_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                               float *, ptrdiff_t, int);
 
+typedef void (*fg_mm_packed_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+                               float *, ptrdiff_t, int);
+
 typedef struct {
     const char *name;
     fg_gru_fwd_ra_t gru_fwd_ra;
@@ -133,6 +136,7 @@ typedef struct {
     fg_map_t exp, sigmoid, tanh;
     fg_mm_small_t mm_small;
     fg_mm_small_t mm_tn; /* C (+)= A.T @ W, A given (K, M): weight gradients */
+    fg_mm_packed_t mm_packed; /* C (+)= A @ W, W packed in panels of pw columns */
 } fg_simd_table;
 
 /* ------------------------------------------------------------------------------------------ */

@@ -388,6 +388,33 @@ FG_TARGET static void FGL(fg_mm_tn)(int M, int N, int K, const float *A, ptrdiff
 }
 #undef FG_MM_KB
 #undef FG_MM_MB
+
+/* The per-step product with W packed in panels (the forward's recurrent weights, packed once
+ * per call): panel p holds columns p*pw .. p*pw + pw - 1 of W for every k, contiguous
+ * (P[p][k][0:pw], zero-padded). Rows of a panel are then adjacent instead of a page apart at
+ * large N: 110 vs 90 GFLOP/s at S4's (128 x 1024) @ (1024 x 4096). Same sums as fg_mm_small. */
+FG_TARGET static void FGL(fg_mm_packed)(int nb, int N, int K, const float *A, ptrdiff_t lda,
+                                        const float *P, ptrdiff_t pw, float *C, ptrdiff_t ldc,
+                                        int beta) {
+    for (int j = 0; j < N; j += (int)pw) {
+        const int n = N - j < pw ? N - j : (int)pw;
+        const float *w = P + (ptrdiff_t)(j / pw) * K * pw;
+        const float *a = A;
+        float *c = C + j;
+        for (int left = nb; left > 0;) {
+            int g = left >= 4 ? 4 : left;
+            switch (g) {
+            case 4: FG_L2(FGL(fg_mm_rows), 4)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
+            case 3: FG_L2(FGL(fg_mm_rows), 3)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
+            case 2: FG_L2(FGL(fg_mm_rows), 2)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
+            default: FG_L2(FGL(fg_mm_rows), 1)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
+            }
+            left -= g;
+            a += g * lda;
+            c += g * ldc;
+        }
+    }
+}
 #else
 FG_TARGET static void FGL(fg_mm_small)(int nb, int N, int K, const float *A, ptrdiff_t lda,
                                        const float *W, ptrdiff_t ldw, float *C, ptrdiff_t ldc,
@@ -410,6 +437,18 @@ FG_TARGET static void FGL(fg_mm_tn)(int M, int N, int K, const float *A, ptrdiff
             C[i * ldc + j] = acc;
         }
 }
+
+FG_TARGET static void FGL(fg_mm_packed)(int nb, int N, int K, const float *A, ptrdiff_t lda,
+                                        const float *P, ptrdiff_t pw, float *C, ptrdiff_t ldc,
+                                        int beta) {
+    for (int i = 0; i < nb; i++)
+        for (int j = 0; j < N; j++) {
+            const float *w = P + (ptrdiff_t)(j / pw) * K * pw + j % pw;
+            float acc = beta ? C[i * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++) acc += A[i * lda + k] * w[k * pw];
+            C[i * ldc + j] = acc;
+        }
+}
 #endif
 
 /* Elementwise maps, for the accuracy tests of the lane math. */
@@ -427,7 +466,7 @@ static const fg_simd_table FG_L2(fg_table, FG_LEVEL) = {
     FG_STR(FG_LEVEL),     FGL(fg_gru_fwd_ra),  FGL(fg_gru_fwd_rb1), FGL(fg_gru_fwd_rb2),
     FGL(fg_gru_bwd_ra),   FGL(fg_gru_bwd_rb1), FGL(fg_gru_bwd_rb2), FGL(fg_lstm_fwd),
     FGL(fg_lstm_bwd),     FGL(fg_map_exp),     FGL(fg_map_sigmoid), FGL(fg_map_tanh),
-    FGL(fg_mm_small),     FGL(fg_mm_tn),
+    FGL(fg_mm_small),     FGL(fg_mm_tn),        FGL(fg_mm_packed),
 };
 
 #undef FG_ROW_LOOP
