@@ -124,6 +124,19 @@ def test_pack_panels_layout():
             assert not P[d, p, :, cols.shape[1]:].any()  # zero padding
 
 
+def test_pack_panels_bwd_layout():
+    from fastgru import _packed
+
+    pw = _blas.PACK_PANEL
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((2, 9, pw + 3)).astype(np.float32)  # D=2, G=9, K with a tail
+    P = _packed.pack_panels_bwd(w).reshape(2, 2, 9, pw)
+    for d in range(2):
+        np.testing.assert_array_equal(P[d, 0], w[d, :, :pw])
+        np.testing.assert_array_equal(P[d, 1, :, :3], w[d, :, pw:])
+        assert not P[d, 1, :, 3:].any()
+
+
 @needs_avx512
 @pytest.mark.parametrize("cls,kw", [(fastgru.GRU, {}), (fastgru.LSTM, {}),
                                     (fastgru.LSTM, {"proj_size": 70})])
@@ -133,9 +146,11 @@ def test_packed_recurrent_weights_bidirectional(cls, kw, n_threads, monkeypatch)
     array) give the results of the unpacked BLAS route, forward and backward."""
     from fastgru import _packed
 
-    calls = []
-    real = _packed.pack_panels
+    calls, bwd_calls = [], []
+    real, real_bwd = _packed.pack_panels, _packed.pack_panels_bwd
     monkeypatch.setattr(_packed, "pack_panels", lambda w: calls.append(w.shape) or real(w))
+    monkeypatch.setattr(_packed, "pack_panels_bwd",
+                        lambda w: bwd_calls.append(w.shape) or real_bwd(w))
     layer = cls(24, 100, num_layers=2, bidirectional=True, seed=0, n_threads=n_threads, **kw)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 11, 24)).astype(np.float32)
@@ -150,11 +165,12 @@ def test_packed_recurrent_weights_bidirectional(cls, kw, n_threads, monkeypatch)
 
     own = run()
     assert calls and all(s[0] == 2 for s in calls)  # both directions packed, every layer
+    assert len(bwd_calls) == 2 and all(s[0] == 2 for s in bwd_calls)
     _config._set_own_matmul(99, 0)
     try:
-        n = len(calls)
+        n, nb = len(calls), len(bwd_calls)
         blas = run()
-        assert len(calls) == n  # the BLAS route does not pack
+        assert len(calls) == n and len(bwd_calls) == nb  # the BLAS route does not pack
     finally:
         _config._set_own_matmul()
     for a, b in zip(own, blas, strict=True):

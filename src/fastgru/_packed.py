@@ -73,6 +73,32 @@ def pack_panels(w: np.ndarray) -> np.ndarray:
     return out.reshape(D, n * K, pw)
 
 
+def pack_panels_bwd(w: np.ndarray) -> np.ndarray:
+    """Recurrent weights (D, G, K) for the backward's dh = dG @ W_hh (K_mm = G rows, N = K
+    columns) packed in panels: (D, n*G, PANEL) with P[d, p*G + g, j] = w[d, g, p*PANEL + j]."""
+    D, G, K = w.shape
+    pw = _blas.PACK_PANEL
+    n = -(-K // pw)
+    out = _workspace.get("wp_hh", (D, n, G, pw), w.dtype)
+    full = K // pw
+    if full:
+        np.copyto(out[:, :full], w[:, :, : full * pw].reshape(D, G, full, pw).transpose(0, 2, 1, 3))
+    if n > full:
+        r = K - full * pw
+        np.copyto(out[:, full, :, :r], w[:, :, full * pw:])
+        out[:, full, :, r:] = 0
+    return out.reshape(D, n * G, pw)
+
+
+def packs_bwd(w_hh: np.ndarray, ok: bool) -> bool:
+    """Whether the backward's per-step product dh = dG @ W_hh runs on packed panels: float32,
+    a full-width variant (reset-after GRU / LSTM, not cols), the own kernel's level, N = K of
+    w_hh >= 64 and a product that is not tiny. Any G (K-blocked in the kernel): at S4's
+    G = 4096 OpenBLAS was the alternative."""
+    D, G, K = w_hh.shape
+    return ok and w_hh.dtype == np.float32 and _blas.mm_route(5, K, min(G, 1024)) == "own"
+
+
 def packs(w_hh: np.ndarray, B: int, ok: bool) -> bool:
     """Whether the forward's per-step product runs on packed weights: float32, every full-width
     product on the own kernel (_matmul.pxd mm_own; M > 4 stands for any batch), and the caller's
@@ -221,10 +247,12 @@ def gru_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray,
     dgh = _workspace.get("dgh", (N, D * G), dt) if c.reset_after else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    wp = pack_panels_bwd(c.w_hh) if packs_bwd(c.w_hh, c.reset_after and not cols) else None
     with _threads.kernel_guard():
         _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dgh, dx,
                       grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], scratch,
-                      plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team, cols)
+                      plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team, cols,
+                      wp)
     return dx, grads
 
 
@@ -282,9 +310,10 @@ def lstm_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray, dc: np.
     dhp = _workspace.get("dhp", (N, D * P), dt) if c.w_hr is not None else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
+    wp = pack_panels_bwd(c.w_hh) if packs_bwd(c.w_hh, not cols) else None
     with _threads.kernel_guard():
         _lstm.backward(x, c.w_ih, c.w_hh, c.w_hr, c.cache, c.hprev, c.m, dy, dh, dc, dg, dhp, dx,
                        grads["w_ih"], grads["w_hh"], grads.get("w_hr"), grads["b_ih"],
                        grads["b_hh"], scratch, plan.bsz, plan.off, c.rev, tasks, accumulate, team,
-                       cols)
+                       cols, wp)
     return dx, grads

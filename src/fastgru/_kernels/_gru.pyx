@@ -65,6 +65,8 @@ def _set_mm_own(int level, int max_k):
 cdef struct Layer:
     int nI, H, D, reset_after, training, accumulate, wt, cols, packed
     Py_ssize_t whh_dstride  # elements between directions of the forward w_hh
+    const void* wp_hh       # backward: W_hh packed in panels (or NULL)
+    Py_ssize_t wp_dstride
     const void* x
     const void* w_ih
     const void* w_hh
@@ -135,7 +137,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         if L.reset_after:
             # gh[nb, 3H] = h[nb, H] @ W_hh.T[H, 3H]      (all three gates, one GEMM)
             if L.packed:
-                mm_packed(nb, G, H, hs, H, wt_hh, gh, ldgh)
+                mm_packed(nb, G, H, hs, H, wt_hh, False, gh, ldgh)
             else:
                 mm_w(nb, G, H, hs, H, wt_hh, L.wt, False, gh, ldgh)
             gru_fwd_ra(nb, H, H, gxp, ldgx, gh, ldgh, b, hs, H, yp, ldy, cp, ldc)
@@ -329,7 +331,11 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             dghp = <floating*>L.dgh + row * ldg + d * G
             gru_bwd_ra(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg, dghp, ldg)
             # dh[nb, H] += dgh[nb, 3H] @ W_hh[3H, H]
-            mm(nb, H, G, dghp, ldg, w_hh, H, True, dh, H)
+            if L.wp_hh != NULL:
+                mm_packed(nb, H, G, dghp, ldg,
+                          <const floating*>L.wp_hh + <Py_ssize_t>d * L.wp_dstride, True, dh, H)
+            else:
+                mm(nb, H, G, dghp, ldg, w_hh, H, True, dh, H)
         else:
             gru_bwd_rb1(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg)
             # drh[nb, H] = dan[nb, H] @ W_hn[H, H]
@@ -433,12 +439,14 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
              floating[:, ::1] db_ih, floating[:, ::1] db_hh, floating[:, ::1] scratch,
              const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
              const int[:, ::1] tasks, bint reset_after, bint accumulate, int n_threads,
-             bint cols=False):
+             bint cols=False, const floating[:, :, ::1] wp_hh=None):
     """Backward of one GRU layer; dh holds dh_n on entry and dh0 on return (in place).
 
     dy: None when no output gradient. dgh: None with reset_after=False. accumulate: add the
     parameter gradients into dw_*/db_* instead of overwriting them. dx is always overwritten.
     cols: the team shares each step (one direction, reset after; see the module docstring).
+    wp_hh: W_hh packed in panels for the per-step product (_packed.pack_panels_bwd; float32,
+    reset after, not cols), or None.
     """
     cdef Layer L
     cdef Seq S
@@ -458,6 +466,9 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.x = &x[0, 0]
     L.w_ih = &w_ih[0, 0, 0]
     L.w_hh = &w_hh[0, 0, 0]
+    if wp_hh is not None:
+        L.wp_hh = &wp_hh[0, 0, 0]
+        L.wp_dstride = wp_hh.shape[1] * wp_hh.shape[2]
     L.cache = <void*>&cache[0, 0]
     L.hprev = <void*>&hprev[0, 0]
     L.dy = &dy[0, 0] if dy is not None else NULL

@@ -52,6 +52,8 @@ def _set_mm_own(int level, int max_k):
 cdef struct Layer:
     int nI, H, P, D, proj, training, accumulate, wt, cols, packed
     Py_ssize_t whh_dstride  # elements between directions of the forward w_hh
+    const void* wp_hh       # backward: W_hh packed in panels (or NULL)
+    Py_ssize_t wp_dstride
     const void* x
     const void* w_ih
     const void* w_hh
@@ -125,7 +127,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             ldgh = G
         # gh[nb, 4H] = h[nb, P] @ W_hh.T[P, 4H]
         if L.packed:
-            mm_packed(nb, G, P, hs, P, wt_hh, gh, ldgh)
+            mm_packed(nb, G, P, hs, P, wt_hh, False, gh, ldgh)
         else:
             mm_w(nb, G, P, hs, P, wt_hh, L.wt, False, gh, ldgh)
         if not L.proj:
@@ -331,7 +333,11 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             mm(nb, H, P, dhpp, ldy, w_hr, H, False, scr, H)
             lstm_bwd(nb, H, H, kp, ldk, scr, H, NULL, 0, dc, H, dgp, ldg)
         # dh[nb, P] = dG[nb, 4H] @ W_hh[4H, P]
-        mm(nb, P, G, dgp, ldg, w_hh, P, False, dh, P)
+        if L.wp_hh != NULL:
+            mm_packed(nb, P, G, dgp, ldg,
+                      <const floating*>L.wp_hh + <Py_ssize_t>d * L.wp_dstride, False, dh, P)
+        else:
+            mm(nb, P, G, dgp, ldg, w_hh, P, False, dh, P)
 
 
 cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
@@ -409,10 +415,13 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
              floating[:, :, ::1] dw_hh, floating[:, :, ::1] dw_hr, floating[:, ::1] db_ih,
              floating[:, ::1] db_hh, floating[:, ::1] scratch,
              const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
-             const int[:, ::1] tasks, bint accumulate, int n_threads, bint cols=False):
+             const int[:, ::1] tasks, bint accumulate, int n_threads, bint cols=False,
+             const floating[:, :, ::1] wp_hh=None):
     """Backward of one LSTM layer; dh/dc hold dh_n/dc_n on entry, dh0/dc0 on return.
 
     w_hr, m, dhp, dw_hr: None without projection. dy: None when no output gradient.
+    wp_hh: W_hh packed in panels for the per-step product (_packed.pack_panels_bwd; float32,
+    not cols), or None.
     """
     cdef Layer L
     cdef Seq S
@@ -433,6 +442,9 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.x = &x[0, 0]
     L.w_ih = &w_ih[0, 0, 0]
     L.w_hh = &w_hh[0, 0, 0]
+    if wp_hh is not None:
+        L.wp_hh = &wp_hh[0, 0, 0]
+        L.wp_dstride = wp_hh.shape[1] * wp_hh.shape[2]
     L.cache = <void*>&cache[0, 0]
     L.hprev = <void*>&hprev[0, 0]
     if L.proj:

@@ -78,11 +78,11 @@ cdef inline void mm_tn(int M, int N, int K, const floating* A, int lda, const fl
 
 
 cdef inline void mm_packed(int M, int N, int K, const floating* A, int lda, const floating* P,
-                           floating* C, int ldc) noexcept nogil:
-    """C = A @ W with W (K, N) packed in panels of PACK_PANEL columns (_packed.pack_panels).
-    The caller packs float32 weights only, and only where mm_own routes (N, K) to the own
-    kernel."""
+                           bint accumulate, floating* C, int ldc) noexcept nogil:
+    """C (+)= A @ W with W (K, N) packed in panels of PACK_PANEL columns (_packed.pack_panels,
+    _packed.pack_panels_bwd). The caller packs float32 weights only, and only where the own
+    kernel wins (_packed.packs)."""
     if M <= 0 or N <= 0:
         return
     if floating is float:
-        fg_simd.mm_packed(M, N, K, A, lda, P, PACK_PANEL, C, ldc, 0)
+        fg_simd.mm_packed(M, N, K, A, lda, P, PACK_PANEL, C, ldc, accumulate)

@@ -396,22 +396,28 @@ FG_TARGET static void FGL(fg_mm_tn)(int M, int N, int K, const float *A, ptrdiff
 FG_TARGET static void FGL(fg_mm_packed)(int nb, int N, int K, const float *A, ptrdiff_t lda,
                                         const float *P, ptrdiff_t pw, float *C, ptrdiff_t ldc,
                                         int beta) {
+    /* K in blocks of 1024 rows (256 KiB of a panel stays in L2 while the row groups pass;
+     * the backward's K = 4H reaches 4096 at S4); C holds the partial sums, exactly */
     for (int j = 0; j < N; j += (int)pw) {
         const int n = N - j < pw ? N - j : (int)pw;
-        const float *w = P + (ptrdiff_t)(j / pw) * K * pw;
-        const float *a = A;
-        float *c = C + j;
-        for (int left = nb; left > 0;) {
-            int g = left >= 4 ? 4 : left;
-            switch (g) {
-            case 4: FG_L2(FGL(fg_mm_rows), 4)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
-            case 3: FG_L2(FGL(fg_mm_rows), 3)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
-            case 2: FG_L2(FGL(fg_mm_rows), 2)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
-            default: FG_L2(FGL(fg_mm_rows), 1)(n, K, a, lda, 1, w, pw, c, ldc, beta); break;
+        for (int k0 = 0; k0 < K || k0 == 0; k0 += 1024) {
+            const int kb = K - k0 < 1024 ? K - k0 : 1024;
+            const int bk = beta || k0 > 0;
+            const float *w = P + (ptrdiff_t)(j / pw) * K * pw + (ptrdiff_t)k0 * pw;
+            const float *a = A + k0;
+            float *c = C + j;
+            for (int left = nb; left > 0;) {
+                int g = left >= 4 ? 4 : left;
+                switch (g) {
+                case 4: FG_L2(FGL(fg_mm_rows), 4)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
+                case 3: FG_L2(FGL(fg_mm_rows), 3)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
+                case 2: FG_L2(FGL(fg_mm_rows), 2)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
+                default: FG_L2(FGL(fg_mm_rows), 1)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
+                }
+                left -= g;
+                a += g * lda;
+                c += g * ldc;
             }
-            left -= g;
-            a += g * lda;
-            c += g * ldc;
         }
     }
 }
