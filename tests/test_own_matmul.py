@@ -175,3 +175,20 @@ def test_packed_recurrent_weights_bidirectional(cls, kw, n_threads, monkeypatch)
         _config._set_own_matmul()
     for a, b in zip(own, blas, strict=True):
         assert rel_err(a, b) <= 10 * tol(np.float32, 7)
+
+
+def test_packed_weights_refused_for_float64():
+    """The packed product exists for float32 only: the kernels refuse a float64 call that asks
+    for it instead of leaving the output unwritten."""
+    from fastgru._kernels import _gru, _lstm
+
+    z = np.zeros
+    common = (np.ones(3, np.int32), np.arange(3, dtype=np.intp), np.zeros(1, np.int32),
+              np.zeros((1, 3), np.int32))
+    with pytest.raises(ValueError, match="float32 only"):
+        _gru.forward(z((3, 2)), z((2, 9)), z((1, 3, 9)), z((1, 12)), z((1, 1, 3)), z((3, 3)),
+                     z((3, 9)), None, None, z((1, 15)), *common, True, 1, True, None, True)
+    with pytest.raises(ValueError, match="float32 only"):
+        _lstm.forward(z((3, 2)), z((2, 12)), z((1, 3, 12)), None, z((1, 12)), z((1, 1, 3)),
+                      z((1, 1, 3)), z((3, 3)), z((3, 12)), None, None, None, z((1, 15)),
+                      *common, 1, True, None, True)

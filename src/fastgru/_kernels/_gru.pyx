@@ -271,6 +271,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.w_ih = &wt_ih[0, 0]
     L.w_hh = &wt_hh[0, 0, 0]
     L.whh_dstride = wt_hh.shape[1] * wt_hh.shape[2]
+    if packed and sizeof(floating) != sizeof(float):
+        raise ValueError("packed weights are float32 only")
     L.packed = packed
     L.bias = &bias[0, 0]
     L.h = &h[0, 0, 0]
@@ -467,6 +469,8 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.w_ih = &w_ih[0, 0, 0]
     L.w_hh = &w_hh[0, 0, 0]
     if wp_hh is not None:
+        if sizeof(floating) != sizeof(float):
+            raise ValueError("packed weights are float32 only")
         L.wp_hh = &wp_hh[0, 0, 0]
         L.wp_dstride = wp_hh.shape[1] * wp_hh.shape[2]
     L.cache = <void*>&cache[0, 0]

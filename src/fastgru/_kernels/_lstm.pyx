@@ -262,6 +262,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.w_ih = &wt_ih[0, 0]
     L.w_hh = &wt_hh[0, 0, 0]
     L.whh_dstride = wt_hh.shape[1] * wt_hh.shape[2]
+    if packed and sizeof(floating) != sizeof(float):
+        raise ValueError("packed weights are float32 only")
     L.packed = packed
     if L.proj:
         L.w_hr = &wt_hr[0, 0, 0]
@@ -443,6 +445,8 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.w_ih = &w_ih[0, 0, 0]
     L.w_hh = &w_hh[0, 0, 0]
     if wp_hh is not None:
+        if sizeof(floating) != sizeof(float):
+            raise ValueError("packed weights are float32 only")
         L.wp_hh = &wp_hh[0, 0, 0]
         L.wp_dstride = wp_hh.shape[1] * wp_hh.shape[2]
     L.cache = <void*>&cache[0, 0]
