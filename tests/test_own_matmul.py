@@ -15,6 +15,17 @@ HAVE_AVX512 = "avx512" in fastgru.available_simd_levels()
 needs_avx512 = pytest.mark.skipif(not HAVE_AVX512, reason="own route is AVX-512 only")
 
 
+def _at_level(level, hook, A, W, C0, accumulate):
+    """hook(A, W, C, accumulate) on a copy C of C0 with SIMD level `level` forced; returns C."""
+    fastgru.set_simd_level(level)
+    try:
+        C = C0.copy()
+        hook(A, W, C, accumulate)
+    finally:
+        fastgru.set_simd_level(None)
+    return C
+
+
 @pytest.mark.parametrize("level", fastgru.available_simd_levels())
 @pytest.mark.parametrize("M,N,K", [(5, 64, 128), (13, 100, 64), (8, 192, 64), (64, 512, 128),
                                    (7, 300, 257), (33, 1000, 96), (6, 77, 1024), (9, 65, 200),
@@ -27,12 +38,7 @@ def test_product_against_float64(level, M, N, K, accumulate):
     W = rng.standard_normal((K, N)).astype(np.float32)
     C0 = rng.standard_normal((M, N)).astype(np.float32)
     want = A.astype(np.float64) @ W.astype(np.float64) + (C0 if accumulate else 0)
-    fastgru.set_simd_level(level)
-    try:
-        C = C0.copy()
-        _blas.mm_memview(A, W, C, accumulate)
-    finally:
-        fastgru.set_simd_level(None)
+    C = _at_level(level, _blas.mm_memview, A, W, C0, accumulate)
     # the standard bound of a float32 dot product: K * eps * sum |terms|
     scale = (np.abs(A).astype(np.float64) @ np.abs(W) + np.abs(C0)).max()
     assert np.abs(C - want).max() <= K * np.finfo(np.float32).eps * scale
@@ -51,12 +57,7 @@ def test_weight_gradient_product_against_float64(level, M, N, K, accumulate, dty
     W = rng.standard_normal((K, N)).astype(dtype)
     C0 = rng.standard_normal((M, N)).astype(dtype)
     want = A.T.astype(np.float64) @ W.astype(np.float64) + (C0 if accumulate else 0)
-    fastgru.set_simd_level(level)
-    try:
-        C = C0.copy()
-        _blas.mm_tn_memview(A, W, C, accumulate)
-    finally:
-        fastgru.set_simd_level(None)
+    C = _at_level(level, _blas.mm_tn_memview, A, W, C0, accumulate)
     scale = (np.abs(A.T).astype(np.float64) @ np.abs(W) + np.abs(C0)).max()
     assert np.abs(C - want).max() <= K * np.finfo(dtype).eps * scale
 

@@ -55,39 +55,35 @@ def transposed(name: str, w: np.ndarray) -> np.ndarray:
 TRANSPOSE_MIN_T = 3
 
 
+def _panels(name: str, m: np.ndarray) -> np.ndarray:
+    """m (D, R, C), any strides, split along C into panels of PANEL columns: (D, n*R, PANEL)
+    with out[d, p*R + r, j] = m[d, r, p*PANEL + j], zero past C, in workspace `name`. One
+    strided copy, like transposed()."""
+    D, R, C = m.shape
+    pw = _blas.PACK_PANEL
+    n = -(-C // pw)
+    full = C // pw
+    out = _workspace.get(name, (D, n, R, pw), m.dtype)
+    if full:
+        np.copyto(out[:, :full], m[:, :, : full * pw].reshape(D, R, full, pw).transpose(0, 2, 1, 3))
+    if n > full:
+        r = C - full * pw
+        np.copyto(out[:, full, :, :r], m[:, :, full * pw:])
+        out[:, full, :, r:] = 0
+    return out.reshape(D, n * R, pw)
+
+
 def pack_panels(w: np.ndarray) -> np.ndarray:
     """Recurrent weights (D, G, K) as the forward's packed W.T (mm_packed in _matmul.pxd):
-    (D, n*K, PANEL) with P[d, p*K + k, j] = w[d, p*PANEL + j, k], zero past G. One strided copy,
-    like transposed(); rows of a panel become adjacent (at S4 they were a 4 KiB page apart)."""
-    D, G, K = w.shape
-    pw = _blas.PACK_PANEL
-    n = -(-G // pw)
-    out = _workspace.get("wt_hh", (D, n, K, pw), w.dtype)
-    full = G // pw
-    if full:
-        np.copyto(out[:, :full], w[:, : full * pw].reshape(D, full, pw, K).transpose(0, 1, 3, 2))
-    if n > full:
-        r = G - full * pw
-        np.copyto(out[:, full, :, :r], w[:, full * pw:].transpose(0, 2, 1))
-        out[:, full, :, r:] = 0
-    return out.reshape(D, n * K, pw)
+    (D, n*K, PANEL) with P[d, p*K + k, j] = w[d, p*PANEL + j, k]; rows of a panel become
+    adjacent (at S4 they were a 4 KiB page apart)."""
+    return _panels("wt_hh", w.transpose(0, 2, 1))
 
 
 def pack_panels_bwd(w: np.ndarray) -> np.ndarray:
     """Recurrent weights (D, G, K) for the backward's dh = dG @ W_hh (K_mm = G rows, N = K
     columns) packed in panels: (D, n*G, PANEL) with P[d, p*G + g, j] = w[d, g, p*PANEL + j]."""
-    D, G, K = w.shape
-    pw = _blas.PACK_PANEL
-    n = -(-K // pw)
-    out = _workspace.get("wp_hh", (D, n, G, pw), w.dtype)
-    full = K // pw
-    if full:
-        np.copyto(out[:, :full], w[:, :, : full * pw].reshape(D, G, full, pw).transpose(0, 2, 1, 3))
-    if n > full:
-        r = K - full * pw
-        np.copyto(out[:, full, :, :r], w[:, :, full * pw:])
-        out[:, full, :, r:] = 0
-    return out.reshape(D, n * G, pw)
+    return _panels("wp_hh", w)
 
 
 def packs_bwd(w_hh: np.ndarray, ok: bool) -> bool:
@@ -137,6 +133,16 @@ def zeros(n: int, dt) -> np.ndarray:
     return z
 
 
+def one_step(kind: int, x, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after: bool, n_threads,
+             h, c=None):
+    """One inference step on the stepper kernel: GRU (kind 0) h', LSTM (kind 1) (h', c').
+    2-D C-contiguous arrays of one dtype, weights in PyTorch layout (the caller validated)."""
+    st = _stream.Stepper(kind, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after,
+                         _threads.resolve(n_threads))
+    with _threads.kernel_guard():
+        return st.step(x, h) if kind == 0 else st.step(x, h, c)
+
+
 def _single_step(plan: SeqPlan, D: int, training: bool) -> bool:
     return not training and D == 1 and plan.T == 1 and plan.B <= STEP_MAX_B
 
@@ -151,20 +157,15 @@ def _step_gru(x, w_ih, w_hh, bias, h, reset_after, n_threads):
         b_hh = np.concatenate([zeros(2 * H, bias.dtype), bias[0, 3 * H:]])
     else:
         b_hh = zeros(G, bias.dtype)
-    st = _stream.Stepper(0, w_ih[0], w_hh[0], b_ih, b_hh, None, reset_after,
-                         _threads.resolve(n_threads))
-    with _threads.kernel_guard():
-        y = st.step(x, h[0])
+    y = one_step(0, x, w_ih[0], w_hh[0], b_ih, b_hh, None, reset_after, n_threads, h[0])
     h[0] = y
     return y
 
 
 def _step_lstm(x, w_ih, w_hh, w_hr, bias, h, cs, n_threads):
     """T = 1 through the stepper: h (1, B, P), cs (1, B, H) updated in place, returns y."""
-    st = _stream.Stepper(1, w_ih[0], w_hh[0], bias[0], zeros(bias.shape[1], bias.dtype),
-                         None if w_hr is None else w_hr[0], True, _threads.resolve(n_threads))
-    with _threads.kernel_guard():
-        y, c = st.step(x, h[0], cs[0])
+    y, c = one_step(1, x, w_ih[0], w_hh[0], bias[0], zeros(bias.shape[1], bias.dtype),
+                    None if w_hr is None else w_hr[0], True, n_threads, h[0], cs[0])
     h[0] = y
     cs[0] = c
     return y

@@ -14,9 +14,8 @@ from typing import Any, cast
 
 import numpy as np
 
-from fastgru import _packed, _threads
+from fastgru import _packed
 from fastgru import _validation as V
-from fastgru._kernels import _stream
 from fastgru._plan import make_plan
 
 __all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "GRUCache", "LSTMCache"]
@@ -62,10 +61,9 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: boo
     n_threads = V.check_n_threads(n_threads)
     T, B, H, dt = a.T, a.B, a.H, a.dtype
     if not training and T == 1 and B <= _packed.STEP_MAX_B:  # one step: the stepper kernel
-        st = _stream.Stepper(0, a.w_ih, a.w_hh, _bias(a.b_ih, 3 * H, dt), _bias(a.b_hh, 3 * H, dt),
-                             None, reset_after, _threads.resolve(n_threads))
-        with _threads.kernel_guard():
-            h1 = cast(np.ndarray, st.step(a.x[0], _zeros_state(a.h0, B, H, dt)))
+        h1 = cast(np.ndarray, _packed.one_step(
+            0, a.x[0], a.w_ih, a.w_hh, _bias(a.b_ih, 3 * H, dt), _bias(a.b_hh, 3 * H, dt), None,
+            reset_after, n_threads, _zeros_state(a.h0, B, H, dt)))
         return h1[None], h1.copy(), None
     plan = make_plan(T, B, a.lengths)
     b_ih = np.zeros(3 * H, dt) if a.b_ih is None else a.b_ih
@@ -106,12 +104,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: b
     n_threads = V.check_n_threads(n_threads)
     T, B, H, P, dt = a.T, a.B, a.H, a.P, a.dtype
     if not training and T == 1 and B <= _packed.STEP_MAX_B:  # one step: the stepper kernel
-        st = _stream.Stepper(1, a.w_ih, a.w_hh, _bias(a.b_ih, 4 * H, dt), _bias(a.b_hh, 4 * H, dt),
-                             a.w_hr, True, _threads.resolve(n_threads))
-        with _threads.kernel_guard():
-            h1, c1 = cast(tuple[np.ndarray, np.ndarray],
-                          st.step(a.x[0], _zeros_state(a.h0, B, P, dt),
-                                  _zeros_state(a.c0, B, H, dt)))
+        h1, c1 = cast(tuple[np.ndarray, np.ndarray], _packed.one_step(
+            1, a.x[0], a.w_ih, a.w_hh, _bias(a.b_ih, 4 * H, dt), _bias(a.b_hh, 4 * H, dt),
+            a.w_hr, True, n_threads, _zeros_state(a.h0, B, P, dt), _zeros_state(a.c0, B, H, dt)))
         return h1[None], h1.copy(), c1, None
     plan = make_plan(T, B, a.lengths)
     bias = np.zeros((1, 4 * H), dt)

@@ -321,30 +321,35 @@ FG_MM_ROWS(4)
 #undef FG_VLDM
 #undef FG_VSTM
 
-/* C[nb, N] (+)= A'[nb, K] @ W[K, N] with A'[i, k] = A[i * sa + k * sk]: column panels
- * outer, row groups inner, so a panel of W (K x 4 vectors) is read from L2 once and reused by
- * every row group, instead of all of W per row group. */
+/* One panel (n <= 4 vectors of columns) for nb rows in groups of at most 4: C[nb, n] (+)=
+ * A'[nb, K] @ W[K, n] with A'[i, k] = A[i * sa + k * sk]. */
+FG_TARGET static void FGL(fg_mm_groups)(int nb, int n, int K, const float *a, ptrdiff_t sa,
+                                        ptrdiff_t sk, const float *w, ptrdiff_t ldw, float *c,
+                                        ptrdiff_t ldc, int beta) {
+    for (int left = nb; left > 0;) {
+        int g = left >= 4 ? 4 : left;
+        switch (g) {
+        case 4: FG_L2(FGL(fg_mm_rows), 4)(n, K, a, sa, sk, w, ldw, c, ldc, beta); break;
+        case 3: FG_L2(FGL(fg_mm_rows), 3)(n, K, a, sa, sk, w, ldw, c, ldc, beta); break;
+        case 2: FG_L2(FGL(fg_mm_rows), 2)(n, K, a, sa, sk, w, ldw, c, ldc, beta); break;
+        default: FG_L2(FGL(fg_mm_rows), 1)(n, K, a, sa, sk, w, ldw, c, ldc, beta); break;
+        }
+        left -= g;
+        a += g * sa;
+        c += g * ldc;
+    }
+}
+
+/* C[nb, N] (+)= A'[nb, K] @ W[K, N]: column panels outer, row groups inner, so a panel of W
+ * (K x 4 vectors) is read from L2 once and reused by every row group, instead of all of W per
+ * row group. */
 FG_TARGET static void FGL(fg_mm_panels)(int nb, int N, int K, const float *A, ptrdiff_t sa,
                                         ptrdiff_t sk, const float *W, ptrdiff_t ldw, float *C,
                                         ptrdiff_t ldc, int beta) {
     const int pw = 4 * FG_VW;
-    for (int j = 0; j < N; j += pw) {
-        const int n = N - j < pw ? N - j : pw;
-        const float *a = A;
-        float *c = C + j;
-        for (int left = nb; left > 0;) { /* rows in groups of at most 4 */
-            int g = left >= 4 ? 4 : left;
-            switch (g) {
-            case 4: FG_L2(FGL(fg_mm_rows), 4)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
-            case 3: FG_L2(FGL(fg_mm_rows), 3)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
-            case 2: FG_L2(FGL(fg_mm_rows), 2)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
-            default: FG_L2(FGL(fg_mm_rows), 1)(n, K, a, sa, sk, W + j, ldw, c, ldc, beta); break;
-            }
-            left -= g;
-            a += g * sa;
-            c += g * ldc;
-        }
-    }
+    for (int j = 0; j < N; j += pw)
+        FGL(fg_mm_groups)(nb, N - j < pw ? N - j : pw, K, A, sa, sk, W + j, ldw, C + j, ldc,
+                          beta);
 }
 
 /* K in blocks of FG_MM_KB rows: a block of a panel spans FG_MM_KB rows of W, each ldw floats
@@ -402,22 +407,8 @@ FG_TARGET static void FGL(fg_mm_packed)(int nb, int N, int K, const float *A, pt
         const int n = N - j < pw ? N - j : (int)pw;
         for (int k0 = 0; k0 < K || k0 == 0; k0 += 1024) {
             const int kb = K - k0 < 1024 ? K - k0 : 1024;
-            const int bk = beta || k0 > 0;
             const float *w = P + (ptrdiff_t)(j / pw) * K * pw + (ptrdiff_t)k0 * pw;
-            const float *a = A + k0;
-            float *c = C + j;
-            for (int left = nb; left > 0;) {
-                int g = left >= 4 ? 4 : left;
-                switch (g) {
-                case 4: FG_L2(FGL(fg_mm_rows), 4)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
-                case 3: FG_L2(FGL(fg_mm_rows), 3)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
-                case 2: FG_L2(FGL(fg_mm_rows), 2)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
-                default: FG_L2(FGL(fg_mm_rows), 1)(n, kb, a, lda, 1, w, pw, c, ldc, bk); break;
-                }
-                left -= g;
-                a += g * lda;
-                c += g * ldc;
-            }
+            FGL(fg_mm_groups)(nb, n, kb, A + k0, lda, 1, w, pw, C + j, ldc, beta || k0 > 0);
         }
     }
 }
