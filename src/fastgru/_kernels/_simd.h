@@ -123,6 +123,9 @@ typedef void (*fg_mm_small_t)(int, int, int, const float *, ptrdiff_t, const flo
 typedef void (*fg_mm_packed_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
                                float *, ptrdiff_t, int);
 
+typedef void (*fg_dot_rows_t)(int, int, int, const float *, ptrdiff_t, const float *, ptrdiff_t,
+                              float *, ptrdiff_t);
+
 typedef struct {
     const char *name;
     fg_gru_fwd_ra_t gru_fwd_ra;
@@ -137,6 +140,7 @@ typedef struct {
     fg_mm_small_t mm_small;
     fg_mm_small_t mm_tn; /* C (+)= A.T @ W, A given (K, M): weight gradients */
     fg_mm_packed_t mm_packed; /* C (+)= A @ W, W packed in panels of pw columns */
+    fg_dot_rows_t dot_rows;   /* Y = X @ W.T, W (N, K) row-major; NULL at the baseline */
 } fg_simd_table;
 
 /* ------------------------------------------------------------------------------------------ */

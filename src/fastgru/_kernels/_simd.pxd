@@ -37,6 +37,8 @@ cdef extern from "_simd.h" nogil:
                       float*, Py_ssize_t, int) noexcept nogil
         void (*mm_packed)(int, int, int, const float*, Py_ssize_t, const float*, Py_ssize_t,
                           float*, Py_ssize_t, int) noexcept nogil
+        void (*dot_rows)(int, int, int, const float*, Py_ssize_t, const float*, Py_ssize_t,
+                         float*, Py_ssize_t) noexcept nogil
 
     const fg_simd_table* fg_simd
     int fg_simd_select(int requested)

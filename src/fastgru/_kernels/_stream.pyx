@@ -7,7 +7,9 @@ Design
     streaming the weights (GRU I=64, H=256: 983 KB) through the cache, plus the gate math.
   Layout: weights in PyTorch layout as given (w_ih (G, I), w_hh (G, P), w_hr (P, H)), read in
     place through raw pointers, so in-place updates (optimizer steps, load_state_dict) are seen
-    and nothing is ever stale; no transposed copies. Products are x @ W^T through BLAS.
+    and nothing is ever stale; no transposed copies. Products x @ W^T run on dot_rows
+    (_simd_kernels.h: 8-16 row dots in flight, one add tree per 8) for B = 1 and 5-16 in
+    float32 on AVX2/AVX-512, else through BLAS.
   Threads: with n_threads > 1 and enough weight bytes, each thread owns a slice of the hidden
     units and computes only its rows of every gate (its share of the weights stays in its own
     L2 between steps); no barrier is needed because a unit's gates depend only on its own rows.
@@ -24,14 +26,23 @@ import numpy as np
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size
-from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select, gru_fwd_ra,
-                                     gru_fwd_rb1, gru_fwd_rb2, lstm_fwd)
+from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd, fg_simd_select,
+                                     gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2, lstm_fwd)
 from cython cimport floating
 
 cnp.import_array()
 
 # Below this many weight bytes a step stays on one thread (a team start costs ~1 us).
 DEF_PAR_BYTES = 262144
+
+
+cdef bint _dot_on = True
+
+
+def _set_dot_rows(bint on):
+    """Test and benchmark hook: False sends the products to BLAS (the route before dot_rows)."""
+    global _dot_on
+    _dot_on = on
 
 
 def _select_simd(int level):
@@ -55,6 +66,23 @@ cdef struct StepArgs:
     Py_ssize_t scratch_stride
 
 
+cdef inline bint _dot_route(int B) noexcept nogil:
+    return (B == 1 or 4 < B <= 16) and fg_simd.dot_rows != NULL and _dot_on
+
+
+cdef inline void _xwt(int B, int N, int K, const floating* x, int ldx, const floating* w,
+                      floating* out, int ldo) noexcept nogil:
+    """out[B, N] (row stride ldo) = x[B, K] (row stride ldx) @ w[N, K].T, w rows K apart."""
+    cdef floating one = 1, zero = 0
+    if floating is float:
+        if _dot_route(B):
+            # B = 1: at the L2 bound, OpenBLAS 1.1-1.2x slower; B = 5-16: OpenBLAS's sgemm 1.6-2.4x
+            # slower at 1 thread (B = 8, H = 256); B = 2-4: the same speed, OpenBLAS kept
+            fg_simd.dot_rows(B, N, K, w, K, x, ldx, out, ldo)
+            return
+    gemm(c'N', c'T', B, N, K, one, x, ldx, w, K, zero, out, ldo)
+
+
 cdef void _units(StepArgs* a, int j0, int j1, floating* scr, const floating* _t) noexcept nogil:
     """All gates for hidden units j0 .. j1-1 (GRU reset-after or LSTM without projection)."""
     cdef int B = a.B, nI = a.nI, H = a.H, P = a.P, w = j1 - j0, ng = a.ngates, g, i
@@ -68,11 +96,11 @@ cdef void _units(StepArgs* a, int j0, int j1, floating* scr, const floating* _t)
         return
     for g in range(ng):
         # gx[:, g-block] = x[B, I] @ W_ih[g*H + j0 : g*H + j1, :].T
-        gemm(c'N', c'T', B, w, nI, one, <const floating*>a.x, nI,
-             <const floating*>a.w_ih + (<Py_ssize_t>g * H + j0) * nI, nI, zero, gx + g * w, ng * w)
+        _xwt(B, w, nI, <const floating*>a.x, nI, <const floating*>a.w_ih + (<Py_ssize_t>g * H + j0) * nI,
+             gx + g * w, ng * w)
         # gh[:, g-block] = h[B, P] @ W_hh[g*H + j0 : g*H + j1, :].T
-        gemm(c'N', c'T', B, w, P, one, <const floating*>a.h, P,
-             <const floating*>a.w_hh + (<Py_ssize_t>g * H + j0) * P, P, zero, gh + g * w, ng * w)
+        _xwt(B, w, P, <const floating*>a.h, P, <const floating*>a.w_hh + (<Py_ssize_t>g * H + j0) * P,
+             gh + g * w, ng * w)
     if a.kind == 0:
         # folded bias of these units: [b_ir+b_hr | b_iz+b_hz | b_in | b_hn]
         for i in range(w):
@@ -106,10 +134,9 @@ cdef void _serial_rest(StepArgs* a, floating* scr, const floating* _t) noexcept 
     cdef const floating* b_hh = <const floating*>a.b_hh
     cdef floating one = 1, zero = 0
     # gx[B, G] = x @ W_ih.T ; gh[B, G (GRU: 2H)] = h @ W_hh.T
-    gemm(c'N', c'T', B, G, nI, one, <const floating*>a.x, nI, <const floating*>a.w_ih, nI, zero, gx, G)
+    _xwt(B, G, nI, <const floating*>a.x, nI, <const floating*>a.w_ih, gx, G)
     if a.kind == 0:   # GRU, reset before
-        gemm(c'N', c'T', B, 2 * H, P, one, <const floating*>a.h, P, <const floating*>a.w_hh, P,
-             zero, gh, G)
+        _xwt(B, 2 * H, P, <const floating*>a.h, P, <const floating*>a.w_hh, gh, G)
         for i in range(H):
             b[i] = b_ih[i] + b_hh[i]
             b[H + i] = b_ih[H + i] + b_hh[H + i]
@@ -117,20 +144,17 @@ cdef void _serial_rest(StepArgs* a, floating* scr, const floating* _t) noexcept 
             b[3 * H + i] = 0
         gru_fwd_rb1(B, H, H, gx, G, gh, G, b, <const floating*>a.h, H, gh, G)
         # ghn[B, H] = (r*h) @ W_hn.T  (into m)
-        gemm(c'N', c'T', B, H, H, one, gh + 2 * H, G, <const floating*>a.w_hh + 2 * H * H, H,
-             zero, m, H)
+        _xwt(B, H, H, gh + 2 * H, G, <const floating*>a.w_hh + 2 * H * H, m, H)
         memcpy(a.h_out, a.h, <Py_ssize_t>B * H * sizeof(floating))
         gru_fwd_rb2(B, H, H, gx, G, m, H, b, gh, G, <floating*>a.h_out, H, NULL, 0, NULL, 0)
     else:             # LSTM with projection
-        gemm(c'N', c'T', B, G, P, one, <const floating*>a.h, P, <const floating*>a.w_hh, P,
-             zero, gh, G)
+        _xwt(B, G, P, <const floating*>a.h, P, <const floating*>a.w_hh, gh, G)
         for i in range(G):
             b[i] = b_ih[i] + b_hh[i]
         memcpy(a.c_out, a.c, <Py_ssize_t>B * H * sizeof(floating))
         lstm_fwd(B, H, H, gx, G, gh, G, b, <floating*>a.c_out, H, m, H, NULL, 0, NULL, 0)
         # h'[B, P] = m @ W_hr.T
-        gemm(c'N', c'T', B, P, H, one, m, H, <const floating*>a.w_hr, H, zero,
-             <floating*>a.h_out, P)
+        _xwt(B, P, H, m, H, <const floating*>a.w_hr, <floating*>a.h_out, P)
 
 
 cdef void _team(StepArgs* a, int split_units, const floating* _t) noexcept nogil:
@@ -234,7 +258,10 @@ cdef class Stepper:
     cdef void _run(self):
         cdef int nt = self._n_threads, split = self._split
         cdef StepArgs* a = &self.a
-        cdef int saved = blas_hold()
+        # no BLAS call on the dot_rows route: skip the thread hold
+        # (toggling OpenBLAS's thread count each step woke its pool: ~4% of a step)
+        cdef bint uses_blas = not (self._dtype_num == cnp.NPY_FLOAT32 and _dot_route(a.B))
+        cdef int saved = blas_hold() if uses_blas else 0
         with nogil:
             if self._dtype_num == cnp.NPY_FLOAT32:
                 if nt <= 1:
@@ -248,4 +275,5 @@ cdef class Stepper:
                 else:
                     with parallel(num_threads=nt):
                         _team(a, split, <const double*>NULL)
-        blas_release(saved)
+        if uses_blas:
+            blas_release(saved)
