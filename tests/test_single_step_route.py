@@ -61,3 +61,54 @@ def test_layers_one_step_equal_first_step_of_two(cls, kw, dtype, monkeypatch):
     # the final state of the 1-step run feeds the next step: same as step 2 of the 2-step run
     y_next, _ = layer(x2[1:], s1 if len(s1) > 1 else s1[0])
     assert rel_err(y_next[0], y2[1]) <= t
+
+
+def test_cached_steppers_see_new_weights_biases_and_in_place_updates():
+    """one_step reuses a stepper per weights (same memory, shapes, dtype, variant, threads):
+    in-place weight updates, other biases, other weights of the same shape and other variants
+    all give the reference's numbers, never a stale stepper's."""
+    rng = np.random.default_rng(5)
+    p = make_problem("gru", 1, 2, 7, 13, dtype=np.float32, seed=3, h0=True)
+    for _ in range(2):
+        for ra in (True, False):
+            out = call_forward(ops, "gru", p, training=False, reset_after=ra)
+            ref = call_forward(reference, "gru", p, training=False, reset_after=ra)
+            assert rel_err(out[0], ref[0]) <= tol(np.float32, 1)
+        p["w_hh"] *= 0.5                                   # in place: same memory
+        p["b_ih"] = rng.standard_normal(p["b_ih"].shape).astype(np.float32)  # new biases
+        p["w_ih"] = p["w_ih"].copy()[::-1].copy()          # new weights, same shape
+    for _ in range(2 * _packed._STEPPERS_KEPT):             # more weights than the cache keeps
+        q = make_problem("lstm", 1, 1, 5, 11, dtype=np.float32, seed=int(rng.integers(1 << 30)))
+        out = call_forward(ops, "lstm", q, training=False)
+        ref = call_forward(reference, "lstm", q, training=False)
+        assert rel_err(out[0], ref[0]) <= tol(np.float32, 1)
+    assert len(_packed._STEPPERS.d) <= _packed._STEPPERS_KEPT
+
+
+def test_cached_steppers_are_per_thread():
+    """Steps on the same weights from several Python threads at once stay correct."""
+    import threading
+
+    p = make_problem("gru", 1, 1, 16, 300, dtype=np.float32, seed=9, h0=True)
+    ref = call_forward(reference, "gru", p, training=False)[0]
+    errors = []
+
+    def work(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(200):
+            q = dict(p)
+            if rng.random() < 0.5:   # a different state: a different answer
+                q["h0"] = p["h0"] * 0.5
+                r = call_forward(reference, "gru", q, training=False)[0]
+            else:
+                r = ref
+            out = call_forward(ops, "gru", q, training=False, n_threads=1)[0]
+            if rel_err(out, r) > tol(np.float32, 1):
+                errors.append(seed)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors

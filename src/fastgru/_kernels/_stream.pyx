@@ -50,6 +50,15 @@ def _select_simd(int level):
     return fg_simd_select(level)
 
 
+def weights_key(int kind, cnp.ndarray w_ih, cnp.ndarray w_hh, w_hr, bint reset_after, int n_threads):
+    """What identifies a stepper's weights: data addresses, shapes and dtype. A cached stepper
+    keeps its arrays alive, so an equal key means the same memory (read in place)."""
+    cdef Py_ssize_t hr = 0 if w_hr is None else <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>w_hr)
+    return (kind, <Py_ssize_t>cnp.PyArray_DATA(w_ih), <Py_ssize_t>cnp.PyArray_DATA(w_hh), hr,
+            cnp.PyArray_DIM(w_ih, 0), cnp.PyArray_DIM(w_ih, 1), cnp.PyArray_DIM(w_hh, 1),
+            cnp.PyArray_TYPE(w_ih), reset_after, n_threads)
+
+
 cdef struct StepArgs:
     int B, nI, H, P, G, kind, reset_after, ngates
     const void* x
@@ -208,6 +217,17 @@ cdef class Stepper:
         self._n_threads = n_threads if (nbytes >= DEF_PAR_BYTES and self.a.H >= 2 * n_threads) else 1
         self._max_threads = self._n_threads
         self._scratch = None
+
+    def set_bias(self, b_ih, b_hh):
+        """Point the stepper at other bias arrays (G,) (a cached stepper serves each call's)."""
+        cdef cnp.ndarray arr
+        for arr in (b_ih, b_hh):
+            if (cnp.PyArray_TYPE(arr) != self._dtype_num or cnp.PyArray_NDIM(arr) != 1
+                    or cnp.PyArray_DIM(arr, 0) != self.a.G or not cnp.PyArray_IS_C_CONTIGUOUS(arr)):
+                raise ValueError("stepper biases must be C-contiguous (G,) arrays of the weights' dtype")
+        self._keep = self._keep[:2] + (b_ih, b_hh) + self._keep[4:]
+        self.a.b_ih = cnp.PyArray_DATA(<cnp.ndarray>b_ih)
+        self.a.b_hh = cnp.PyArray_DATA(<cnp.ndarray>b_hh)
 
     cdef void _ensure_scratch(self, int B):
         cdef Py_ssize_t need = <Py_ssize_t>B * 2 * self.a.G + 4 * self.a.H + <Py_ssize_t>B * self.a.H + 64
