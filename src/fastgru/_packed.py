@@ -105,6 +105,28 @@ def packs(w_hh: np.ndarray, B: int, ok: bool) -> bool:
     return ok and w_hh.dtype == np.float32 and _blas.mm_route(max(B, 5), G, K) == "own"
 
 
+# Input projection per step (gx_step in the forward kernels): each task multiplies its rows of
+# each step by W_ih into its scratch just before the gates, instead of one GEMM over all T*B
+# rows whose output (gx: 49 MB at S2's GRU) makes a round trip through memory. Same sums in the
+# same order, so the same bits. Same-run A/B (bench shapes through ops, 1 / 2 threads):
+# inference GRU S2 1.13 / 1.12x, S3 1.07 / 1.05x; LSTM S1 1.11 / 1.21x, S2 1.16 / 1.10x,
+# S3 1.05 / 1.04x; training 0.99-1.06x. Not where W_ih is re-read from L3 every step (S4's
+# 6 MB: 0.95x) or few rows share it (B = 1: 0.84x).
+GX_STEP_MAX_BYTES = 1 << 20
+GX_STEP_MIN_ROWS = 4
+
+
+def gx_per_step(x: np.ndarray, G: int, tasks: np.ndarray, cols: bool, wt: bool) -> bool:
+    """Whether the forward projects x per step (see GX_STEP_MAX_BYTES): float32 on the own
+    product kernel, tasks mode with transposed weights, W_ih (I, G) small enough for L2, and
+    at least GX_STEP_MIN_ROWS rows in every task."""
+    I = x.shape[1]  # noqa: E741 - the project's dimension letter
+    if cols or not wt or x.dtype != np.float32 or I * G * 4 > GX_STEP_MAX_BYTES:
+        return False
+    rows = int((tasks[:, 2] - tasks[:, 1]).min())
+    return rows >= GX_STEP_MIN_ROWS and _blas.mm_route(rows, G, I) == "own"
+
+
 def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False):
     """(wt flag, w_ih, w_hh, w_hr, packed) as the forward kernels take them: transposed copies
     for sequences of TRANSPOSE_MIN_T steps or more (w_hh packed in panels where packs() says
@@ -237,19 +259,20 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
         return _step_gru(x, w_ih, w_hh, bias, h, reset_after, n_threads), None
     team, tasks, cols = _team(plan, n_threads, D, 2.0 * N * D * G * (I + H), H, reset_after)
     y = np.empty((N, D * H), dt)
-    gx = _workspace.get("gx", (N, D * G), dt)
     cache: np.ndarray | None = None
     hprev: np.ndarray | None = None
     if training:
         cache = _workspace.take((N, D * 4 * H), dt)
         hprev = _workspace.take((N, D * H), dt)
-    scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, _, packed = forward_weights(plan, w_ih, w_hh,
                                                   pack_ok=reset_after and not cols)
+    gxs = gx_per_step(x, G, tasks, cols, wt)
+    gx = _workspace.get("gx", (1, D * G) if gxs else (N, D * G), dt)
+    scratch = _workspace.get("scratch", (team, B * (8 if gxs else 5) * H), dt)
     with _threads.kernel_guard():
         _gru.forward(x, fw_ih, fw_hh, bias, h, y, gx, cache, hprev, scratch,
-                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf, packed)
+                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf, packed, gxs)
     if not training:
         return y, None
     return y, PackedCache(cell="gru", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, cache=cache,
@@ -296,7 +319,6 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     flops = 2.0 * N * D * (G * (I + P) + (P * H if w_hr is not None else 0))
     team, tasks, cols = _team(plan, n_threads, D, flops, H, w_hr is None)
     y = np.empty((N, D * P), dt)
-    gx = _workspace.get("gx", (N, D * G), dt)
     cache: np.ndarray | None = None
     hprev: np.ndarray | None = None
     m: np.ndarray | None = None
@@ -304,12 +326,14 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
         cache = _workspace.take((N, D * 6 * H), dt)
         hprev = _workspace.take((N, D * P), dt)
         m = _workspace.take((N, D * H), dt) if w_hr is not None else None
-    scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, fw_hr, packed = forward_weights(plan, w_ih, w_hh, w_hr, pack_ok=not cols)
+    gxs = gx_per_step(x, G, tasks, cols, wt)
+    gx = _workspace.get("gx", (1, D * G) if gxs else (N, D * G), dt)
+    scratch = _workspace.get("scratch", (team, B * (9 if gxs else 5) * H), dt)
     with _threads.kernel_guard():
         _lstm.forward(x, fw_ih, fw_hh, fw_hr, bias, h, cs, y, gx, cache, hprev, m, scratch,
-                      plan.bsz, plan.off, rev, tasks, team, wt, hbuf, packed)
+                      plan.bsz, plan.off, rev, tasks, team, wt, hbuf, packed, gxs)
     if not training:
         return y, None
     return y, PackedCache(cell="lstm", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr,

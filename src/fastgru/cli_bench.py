@@ -127,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
                                 **m,
                             )
                         )
-                        time.sleep(0.05)  # let other libraries' spinning threads go idle
+                        # let other libraries' spinning threads go idle (OpenBLAS spins ~70 ms)
+                        time.sleep(0.2)
                     cells_txt = [
                         (
                             f"{_fmt(row[i]['median_s'])} ({fl / row[i]['median_s'] / 1e9:.1f})"

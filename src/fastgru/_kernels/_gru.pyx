@@ -64,6 +64,7 @@ def _set_mm_own(int level, int max_k):
 
 cdef struct Layer:
     int nI, H, D, reset_after, training, accumulate, wt, cols, packed
+    int gx_step             # input projection per step into scratch (see _packed.gx_per_step)
     Py_ssize_t whh_dstride  # elements between directions of the forward w_hh
     const void* wp_hh       # backward: W_hh packed in panels (or NULL)
     Py_ssize_t wp_dstride
@@ -109,6 +110,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef floating* hs = <floating*>L.h + (<Py_ssize_t>d * B + r0) * H
     cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
     cdef floating* ghn = scr + <Py_ssize_t>B * 4 * H
+    cdef floating* gxs = scr + <Py_ssize_t>B * 5 * H   # gx_step: this step's gx rows
     cdef const floating* gxp
     cdef floating* yp
     cdef floating* cp = NULL
@@ -122,7 +124,14 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         if nb <= 0:
             continue
         row = S.off[t] + r0
-        gxp = <const floating*>L.gx + row * ldgx + d * G
+        if L.gx_step:
+            # gx[nb, 3H] = x[nb, I] @ W_ih.T[I, 3H]   (this step's rows: read back from L2)
+            mm(nb, G, L.nI, <const floating*>L.x + row * L.nI, L.nI,
+               <const floating*>L.w_ih + d * G, D * G, False, gxs, G)
+            gxp = gxs
+            ldgx = G
+        else:
+            gxp = <const floating*>L.gx + row * ldgx + d * G
         yp = <floating*>L.y + row * ldy + d * H
         if L.training:
             cp = <floating*>L.cache + row * ldc + d * 4 * H
@@ -219,15 +228,16 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     cdef int GD = 3 * L.H * L.D
     cdef floating one = 1, zero = 0
     cdef unsigned long long fp = fg_fp_enter()
-    # gx[N, D*3H] = x[N, I] @ W_ih.T[I, D*3H]   (rows split across the team)
-    split(S.N, tid, team, &r0, &r1)
-    if L.wt:
-        mm(r1 - r0, GD, L.nI, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
-           <const floating*>L.w_ih, GD, False, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
-    else:
-        gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
-             L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
-    fg_barrier()
+    if not L.gx_step:
+        # gx[N, D*3H] = x[N, I] @ W_ih.T[I, D*3H]   (rows split across the team)
+        split(S.N, tid, team, &r0, &r1)
+        if L.wt:
+            mm(r1 - r0, GD, L.nI, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
+               <const floating*>L.w_ih, GD, False, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+        else:
+            gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
+                 L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+        fg_barrier()
     if L.cols:
         _fwd_cols(L, S, tid, team, _t)
     else:
@@ -244,7 +254,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, ::1] cache, floating[:, ::1] hprev, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
             const int[:, ::1] tasks, bint reset_after, int n_threads, bint wt=True,
-            floating[:, :, ::1] hbuf=None, bint packed=False):
+            floating[:, :, ::1] hbuf=None, bint packed=False, bint gx_step=False):
     """Run one GRU layer forward; see the module docstring for the layout.
 
     cache/hprev: None for inference. scratch: (threads, B*5H) per-thread workspace.
@@ -252,6 +262,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     (w_ih (D, G, I) passed as (D*G, I), w_hh (D, G, H)). hbuf (2, B, H): selects cols mode
     (one direction, reset after; see the module docstring). packed: wt_hh holds each
     direction's W_hh.T packed in panels (_packed.pack_panels; float32, reset after, not cols).
+    gx_step: each task projects its rows of each step into its scratch (B*(5H + 3H) per thread)
+    instead of one gx GEMM over all rows before the loop (gx unused; tasks mode, wt only).
     """
     cdef Layer L
     cdef Seq S
@@ -274,6 +286,10 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     if packed and sizeof(floating) != sizeof(float):
         raise ValueError("packed weights are float32 only")
     L.packed = packed
+    if gx_step and (not wt or hbuf is not None
+                    or scratch.shape[1] < h.shape[1] * 8 * h.shape[2]):
+        raise ValueError("gx_step needs transposed weights, tasks mode and B*8H of scratch")
+    L.gx_step = gx_step
     L.bias = &bias[0, 0]
     L.h = &h[0, 0, 0]
     L.y = &y[0, 0]
