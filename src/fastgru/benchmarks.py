@@ -89,24 +89,26 @@ def make_runner(impl: str, cell: str, mode: str, shape, threads: int,
 def _fastgru(cell, mode, x, w, L, threads):
     from fastgru import ops
 
+    # dL/dy of y.sum(): a constant, made once (PyTorch's backward of sum() expands a scalar)
+    dy = np.ones((x.shape[0], x.shape[1], w[1].shape[1]), x.dtype)
     if cell == "gru":
         if mode == "inf":
             return lambda: ops.gru_forward(x, None, *w, lengths=L, training=False,
                                            n_threads=threads)
 
         def train():
-            y, _, c = ops.gru_forward(x, None, *w, lengths=L, n_threads=threads)
+            _, _, c = ops.gru_forward(x, None, *w, lengths=L, n_threads=threads)
             assert c is not None
-            return ops.gru_backward(c, np.ones_like(y))
+            return ops.gru_backward(c, dy)
         return train
     if mode == "inf":
         return lambda: ops.lstm_forward(x, None, None, *w, lengths=L, training=False,
                                         n_threads=threads)
 
     def train_lstm():
-        y, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L, n_threads=threads)
+        _, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L, n_threads=threads)
         assert c is not None
-        return ops.lstm_backward(c, np.ones_like(y))
+        return ops.lstm_backward(c, dy)
     return train_lstm
 
 
