@@ -48,6 +48,8 @@ def problem(cell: str, shape, seed: int = 0, lengths: str | None = None):
     w = [rng.uniform(-k, k, s).astype(np.float32) for s in [(G, I), (G, H), (G,), (G,)]]
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     L = None
+    if lengths not in (None, "half-to-full"):
+        raise ValueError(f"lengths must be None or 'half-to-full', got {lengths!r}")
     if lengths == "half-to-full":  # uniform in [T/2, T], one full-length sequence
         L = rng.integers(T // 2, T + 1, size=B)
         L[0] = T
