@@ -52,12 +52,13 @@ def _equal(a, b):
 @pytest.mark.parametrize("lengths", [False, True])
 @pytest.mark.parametrize("training", [False, True])
 @pytest.mark.parametrize("n_threads", [1, 2, 3])
+@pytest.mark.parametrize("I", [70, 32])  # 32: K*N below the few-row own threshold (mm_proj)
 def test_ops_per_step_projection_is_bit_identical(monkeypatch, cell, variant, lengths, training,
-                                                  n_threads):
+                                                  n_threads, I):
     if fastgru.simd_level() != "avx512":
         pytest.skip("the per-step projection runs on the own product kernel (AVX-512)")
     P = variant if cell == "lstm" and variant else None
-    p = make_problem(cell, 9, 24, 70, 64, dtype=np.float32, seed=n_threads, P=P,
+    p = make_problem(cell, 9, 24, I, 64, dtype=np.float32, seed=n_threads, P=P,
                      lengths=lengths)
     kw = {"reset_after": variant} if cell == "gru" else {}
 

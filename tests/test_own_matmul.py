@@ -70,6 +70,10 @@ def test_routing_thresholds():
     assert _blas.mm_route(8, 48, 144) == "blas"        # N below a panel
     assert _blas.mm_route(8, 99, 33) == "blas"         # tiny
     assert _blas.mm_route(128, 1024, 4096) == "blas"   # K beyond L2 panels
+    assert _blas.mm_route(256, 192, 32) == "own"       # many rows: own from K*N >= 2048
+    assert _blas.mm_route(6400, 64, 32) == "own"
+    assert _blas.mm_route(255, 192, 32) == "blas"      # fewer rows: K*N >= 8192 needed
+    assert _blas.mm_route(256, 64, 31) == "blas"
     _config._set_own_matmul(99, 0)
     try:
         assert _blas.mm_route(64, 512, 128) == "blas"

@@ -124,7 +124,8 @@ def gx_per_step(x: np.ndarray, G: int, tasks: np.ndarray, cols: bool, wt: bool) 
     if cols or not wt or x.dtype != np.float32 or I * G * 4 > GX_STEP_MAX_BYTES:
         return False
     rows = int((tasks[:, 2] - tasks[:, 1]).min())
-    return rows >= GX_STEP_MIN_ROWS and _blas.mm_route(rows, G, I) == "own"
+    # the kernels route the per-step projection as the whole projection (mm_proj)
+    return rows >= GX_STEP_MIN_ROWS and _blas.mm_route(max(rows, 256), G, I) == "own"
 
 
 def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False):

@@ -41,7 +41,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_w, mm_tn, mm_packed
+from fastgru._kernels._matmul cimport mm, mm_proj, mm_w, mm_tn, mm_packed
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
@@ -126,8 +126,8 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         row = S.off[t] + r0
         if L.gx_step:
             # gx[nb, 3H] = x[nb, I] @ W_ih.T[I, 3H]   (this step's rows: read back from L2)
-            mm(nb, G, L.nI, <const floating*>L.x + row * L.nI, L.nI,
-               <const floating*>L.w_ih + d * G, D * G, False, gxs, G)
+            mm_proj(nb, G, L.nI, <const floating*>L.x + row * L.nI, L.nI,
+                    <const floating*>L.w_ih + d * G, D * G, gxs, G)
             gxp = gxs
             ldgx = G
         else:
@@ -231,9 +231,9 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     if not L.gx_step:
         # gx[N, D*3H] = x[N, I] @ W_ih.T[I, D*3H]   (rows split across the team)
         split(S.N, tid, team, &r0, &r1)
-        if L.wt:
-            mm(r1 - r0, GD, L.nI, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
-               <const floating*>L.w_ih, GD, False, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+        if L.wt:  # routed as mm_proj per step: the same sums either way
+            mm_proj(r1 - r0, GD, L.nI, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
+                    <const floating*>L.w_ih, GD, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
         else:
             gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
                  L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)

@@ -16,12 +16,15 @@ from fastgru._kernels._simd cimport fg_simd, fg_simd_level, fg_mm_own_level, fg_
 # - any row count at SIMD level >= fg_mm_own_level (AVX-512: with AVX2's 16 registers the
 #   4x4-vector tile spills and OpenBLAS was 1.2x faster) when K <= fg_mm_own_max_k (a K x 64
 #   panel stays in L2; at S4's K = 4096 backward OpenBLAS's blocking wins) and the product is
-#   not tiny (N >= 64, K*N >= 8192: there OpenBLAS's small-matrix kernels were up to 1.2x faster).
+#   not tiny (N >= 64, K*N >= 8192: there OpenBLAS's small-matrix kernels were up to 1.2x faster
+#   at 32-64 rows; with 256 rows or more the own kernel was 1.12-1.23x faster from K*N = 2048).
 cdef enum:
     SMALL_M = 4
     BIG_W = 262144      # elements of W (1 MiB of float32)
     OWN_MIN_N = 64      # below a full AVX-512 panel (4 x 16 columns) OpenBLAS's small kernels win
     OWN_MIN_KN = 8192
+    OWN_ROWS_M = 256      # a row block of the own kernel (FG_MM_MB) or more:
+    OWN_ROWS_MIN_KN = 2048  # own from K*N >= 2048 (1.12-1.23x over OpenBLAS at K*N = 3-12K)
     OWN_TN_MIN_N = 16
     PACK_PANEL = 64         # columns per packed panel (4 AVX-512 vectors: one register tile)
     OWN_TN_MAX_MN = 262144  # C (1 MiB) stays in L2 across K-blocks; S4's 16 MiB C: BLAS won
@@ -30,7 +33,8 @@ cdef enum:
 cdef inline bint mm_own(int M, int N, int K) noexcept nogil:
     """Whether a float32 product of this shape runs on the own kernel (else BLAS)."""
     return (M == 1 or (M <= SMALL_M and <Py_ssize_t>K * N >= BIG_W)
-            or (K <= fg_mm_own_max_k and N >= OWN_MIN_N and <Py_ssize_t>K * N >= OWN_MIN_KN
+            or (K <= fg_mm_own_max_k and N >= OWN_MIN_N
+                and <Py_ssize_t>K * N >= (OWN_ROWS_MIN_KN if M >= OWN_ROWS_M else OWN_MIN_KN)
                 and fg_simd_level() >= fg_mm_own_level))
 
 
@@ -45,6 +49,21 @@ cdef inline void mm(int M, int N, int K, const floating* A, int lda, const float
             fg_simd.mm_small(M, N, K, A, lda, W, ldw, C, ldc, accumulate)
             return
     gemm(c'N', c'N', M, N, K, one, A, lda, W, ldw, one if accumulate else zero, C, ldc)
+
+
+cdef inline void mm_proj(int M, int N, int K, const floating* A, int lda, const floating* W,
+                         int ldw, floating* C, int ldc) noexcept nogil:
+    """C = A @ W for one step's rows of the input projection (gx_step), routed as the one
+    projection over all rows that it replaces: per-step products on the own kernel keep gx
+    in L2 (OpenBLAS's per-call set-up would be paid every step)."""
+    cdef floating one = 1, zero = 0
+    if M <= 0 or N <= 0:
+        return
+    if floating is float:
+        if mm_own(max(M, <int>OWN_ROWS_M), N, K):
+            fg_simd.mm_small(M, N, K, A, lda, W, ldw, C, ldc, False)
+            return
+    gemm(c'N', c'N', M, N, K, one, A, lda, W, ldw, zero, C, ldc)
 
 
 cdef inline void mm_w(int M, int N, int K, const floating* A, int lda, const floating* W,
