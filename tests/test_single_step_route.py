@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastgru
-from fastgru import _packed, ops, reference
+from fastgru import _packed, _rnn, ops, reference
 
 from helpers import call_forward, make_problem, rel_err, tol
 
@@ -40,27 +40,76 @@ def test_ops_one_step_matches_reference(cell, variant, B, dtype, n_threads, h0, 
 @pytest.mark.parametrize("cls,kw", [(fastgru.GRU, {}), (fastgru.GRU, {"reset_after": False}),
                                     (fastgru.LSTM, {}), (fastgru.LSTM, {"proj_size": 3})])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_layers_one_step_equal_first_step_of_two(cls, kw, dtype, monkeypatch):
-    """eval() with T = 1 (stepper route) equals the first output step of the same input with
-    T = 2 (sequence kernels), through 2 stacked layers, with and without an initial state."""
-    calls = []
+@pytest.mark.parametrize("plain", [True, False])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_layers_one_step_equal_first_step_of_two(cls, kw, dtype, plain, batch_first,
+                                                 monkeypatch):
+    """eval() with T = 1 equals the first output step of the same input with T = 2 (sequence
+    kernels), through 2 stacked layers, with and without an initial state. Plain arrays take
+    the layer's steppers (_one_step); other input (a strided state here) the general path's
+    stepper route (_packed._step_gru / _step_lstm)."""
+    fast, general = [], []
     name = "_step_gru" if cls is fastgru.GRU else "_step_lstm"
     real = getattr(_packed, name)
-    monkeypatch.setattr(_packed, name, lambda *a: calls.append(1) or real(*a))
-    layer = cls(6, 9, num_layers=2, dtype=dtype, seed=0, **kw).eval()
+    monkeypatch.setattr(_packed, name, lambda *a: general.append(1) or real(*a))
+    real_one = _rnn.RNNBase._one_step
+    monkeypatch.setattr(_rnn.RNNBase, "_one_step",
+                        lambda self, *a: (lambda out: fast.append(out is not None) or out)(
+                            real_one(self, *a)))
+    layer = cls(6, 9, num_layers=2, dtype=dtype, seed=0, batch_first=batch_first, **kw).eval()
     rng = np.random.default_rng(1)
     x2 = rng.standard_normal((2, 4, 6)).astype(dtype)
-    y1, s1 = layer(x2[:1])
-    assert len(calls) == 2  # both layers took the stepper route
+    if batch_first:
+        x2 = np.ascontiguousarray(x2.transpose(1, 0, 2))
+    first = x2[:, :1] if batch_first else x2[:1]
+    state = None
+    if not plain:  # zeros, but a strided view: not plain
+        P = kw.get("proj_size", 9)
+        h0 = np.zeros((2, 4, 2 * P), dtype)[..., ::2]
+        state = h0 if cls is fastgru.GRU else (h0, np.zeros((2, 4, 9), dtype))
+    y1, s1 = layer(first, state)
+    if plain:
+        assert fast == [True] and not general  # the layer's steppers
+    else:
+        assert len(general) == 2  # both layers on the general path's stepper route
+    fast.clear()
     y2, _ = layer(x2)
-    assert len(calls) == 2
+    assert fast == [False] or not fast
     t = tol(np.dtype(dtype), 2)
-    assert y1.shape == (1, 4, kw.get("proj_size", 9))
-    assert rel_err(y1[0], y2[0]) <= t
+    P = kw.get("proj_size", 9)
+    assert y1.shape == ((4, 1, P) if batch_first else (1, 4, P))
+    step0 = (lambda y: y[:, 0]) if batch_first else (lambda y: y[0])
+    assert rel_err(step0(y1), step0(y2)) <= t
     s1 = s1 if isinstance(s1, tuple) else (s1,)
+    assert not any(np.shares_memory(y1, s) for s in s1)  # separate arrays, as in PyTorch
     # the final state of the 1-step run feeds the next step: same as step 2 of the 2-step run
-    y_next, _ = layer(x2[1:], s1 if len(s1) > 1 else s1[0])
-    assert rel_err(y_next[0], y2[1]) <= t
+    second = x2[:, 1:] if batch_first else x2[1:]
+    y_next, _ = layer(second, s1 if len(s1) > 1 else s1[0])
+    y2_1 = y2[:, 1] if batch_first else y2[1]
+    assert rel_err(step0(y_next), y2_1) <= t
+
+
+def test_layer_one_step_fast_path_declines_what_it_cannot_take():
+    """Training mode with dropout between layers, lengths, bidirectional, B > STEP_MAX_B and
+    T > 1 all leave the fast path; results still match the reference backend."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 3, 5)).astype(np.float32)
+    layer = fastgru.GRU(5, 7, num_layers=2, dropout=0.5, seed=2)
+    assert layer._one_step(x, None, None) is not None  # qualifies by shape...
+    layer.train()
+    y, _ = layer(x, requires_grad=False)  # ...but dropout applies in training mode
+    assert layer._cache is None
+    layer.eval()
+    y_eval, _ = layer(x)
+    assert not np.array_equal(y, y_eval)
+    ref = fastgru.GRU(5, 7, num_layers=2, seed=2, backend="reference").eval()
+    ref.load_state_dict(layer.state_dict())
+    assert rel_err(y_eval, ref(x)[0]) <= tol(np.float32, 2)
+    big = rng.standard_normal((1, _packed.STEP_MAX_B + 1, 5)).astype(np.float32)
+    assert layer._one_step(big, None, None) is None
+    assert layer._one_step(np.concatenate([x, x]), None, None) is None
+    assert layer._one_step(x.astype(np.float64), None, None) is None
+    assert layer._one_step(x, np.zeros((2, 3, 7), np.float64), None) is None
 
 
 def test_cached_steppers_see_new_weights_biases_and_in_place_updates():
@@ -107,6 +156,35 @@ def test_cached_steppers_are_per_thread():
                 errors.append(seed)
 
     threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_shared_steppers_from_several_python_threads(n_threads):
+    """A cell, layer.step and a layer's T = 1 forward share one stepper per layer: calls from
+    several Python threads at once (each its own inputs) give the single-threaded answers."""
+    import threading
+
+    rng = np.random.default_rng(11)
+    cell = fastgru.GRUCell(16, 300, seed=1, n_threads=n_threads)
+    lstm = fastgru.LSTM(16, 300, num_layers=2, seed=2, n_threads=n_threads).eval()
+    xs = [rng.standard_normal((2, 16)).astype(np.float32) for _ in range(6)]
+    hs = [rng.standard_normal((2, 300)).astype(np.float32) for _ in range(6)]
+    want = [(cell(x, h), lstm(x[None])[0], lstm.step(x)[0]) for x, h in zip(xs, hs, strict=True)]
+    errors = []
+
+    def work(k):
+        for r in range(60):
+            i = (k + r) % len(xs)
+            got = (cell(xs[i], hs[i]), lstm(xs[i][None])[0], lstm.step(xs[i])[0])
+            if not all(np.array_equal(g, w) for g, w in zip(got, want[i], strict=True)):
+                errors.append((k, r))
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -20,6 +20,7 @@ Design
   checks here are the cheap ones that keep a bad call from touching wrong memory.
 """
 from libc.string cimport memcpy
+from cpython.pythread cimport PyThread_get_thread_ident
 from cython.parallel cimport parallel
 cimport numpy as cnp
 import numpy as np
@@ -186,6 +187,7 @@ cdef class Stepper:
     cdef object _keep          # the weight arrays (kept alive: pointers point into them)
     cdef object _scratch
     cdef int _dtype_num, _n_threads, _split, _max_threads
+    cdef unsigned long _owner  # the thread that made it: uses the kept scratch
     cdef public object dtype
 
     def __init__(self, int kind, w_ih, w_hh, b_ih, b_hh, w_hr=None, bint reset_after=True,
@@ -217,6 +219,7 @@ cdef class Stepper:
         self._n_threads = n_threads if (nbytes >= DEF_PAR_BYTES and self.a.H >= 2 * n_threads) else 1
         self._max_threads = self._n_threads
         self._scratch = None
+        self._owner = PyThread_get_thread_ident()
 
     def set_bias(self, b_ih, b_hh):
         """Point the stepper at other bias arrays (G,) (a cached stepper serves each call's)."""
@@ -229,19 +232,27 @@ cdef class Stepper:
         self.a.b_ih = cnp.PyArray_DATA(<cnp.ndarray>b_ih)
         self.a.b_hh = cnp.PyArray_DATA(<cnp.ndarray>b_hh)
 
-    cdef void _ensure_scratch(self, int B):
-        cdef Py_ssize_t need = <Py_ssize_t>B * 2 * self.a.G + 4 * self.a.H + <Py_ssize_t>B * self.a.H + 64
+    cdef object _scratch_into(self, int B, StepArgs* a):
+        """Scratch for B rows, into a: the kept buffer for the thread that made the stepper, a
+        new one per call for other threads (a call's state lives in its own StepArgs, so steps
+        from several Python threads at once stay correct). Returns the array to keep alive."""
+        cdef Py_ssize_t need = <Py_ssize_t>B * 2 * a.G + 4 * a.H + <Py_ssize_t>B * a.H + 64
         cdef Py_ssize_t nbytes
+        cdef bint own = PyThread_get_thread_ident() == self._owner
         need = (need + 15) & ~(<Py_ssize_t>15)  # whole cache lines per thread row
-        if self._scratch is None or self._scratch.shape[1] < need:
+        arr = self._scratch if own else None
+        if arr is None or arr.shape[1] < need:
             # rows start on 64-byte boundaries (numpy promises 16)
             nbytes = self._max_threads * need * self.dtype.itemsize
             raw = np.empty(nbytes + 64, np.uint8)
             # the address through the C API (.ctypes costs ~3 us per new stepper)
             off = (64 - (<size_t>cnp.PyArray_DATA(<cnp.ndarray>raw) & 63)) & 63
-            self._scratch = raw[off:off + nbytes].view(self.dtype).reshape(self._max_threads, need)
-        self.a.scratch = cnp.PyArray_DATA(<cnp.ndarray>self._scratch)
-        self.a.scratch_stride = self._scratch.shape[1]
+            arr = raw[off:off + nbytes].view(self.dtype).reshape(self._max_threads, need)
+            if own:
+                self._scratch = arr
+        a.scratch = cnp.PyArray_DATA(<cnp.ndarray>arr)
+        a.scratch_stride = arr.shape[1]
+        return arr
 
     cdef inline int _check(self, cnp.ndarray arr, int rows, int cols) except -1:
         if (cnp.PyArray_TYPE(arr) != self._dtype_num or cnp.PyArray_NDIM(arr) != 2
@@ -258,26 +269,26 @@ cdef class Stepper:
         self._check(h, B, self.a.P)
         cdef cnp.ndarray h_out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(h), self._dtype_num, 0)
         cdef cnp.ndarray c_out = None
-        self.a.B = B
-        self.a.x = cnp.PyArray_DATA(x)
-        self.a.h = cnp.PyArray_DATA(h)
-        self.a.h_out = cnp.PyArray_DATA(h_out)
-        if self.a.kind == 1:
+        cdef StepArgs a = self.a   # this call's state (the weights' pointers copied)
+        a.B = B
+        a.x = cnp.PyArray_DATA(x)
+        a.h = cnp.PyArray_DATA(h)
+        a.h_out = cnp.PyArray_DATA(h_out)
+        if a.kind == 1:
             if c is None:
                 raise ValueError("LSTM step needs the cell state c")
-            self._check(c, B, self.a.H)
+            self._check(c, B, a.H)
             c_out = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(c), self._dtype_num, 0)
-            self.a.c = cnp.PyArray_DATA(c)
-            self.a.c_out = cnp.PyArray_DATA(c_out)
-        self._ensure_scratch(B)
-        self._run()
-        if self.a.kind == 1:
+            a.c = cnp.PyArray_DATA(c)
+            a.c_out = cnp.PyArray_DATA(c_out)
+        scratch = self._scratch_into(B, &a)
+        self._run(&a)
+        if a.kind == 1:
             return h_out, c_out
         return h_out
 
-    cdef void _run(self):
+    cdef void _run(self, StepArgs* a):
         cdef int nt = self._n_threads, split = self._split
-        cdef StepArgs* a = &self.a
         # no BLAS call on the dot_rows route: skip the thread hold
         # (toggling OpenBLAS's thread count each step woke its pool: ~4% of a step)
         cdef bint uses_blas = not (self._dtype_num == cnp.NPY_FLOAT32 and _dot_route(a.B))
