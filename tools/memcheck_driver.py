@@ -8,7 +8,7 @@ Covers, for each SIMD level this CPU (or valgrind's virtual CPU) offers:
                without and with lengths; shapes with H % 16 != 0 (vector body + scalar tail),
                B = 1 (the small-M product), T = 1 and 2 (untransposed weights) and T >= 3;
   fastgru._packed  the bidirectional (D = 2) kernels the layers call, with lengths;
-  fastgru._step    GRUStepper / LSTMStepper (both variants each), B = 1 and 3, n_threads 1 and 2,
+  fastgru._step    GRUStepper / LSTMStepper (both variants each), B = 1, 3 and 7, n_threads 1 and 2,
                weights large enough for the threaded (split) step;
   fastgru._runtime.vmath  exp / sigmoid / tanh on lengths 0..33 and special values.
 Usage: python tools/memcheck_driver.py [--quick] [--canary]
@@ -167,7 +167,8 @@ def run_steppers(dtype, n_threads, quick):
     rng = np.random.default_rng(7)
     # (B, I, H): a small one, and one with w_ih + w_hh >= 256 KiB so the step splits its units
     # over the team (fastgru/_kernels/_stream.pyx DEF_PAR_BYTES)
-    shapes = [(1, 5, 17), (3, 100, 130)] if not quick else [(3, 100, 130)]
+    # B = 7, I = 9, H = 23: dot_rows' batch groups (4 + a repeated 3) and K / row tails
+    shapes = [(1, 5, 17), (3, 100, 130), (7, 9, 23)] if not quick else [(3, 100, 130)]
     for B, I, H in shapes:
         for cell, variant in [("gru", True), ("gru", False), ("lstm", None), ("lstm", 7)]:
             G = GATES[cell] * H
@@ -246,8 +247,9 @@ def main():
     # (T, B, I, H, P): tails (H % 16), B = 1, T = 1 and 2 (no transposed weights), T >= 3;
     # B = 13, H = 70: the own per-step product with row groups and masked tails (_matmul.pxd);
     # big-then-small order reuses (larger) workspace buffers
+    # B = 9, I = 24, H = 40: the input projection per step (gx_step) on the own route
     shapes = [(4, 13, 6, 70, 9), (6, 4, 5, 19, 7), (2, 3, 4, 33, 5), (1, 1, 3, 17, 4),
-              (4, 1, 2, 16, 3), (5, 5, 6, 9, 2)]
+              (4, 1, 2, 16, 3), (5, 5, 6, 9, 2), (3, 9, 24, 40, 7)]
     if args.quick:
         shapes = [(4, 13, 6, 70, 9), (6, 4, 5, 19, 7), (2, 1, 3, 17, 4)]
     for level in fastgru.available_simd_levels():
