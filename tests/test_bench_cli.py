@@ -65,6 +65,14 @@ def test_bench_command_prints_table_and_json(tmp_path, capsys):
     assert all(r["median_s"] > 0 and r["gflops"] > 0 for r in recs)
 
 
+def test_bench_command_times_the_streaming_path(capsys):
+    rc = cli.main(["bench", "--threads", "1", "--shapes", "S5", "--cells", "gru", "--modes",
+                   "inf", "--impls", "fastgru,fastgru-step", "--budget", "0.01"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "fastgru-step" in text and text.count("| S5 ") == 1
+
+
 def test_bench_command_rejects_bad_arguments(capsys):
     assert cli.main(["bench", "--threads", "0"]) != 0
     assert cli.main(["bench", "--shapes", "S9"]) != 0

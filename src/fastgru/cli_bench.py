@@ -15,6 +15,7 @@ IMPL_NAMES = {
     "reference": "numpy-ref",
     "torch": "torch",
     "onnxruntime": "ORT",
+    "fastgru-step": "fastgru-step",  # the streaming path (cells, layer.step): T = 1 inference
 }
 
 
@@ -30,7 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--impls",
         default="fastgru,torch,onnxruntime,reference",
-        help="implementations to time (missing ones are skipped)",
+        help="implementations to time (missing ones are skipped); also fastgru-step, the "
+        "streaming path (T = 1 inference shapes only)",
     )
     p.add_argument(
         "--budget",
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     shapes = _list(args.shapes, list(bm.SHAPES), "shape")
     cells = _list(args.cells, ["gru", "lstm"], "cell")
     modes = _list(args.modes, ["inf", "train"], "mode")
-    impls = _list(args.impls, list(bm.IMPLS), "implementation")
+    impls = _list(args.impls, list(bm.IMPLS) + [bm.STEP_IMPL], "implementation")
     missing = [i for i in impls if not bm.available(i)]
     impls = [i for i in impls if bm.available(i)]
     if missing:
