@@ -190,3 +190,36 @@ def test_shared_steppers_from_several_python_threads(n_threads):
     for t in threads:
         t.join()
     assert not errors
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_ops_plain_one_step_skips_the_general_checks_but_not_bad_input(cell, monkeypatch):
+    """Plain C-contiguous arrays with consistent shapes take the short route (no rnn_args);
+    anything else (a strided state, a wrong shape, a list) still gets the general checks and
+    their errors; both routes give the same bits."""
+    from fastgru import _validation
+
+    calls = []
+    real = _validation.rnn_args
+    monkeypatch.setattr(_validation, "rnn_args", lambda *a, **k: calls.append(1) or real(*a, **k))
+    p = make_problem(cell, 1, 3, 7, 20, dtype=np.float32, seed=6, h0=True)
+    plain = call_forward(ops, cell, p, training=False)
+    assert not calls
+    q = dict(p)
+    q["h0"] = np.repeat(p["h0"], 2, axis=1)[:, ::2]  # the same values, strided
+    general = call_forward(ops, cell, q, training=False)
+    assert calls
+    for a, b in zip(plain[:-1], general[:-1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    bad = dict(p)
+    bad["b_ih"] = p["b_ih"][:-1]
+    with pytest.raises(ValueError, match="b_ih"):
+        call_forward(ops, cell, bad, training=False)
+    bad = dict(p)
+    bad["h0"] = p["h0"][:, :-1].copy()
+    with pytest.raises(ValueError, match="h0"):
+        call_forward(ops, cell, bad, training=False)
+    bad = dict(p)
+    bad["w_ih"] = p["w_ih"].astype(np.float64)
+    with pytest.raises(TypeError, match="w_ih"):
+        call_forward(ops, cell, bad, training=False)
