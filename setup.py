@@ -19,7 +19,7 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 KERNEL_DIR = os.path.join("src", "fastgru", "_kernels")
-MODULES = ["_blas", "_runtime", "_gru", "_lstm", "_stream"]
+MODULES = ["_blas", "_runtime", "_gru", "_lstm", "_stream", "_rows"]
 
 
 def _truthy(name):

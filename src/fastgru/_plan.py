@@ -12,11 +12,17 @@ from functools import lru_cache
 
 import numpy as np
 
+from fastgru._kernels import _rows
+
+# dtypes the row moves take (the kernels' dtypes); others go through NumPy indexing
+_ROW_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
 
 class SeqPlan:
     """Packing of a batch of B sequences of at most T steps."""
 
-    __slots__ = ("T", "B", "N", "lengths", "perm", "inv", "bsz", "off", "src", "identity")
+    __slots__ = ("T", "B", "N", "lengths", "perm", "inv", "bsz", "off", "src", "pad",
+                 "identity")
 
     def __init__(self, T: int, B: int, lengths: np.ndarray | None = None):
         self.T, self.B = int(T), int(B)
@@ -27,7 +33,7 @@ class SeqPlan:
             self.bsz = np.full(T, B, np.int32)
             self.off = np.arange(T, dtype=np.intp) * B
             self.N = T * B
-            self.src = None
+            self.src = self.pad = None
             return
         self.identity = False
         self.lengths = np.asarray(lengths, np.int64)
@@ -43,13 +49,20 @@ class SeqPlan:
         # src[p] = flat (t * B + b) index in the padded array of packed row p
         t_idx = np.repeat(np.arange(T), self.bsz)
         i_idx = np.arange(self.N) - self.off[t_idx]
-        self.src = t_idx * B + self.perm[i_idx]
+        self.src = (t_idx * B + self.perm[i_idx]).astype(np.intp)
+        free = np.ones(T * B, bool)
+        free[self.src] = False
+        self.pad = np.flatnonzero(free).astype(np.intp)  # padded rows: zeros on unpack
 
     def pack(self, a: np.ndarray) -> np.ndarray:
         """(T, B, F) -> (N, F), C-contiguous (no copy for the identity plan and a contiguous a)."""
         F = a.shape[2]
         if self.identity:
             return np.ascontiguousarray(a).reshape(self.N, F)
+        if a.flags.c_contiguous and a.dtype in _ROW_DTYPES:
+            out = np.empty((self.N, F), a.dtype)
+            _rows.gather(a.reshape(self.T * self.B, F), self.src, out)
+            return out
         return a.reshape(self.T * self.B, F)[self.src]
 
     def unpack(self, p: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -58,9 +71,12 @@ class SeqPlan:
         if self.identity:
             return p.reshape(self.T, self.B, F)
         if out is None:
-            out = np.zeros((self.T, self.B, F), p.dtype)
-        else:
-            out[...] = 0
+            out = np.empty((self.T, self.B, F), p.dtype)
+        if p.flags.c_contiguous and out.flags.c_contiguous and p.dtype in _ROW_DTYPES \
+                and out.dtype == p.dtype:
+            _rows.scatter(p, self.src, self.pad, out.reshape(self.T * self.B, F))
+            return out
+        out[...] = 0
         out.reshape(self.T * self.B, F)[self.src] = p
         return out
 
