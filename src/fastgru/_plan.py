@@ -59,6 +59,7 @@ class SeqPlan:
         F = a.shape[2]
         if self.identity:
             return np.ascontiguousarray(a).reshape(self.N, F)
+        assert self.src is not None and self.pad is not None  # set for a non-identity plan
         if a.flags.c_contiguous and a.dtype in _ROW_DTYPES:
             out = np.empty((self.N, F), a.dtype)
             _rows.gather(a.reshape(self.T * self.B, F), self.src, out)
@@ -70,6 +71,7 @@ class SeqPlan:
         F = p.shape[1]
         if self.identity:
             return p.reshape(self.T, self.B, F)
+        assert self.src is not None and self.pad is not None
         if out is None:
             out = np.empty((self.T, self.B, F), p.dtype)
         if p.flags.c_contiguous and out.flags.c_contiguous and p.dtype in _ROW_DTYPES \
