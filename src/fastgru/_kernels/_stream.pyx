@@ -51,7 +51,8 @@ def _select_simd(int level):
     return fg_simd_select(level)
 
 
-def weights_key(int kind, cnp.ndarray w_ih, cnp.ndarray w_hh, w_hr, bint reset_after, int n_threads):
+def weights_key(int kind, cnp.ndarray w_ih, cnp.ndarray w_hh, w_hr, bint reset_after,
+                int n_threads):
     """What identifies a stepper's weights: data addresses, shapes and dtype. A cached stepper
     keeps its arrays alive, so an equal key means the same memory (read in place)."""
     cdef Py_ssize_t hr = 0 if w_hr is None else <Py_ssize_t>cnp.PyArray_DATA(<cnp.ndarray>w_hr)
@@ -86,8 +87,8 @@ cdef inline void _xwt(int B, int N, int K, const floating* x, int ldx, const flo
     cdef floating one = 1, zero = 0
     if floating is float:
         if _dot_route(B):
-            # B = 1: at the L2 bound, OpenBLAS 1.1-1.2x slower; B = 5-16: OpenBLAS's sgemm 1.6-2.4x
-            # slower at 1 thread (B = 8, H = 256); B = 2-4: the same speed, OpenBLAS kept
+            # B = 1: at the L2 bound, OpenBLAS 1.1-1.2x slower; B = 5-16: OpenBLAS's sgemm
+            # 1.6-2.4x slower at 1 thread (B = 8, H = 256); B = 2-4: the same, OpenBLAS kept
             fg_simd.dot_rows(B, N, K, w, K, x, ldx, out, ldo)
             return
     gemm(c'N', c'T', B, N, K, one, x, ldx, w, K, zero, out, ldo)
@@ -101,16 +102,15 @@ cdef void _units(StepArgs* a, int j0, int j1, floating* scr, const floating* _t)
     cdef floating* b = gh + <Py_ssize_t>B * ng * w
     cdef const floating* b_ih = <const floating*>a.b_ih
     cdef const floating* b_hh = <const floating*>a.b_hh
-    cdef floating one = 1, zero = 0
     if w <= 0:
         return
     for g in range(ng):
         # gx[:, g-block] = x[B, I] @ W_ih[g*H + j0 : g*H + j1, :].T
-        _xwt(B, w, nI, <const floating*>a.x, nI, <const floating*>a.w_ih + (<Py_ssize_t>g * H + j0) * nI,
-             gx + g * w, ng * w)
+        _xwt(B, w, nI, <const floating*>a.x, nI,
+             <const floating*>a.w_ih + (<Py_ssize_t>g * H + j0) * nI, gx + g * w, ng * w)
         # gh[:, g-block] = h[B, P] @ W_hh[g*H + j0 : g*H + j1, :].T
-        _xwt(B, w, P, <const floating*>a.h, P, <const floating*>a.w_hh + (<Py_ssize_t>g * H + j0) * P,
-             gh + g * w, ng * w)
+        _xwt(B, w, P, <const floating*>a.h, P,
+             <const floating*>a.w_hh + (<Py_ssize_t>g * H + j0) * P, gh + g * w, ng * w)
     if a.kind == 0:
         # folded bias of these units: [b_ir+b_hr | b_iz+b_hz | b_in | b_hn]
         for i in range(w):
@@ -142,7 +142,6 @@ cdef void _serial_rest(StepArgs* a, floating* scr, const floating* _t) noexcept 
     cdef floating* m = b + 4 * H
     cdef const floating* b_ih = <const floating*>a.b_ih
     cdef const floating* b_hh = <const floating*>a.b_hh
-    cdef floating one = 1, zero = 0
     # gx[B, G] = x @ W_ih.T ; gh[B, G (GRU: 2H)] = h @ W_hh.T
     _xwt(B, G, nI, <const floating*>a.x, nI, <const floating*>a.w_ih, gx, G)
     if a.kind == 0:   # GRU, reset before
@@ -227,7 +226,8 @@ cdef class Stepper:
         for arr in (b_ih, b_hh):
             if (cnp.PyArray_TYPE(arr) != self._dtype_num or cnp.PyArray_NDIM(arr) != 1
                     or cnp.PyArray_DIM(arr, 0) != self.a.G or not cnp.PyArray_IS_C_CONTIGUOUS(arr)):
-                raise ValueError("stepper biases must be C-contiguous (G,) arrays of the weights' dtype")
+                raise ValueError("stepper biases must be C-contiguous (G,) arrays of the "
+                                 "weights' dtype")
         self._keep = self._keep[:2] + (b_ih, b_hh) + self._keep[4:]
         self.a.b_ih = cnp.PyArray_DATA(<cnp.ndarray>b_ih)
         self.a.b_hh = cnp.PyArray_DATA(<cnp.ndarray>b_hh)
