@@ -80,7 +80,8 @@ build_copy() {  # build_copy DEST [extra env assignments]: in-place debug build 
     # the debug flags and the Cython bounds checks are really in
     grep -q -- "-O0 -g" "$dest.build.log"
     grep -q "__Pyx_RaiseBufferIndexError" "$dest/src/fastgru/_kernels/_gru.c"
-    [[ $(ls "$dest"/src/fastgru/_kernels/*.so | wc -l) -eq 5 ]]
+    # one extension module per kernel source
+    [[ $(ls "$dest"/src/fastgru/_kernels/*.so | wc -l) -eq $(ls "$dest"/src/fastgru/_kernels/*.pyx | wc -l) ]]
 }
 
 FAIL=0
