@@ -223,3 +223,19 @@ def test_ops_plain_one_step_skips_the_general_checks_but_not_bad_input(cell, mon
     bad["w_ih"] = p["w_ih"].astype(np.float64)
     with pytest.raises(TypeError, match="w_ih"):
         call_forward(ops, cell, bad, training=False)
+
+
+def test_clear_step_cache_releases_the_weights():
+    """T = 1 calls keep a stepper (and so the weight arrays); clear_step_cache lets them go."""
+    import gc
+    import weakref
+
+    p = make_problem("gru", 1, 2, 7, 13, dtype=np.float32, seed=8, h0=True)
+    call_forward(ops, "gru", p, training=False)
+    ref = weakref.ref(p["w_hh"])
+    del p
+    gc.collect()
+    assert ref() is not None  # kept by the cached stepper
+    ops.clear_step_cache()
+    gc.collect()
+    assert ref() is None

@@ -180,6 +180,13 @@ def _stepper(kind: int, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after: bool, nt: int
     return st
 
 
+def clear_steppers() -> None:
+    """Drop this thread's kept steppers (fastgru.ops.clear_step_cache)."""
+    cache = getattr(_STEPPERS, "d", None)
+    if cache is not None:
+        cache.clear()
+
+
 def one_step(kind: int, x, w_ih, w_hh, b_ih, b_hh, w_hr, reset_after: bool, n_threads,
              h, c=None):
     """One inference step on the stepper kernel: GRU (kind 0) h', LSTM (kind 1) (h', c').

@@ -18,7 +18,8 @@ from fastgru import _packed
 from fastgru import _validation as V
 from fastgru._plan import make_plan
 
-__all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "GRUCache", "LSTMCache"]
+__all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "GRUCache", "LSTMCache",
+           "clear_step_cache"]
 
 _FWD = np.zeros(1, np.int32)  # direction flags: one forward direction
 
@@ -34,6 +35,13 @@ class GRUCache:
 
 class LSTMCache(GRUCache):
     """Saved state of a training lstm_forward, consumed by lstm_backward."""
+
+
+def clear_step_cache() -> None:
+    """Release the steppers that T = 1 inference calls keep for reuse (up to 4 weight sets per
+    Python thread, keyed by the weights' memory). A kept stepper holds references to its weight
+    and bias arrays, so until it is released they stay alive and cannot be resized in place."""
+    _packed.clear_steppers()
 
 
 def _zeros_state(a, B, F, dtype):
