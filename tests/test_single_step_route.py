@@ -239,3 +239,25 @@ def test_clear_step_cache_releases_the_weights():
     ops.clear_step_cache()
     gc.collect()
     assert ref() is None
+
+
+def test_one_step_routes_take_read_only_and_strided_arrays():
+    """Read-only x, state and weights and a strided x go through the T = 1 routes unchanged."""
+    p = make_problem("lstm", 1, 3, 6, 10, dtype=np.float32, seed=12, h0=True)
+    want = call_forward(ops, "lstm", p, training=False)
+    ro = {k: v for k, v in p.items()}
+    for k in ("x", "h0", "c0", "w_ih", "w_hh", "b_ih", "b_hh"):
+        ro[k] = p[k].copy()
+        ro[k].flags.writeable = False
+    got = call_forward(ops, "lstm", ro, training=False)
+    for a, b in zip(got[:-1], want[:-1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    layer = fastgru.GRU(6, 10, seed=3).eval()
+    x = np.random.default_rng(2).standard_normal((1, 3, 12)).astype(np.float32)
+    strided, dense = x[..., ::2], np.ascontiguousarray(x[..., ::2])
+    dense.flags.writeable = False
+    np.testing.assert_array_equal(layer(strided)[0], layer(dense)[0])
+    with pytest.raises(ValueError):
+        layer(np.zeros((1, 0, 6), np.float32))
+    with pytest.raises(TypeError):
+        layer(x[..., :6].astype(np.float64))

@@ -477,20 +477,26 @@ class RNNBase(Module):
         x2 = x.reshape(B, self._I)
         if not x2.flags.c_contiguous:
             x2 = np.ascontiguousarray(x2)
+        y, hn, cn = self._steps(x2, h, c)
+        # y and h_n are separate arrays, as in PyTorch (with one layer h_n is a view of y)
+        return (y[:, None] if self._batch_first else y[None]), (hn.copy() if L == 1 else hn), cn
+
+    def _steps(self, x, h, c):
+        """One step of every layer on the steppers, inputs already checked: x (B, I), h (L, B, P),
+        c (L, B, H) or None (GRU). Returns (y (B, P), h_new (L, B, P), c_new or None); with one
+        layer h_new is a view of y (np.stack costs ~1.5 us)."""
         steppers = self._steppers or self._stepper_list()
         hs, cs = [], []
         for l, st in enumerate(steppers):
             if c is None:
-                x2 = st.step(x2, h[l])
+                x = st.step(x, h[l])
             else:
-                x2, cl = st.step(x2, h[l], c[l])
+                x, cl = st.step(x, h[l], c[l])
                 cs.append(cl)
-            hs.append(x2)
-        y = x2[:, None] if self._batch_first else x2[None]
-        if L == 1:  # (np.stack costs ~1.5 us)
-            return y, x2[None].copy(), (cs[0][None] if cs else None)
-        # copies: y and h_n are separate arrays, as in PyTorch
-        return y, np.stack(hs), (np.stack(cs) if cs else None)
+            hs.append(x)
+        if len(hs) == 1:
+            return x, x[None], (cs[0][None] if cs else None)
+        return x, np.stack(hs), (np.stack(cs) if cs else None)
 
     # -- streaming ------------------------------------------------------------------------------
     def _stepper_list(self) -> list:

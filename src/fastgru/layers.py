@@ -137,15 +137,7 @@ class GRU(_LayerInterop, RNNBase):
                 pass  # the checks below convert or explain
         x, unbatched = self._step_x(x)
         h = self._step_state("h", h, x.shape[0], self._H, unbatched)
-        if self._L == 1:
-            y = steppers[0].step(x, h[0])
-            hn = y[None]
-        else:
-            outs = []
-            for l, st in enumerate(steppers):
-                x = st.step(x, h[l])
-                outs.append(x)
-            y, hn = x, np.stack(outs)
+        y, hn, _ = self._steps(x, h, None)
         return (y[0], hn[:, 0]) if unbatched else (y, hn)
 
     @classmethod
@@ -233,22 +225,13 @@ class LSTM(_LayerInterop, RNNBase):
 
         x: (B, I) (or (I,)); hx: (h (L, B, P), c (L, B, H)) or None. Returns
         (y (B, P), (h_new (L, B, P), c_new (L, B, H)))."""
-        steppers = self._steppers or self._stepper_list()
+        self._steppers or self._stepper_list()  # a bidirectional layer is refused first
         x, unbatched = self._step_x(x)
         h, c = self._split_state("hx", hx)
         B = x.shape[0]
         h = self._step_state("h", h, B, self._P, unbatched)
         c = self._step_state("c", c, B, self._H, unbatched)
-        if self._L == 1:
-            y, cn = steppers[0].step(x, h[0], c[0])
-            hn, cn = y[None], cn[None]
-        else:
-            hs, cs = [], []
-            for l, st in enumerate(steppers):
-                x, cl = st.step(x, h[l], c[l])
-                hs.append(x)
-                cs.append(cl)
-            y, hn, cn = x, np.stack(hs), np.stack(cs)
+        y, hn, cn = self._steps(x, h, c)
         if unbatched:
             return y[0], (hn[:, 0], cn[:, 0])
         return y, (hn, cn)

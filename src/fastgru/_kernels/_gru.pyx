@@ -41,7 +41,7 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_proj, mm_w, mm_tn, mm_packed
+from fastgru._kernels._matmul cimport mm, mm_proj, mm_w, mm_tn, mm_packed, project
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
@@ -226,17 +226,12 @@ cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _
 cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
     cdef int tid = fg_thread_num(), team = fg_team_size(), k, r0, r1
     cdef int GD = 3 * L.H * L.D
-    cdef floating one = 1, zero = 0
     cdef unsigned long long fp = fg_fp_enter()
     if not L.gx_step:
         # gx[N, D*3H] = x[N, I] @ W_ih.T[I, D*3H]   (rows split across the team)
         split(S.N, tid, team, &r0, &r1)
-        if L.wt:  # routed as mm_proj per step: the same sums either way
-            mm_proj(r1 - r0, GD, L.nI, <const floating*>L.x + <Py_ssize_t>r0 * L.nI, L.nI,
-                    <const floating*>L.w_ih, GD, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
-        else:
-            gemm(c'N', c'T', r1 - r0, GD, L.nI, one, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
-                 L.nI, <const floating*>L.w_ih, L.nI, zero, <floating*>L.gx + <Py_ssize_t>r0 * GD, GD)
+        project(r1 - r0, GD, L.nI, <const floating*>L.x + <Py_ssize_t>r0 * L.nI,
+                <const floating*>L.w_ih, L.wt, <floating*>L.gx + <Py_ssize_t>r0 * GD)
         fg_barrier()
     if L.cols:
         _fwd_cols(L, S, tid, team, _t)

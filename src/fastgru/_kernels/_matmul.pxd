@@ -66,6 +66,18 @@ cdef inline void mm_proj(int M, int N, int K, const floating* A, int lda, const 
     gemm(c'N', c'N', M, N, K, one, A, lda, W, ldw, zero, C, ldc)
 
 
+cdef inline void project(int M, int N, int K, const floating* x, const floating* w_ih, bint wt,
+                         floating* gx) noexcept nogil:
+    """gx[M, N] = x[M, K] @ W_ih.T, the input projection of M packed rows: W_ih given
+    transposed (K, N) (wt: mm_proj, the same sums as the per-step projection) or in PyTorch
+    layout (N, K) (short sequences)."""
+    cdef floating one = 1, zero = 0
+    if wt:
+        mm_proj(M, N, K, x, K, w_ih, N, gx, N)
+    else:
+        gemm(c'N', c'T', M, N, K, one, x, K, w_ih, K, zero, gx, N)
+
+
 cdef inline void mm_w(int M, int N, int K, const floating* A, int lda, const floating* W,
                       bint transposed, bint accumulate, floating* C, int ldc) noexcept nogil:
     """C (+)= A @ W.T for a weight W of PyTorch layout (N, K), given either as is
