@@ -140,3 +140,50 @@ def test_tampered_files(tmp_path):
               word)
     check(lambda n, d: _npy(np.array("{not json")) if n == "__fastgru__.npy" else d,
           "cannot load")
+
+
+def test_tampered_sizes_fail_before_allocating(tmp_path):
+    """A header whose config describes far more parameters than the file holds is refused before
+    the module is built (num_layers = 10**7 used to allocate until the OOM killer stepped in)."""
+    path = tmp_path / "m.npz"
+    fastgru.LSTM(I, H, seed=0).save(path)
+    header = json.loads(str(np.load(path)["__fastgru__"][()]))
+    for key, value in (("num_layers", 10**7), ("hidden_size", 10**6), ("input_size", 10**9)):
+        h = dict(header, config=dict(header["config"], **{key: value}))
+        bad = tmp_path / "bad.npz"
+        _rewrite(path, bad, lambda n, d, h=h: _npy(np.array(json.dumps(h)))
+                 if n == "__fastgru__.npy" else d)
+        with pytest.raises(ValueError, match="config describes"):
+            fastgru.load(bad)
+
+
+def test_member_that_is_not_npy(tmp_path):
+    """A parameter stored without the .npy suffix loads as raw bytes: a ValueError, not an
+    AttributeError."""
+    path = tmp_path / "m.npz"
+    fastgru.GRU(I, H, seed=0).save(path)
+    with zipfile.ZipFile(path) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    members["weight_ih_l0"] = b"not an npy array"
+    del members["weight_ih_l0.npy"]
+    bad = tmp_path / "bad.npz"
+    with zipfile.ZipFile(bad, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    with pytest.raises(ValueError, match="not a .npy array"):
+        fastgru.load(bad)
+
+
+@pytest.mark.parametrize("make", MODULES)
+def test_config_size_matches_module(make):
+    from fastgru.saving import _config_size
+
+    m = make()
+    assert _config_size(type(m).__name__, m.get_config()) == m.num_parameters
+
+
+def test_save_into_missing_directory_names_the_path(tmp_path):
+    target = tmp_path / "nope" / "m.npz"
+    with pytest.raises(FileNotFoundError, match="nope"):
+        fastgru.GRU(I, H, seed=0).save(target)
+    assert not (tmp_path / "nope").exists()

@@ -11,6 +11,7 @@ and the digest, raising ValueError naming the file for anything truncated or tam
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -48,6 +49,8 @@ def write_atomic(path: Any, write) -> None:
     (readers see the old file or the new one, never a partial one)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):  # else mkstemp's error names the hidden temp file
+        raise FileNotFoundError(errno.ENOENT, f"no such directory: {folder!r}", path)
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=folder)
     try:
@@ -124,6 +127,29 @@ def _header(raw: np.ndarray) -> dict[str, Any]:
     return header
 
 
+def _config_size(cls_name: str, config: dict[str, Any]) -> int | None:
+    """How many parameter values the config describes (None if its sizes are not plain ints;
+    rebuild() then reports the bad argument)."""
+    def size(key: str, default: int | None = None) -> int:
+        v = config.get(key, default)
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError
+        return max(v, 0)
+
+    try:
+        I, H = size("input_size"), size("hidden_size")
+        G = (4 if "LSTM" in cls_name else 3) * H
+        nb = 2 * G if config.get("bias", True) else 0
+        if cls_name.endswith("Cell"):
+            return G * (I + H) + nb
+        L, P = size("num_layers", 1), size("proj_size", 0)
+        D = 2 if config.get("bidirectional") else 1
+        per = G * (P or H) + nb + P * H  # W_hh, biases and W_hr of one direction
+        return D * (G * I + per) + (L - 1) * D * (G * D * (P or H) + per)
+    except TypeError:
+        return None
+
+
 def _build(header: dict[str, Any], arrays: dict[str, np.ndarray]):
     classes = _classes()
     cls = classes.get(header["class"])
@@ -132,6 +158,16 @@ def _build(header: dict[str, Any], arrays: dict[str, np.ndarray]):
     config = header["config"]
     if config.get("dtype") != header["dtype"]:
         raise ValueError("the config's dtype and the header's dtype differ")
+    for name, a in arrays.items():  # a member stored without ".npy" loads as raw bytes
+        if not isinstance(a, np.ndarray):
+            raise ValueError(f"entry {name!r} is not a .npy array")
+    declared_total = sum(int(np.prod(a.shape)) for a in arrays.values())
+    described = _config_size(header["class"], config)
+    if described is not None and described > 2 * declared_total + (1 << 20):
+        # before building: a tampered num_layers or hidden_size must not allocate gigabytes
+        # (smaller mismatches get the precise name/shape message below)
+        raise ValueError(f"the config describes {described} parameter values, the file holds "
+                         f"{declared_total}")
     module = rebuild(cls, config)  # validates the config (errors name the argument)
     expected = {k: v.shape for k, v in module.parameters().items()}
     declared = {k: tuple(v) for k, v in header["params"].items()}
