@@ -4,6 +4,7 @@ hang or return wrong numbers."""
 import numpy as np
 import pytest
 
+import fastgru
 from fastgru import ops
 from fastgru import reference as ref
 
@@ -145,3 +146,10 @@ def test_bad_backward_calls(cell):
     other = ops.lstm_backward if cell == "gru" else ops.gru_backward
     with pytest.raises(TypeError, match="cache"):
         other(cache, y)
+
+
+def test_huge_unsigned_lengths_are_reported_as_given():
+    """uint64 lengths above 2**63 used to be reported after wrapping to negative numbers."""
+    x = np.zeros((4, 2, 3), np.float32)
+    with pytest.raises(ValueError, match="18446744073709551615"):
+        fastgru.GRU(3, 2)(x, lengths=np.array([2**64 - 1, 2], np.uint64))

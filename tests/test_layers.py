@@ -452,3 +452,52 @@ def test_copy_deepcopy_and_pickle_keep_one_flat_buffer():
         assert not np.shares_memory(c.flat_parameters(), gru.flat_parameters())
         x = _x(np.float32)
         assert np.array_equal(c(x)[0], gru(x)[0])
+
+
+@pytest.mark.parametrize("backend", ["fast", "reference"])
+@pytest.mark.parametrize("cls", [fastgru.GRU, fastgru.LSTM])
+def test_refilling_x_before_backward_leaves_gradients_alone(cls, backend):
+    """A data loader that refills its batch buffer between forward and backward: the training
+    cache holds a copy of x (torch raises for that in-place change; we make it harmless)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 4)).astype(np.float32)
+    dy = rng.standard_normal((6, 3, 5)).astype(np.float32)
+    grads = []
+    for refill in (False, True):
+        m = cls(4, 5, seed=1, backend=backend)
+        buf = x.copy()
+        m(buf)
+        if refill:
+            buf[...] = rng.standard_normal(buf.shape)
+        dx = m.backward(dy)
+        grads.append((dx if isinstance(dx, np.ndarray) else dx[0], m.grads()))
+    np.testing.assert_array_equal(grads[0][0], grads[1][0])
+    for k in grads[0][1]:
+        np.testing.assert_array_equal(grads[0][1][k], grads[1][1][k])
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_ops_cache_holds_a_copy_of_x(cell):
+    from fastgru import ops
+
+    rng = np.random.default_rng(0)
+    T, B, I, H = 5, 2, 3, 4
+    G = (3 if cell == "gru" else 4) * H
+    x = rng.standard_normal((T, B, I))
+    w_ih, w_hh = rng.standard_normal((G, I)), rng.standard_normal((G, H))
+    b = rng.standard_normal(G)
+    h0 = np.zeros((B, H))
+    dy = rng.standard_normal((T, B, H))
+    out = []
+    for refill in (False, True):
+        buf = x.copy()
+        if cell == "gru":
+            cache = ops.gru_forward(buf, h0, w_ih, w_hh, b, b, training=True)[-1]
+        else:
+            cache = ops.lstm_forward(buf, h0, h0, w_ih, w_hh, b, b, training=True)[-1]
+        if refill:
+            buf[...] = 7.0
+        back = ops.gru_backward if cell == "gru" else ops.lstm_backward
+        out.append(back(cache, dy))
+    for k in out[0]:
+        np.testing.assert_array_equal(out[0][k], out[1][k])

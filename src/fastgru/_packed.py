@@ -252,7 +252,19 @@ class PackedCache:
             setattr(self, k, kw.get(k))
 
     def __del__(self):  # the next forward reuses these pages
-        _workspace.give(self.cache, self.hprev, self.m)
+        _workspace.give(self.cache, self.hprev, self.m, self.x)
+
+
+def keep_input(xp: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The packed input a training cache may hold: a pooled copy when xp is (a view of) the
+    caller's x, so refilling that buffer before backward() cannot change the gradients (torch
+    raises for such an in-place change; a copy makes it harmless). Copying costs ~0.1% of a
+    training step."""
+    if not np.shares_memory(xp, x):
+        return xp
+    out = _workspace.take(xp.shape, xp.dtype)
+    np.copyto(out, xp)
+    return out
 
 
 def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,

@@ -310,6 +310,8 @@ class RNNBase(Module):
     def _forward_fast(self, x3, plan, lengths, h0, c0, keep, drop):
         D, L, P = self.num_directions, self._L, self._P
         inp = plan.pack(x3)
+        if keep:
+            inp = _packed.keep_input(inp, x3)
         hs = _sorted_copy(plan, h0)  # updated in place by the kernels: h0 in, h_n out
         cs = None if c0 is None else _sorted_copy(plan, c0)
         layers: list = []
@@ -341,7 +343,7 @@ class RNNBase(Module):
     def _forward_reference(self, x3, plan, lengths, h0, c0, keep, drop):
         D, L, P = self.num_directions, self._L, self._P
         hn, cn = np.empty_like(h0), (None if c0 is None else np.empty_like(c0))
-        inp = x3
+        inp = x3.copy() if keep else x3  # the cache holds it (see _packed.keep_input)
         layers: list = []
         masks: list[np.ndarray | None] = []
         for l in range(L):

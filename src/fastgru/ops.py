@@ -120,10 +120,16 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: boo
     b_hh = np.zeros(3 * H, dt) if a.b_hh is None else a.b_hh
     bias = _packed.fold_gru_bias(b_ih[None], b_hh[None], reset_after)
     h = plan.sort_state(_zeros_state(a.h0, B, H, dt))[None].copy()
-    y, pc = _packed.gru_forward(plan.pack(a.x), plan, a.w_ih[None], a.w_hh[None], bias, h,
-                                _FWD, reset_after, training, n_threads)
+    xp = _input(plan, a.x, training)
+    y, pc = _packed.gru_forward(xp, plan, a.w_ih[None], a.w_hh[None], bias, h, _FWD, reset_after,
+                                training, n_threads)
     cache = GRUCache(pc, (T, B, a.I, H), dt) if training else None
     return plan.unpack(y), plan.unsort_state(h[0]), cache
+
+
+def _input(plan, x: np.ndarray, training: bool) -> np.ndarray:
+    xp = plan.pack(x)
+    return _packed.keep_input(xp, x) if training else xp
 
 
 def gru_backward(cache: GRUCache, dy, dh_n=None) -> dict[str, np.ndarray]:
@@ -175,8 +181,9 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: b
     h = plan.sort_state(_zeros_state(a.h0, B, P, dt))[None].copy()
     cs = plan.sort_state(_zeros_state(a.c0, B, H, dt))[None].copy()
     w_hr3 = None if a.w_hr is None else a.w_hr[None]
-    y, pc = _packed.lstm_forward(plan.pack(a.x), plan, a.w_ih[None], a.w_hh[None], w_hr3, bias,
-                                 h, cs, _FWD, training, n_threads)
+    xp = _input(plan, a.x, training)
+    y, pc = _packed.lstm_forward(xp, plan, a.w_ih[None], a.w_hh[None], w_hr3, bias, h, cs, _FWD,
+                                 training, n_threads)
     cache = LSTMCache(pc, (T, B, a.I, P), dt) if training else None
     return plan.unpack(y), plan.unsort_state(h[0]), plan.unsort_state(cs[0]), cache
 
