@@ -5,8 +5,8 @@ x (T, B, I), y (T, B, H), states (B, H). Weights in PyTorch's layout and gate or
 (GRU rows r|z|n: w_ih (3H, I), w_hh (3H, H), b_ih (3H,), b_hh (3H,); LSTM rows i|f|g|o with 4H).
 float32 or float64; inputs may be read-only or non-contiguous (copied only when needed).
 
-The cache returned by a training forward keeps references to x and the weights (no copies):
-modify them in place only after the backward.
+The cache returned by a training forward holds a copy of x (the caller may refill it) and
+references to the weights: modify those in place only after the backward.
 """
 from __future__ import annotations
 
