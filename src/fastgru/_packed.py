@@ -116,12 +116,12 @@ GX_STEP_MAX_BYTES = 1 << 20
 GX_STEP_MIN_ROWS = 4
 
 
-def gx_per_step(x: np.ndarray, G: int, tasks: np.ndarray, cols: bool, wt: bool) -> bool:
+def gx_per_step(I: int, dt: np.dtype, G: int, tasks: np.ndarray, cols: bool,  # noqa: E741
+                wt: bool) -> bool:
     """Whether the forward projects x per step (see GX_STEP_MAX_BYTES): float32 on the own
     product kernel, tasks mode with transposed weights, W_ih (I, G) small enough for L2, and
     at least GX_STEP_MIN_ROWS rows in every task."""
-    I = x.shape[1]  # noqa: E741 - the project's dimension letter
-    if cols or not wt or x.dtype != np.float32 or I * G * 4 > GX_STEP_MAX_BYTES:
+    if cols or not wt or dt != np.float32 or I * G * 4 > GX_STEP_MAX_BYTES:
         return False
     rows = int((tasks[:, 2] - tasks[:, 1]).min())
     # the kernels route the per-step projection as the whole projection (mm_proj)
@@ -267,18 +267,59 @@ def keep_input(xp: np.ndarray, x: np.ndarray) -> np.ndarray:
     return out
 
 
+# False: always pack before and unpack after (tests and A/B timings compare the two routes).
+DIRECT_ROWS = True
+
+
+class PaddedIO:
+    """How a forward meets the padded (T, B, F) layout when the plan is not the identity: the
+    kernels gather x's rows per step (xrow, with gx_step) and write y's rows straight to the
+    padded output (yrow, tasks mode), instead of a packing pass before and an unpacking pass
+    after (with lengths at S2: ~2.7 ms of cold row moves in a 40 ms inference)."""
+
+    def __init__(self, plan: SeqPlan, x: np.ndarray, padded_in: bool, padded_out: bool,
+                 gxs: bool, cols: bool, F: int, dt):
+        self.plan, self.padded_out = plan, padded_out
+        self.xrow = self.yrow = None
+        if padded_in and gxs and x.flags.c_contiguous and DIRECT_ROWS:
+            self.x = x.reshape(plan.T * plan.B, x.shape[2])
+            self.xrow = plan.src
+        else:
+            self.x = plan.pack(x) if padded_in else x
+        if padded_out and not cols and DIRECT_ROWS:
+            self.y = np.zeros((plan.T * plan.B, F), dt)  # padding rows stay zero
+            self.yrow = plan.src
+        else:
+            self.y = np.empty((plan.N, F), dt)
+
+    def scratch_width(self, B: int, per_row: int) -> int:
+        """Per-thread scratch: per_row values per batch row, plus an x row when gathering."""
+        return B * (per_row + (self.x.shape[1] if self.xrow is not None else 0))
+
+    def result(self) -> np.ndarray:
+        """y as asked for: packed (N, F), or padded (T, B, F) with zeros at padding."""
+        if not self.padded_out:
+            return self.y
+        if self.yrow is not None:
+            return self.y.reshape(self.plan.T, self.plan.B, -1)
+        return self.plan.unpack(self.y)
+
+
 def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
                 bias: np.ndarray, h: np.ndarray, rev: np.ndarray, reset_after: bool,
-                training: bool, n_threads: int | None):
+                training: bool, n_threads: int | None, padded_in: bool = False,
+                padded_out: bool = False):
     """y (N, D*H) and a PackedCache (or None). h (D, B, H): h0 in, h_n out, sorted order.
-    bias: folded (D, 4H), see fold_gru_bias."""
+    bias: folded (D, 4H), see fold_gru_bias. padded_in (inference, plan not the identity): x
+    is the padded (T, B, I) batch; padded_out (plan not the identity): y comes back padded
+    (T, B, D*H), zeros at padding (see PaddedIO)."""
     D, G, I = w_ih.shape
     H = G // 3
     N, B, dt = plan.N, plan.B, x.dtype
-    if _single_step(plan, D, training):
+    assert not (padded_in and training)  # a training cache holds the packed x
+    if _single_step(plan, D, training) and not (padded_in or padded_out):
         return _step_gru(x, w_ih, w_hh, bias, h, reset_after, n_threads), None
     team, tasks, cols = _team(plan, n_threads, D, 2.0 * N * D * G * (I + H), H, reset_after)
-    y = np.empty((N, D * H), dt)
     cache: np.ndarray | None = None
     hprev: np.ndarray | None = None
     if training:
@@ -287,12 +328,16 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, _, packed = forward_weights(plan, w_ih, w_hh,
                                                   pack_ok=reset_after and not cols)
-    gxs = gx_per_step(x, G, tasks, cols, wt)
+    gxs = gx_per_step(I, x.dtype, G, tasks, cols, wt)
+    io = PaddedIO(plan, x, padded_in, padded_out, gxs, cols, D * H, dt)
+    x = io.x
     gx = _workspace.get("gx", (1, D * G) if gxs else (N, D * G), dt)
-    scratch = _workspace.get("scratch", (team, B * (8 if gxs else 5) * H), dt)
+    scratch = _workspace.get("scratch", (team, io.scratch_width(B, (8 if gxs else 5) * H)), dt)
     with _threads.kernel_guard():
-        _gru.forward(x, fw_ih, fw_hh, bias, h, y, gx, cache, hprev, scratch,
-                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf, packed, gxs)
+        _gru.forward(x, fw_ih, fw_hh, bias, h, io.y, gx, cache, hprev, scratch,
+                     plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf, packed, gxs,
+                     io.xrow, io.yrow)
+    y = io.result()
     if not training:
         return y, None
     return y, PackedCache(cell="gru", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, cache=cache,
@@ -327,18 +372,20 @@ def gru_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray,
 
 def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray,
                  w_hr: np.ndarray | None, bias: np.ndarray, h: np.ndarray, cs: np.ndarray,
-                 rev: np.ndarray, training: bool, n_threads: int | None):
+                 rev: np.ndarray, training: bool, n_threads: int | None,
+                 padded_in: bool = False, padded_out: bool = False):
     """y (N, D*P) and a PackedCache (or None). h (D, B, P), cs (D, B, H): states in/out,
-    sorted order. bias (D, 4H) = b_ih + b_hh. w_hr (D, P, H) or None."""
+    sorted order. bias (D, 4H) = b_ih + b_hh. w_hr (D, P, H) or None. padded_in, padded_out:
+    as gru_forward's."""
     D, G, I = w_ih.shape
     H = G // 4
     P = w_hh.shape[2]
     N, B, dt = plan.N, plan.B, x.dtype
-    if _single_step(plan, D, training):
+    assert not (padded_in and training)  # a training cache holds the packed x
+    if _single_step(plan, D, training) and not (padded_in or padded_out):
         return _step_lstm(x, w_ih, w_hh, w_hr, bias, h, cs, n_threads), None
     flops = 2.0 * N * D * (G * (I + P) + (P * H if w_hr is not None else 0))
     team, tasks, cols = _team(plan, n_threads, D, flops, H, w_hr is None)
-    y = np.empty((N, D * P), dt)
     cache: np.ndarray | None = None
     hprev: np.ndarray | None = None
     m: np.ndarray | None = None
@@ -348,12 +395,16 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
         m = _workspace.take((N, D * H), dt) if w_hr is not None else None
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     wt, fw_ih, fw_hh, fw_hr, packed = forward_weights(plan, w_ih, w_hh, w_hr, pack_ok=not cols)
-    gxs = gx_per_step(x, G, tasks, cols, wt)
+    gxs = gx_per_step(I, x.dtype, G, tasks, cols, wt)
+    io = PaddedIO(plan, x, padded_in, padded_out, gxs, cols, D * P, dt)
+    x = io.x
     gx = _workspace.get("gx", (1, D * G) if gxs else (N, D * G), dt)
-    scratch = _workspace.get("scratch", (team, B * (9 if gxs else 5) * H), dt)
+    scratch = _workspace.get("scratch", (team, io.scratch_width(B, (9 if gxs else 5) * H)), dt)
     with _threads.kernel_guard():
-        _lstm.forward(x, fw_ih, fw_hh, fw_hr, bias, h, cs, y, gx, cache, hprev, m, scratch,
-                      plan.bsz, plan.off, rev, tasks, team, wt, hbuf, packed, gxs)
+        _lstm.forward(x, fw_ih, fw_hh, fw_hr, bias, h, cs, io.y, gx, cache, hprev, m, scratch,
+                      plan.bsz, plan.off, rev, tasks, team, wt, hbuf, packed, gxs, io.xrow,
+                      io.yrow)
+    y = io.result()
     if not training:
         return y, None
     return y, PackedCache(cell="lstm", plan=plan, x=x, w_ih=w_ih, w_hh=w_hh, w_hr=w_hr,

@@ -309,7 +309,9 @@ class RNNBase(Module):
 
     def _forward_fast(self, x3, plan, lengths, h0, c0, keep, drop):
         D, L, P = self.num_directions, self._L, self._P
-        inp = plan.pack(x3)
+        padded = not plan.identity  # the first layer reads x3 and the last one writes y padded
+        padded_in = padded and not keep  # (a training cache holds the packed input)
+        inp = x3 if padded_in else plan.pack(x3)
         if keep:
             inp = _packed.keep_input(inp, x3)
         hs = _sorted_copy(plan, h0)  # updated in place by the kernels: h0 in, h_n out
@@ -320,15 +322,17 @@ class RNNBase(Module):
             blk = self._store.blocks[l]
             b_ih, b_hh = self._biases(blk)
             h = hs[l * D:(l + 1) * D]
+            io = dict(padded_in=padded_in and l == 0, padded_out=padded and l == L - 1)
             if self._cell == "gru":
                 bias = _packed.fold_gru_bias(b_ih, b_hh, self._reset_after)
                 y, pc = _packed.gru_forward(inp, plan, blk["w_ih"], blk["w_hh"], bias, h,
-                                            self._rev, self._reset_after, keep, self._n_threads)
+                                            self._rev, self._reset_after, keep, self._n_threads,
+                                            **io)
             else:
                 assert cs is not None  # LSTM: a cell state always exists
                 y, pc = _packed.lstm_forward(inp, plan, blk["w_ih"], blk["w_hh"], blk.get("w_hr"),
                                              b_ih + b_hh, h, cs[l * D:(l + 1) * D], self._rev,
-                                             keep, self._n_threads)
+                                             keep, self._n_threads, **io)
             layers.append(pc)
             if drop and l < L - 1:
                 m = self._mask(plan, D * P, drop)
@@ -337,7 +341,9 @@ class RNNBase(Module):
             else:
                 masks.append(None)
             inp = y
-        return (plan.unpack(inp), plan.unsort_state(hs),
+        if not padded:
+            inp = inp.reshape(plan.T, plan.B, -1)
+        return (inp, plan.unsort_state(hs),
                 None if cs is None else plan.unsort_state(cs), layers, masks)
 
     def _forward_reference(self, x3, plan, lengths, h0, c0, keep, drop):

@@ -120,16 +120,20 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after: boo
     b_hh = np.zeros(3 * H, dt) if a.b_hh is None else a.b_hh
     bias = _packed.fold_gru_bias(b_ih[None], b_hh[None], reset_after)
     h = plan.sort_state(_zeros_state(a.h0, B, H, dt))[None].copy()
-    xp = _input(plan, a.x, training)
+    xp, io = _input(plan, a.x, training)
     y, pc = _packed.gru_forward(xp, plan, a.w_ih[None], a.w_hh[None], bias, h, _FWD, reset_after,
-                                training, n_threads)
+                                training, n_threads, **io)
     cache = GRUCache(pc, (T, B, a.I, H), dt) if training else None
-    return plan.unpack(y), plan.unsort_state(h[0]), cache
+    return y.reshape(T, B, H), plan.unsort_state(h[0]), cache
 
 
-def _input(plan, x: np.ndarray, training: bool) -> np.ndarray:
+def _input(plan, x: np.ndarray, training: bool) -> tuple[np.ndarray, dict[str, bool]]:
+    """The input as the forward takes it, and how it meets the padded layout (PaddedIO)."""
+    padded = not plan.identity
+    if padded and not training:
+        return x, dict(padded_in=True, padded_out=True)
     xp = plan.pack(x)
-    return _packed.keep_input(xp, x) if training else xp
+    return (_packed.keep_input(xp, x) if training else xp), dict(padded_out=padded)
 
 
 def gru_backward(cache: GRUCache, dy, dh_n=None) -> dict[str, np.ndarray]:
@@ -181,11 +185,11 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training: b
     h = plan.sort_state(_zeros_state(a.h0, B, P, dt))[None].copy()
     cs = plan.sort_state(_zeros_state(a.c0, B, H, dt))[None].copy()
     w_hr3 = None if a.w_hr is None else a.w_hr[None]
-    xp = _input(plan, a.x, training)
+    xp, io = _input(plan, a.x, training)
     y, pc = _packed.lstm_forward(xp, plan, a.w_ih[None], a.w_hh[None], w_hr3, bias, h, cs, _FWD,
-                                 training, n_threads)
+                                 training, n_threads, **io)
     cache = LSTMCache(pc, (T, B, a.I, P), dt) if training else None
-    return plan.unpack(y), plan.unsort_state(h[0]), plan.unsort_state(cs[0]), cache
+    return y.reshape(T, B, P), plan.unsort_state(h[0]), plan.unsort_state(cs[0]), cache
 
 
 def lstm_backward(cache: LSTMCache, dy, dh_n=None, dc_n=None) -> dict[str, np.ndarray]:

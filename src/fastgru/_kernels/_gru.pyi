@@ -8,7 +8,8 @@ def forward(x: np.ndarray, wt_ih: np.ndarray, wt_hh: np.ndarray, bias: np.ndarra
             hprev: np.ndarray | None, scratch: np.ndarray, bsz: np.ndarray, off: np.ndarray,
             rev: np.ndarray, tasks: np.ndarray, reset_after: bool, n_threads: int,
             wt: bool = ..., hbuf: np.ndarray | None = ..., packed: bool = ...,
-            gx_step: bool = ...) -> None: ...
+            gx_step: bool = ..., xrow: np.ndarray | None = ...,
+            yrow: np.ndarray | None = ...) -> None: ...
 def backward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, cache: np.ndarray,
              hprev: np.ndarray, dy: np.ndarray | None, dh: np.ndarray, dgx: np.ndarray,
              dgh: np.ndarray | None, dx: np.ndarray, dw_ih: np.ndarray, dw_hh: np.ndarray,

@@ -9,7 +9,8 @@ def forward(x: np.ndarray, wt_ih: np.ndarray, wt_hh: np.ndarray, wt_hr: np.ndarr
             scratch: np.ndarray, bsz: np.ndarray, off: np.ndarray, rev: np.ndarray,
             tasks: np.ndarray, n_threads: int, wt: bool = ...,
             hbuf: np.ndarray | None = ..., packed: bool = ...,
-            gx_step: bool = ...) -> None: ...
+            gx_step: bool = ..., xrow: np.ndarray | None = ...,
+            yrow: np.ndarray | None = ...) -> None: ...
 def backward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, w_hr: np.ndarray | None,
              cache: np.ndarray, hprev: np.ndarray, m: np.ndarray | None,
              dy: np.ndarray | None, dh: np.ndarray, dc: np.ndarray, dg: np.ndarray,

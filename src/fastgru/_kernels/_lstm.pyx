@@ -52,6 +52,8 @@ def _set_mm_own(int level, int max_k):
 cdef struct Layer:
     int nI, H, P, D, proj, training, accumulate, wt, cols, packed
     int gx_step             # input projection per step into scratch (see _packed.gx_per_step)
+    const Py_ssize_t* xrow  # or NULL: x is padded, packed row p is x row xrow[p] (gx_step only)
+    const Py_ssize_t* yrow  # or NULL: y is padded, packed row p goes to y row yrow[p]
     Py_ssize_t whh_dstride  # elements between directions of the forward w_hh
     const void* wp_hh       # backward: W_hh packed in panels (or NULL)
     Py_ssize_t wp_dstride
@@ -99,8 +101,11 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef floating* cs = <floating*>L.c + (<Py_ssize_t>d * B + r0) * H
     cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
     cdef floating* gxs = scr + <Py_ssize_t>B * 5 * H   # gx_step: this step's gx rows
+    cdef floating* xg = scr + <Py_ssize_t>B * 9 * H    # xrow: this step's x rows
     cdef const floating* gxp
-    cdef floating* yp
+    cdef const floating* xp
+    cdef floating* yp = NULL
+    cdef floating* yo
     cdef floating* kp = NULL
     cdef floating* hp
     cdef floating* gh
@@ -116,14 +121,20 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             continue
         row = S.off[t] + r0
         if L.gx_step:
+            xp = <const floating*>L.x + row * L.nI
+            if L.xrow != NULL:  # gathered here, while the rows are needed, not in a packing pass
+                for i in range(nb):
+                    memcpy(xg + <Py_ssize_t>i * L.nI, <const floating*>L.x + L.xrow[row + i] * L.nI,
+                           L.nI * sizeof(floating))
+                xp = xg
             # gx[nb, 4H] = x[nb, I] @ W_ih.T[I, 4H]   (this step's rows: read back from L2)
-            mm_proj(nb, G, L.nI, <const floating*>L.x + row * L.nI, L.nI,
-                    <const floating*>L.w_ih + d * G, D * G, gxs, G)
+            mm_proj(nb, G, L.nI, xp, L.nI, <const floating*>L.w_ih + d * G, D * G, gxs, G)
             gxp = gxs
             ldgx = G
         else:
             gxp = <const floating*>L.gx + row * ldgx + d * G
-        yp = <floating*>L.y + row * ldy + d * P
+        if L.yrow == NULL:
+            yp = <floating*>L.y + row * ldy + d * P
         if L.training:
             kp = <floating*>L.cache + row * ldk + d * 6 * H
             hp = <floating*>L.hprev + row * ldy + d * P
@@ -151,8 +162,11 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             lstm_fwd(nb, H, H, gxp, ldgx, gh, ldgh, b, cs, H, mp, ldm, NULL, 0, kp, ldk)
             # h[nb, P] = m[nb, H] @ W_hr.T[H, P]
             mm_w(nb, P, H, mp, ldm, wt_hr, L.wt, False, hs, P)
+        if L.proj or L.yrow != NULL:  # the gates wrote h only: copy it out
             for i in range(nb):
-                memcpy(yp + <Py_ssize_t>i * ldy, hs + <Py_ssize_t>i * P, P * sizeof(floating))
+                yo = (<floating*>L.y + L.yrow[row + i] * ldy + d * P) if L.yrow != NULL \
+                    else yp + <Py_ssize_t>i * ldy
+                memcpy(yo, hs + <Py_ssize_t>i * P, P * sizeof(floating))
 
 
 cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
@@ -239,13 +253,17 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             floating[:, ::1] hprev, floating[:, ::1] m, floating[:, ::1] scratch,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
             const int[:, ::1] tasks, int n_threads, bint wt=True,
-            floating[:, :, ::1] hbuf=None, bint packed=False, bint gx_step=False):
+            floating[:, :, ::1] hbuf=None, bint packed=False, bint gx_step=False,
+            const Py_ssize_t[::1] xrow=None, const Py_ssize_t[::1] yrow=None):
     """Run one LSTM layer forward; see the module docstring for the layout.
     wt: weights given transposed; False: PyTorch layout (w_ih as (D*G, I), w_hh, w_hr as is).
     hbuf (2, B, H): selects cols mode (one direction, no projection). packed: wt_hh holds each
     direction's W_hh.T packed in panels (_packed.pack_panels; float32, not cols). gx_step: each
     task projects its rows of each step into its scratch (B*(5H + 4H) per thread) instead of
     one gx GEMM over all rows before the loop (gx unused; tasks mode, wt only).
+    xrow (N,): x is the padded (T*B, I) batch and packed row p is its row xrow[p] (gx_step
+    only; scratch B*(9H + I)). yrow (N,): y is the padded (T*B, D*P) output (padding rows left
+    as they are) and packed row p is written to its row yrow[p] (tasks mode).
 
     w_hr: None without projection. cache/hprev: None for inference; m: None unless training with
     a projection. scratch: (threads, B*5H) per-thread workspace.
@@ -255,7 +273,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     memset(&L, 0, sizeof(L))
     S.T = bsz.shape[0]
     S.B = h.shape[1]
-    S.N = x.shape[0]
+    S.N = x.shape[0] if xrow is None else xrow.shape[0]
     S.bsz = &bsz[0]
     S.off = &off[0]
     L.nI = x.shape[1]
@@ -264,6 +282,14 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     L.D = h.shape[0]
     L.proj = wt_hr is not None
     L.training = cache is not None
+    if xrow is not None:
+        if not gx_step or scratch.shape[1] < c.shape[1] * (9 * c.shape[2] + x.shape[1]):
+            raise ValueError("xrow needs gx_step and B*(9H + I) of scratch")
+        L.xrow = &xrow[0]
+    if yrow is not None:
+        if hbuf is not None:
+            raise ValueError("yrow needs tasks mode")
+        L.yrow = &yrow[0]
     L.wt = wt
     L.x = &x[0, 0]
     L.w_ih = &wt_ih[0, 0]
