@@ -160,3 +160,163 @@ def test_export_refuses_what_onnx_cannot_express():
     model = fastgru.GRU(I, H, dtype="float64").export_onnx(dtype="float32")
     assert model.graph.initializer[1].data_type == 1  # FLOAT
     assert not os.path.exists("None")
+
+
+@pytest.mark.parametrize("cell,kw,initial_state,with_lengths", CASES)
+def test_model_import_round_trips_the_export(tmp_path, cell, kw, initial_state, with_lengths):
+    """export_onnx -> from_onnx_model gives back the same layer (weights, config), from a path,
+    from bytes and from the ModelProto."""
+    pytest.importorskip("onnx")
+    cls = fastgru.GRU if cell == "gru" else fastgru.LSTM
+    m = cls(I, H, seed=3, **kw)
+    path = tmp_path / "m.onnx"
+    proto = m.export_onnx(path, initial_state=initial_state, lengths=with_lengths)
+    for src in (path, str(path), path.read_bytes(), proto):
+        back = cls.from_onnx_model(src)
+        skip = ("seed", "dropout")  # not in an ONNX model
+        assert {k: v for k, v in back.get_config().items() if k not in skip} == \
+            {k: v for k, v in m.get_config().items() if k not in skip}
+        for name, a in m.parameters().items():
+            np.testing.assert_array_equal(back.parameters()[name], a, err_msg=name)
+
+
+def _one_node_model(cell, W, R, Bias, attrs, with_b=True, const_nodes=False, P=None):
+    from onnx import TensorProto, helper, numpy_helper
+
+    outs = ["Y", "Y_h"] + (["Y_c"] if cell == "lstm" else [])
+    names = ["X", "W", "R"] + (["B"] if with_b else [])
+    if P is not None:
+        names += ["", "", "", "P"]
+    arrays = dict(W=W, R=R, B=Bias, P=P)
+    inits, nodes = [], []
+    for n in names[1:]:
+        if not n:
+            continue
+        t = numpy_helper.from_array(arrays[n].astype(np.float32), n)
+        if const_nodes:
+            nodes.append(helper.make_node("Constant", [], [n], value=t))
+        else:
+            inits.append(t)
+    nodes.append(helper.make_node(cell.upper(), names, outs, name="rnn", **attrs))
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outs], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+@pytest.mark.parametrize("cell,attrs", [
+    ("gru", dict(linear_before_reset=1, direction="bidirectional")),
+    ("gru", dict(linear_before_reset=0, layout=1)),
+    ("gru", dict(linear_before_reset=1, activations=["Sigmoid", "Tanh"])),
+    ("lstm", dict(direction="bidirectional", layout=1)),
+    ("lstm", dict(activations=["Sigmoid", "Tanh", "Tanh"], input_forget=0)),
+])
+@pytest.mark.parametrize("const_nodes", [False, True])
+def test_model_import_matches_onnxruntime(cell, attrs, const_nodes):
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    rng = np.random.default_rng(1)
+    D = 2 if attrs.get("direction") == "bidirectional" else 1
+    G = (3 if cell == "gru" else 4) * H
+    W = rng.uniform(-0.6, 0.6, (D, G, I)).astype(np.float32)
+    R = rng.uniform(-0.6, 0.6, (D, G, H)).astype(np.float32)
+    Bias = rng.uniform(-0.6, 0.6, (D, 2 * G)).astype(np.float32)
+    model = _one_node_model(cell, W, R, Bias, dict(attrs, hidden_size=H), const_nodes=const_nodes,
+                            P=np.zeros((D, 3 * H)) if cell == "lstm" else None)
+    cls = fastgru.GRU if cell == "gru" else fastgru.LSTM
+    m = cls.from_onnx_model(model)
+    layout = attrs.get("layout", 0)
+    assert m.batch_first == (layout == 1)
+    x = rng.standard_normal((B, T, I) if layout else (T, B, I)).astype(np.float32)
+    if layout:  # ONNX Runtime runs layout 0 only: the ONNX reference evaluator then
+        from onnx.reference import ReferenceEvaluator
+
+        got = ReferenceEvaluator(model).run(None, {"X": x})
+    else:
+        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        got = sess.run(None, {"X": x})
+    y, st = m(x)
+    # ONNX Y: [T, D, B, H] (layout 0) or [B, T, D, H] (layout 1)
+    y_onnx = (got[0].reshape(B, T, D * H) if layout else
+              got[0].transpose(0, 2, 1, 3).reshape(T, B, D * H))
+    assert rel_err(y, y_onnx) < 1e-5
+    h = st[0] if cell == "lstm" else st
+    h_onnx = got[1].transpose(1, 0, 2) if layout else got[1]  # layout 1: Y_h [B, D, H]
+    assert rel_err(h, h_onnx) < 1e-5
+
+
+def test_model_import_refuses_what_fastgru_cannot_compute():
+    pytest.importorskip("onnx")
+    rng = np.random.default_rng(0)
+    G = 3 * H
+    W, R = rng.standard_normal((1, G, I)), rng.standard_normal((1, G, H))
+    Bias = rng.standard_normal((1, 2 * G))
+
+    def model(cell="gru", **attrs):
+        g = G if cell == "gru" else 4 * H
+        w, r, b = (W, R, Bias) if cell == "gru" else (rng.standard_normal((1, g, I)),
+                                                        rng.standard_normal((1, g, H)),
+                                                        rng.standard_normal((1, 2 * g)))
+        return _one_node_model(cell, w, r, b, attrs, P=attrs.pop("P", None))
+
+    for attrs, err, word in [
+        (dict(clip=3.0), NotImplementedError, "clip"),
+        (dict(activations=["Relu", "Tanh"]), NotImplementedError, "activations"),
+        (dict(direction="reverse"), NotImplementedError, "reverse"),
+        (dict(hidden_size=H + 1), ValueError, "hidden_size"),
+        (dict(layout=2), ValueError, "layout"),
+        (dict(linear_before_reset=3), ValueError, "linear_before_reset"),
+    ]:
+        with pytest.raises(err, match=word):
+            fastgru.GRU.from_onnx_model(model(**attrs))
+    with pytest.raises(NotImplementedError, match="input_forget"):
+        fastgru.LSTM.from_onnx_model(model("lstm", input_forget=1))
+    with pytest.raises(NotImplementedError, match="peephole"):
+        fastgru.LSTM.from_onnx_model(model("lstm", P=np.ones((1, 3 * H))))
+    with pytest.raises(ValueError, match="no LSTM node"):
+        fastgru.LSTM.from_onnx_model(model())
+    # W computed in the graph (not folded to a constant)
+    from onnx import helper
+
+    m = model()
+    m.graph.node.insert(0, helper.make_node("Identity", ["W0"], ["W"]))
+    for t in m.graph.initializer:
+        if t.name == "W":
+            t.name = "W0"
+    with pytest.raises(ValueError, match="constant"):
+        fastgru.GRU.from_onnx_model(m)
+    # two nodes that are not the layers of one stack
+    a = fastgru.GRU(I, H, num_layers=2).export_onnx()
+    for n in a.graph.node:
+        if n.op_type == "GRU":
+            for at in n.attribute:
+                if at.name == "linear_before_reset":
+                    at.i = 1 - at.i
+                    break
+            break
+    with pytest.raises(ValueError, match="one stack"):
+        fastgru.GRU.from_onnx_model(a)
+
+
+@pytest.mark.filterwarnings("ignore")  # the exporter's tracing warnings
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_model_import_of_torch_export(tmp_path, batch_first):
+    """A torch.nn.GRU / nn.LSTM exported by torch.onnx.export (when that works here) loads
+    with the same outputs."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("onnx")
+    for cls, tcls in ((fastgru.GRU, torch.nn.GRU), (fastgru.LSTM, torch.nn.LSTM)):
+        torch.manual_seed(0)
+        mod = tcls(I, H, num_layers=2, bidirectional=True, batch_first=batch_first).eval()
+        x = torch.randn((B, T, I) if batch_first else (T, B, I))
+        path = tmp_path / f"{cls.__name__}.onnx"
+        try:
+            torch.onnx.export(mod, (x,), str(path), dynamo=False)
+        except Exception as exc:  # exporter dependencies missing in this environment
+            pytest.skip(f"torch.onnx.export failed here: {type(exc).__name__}: {exc}")
+        m = cls.from_onnx_model(path)
+        assert m.batch_first == batch_first
+        with torch.no_grad():
+            ty, _ = mod(x)
+        y, _ = m(x.numpy())
+        assert rel_err(y, ty.numpy()) < 1e-5

@@ -21,6 +21,7 @@ These functions work on any fastgru module (layer or cell); the classes expose t
 """
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -339,52 +340,185 @@ def to_onnx(m, layer: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
     return W, R, B
 
 
+def _check_onnx(cls, W, R, B, direction: str, where: str = ""):
+    """(W, R, B, D, H, I) after checking ONNX GRU/LSTM inputs against `direction`."""
+    if direction not in DIRECTIONS:
+        if direction == "reverse":
+            raise NotImplementedError(f'{where}direction="reverse" has no fastgru/PyTorch '
+                                      'counterpart; use direction="forward" on the time-reversed '
+                                      'input')
+        raise ValueError(f"{where}direction must be 'forward' or 'bidirectional', got "
+                         f"{direction!r}")
+    D = DIRECTIONS[direction]
+    gk = 3 if cls._cell == "gru" else 4
+    W, R = to_numpy("W", W), to_numpy("R", R)
+    if W.ndim != 3 or W.shape[0] != D or W.shape[1] % gk or W.shape[1] == 0:
+        raise ValueError(f"{where}W must have shape [D, {gk}H, I] with D = {D} for direction="
+                         f"{direction!r}, got {W.shape}")
+    H, I = W.shape[1] // gk, W.shape[2]
+    if R.shape != (D, gk * H, H):
+        raise ValueError(f"{where}R must have shape [D, {gk}H, H] = {[D, gk * H, H]}, got "
+                         f"{list(R.shape)}")
+    if B is not None:
+        B = to_numpy("B", B)
+        if B.shape != (D, 2 * gk * H):
+            raise ValueError(f"{where}B must have shape [D, {2 * gk}H] = {[D, 2 * gk * H]}, got "
+                             f"{list(B.shape)}")
+    return W, R, B, D, H, I
+
+
+def _check_lbr(linear_before_reset) -> bool:
+    if linear_before_reset not in (0, 1) or isinstance(linear_before_reset, float):
+        raise ValueError(f"linear_before_reset must be 0 or 1, got {linear_before_reset!r}")
+    return bool(linear_before_reset)
+
+
+def _onnx_order(cls) -> tuple[int, ...]:
+    return GRU_TO_GATES if cls._cell == "gru" else LSTM_FROM_ONNX
+
+
 def from_onnx(cls, W, R, B=None, linear_before_reset: int = 0, direction: str = "forward",
               dtype: Any = None, P=None, **kwargs):
     """A one-layer fastgru module from ONNX GRU/LSTM inputs (see to_onnx). ONNX B=None means
     zero biases (gives bias=False). direction "forward" or "bidirectional" ("reverse" alone has
     no PyTorch/fastgru counterpart: reverse the input instead)."""
-    if direction not in DIRECTIONS:
-        if direction == "reverse":
-            raise NotImplementedError('direction="reverse" has no fastgru/PyTorch counterpart; '
-                                      'use direction="forward" on the time-reversed input')
-        raise ValueError(f"direction must be 'forward' or 'bidirectional', got {direction!r}")
-    D = DIRECTIONS[direction]
-    gk = 3 if cls._cell == "gru" else 4
-    W, R = to_numpy("W", W), to_numpy("R", R)
-    if W.ndim != 3 or W.shape[0] != D or W.shape[1] % gk or W.shape[1] == 0:
-        raise ValueError(f"W must have shape [D, {gk}H, I] with D = {D} for direction="
-                         f"{direction!r}, got {W.shape}")
-    H, I = W.shape[1] // gk, W.shape[2]
-    if R.shape != (D, gk * H, H):
-        raise ValueError(f"R must have shape [D, {gk}H, H] = {[D, gk * H, H]}, got {list(R.shape)}")
-    if B is not None:
-        B = to_numpy("B", B)
-        if B.shape != (D, 2 * gk * H):
-            raise ValueError(f"B must have shape [D, {2 * gk}H] = {[D, 2 * gk * H]}, got "
-                             f"{list(B.shape)}")
+    W, R, B, D, H, I = _check_onnx(cls, W, R, B, direction)
     cfg = dict(input_size=I, hidden_size=H, bidirectional=D == 2, bias=B is not None,
                dtype=_dtype_of([W], dtype))
     if cls._cell == "gru":
-        if linear_before_reset not in (0, 1) or isinstance(linear_before_reset, float):
-            raise ValueError(f"linear_before_reset must be 0 or 1, got {linear_before_reset!r}")
-        cfg["reset_after"] = bool(linear_before_reset)
-        order: tuple[int, ...] = GRU_TO_GATES
-    else:
-        if P is not None and np.any(to_numpy("P", P)):
-            raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
-                                      "counterpart")
-        order = LSTM_FROM_ONNX
+        cfg["reset_after"] = _check_lbr(linear_before_reset)
+    elif P is not None and np.any(to_numpy("P", P)):
+        raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
+                                  "counterpart")
     cfg.update(kwargs)
     m = cls(**cfg)
+    m.load_state_dict(_onnx_state(m, 0, W, R, B, _onnx_order(cls)))
+    return m
+
+
+def _onnx_state(m, l: int, W, R, B, order) -> dict[str, np.ndarray]:
+    """Layer l's parameters (PyTorch names) from ONNX W, R, B (None: zeros when m has biases)."""
     sd = {}
-    for d in range(D):
-        sd[_name(m, 0, "w_ih", d)] = permute_gates(W[d], order)
-        sd[_name(m, 0, "w_hh", d)] = permute_gates(R[d], order)
-        if B is not None:
-            G = gk * H
-            sd[_name(m, 0, "b_ih", d)] = permute_gates(B[d, :G], order)
-            sd[_name(m, 0, "b_hh", d)] = permute_gates(B[d, G:], order)
+    G = W.shape[1]
+    for d in range(W.shape[0]):
+        sd[_name(m, l, "w_ih", d)] = permute_gates(W[d], order)
+        sd[_name(m, l, "w_hh", d)] = permute_gates(R[d], order)
+        if m.bias:
+            b = np.zeros(2 * G, W.dtype) if B is None else B[d]
+            sd[_name(m, l, "b_ih", d)] = permute_gates(b[:G], order)
+            sd[_name(m, l, "b_hh", d)] = permute_gates(b[G:], order)
+    return sd
+
+
+_ONNX_ACTIVATIONS = {"gru": ["sigmoid", "tanh"], "lstm": ["sigmoid", "tanh", "tanh"]}
+
+
+def _onnx_text(v):
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, list):
+        return [_onnx_text(u) for u in v]
+    return v
+
+
+def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
+    """A fastgru layer from the GRU (or LSTM) nodes of an ONNX model: a path, bytes or an
+    onnx.ModelProto (needs the `onnx` package). The nodes, in graph order, become the layers
+    (each one's input size must be the previous one's D*H, as in fastgru's export_onnx and
+    torch.onnx.export of a multi-layer nn.GRU/nn.LSTM). W, R, B (and P) must be initializers
+    or Constant outputs. Read from the nodes: direction, hidden_size, linear_before_reset and
+    layout (batch_first=True for layout=1, or for a graph input transposed (1, 0, 2) straight
+    into the first node, as export_onnx writes batch_first layers). Attributes with no fastgru
+    counterpart (clip, non-default activations, input_forget=1, non-zero peepholes P,
+    direction="reverse") raise NotImplementedError. kwargs: extra constructor arguments."""
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError:  # pragma: no cover - depends on the environment
+        raise ImportError("from_onnx_model needs the onnx package: pip install onnx") from None
+    if isinstance(model, (bytes, bytearray)):
+        model = onnx.load_from_string(bytes(model))
+    elif not isinstance(model, onnx.ModelProto):
+        model = onnx.load(os.fspath(model))
+    op = "GRU" if cls._cell == "gru" else "LSTM"
+    graph = model.graph
+    consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    nodes = [n for n in graph.node if n.op_type == op]
+    if not nodes:
+        raise ValueError(f"the ONNX model has no {op} node (it has "
+                         f"{sorted({n.op_type for n in graph.node})})")
+    layers = []
+    for n in nodes:
+        where = f"{op} node {n.name!r}: "
+
+        def const(k: int, what: str, n=n, where=where):
+            name = n.input[k] if len(n.input) > k else ""
+            if not name:
+                return None
+            if name not in consts:
+                raise ValueError(f"{where}input {what} ({name!r}) is computed in the graph, "
+                                 "not a constant (export with constant folding)")
+            return consts[name]
+
+        a = {x.name: _onnx_text(helper.get_attribute_value(x)) for x in n.attribute}
+        direction = a.get("direction", "forward")
+        if "clip" in a:
+            raise NotImplementedError(f"{where}clip={a['clip']} has no fastgru/PyTorch "
+                                      "counterpart")
+        acts = [str(v).lower() for v in a.get("activations", [])]
+        want = _ONNX_ACTIVATIONS[cls._cell] * DIRECTIONS.get(direction, 1)
+        if acts and acts != want:
+            raise NotImplementedError(f"{where}activations {a['activations']} (fastgru "
+                                      f"computes {want})")
+        if a.get("input_forget", 0):
+            raise NotImplementedError(f"{where}input_forget=1 has no fastgru/PyTorch "
+                                      "counterpart")
+        P = const(7, "P") if op == "LSTM" else None
+        if P is not None and np.any(P):
+            raise NotImplementedError(f"{where}peepholes (input P) have no fastgru/PyTorch "
+                                      "counterpart")
+        W, R, B, D, H, I = _check_onnx(cls, const(1, "W"), const(2, "R"), const(3, "B"),
+                                       direction, where)
+        if "hidden_size" in a and a["hidden_size"] != H:
+            raise ValueError(f"{where}hidden_size={a['hidden_size']} but W has shape "
+                             f"{list(W.shape)}")
+        layout = a.get("layout", 0)
+        if layout not in (0, 1):
+            raise ValueError(f"{where}layout must be 0 or 1, got {layout!r}")
+        lbr = _check_lbr(a.get("linear_before_reset", 0)) if op == "GRU" else None
+        layers.append(dict(where=where, W=W, R=R, B=B, D=D, H=H, I=I, lbr=lbr, layout=layout))
+    first = layers[0]
+    for prev, ly in zip(layers, layers[1:], strict=False):
+        for key in ("D", "H", "lbr", "layout"):
+            if ly[key] != first[key]:
+                raise ValueError(f"{ly['where']}its {key} differs from the first {op} node's: "
+                                 f"the {op} nodes must be the layers of one stack")
+        if ly["I"] != prev["D"] * prev["H"]:
+            raise ValueError(f"{ly['where']}input size {ly['I']} is not the previous node's "
+                             f"D*H = {prev['D'] * prev['H']}")
+    # batch_first: layout=1, or (as export_onnx and torch write it) a graph input transposed
+    # from (B, T, I) to (T, B, I) right before the first node
+    made_by = {o: n for n in graph.node for o in n.output}
+    feed = made_by.get(nodes[0].input[0])
+    inputs = {v.name for v in graph.input}
+    perm = [list(helper.get_attribute_value(x)) for x in feed.attribute if x.name == "perm"] \
+        if feed is not None and feed.op_type == "Transpose" else []
+    batch_first = first["layout"] == 1 or (perm == [[1, 0, 2]] and feed is not None
+                                           and feed.input[0] in inputs)
+    cfg = dict(input_size=first["I"], hidden_size=first["H"], num_layers=len(layers),
+               bidirectional=first["D"] == 2, batch_first=batch_first,
+               bias=any(ly["B"] is not None for ly in layers),
+               dtype=_dtype_of([first["W"]], dtype))
+    if op == "GRU":
+        cfg["reset_after"] = first["lbr"]
+    cfg.update(kwargs)
+    m = cls(**cfg)
+    sd: dict[str, np.ndarray] = {}
+    for l, ly in enumerate(layers):
+        sd.update(_onnx_state(m, l, ly["W"], ly["R"], ly["B"], _onnx_order(cls)))
     m.load_state_dict(sd)
     return m
 

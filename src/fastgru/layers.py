@@ -44,6 +44,14 @@ class _LayerInterop(interop.InteropMixin):
         i, o, f, c. Directions stacked on the first axis: forward, reverse."""
         return interop.to_onnx(self, layer)
 
+    @classmethod
+    def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
+        """A layer from the GRU (or LSTM) nodes of an ONNX model (a path, bytes or an
+        onnx.ModelProto; needs the `onnx` package): the nodes in graph order become the layers,
+        as written by export_onnx or torch.onnx.export. Direction, linear_before_reset and
+        layout (batch_first) come from the nodes; see fastgru.interop.from_onnx_model."""
+        return interop.from_onnx_model(cls, model, dtype=dtype, **kwargs)
+
     def export_onnx(self, path: Any = None, **kwargs):
         """Export the whole layer as an ONNX model (a chain of GRU/LSTM nodes); writes `path`
         atomically when given and returns the onnx.ModelProto. See
