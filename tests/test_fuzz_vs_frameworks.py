@@ -567,8 +567,7 @@ def test_from_keras_refuses_what_it_cannot_map(keras):
         with pytest.raises(ValueError, match=word):
             fastgru.GRU.from_keras(bi)
     for kw, word in ((dict(activation="relu"), "activation"),
-                     (dict(recurrent_activation="hard_sigmoid"), "recurrent_activation"),
-                     (dict(go_backwards=True), "go_backwards")):
+                     (dict(recurrent_activation="hard_sigmoid"), "recurrent_activation")):
         k = keras.layers.LSTM(3, **kw)
         k.build((None, None, 2))
         with pytest.raises(ValueError, match=word):

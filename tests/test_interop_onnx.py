@@ -48,8 +48,8 @@ def test_onnx_unsupported_and_bad_arguments():
     with pytest.raises(NotImplementedError, match="proj"):
         fastgru.LSTM(I, H, proj_size=2).to_onnx()
     W, R, Bias = fastgru.GRU(I, H).to_onnx()
-    with pytest.raises(NotImplementedError, match="reverse"):
-        fastgru.GRU.from_onnx(W, R, Bias, direction="reverse")
+    with pytest.raises(ValueError, match="direction"):
+        fastgru.GRU.from_onnx(W, R, Bias, direction="backward")
     with pytest.raises(ValueError, match="W"):
         fastgru.GRU.from_onnx(W, R, Bias, direction="bidirectional")
     with pytest.raises(ValueError, match="R"):
@@ -262,7 +262,7 @@ def test_model_import_refuses_what_fastgru_cannot_compute():
     for attrs, err, word in [
         (dict(clip=3.0), NotImplementedError, "clip"),
         (dict(activations=["Relu", "Tanh"]), NotImplementedError, "activations"),
-        (dict(direction="reverse"), NotImplementedError, "reverse"),
+        (dict(direction="sideways"), ValueError, "direction"),
         (dict(hidden_size=H + 1), ValueError, "hidden_size"),
         (dict(layout=2), ValueError, "layout"),
         (dict(linear_before_reset=3), ValueError, "linear_before_reset"),

@@ -69,12 +69,17 @@ class RNNBase(Module):
 
     # -- construction ---------------------------------------------------------------------------
     def _setup(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
-               bidirectional, proj_size, reset_after, dtype, seed, backend, n_threads) -> None:
+               bidirectional, proj_size, reset_after, dtype, seed, backend, n_threads,
+               reverse=False) -> None:
         self._I = check_size("input_size", input_size)
         self._H = check_size("hidden_size", hidden_size)
         self._L = check_size("num_layers", num_layers)
         self._bias = V.check_bool("bias", bias)
         self._bidirectional = V.check_bool("bidirectional", bidirectional)
+        self._reverse = V.check_bool("reverse", reverse)
+        if self._reverse and self._bidirectional:
+            raise ValueError("reverse=True is for one direction (bidirectional already runs "
+                             "both)")
         self._reset_after = V.check_bool("reset_after", reset_after)
         self._proj = check_size("proj_size", proj_size, minimum=0)
         if self._proj and self._cell != "lstm":
@@ -111,7 +116,9 @@ class RNNBase(Module):
                                              ("w_hr", "weight_hr"))})
         self._store = ParamStore(layout, names, dt)
         self.reset_parameters()
-        self._rev = np.arange(D, dtype=np.int32)  # direction flags: [0] or [0, 1]
+        # direction flags: [0], [0, 1], or [1] (reverse: ONNX direction="reverse", Keras
+        # go_backwards with the outputs left at their time steps)
+        self._rev = np.array([1] if self._reverse else range(D), dtype=np.int32)
         self._G = G
         self._cache: _ForwardCache | None = None
         self._steppers: list | None = None
@@ -134,6 +141,8 @@ class RNNBase(Module):
     num_layers = property(lambda self: self._L, doc="L, stacked layers.")
     bias = property(lambda self: self._bias, doc="Whether the layer has b_ih and b_hh.")
     bidirectional = property(lambda self: self._bidirectional, doc="Two directions per layer.")
+    reverse = property(lambda self: self._reverse,
+                       doc="One direction, run from each sequence's last step to its first.")
     num_directions = property(lambda self: 2 if self._bidirectional else 1, doc="D, 1 or 2.")
     _P = property(lambda self: self._proj or self._H)
 
@@ -179,6 +188,8 @@ class RNNBase(Module):
                                    bias=self._bias,
                    batch_first=self._batch_first, dropout=self._dropout,
                    bidirectional=self._bidirectional)
+        if self._reverse:
+            cfg["reverse"] = True
         if self._cell == "gru":
             cfg["reset_after"] = self._reset_after
         else:
@@ -200,6 +211,8 @@ class RNNBase(Module):
             s += f", dropout={self._dropout}"
         if self._bidirectional:
             s += ", bidirectional=True"
+        if self._reverse:
+            s += ", reverse=True"
         if self._cell == "gru" and not self._reset_after:
             s += ", reset_after=False"
         if self.dtype != np.float32:
@@ -362,13 +375,15 @@ class RNNBase(Module):
                 if self._cell == "gru":
                     y, hn[k], c = reference.gru_forward(
                         inp, h0[k], blk["w_ih"][d], blk["w_hh"][d], b_ih, b_hh, lengths=lengths,
-                        reset_after=self._reset_after, training=keep, reverse=bool(d))
+                        reset_after=self._reset_after, training=keep,
+                        reverse=bool(self._rev[d]))
                 else:
                     assert cn is not None
                     w_hr = blk["w_hr"][d] if self._proj else None
                     y, hn[k], cn[k], c = reference.lstm_forward(
                         inp, h0[k], c0[k], blk["w_ih"][d], blk["w_hh"][d], b_ih, b_hh,
-                        lengths=lengths, training=keep, w_hr=w_hr, reverse=bool(d))
+                        lengths=lengths, training=keep, w_hr=w_hr,
+                        reverse=bool(self._rev[d]))
                 ys.append(y)
                 caches.append(c)
             y = np.concatenate(ys, axis=2) if D > 1 else ys[0]
@@ -509,9 +524,9 @@ class RNNBase(Module):
     # -- streaming ------------------------------------------------------------------------------
     def _stepper_list(self) -> list:
         if self._steppers is None:
-            if self._bidirectional:
-                raise ValueError("step() streams forward in time; a bidirectional layer needs "
-                                 "the whole sequence: call the layer on it instead")
+            if self._bidirectional or self._reverse:
+                raise ValueError("step() streams forward in time; a bidirectional or reverse "
+                                 "layer needs the whole sequence: call the layer on it instead")
             from fastgru.cells import gru_stepper, lstm_stepper
 
             steppers = []

@@ -32,7 +32,7 @@ GRU_TO_GATES = (1, 0, 2)  # PyTorch r,z,n <-> Keras/ONNX z,r,h (its own inverse)
 LSTM_TO_ONNX = (0, 3, 1, 2)  # PyTorch i,f,g,o -> ONNX i,o,f,c
 LSTM_FROM_ONNX = (0, 2, 3, 1)  # ONNX i,o,f,c -> PyTorch i,f,g,o
 
-DIRECTIONS = {"forward": 1, "bidirectional": 2}
+DIRECTIONS = {"forward": 1, "bidirectional": 2, "reverse": 1}
 
 
 def permute_gates(a: np.ndarray, order, axis: int = 0) -> np.ndarray:
@@ -104,6 +104,9 @@ def to_torch(m, device: Any = None):
     import torch
 
     _refuse_reset_before(m, "to_torch")
+    if getattr(m, "reverse", False):
+        raise NotImplementedError("to_torch: a reverse=True layer has no PyTorch counterpart "
+                                  "(torch runs reverse directions only inside bidirectional)")
     tcls = _torch_class(type(m))
     cfg = dict(input_size=m.input_size, hidden_size=m.hidden_size, bias=m.bias)
     if hasattr(m, "num_layers"):
@@ -266,7 +269,7 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
     return m
 
 
-def _check_keras_inner(cls, inner, go_backwards: bool, where: str) -> dict:
+def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dict:
     """The config of one Keras GRU/LSTM (of a Bidirectional) after checking that fastgru
     computes the same function."""
     want = "GRU" if cls._cell == "gru" else "LSTM"
@@ -274,8 +277,10 @@ def _check_keras_inner(cls, inner, go_backwards: bool, where: str) -> dict:
         raise TypeError(f"keras_layer{where} must be a keras.layers.{want} (or a Bidirectional "
                         f"of one), got {type(inner).__name__}")
     cfg = inner.get_config()
-    for key, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid"),
-                          ("go_backwards", go_backwards)):
+    checks: tuple = (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
+    if go_backwards is not None:  # None: either (a standalone layer maps it to reverse=True)
+        checks += (("go_backwards", go_backwards),)
+    for key, expected in checks:
         if cfg.get(key, expected) != expected:
             raise ValueError(f"Keras {want}{where} with {key}={cfg.get(key)!r} is not supported "
                              f"(fastgru computes {key}={expected!r})")
@@ -284,14 +289,17 @@ def _check_keras_inner(cls, inner, go_backwards: bool, where: str) -> dict:
 
 def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
     """A fastgru layer equivalent to a Keras GRU/LSTM layer or a Bidirectional(GRU/LSTM)
-    (merge_mode="concat"), with batch_first=True (Keras is batch-major) unless given."""
+    (merge_mode="concat"), with batch_first=True (Keras is batch-major) unless given. A
+    go_backwards=True layer gives reverse=True: the same final state, and the same outputs
+    with fastgru's y at their own time steps (Keras returns them reversed in time)."""
     inner, bidirectional = keras_layer, False
     if hasattr(keras_layer, "forward_layer") and hasattr(keras_layer, "backward_layer"):
         if keras_layer.merge_mode != "concat":
             raise ValueError(f"only Bidirectional(merge_mode='concat') maps to bidirectional="
                              f"True, got merge_mode={keras_layer.merge_mode!r}")
         inner, bidirectional = keras_layer.forward_layer, True
-    cfg = _check_keras_inner(cls, inner, False, " (forward layer)" if bidirectional else "")
+    cfg = _check_keras_inner(cls, inner, False if bidirectional else None,
+                             " (forward layer)" if bidirectional else "")
     if bidirectional:  # a custom backward_layer must compute the same kind of cell
         bcfg = _check_keras_inner(cls, keras_layer.backward_layer, True, " (backward layer)")
         for key, default in (("units", None), ("use_bias", True), ("reset_after", True)):
@@ -308,6 +316,8 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
     new = dict(input_size=int(weights[0].shape[0]), hidden_size=int(cfg["units"]),
                bias=bool(cfg.get("use_bias", True)), bidirectional=bidirectional,
                batch_first=True, dtype=_dtype_of([np.asarray(weights[0])], dtype))
+    if not bidirectional and cfg.get("go_backwards", False):
+        new["reverse"] = True
     if cls._cell == "gru":
         new["reset_after"] = bool(cfg.get("reset_after", True))
     new.update(kwargs)
@@ -343,12 +353,8 @@ def to_onnx(m, layer: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
 def _check_onnx(cls, W, R, B, direction: str, where: str = ""):
     """(W, R, B, D, H, I) after checking ONNX GRU/LSTM inputs against `direction`."""
     if direction not in DIRECTIONS:
-        if direction == "reverse":
-            raise NotImplementedError(f'{where}direction="reverse" has no fastgru/PyTorch '
-                                      'counterpart; use direction="forward" on the time-reversed '
-                                      'input')
-        raise ValueError(f"{where}direction must be 'forward' or 'bidirectional', got "
-                         f"{direction!r}")
+        raise ValueError(f"{where}direction must be 'forward', 'reverse' or 'bidirectional', "
+                         f"got {direction!r}")
     D = DIRECTIONS[direction]
     gk = 3 if cls._cell == "gru" else 4
     W, R = to_numpy("W", W), to_numpy("R", R)
@@ -380,11 +386,13 @@ def _onnx_order(cls) -> tuple[int, ...]:
 def from_onnx(cls, W, R, B=None, linear_before_reset: int = 0, direction: str = "forward",
               dtype: Any = None, P=None, **kwargs):
     """A one-layer fastgru module from ONNX GRU/LSTM inputs (see to_onnx). ONNX B=None means
-    zero biases (gives bias=False). direction "forward" or "bidirectional" ("reverse" alone has
-    no PyTorch/fastgru counterpart: reverse the input instead)."""
+    zero biases (gives bias=False). direction "forward", "bidirectional" or "reverse" (gives
+    reverse=True)."""
     W, R, B, D, H, I = _check_onnx(cls, W, R, B, direction)
     cfg = dict(input_size=I, hidden_size=H, bidirectional=D == 2, bias=B is not None,
                dtype=_dtype_of([W], dtype))
+    if direction == "reverse":
+        cfg["reverse"] = True
     if cls._cell == "gru":
         cfg["reset_after"] = _check_lbr(linear_before_reset)
     elif P is not None and np.any(to_numpy("P", P)):
@@ -428,9 +436,10 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
     torch.onnx.export of a multi-layer nn.GRU/nn.LSTM). W, R, B (and P) must be initializers
     or Constant outputs. Read from the nodes: direction, hidden_size, linear_before_reset and
     layout (batch_first=True for layout=1, or for a graph input transposed (1, 0, 2) straight
-    into the first node, as export_onnx writes batch_first layers). Attributes with no fastgru
-    counterpart (clip, non-default activations, input_forget=1, non-zero peepholes P,
-    direction="reverse") raise NotImplementedError. kwargs: extra constructor arguments."""
+    into the first node, as export_onnx writes batch_first layers); direction="reverse" gives
+    reverse=True. Attributes with no fastgru counterpart (clip, non-default activations,
+    input_forget=1, non-zero peepholes P) raise NotImplementedError. kwargs: extra
+    constructor arguments."""
     try:
         import onnx
         from onnx import helper, numpy_helper
@@ -489,10 +498,11 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         if layout not in (0, 1):
             raise ValueError(f"{where}layout must be 0 or 1, got {layout!r}")
         lbr = _check_lbr(a.get("linear_before_reset", 0)) if op == "GRU" else None
-        layers.append(dict(where=where, W=W, R=R, B=B, D=D, H=H, I=I, lbr=lbr, layout=layout))
+        layers.append(dict(where=where, W=W, R=R, B=B, D=D, H=H, I=I, lbr=lbr, layout=layout,
+                           direction=direction))
     first = layers[0]
     for prev, ly in zip(layers, layers[1:], strict=False):
-        for key in ("D", "H", "lbr", "layout"):
+        for key in ("direction", "H", "lbr", "layout"):
             if ly[key] != first[key]:
                 raise ValueError(f"{ly['where']}its {key} differs from the first {op} node's: "
                                  f"the {op} nodes must be the layers of one stack")
@@ -512,6 +522,8 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
                bidirectional=first["D"] == 2, batch_first=batch_first,
                bias=any(ly["B"] is not None for ly in layers),
                dtype=_dtype_of([first["W"]], dtype))
+    if first["direction"] == "reverse":
+        cfg["reverse"] = True
     if op == "GRU":
         cfg["reset_after"] = first["lbr"]
     cfg.update(kwargs)

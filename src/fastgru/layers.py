@@ -79,6 +79,9 @@ class GRU(_LayerInterop, RNNBase):
         seed: seeds initialisation (U(-1/sqrt(H), 1/sqrt(H))) and the dropout masks.
         backend: "fast" (kernels) or "reference" (fastgru.reference, pure NumPy, for checks).
         n_threads: kernel threads: None (default policy), -1 (all cores) or >= 1.
+        reverse: one direction that runs each sequence from its last valid step to its first,
+            outputs at their own time steps (ONNX direction="reverse"; Keras go_backwards=True,
+            whose return_sequences output is y reversed in time). No PyTorch counterpart.
 
     Shapes: x (T, B, I) (or (B, T, I), or (T, I) unbatched); h0, h_n (L*D, B, H); y (T, B, D*H).
     Parameters (PyTorch names): weight_ih_l{k}[_reverse] (3H, I or D*H), weight_hh_l{k} (3H, H),
@@ -90,9 +93,10 @@ class GRU(_LayerInterop, RNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  reset_after: bool = True, dtype: Any = "float32", seed: Any = None, *,
-                 backend: str = "fast", n_threads: int | None = None) -> None:
+                 backend: str = "fast", n_threads: int | None = None,
+                 reverse: bool = False) -> None:
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, 0, reset_after, dtype, seed, backend, n_threads)
+                    bidirectional, 0, reset_after, dtype, seed, backend, n_threads, reverse)
 
     reset_after = property(lambda self: self._reset_after,
                            doc="True: reset gate after the recurrent product (PyTorch).")
@@ -178,9 +182,10 @@ class LSTM(_LayerInterop, RNNBase):
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, dtype: Any = "float32", seed: Any = None, *,
-                 backend: str = "fast", n_threads: int | None = None) -> None:
+                 backend: str = "fast", n_threads: int | None = None,
+                 reverse: bool = False) -> None:
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, proj_size, True, dtype, seed, backend, n_threads)
+                    bidirectional, proj_size, True, dtype, seed, backend, n_threads, reverse)
 
     proj_size = property(lambda self: self._proj, doc="P, the projection size (0: none).")
 

@@ -54,7 +54,8 @@ def export_onnx(layer, path: Any = None, *, initial_state: bool = False, lengths
     lstm = isinstance(layer, LSTM)
     L, D, H, I = layer.num_layers, layer.num_directions, layer.hidden_size, layer.input_size
     op = "LSTM" if lstm else "GRU"
-    direction = "bidirectional" if D == 2 else "forward"
+    direction = ("bidirectional" if D == 2 else
+                 "reverse" if getattr(layer, "reverse", False) else "forward")
 
     nodes, inits = [], []
 
