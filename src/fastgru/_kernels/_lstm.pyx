@@ -34,7 +34,7 @@ from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
                                      lstm_fwd, lstm_bwd)
-from fastgru._kernels._common cimport Seq, split, colsum_rows
+from fastgru._kernels._common cimport Seq, split, colsum_rows, gather_rows
 
 
 def _select_simd(int level):
@@ -123,9 +123,7 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         if L.gx_step:
             xp = <const floating*>L.x + row * L.nI
             if L.xrow != NULL:  # gathered here, while the rows are needed, not in a packing pass
-                for i in range(nb):
-                    memcpy(xg + <Py_ssize_t>i * L.nI, <const floating*>L.x + L.xrow[row + i] * L.nI,
-                           L.nI * sizeof(floating))
+                gather_rows(xg, <const floating*>L.x, L.xrow + row, L.nI, nb)
                 xp = xg
             # gx[nb, 4H] = x[nb, I] @ W_ih.T[I, 4H]   (this step's rows: read back from L2)
             mm_proj(nb, G, L.nI, xp, L.nI, <const floating*>L.w_ih + d * G, D * G, gxs, G)
