@@ -320,3 +320,26 @@ def test_model_import_of_torch_export(tmp_path, batch_first):
             ty, _ = mod(x)
         y, _ = m(x.numpy())
         assert rel_err(y, ty.numpy()) < 1e-5
+
+
+def test_model_import_bad_arguments(tmp_path):
+    pytest.importorskip("onnx")
+    with pytest.raises(TypeError, match="model must be"):
+        fastgru.GRU.from_onnx_model(42)
+    with pytest.raises(ValueError, match="cannot read an ONNX model"):
+        fastgru.GRU.from_onnx_model(b"not a model")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\xffnot protobuf")
+    with pytest.raises(ValueError, match="cannot read an ONNX model"):
+        fastgru.GRU.from_onnx_model(junk)
+    with pytest.raises(FileNotFoundError):
+        fastgru.GRU.from_onnx_model(tmp_path / "missing.onnx")
+    G = 3 * H
+    ints = _one_node_model("gru", np.zeros((1, G, I)), np.zeros((1, G, H)), None, {},
+                           with_b=False)
+    for t in ints.graph.initializer:
+        t.data_type = 6  # INT32 (the float payload is dropped: zeros)
+        del t.float_data[:]
+        t.raw_data = np.zeros(int(np.prod(t.dims)), np.int32).tobytes()
+    with pytest.raises(TypeError, match="float"):
+        fastgru.GRU.from_onnx_model(ints)

@@ -361,6 +361,9 @@ def _check_onnx(cls, W, R, B, direction: str, where: str = ""):
     if W.ndim != 3 or W.shape[0] != D or W.shape[1] % gk or W.shape[1] == 0:
         raise ValueError(f"{where}W must have shape [D, {gk}H, I] with D = {D} for direction="
                          f"{direction!r}, got {W.shape}")
+    for name, a in (("W", W), ("R", R)):
+        if a.dtype.kind != "f":
+            raise TypeError(f"{where}{name} must be a float array, got dtype {a.dtype}")
     H, I = W.shape[1] // gk, W.shape[2]
     if R.shape != (D, gk * H, H):
         raise ValueError(f"{where}R must have shape [D, {gk}H, H] = {[D, gk * H, H]}, got "
@@ -445,10 +448,19 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         from onnx import helper, numpy_helper
     except ImportError:  # pragma: no cover - depends on the environment
         raise ImportError("from_onnx_model needs the onnx package: pip install onnx") from None
-    if isinstance(model, (bytes, bytearray)):
-        model = onnx.load_from_string(bytes(model))
-    elif not isinstance(model, onnx.ModelProto):
-        model = onnx.load(os.fspath(model))
+    if not isinstance(model, (bytes, bytearray, str, os.PathLike, onnx.ModelProto)):
+        raise TypeError(f"model must be a path, bytes or an onnx.ModelProto, got "
+                        f"{type(model).__name__}")
+    if not isinstance(model, onnx.ModelProto):
+        try:
+            model = (onnx.load_from_string(bytes(model)) if isinstance(model, (bytes, bytearray))
+                     else onnx.load(os.fspath(model)))
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX model
+            what = "the bytes" if isinstance(model, (bytes, bytearray)) else repr(os.fspath(model))
+            raise ValueError(f"cannot read an ONNX model from {what} ({type(exc).__name__}: "
+                             f"{exc})") from None
     op = "GRU" if cls._cell == "gru" else "LSTM"
     graph = model.graph
     consts = {t.name: numpy_helper.to_array(t) for t in graph.initializer}

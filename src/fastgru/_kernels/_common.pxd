@@ -1,8 +1,6 @@
 # Design: small pieces shared by the GRU and LSTM kernels: the packed-sequence description,
-# the even split of a range over the team, a row gather, and a deterministic column sum (bias
-# gradients).
+# the even split of a range over the team, and a deterministic column sum (bias gradients).
 from cython cimport floating
-from libc.string cimport memcpy
 
 
 cdef struct Seq:
@@ -17,14 +15,6 @@ cdef inline void split(Py_ssize_t n, int tid, int team, int* a0, int* a1) noexce
     """Thread tid's share [a0, a1) of range(n), n < 2^31."""
     a0[0] = <int>(n * tid // team)
     a1[0] = <int>(n * (tid + 1) // team)
-
-
-cdef inline void gather_rows(floating* out, const floating* a, const Py_ssize_t* index,
-                             Py_ssize_t F, int n) noexcept nogil:
-    """out[i, :] = a[index[i], :] for i < n (rows of F values, both row-major)."""
-    cdef int i
-    for i in range(n):
-        memcpy(out + <Py_ssize_t>i * F, a + index[i] * F, F * sizeof(floating))
 
 
 cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int c1,

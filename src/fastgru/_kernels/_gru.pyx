@@ -41,13 +41,13 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_proj, mm_w, mm_tn, mm_packed, project
+from fastgru._kernels._matmul cimport mm, mm_w, mm_tn, mm_packed, project, project_step
 from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
-from fastgru._kernels._common cimport Seq, split, colsum_rows, gather_rows
+from fastgru._kernels._common cimport Seq, split, colsum_rows
 
 
 def _select_simd(int level):
@@ -115,7 +115,6 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef floating* gxs = scr + <Py_ssize_t>B * 5 * H   # gx_step: this step's gx rows
     cdef floating* xg = scr + <Py_ssize_t>B * 8 * H    # xrow: this step's x rows
     cdef const floating* gxp
-    cdef const floating* xp
     cdef floating* yp = NULL
     cdef floating* cp = NULL
     cdef floating* hp
@@ -129,12 +128,8 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             continue
         row = S.off[t] + r0
         if L.gx_step:
-            xp = <const floating*>L.x + row * L.nI
-            if L.xrow != NULL:  # gathered here, while the rows are needed, not in a packing pass
-                gather_rows(xg, <const floating*>L.x, L.xrow + row, L.nI, nb)
-                xp = xg
-            # gx[nb, 3H] = x[nb, I] @ W_ih.T[I, 3H]   (this step's rows: read back from L2)
-            mm_proj(nb, G, L.nI, xp, L.nI, <const floating*>L.w_ih + d * G, D * G, gxs, G)
+            project_step(nb, G, L.nI, <const floating*>L.x, row, L.xrow,
+                         <const floating*>L.w_ih + d * G, D * G, xg, gxs)
             gxp = gxs
             ldgx = G
         else:

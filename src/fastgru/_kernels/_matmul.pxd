@@ -6,6 +6,7 @@
 # end to end at S2/S3, up to 1.7x at B=16, H=512 (bench/ab_own_matmul.py).
 # Otherwise BLAS through the shim, except for few rows (below).
 from cython cimport floating
+from libc.string cimport memcpy
 from fastgru._kernels._blas cimport gemm
 from fastgru._kernels._simd cimport fg_simd, fg_simd_level, fg_mm_own_level, fg_mm_own_max_k
 
@@ -76,6 +77,24 @@ cdef inline void project(int M, int N, int K, const floating* x, const floating*
         mm_proj(M, N, K, x, K, w_ih, N, gx, N)
     else:
         gemm(c'N', c'T', M, N, K, one, x, K, w_ih, K, zero, gx, N)
+
+
+cdef inline void project_step(int M, int N, int K, const floating* x, Py_ssize_t row,
+                              const Py_ssize_t* xrow, const floating* wt_ih, int ldw,
+                              floating* xg, floating* gx) noexcept nogil:
+    """gx[M, N] = x[M, K] @ W_ih.T for one step's M packed rows row .. row+M-1 (gx_step): read
+    from the packed x, or, with xrow, from the padded batch's rows x[xrow[row + i]], gathered
+    into xg (M, K) while they are needed instead of in a packing pass. wt_ih: W_ih.T (K, ldw),
+    this direction's columns."""
+    cdef int i
+    if xrow == NULL:
+        x = x + row * K
+    else:
+        for i in range(M):
+            memcpy(xg + <Py_ssize_t>i * K, x + xrow[row + i] * K, K * sizeof(floating))
+        x = xg
+    # gx[M, N] = x[M, K] @ W_ih.T[K, N]   (this step's rows: read back from L2)
+    mm_proj(M, N, K, x, K, wt_ih, ldw, gx, N)
 
 
 cdef inline void mm_w(int M, int N, int K, const floating* A, int lda, const floating* W,
