@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from fastgru import _packed, reference
+from fastgru import _masking, _packed, reference
 from fastgru import _validation as V
 from fastgru._module import Module, ParamStore, check_dtype, check_size, optional_seed
 from fastgru._plan import SeqPlan, make_plan
@@ -47,7 +47,8 @@ def check_dropout(p: Any) -> float:
 class _ForwardCache:
     """What backward needs from the last training forward (kept until the next one)."""
 
-    __slots__ = ("backend", "plan", "layers", "masks", "T", "B", "unbatched", "batch_first")
+    __slots__ = ("backend", "plan", "layers", "masks", "T", "B", "unbatched", "batch_first",
+                 "keras")
     backend: str
     plan: SeqPlan
     layers: list
@@ -56,6 +57,7 @@ class _ForwardCache:
     B: int
     unbatched: bool
     batch_first: bool
+    keras: tuple | None  # mask= forwards: (lengths, rows run or None for all, carry)
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -276,9 +278,10 @@ class RNNBase(Module):
         return y.transpose(1, 0, 2) if batch_first else y
 
     # -- forward --------------------------------------------------------------------------------
-    def _run(self, x, h0, c0, lengths, requires_grad):
+    def _run(self, x, h0, c0, lengths, requires_grad, mask=None):
         """Validate, run the backend, keep the cache. Returns y and sorted-out final states."""
-        if (lengths is None and self._backend == "fast" and not self._bidirectional
+        if (lengths is None and mask is None and self._backend == "fast"
+                and not self._bidirectional
                 and (requires_grad is False or (requires_grad is None and not self.training))
                 and (not self.training or self._dropout == 0 or self._L == 1)):
             out = self._one_step(x, h0, c0)
@@ -288,25 +291,72 @@ class RNNBase(Module):
                                                                         requires_grad)
         x3, unbatched = self._input(x)
         T, B, _ = x3.shape
-        lengths = self._lengths(lengths, T, B, unbatched)
+        if mask is not None:
+            if lengths is not None:
+                raise ValueError("give lengths (PyTorch semantics) or mask (Keras semantics), "
+                                 "not both")
+            lengths = _masking.mask_lengths(mask, T, B, unbatched, self._batch_first)
+        else:
+            lengths = self._lengths(lengths, T, B, unbatched)
         P, H = self._P, self._H
         h0 = self._state("h0", h0, B, P, unbatched)
         c0 = self._state("c0", c0, B, H, unbatched) if self._cell == "lstm" else None
-        plan = make_plan(T, B, lengths)
         if keep:  # inputs are valid: release the old cache so its pooled pages are reused now
             self._cache = None
         drop = self._dropout if (self.training and self._dropout > 0) else 0.0
-        run = self._forward_fast if self._backend == "fast" else self._forward_reference
-        y, hn, cn, layers, masks = run(x3, plan, lengths, h0, c0, keep, drop)
+        keras = None
+        if mask is None:
+            y, hn, cn, fwd = self._forward_rows(x3, lengths, h0, c0, keep, drop)
+        else:
+            y, hn, cn, fwd, keras = self._forward_masked(x3, lengths, h0, c0, keep, drop)
         if keep:
+            plan, layers, masks = fwd
             self._cache = _ForwardCache(backend=self._backend, plan=plan, layers=layers,
                                         masks=masks, T=T, B=B, unbatched=unbatched,
-                                        batch_first=self._batch_first)
+                                        batch_first=self._batch_first, keras=keras)
         y = self._output(y, unbatched, self._batch_first)
         if unbatched:
             hn = hn[:, 0]
             cn = None if cn is None else cn[:, 0]
         return y, hn, cn
+
+    def _forward_rows(self, x3, lengths, h0, c0, keep, drop):
+        """The backend's forward of x3 (T, B, I) with PyTorch lengths: y (T, B, D*P), states,
+        and (plan, per-layer caches, dropout masks) for the training cache."""
+        plan = make_plan(x3.shape[0], x3.shape[1], lengths)
+        run = self._forward_fast if self._backend == "fast" else self._forward_reference
+        y, hn, cn, layers, masks = run(x3, plan, lengths, h0, c0, keep, drop)
+        return y, hn, cn, (plan, layers, masks)
+
+    def _forward_masked(self, x3, lengths, h0, c0, keep, drop):
+        """Keras masking (fastgru._masking): sequences of length 0 keep their initial state and
+        give zeros; the rest run with lengths; y's padding is filled as the Keras layer fills
+        it. Returns the forward's results plus (lengths, rows run or None for all, carry: 1 =
+        h_n, -1 = h0 written over y's padding, 0 = zeros)."""
+        T, B = x3.shape[:2]
+        rows = np.flatnonzero(lengths)
+        if rows.size == B:
+            y, hn, cn, fwd = self._forward_rows(x3, lengths, h0, c0, keep, drop)
+            rows_run = None
+        else:
+            y = np.zeros((T, B, self.num_directions * self._P), self.dtype)
+            hn, cn = h0.copy(), (None if c0 is None else c0.copy())
+            fwd = (None, None, None)
+            if rows.size:
+                ys, hs, cs, fwd = self._forward_rows(
+                    x3[:, rows], lengths[rows], h0[:, rows],
+                    None if c0 is None else c0[:, rows], keep, drop)
+                y[:, rows], hn[:, rows] = ys, hs
+                if cn is not None:
+                    cn[:, rows] = cs
+            rows_run = rows
+        # Keras writes the carried h of the last layer at masked steps (a standalone forward
+        # layer: h_n past the end; go_backwards: h0 first, the padding once flipped back);
+        # Bidirectional writes zeros
+        carry = 0 if self.num_directions == 2 else (-1 if self._rev[0] else 1)
+        if carry:
+            y = _masking.fill_padding(y, lengths, (hn if carry > 0 else h0)[-1])
+        return y, hn, cn, fwd, (lengths, rows_run, carry)
 
     def _mask(self, plan: SeqPlan, width: int, p: float) -> np.ndarray:
         """Inverted-dropout mask of the packed rows (N, width): 0 or 1/(1-p)."""
@@ -420,12 +470,44 @@ class RNNBase(Module):
                 dy3 = dy
         dh = self._state("dh_n", dh_n, B, P, c.unbatched)
         dc = self._state("dc_n", dc_n, B, H, c.unbatched) if self._cell == "lstm" else None
-        run = self._backward_fast if c.backend == "fast" else self._backward_reference
-        dx, dh0, dc0 = run(c, dy3, dh, dc)
+        if c.keras is None:
+            dx, dh0, dc0 = self._backward_rows(c, dy3, dh, dc)
+        else:
+            dx, dh0, dc0 = self._backward_masked(c, dy3, dh, dc)
         dx = self._output(dx, c.unbatched, c.batch_first)
         if c.unbatched:
             dh0 = dh0[:, 0]
             dc0 = None if dc0 is None else dc0[:, 0]
+        return dx, dh0, dc0
+
+    def _backward_rows(self, c, dy3, dh, dc):
+        run = self._backward_fast if c.backend == "fast" else self._backward_reference
+        return run(c, dy3, dh, dc)
+
+    def _backward_masked(self, c, dy3, dh, dc):
+        """Backward of _forward_masked: the fill's gradient goes to each last valid step;
+        sequences of length 0 pass dh_n (dc_n) to dh0 (dc0) and get dx = 0."""
+        lengths, rows, carry = c.keras
+        pad = None
+        if dy3 is not None and carry:
+            pad = _masking.padding_grad(dy3, lengths)  # reaches the state written there
+            if carry > 0:
+                dh = dh.copy()
+                dh[-1] += pad
+        if rows is None:
+            dx, dh0, dc0 = self._backward_rows(c, dy3, dh, dc)
+        else:
+            dx = np.zeros((c.T, c.B, self._I), self.dtype)
+            dh0, dc0 = dh.copy(), (None if dc is None else dc.copy())
+            if rows.size:
+                dxs, dhs, dcs = self._backward_rows(
+                    c, None if dy3 is None else dy3[:, rows], dh[:, rows],
+                    None if dc is None else dc[:, rows])
+                dx[:, rows], dh0[:, rows] = dxs, dhs
+                if dc0 is not None:
+                    dc0[:, rows] = dcs
+        if pad is not None and carry < 0:
+            dh0[-1] += pad
         return dx, dh0, dc0
 
     def _grad_blocks(self, l: int) -> dict:

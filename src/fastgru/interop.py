@@ -291,7 +291,8 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
     """A fastgru layer equivalent to a Keras GRU/LSTM layer or a Bidirectional(GRU/LSTM)
     (merge_mode="concat"), with batch_first=True (Keras is batch-major) unless given. A
     go_backwards=True layer gives reverse=True: the same final state, and the same outputs
-    with fastgru's y at their own time steps (Keras returns them reversed in time)."""
+    with fastgru's y at their own time steps (Keras returns them reversed in time). For a
+    Keras mask, call the layer with mask= (Keras masking semantics, right padding)."""
     inner, bidirectional = keras_layer, False
     if hasattr(keras_layer, "forward_layer") and hasattr(keras_layer, "backward_layer"):
         if keras_layer.merge_mode != "concat":

@@ -102,7 +102,8 @@ class GRU(_LayerInterop, RNNBase):
                            doc="True: reset gate after the recurrent product (PyTorch).")
 
     def forward(self, x: ArrayLike, h0: ArrayLike | None = None, lengths: Any = None, *,
-                requires_grad: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                requires_grad: bool | None = None, mask: Any = None
+                ) -> tuple[np.ndarray, np.ndarray]:
         """Run the layer. Returns (y, h_n).
 
         x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched; the layer's dtype.
@@ -111,15 +112,23 @@ class GRU(_LayerInterop, RNNBase):
             semantics (y is 0 past each end, h_n is the state at each sequence's last step; the
             reverse direction starts at each sequence's own last step).
         requires_grad: keep what backward() needs; None = the training mode.
+        mask: instead of lengths, Keras masking semantics: booleans shaped like x's first two
+            axes ((B, T) with batch_first, (T, B) without, (T,) unbatched), True on a prefix of
+            each sequence (right padding; a sequence may be fully masked). The state carries
+            across the masked steps (h_n = h0 for a fully masked sequence); past its end y
+            repeats the sequence's last output (a standalone Keras layer with
+            return_sequences) or, for bidirectional and reverse layers, is 0 (Keras'
+            Bidirectional; go_backwards returns the reverse layer's y flipped in time).
         y: (T, B, D*H) (batch_first: (B, T, D*H)); h_n: (L*D, B, H).
         """
-        y, hn, _ = self._run(x, h0, None, lengths, requires_grad)
+        y, hn, _ = self._run(x, h0, None, lengths, requires_grad, mask)
         return y, hn
 
     def __call__(self, x: ArrayLike, h0: ArrayLike | None = None, lengths: Any = None, *,
-                 requires_grad: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 requires_grad: bool | None = None, mask: Any = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
         """Same as forward()."""
-        return self.forward(x, h0, lengths, requires_grad=requires_grad)
+        return self.forward(x, h0, lengths, requires_grad=requires_grad, mask=mask)
 
     def backward(self, dy: ArrayLike | None, dh_n: ArrayLike | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
@@ -199,24 +208,24 @@ class LSTM(_LayerInterop, RNNBase):
         return hx[0], hx[1]
 
     def forward(self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None,
-                lengths: Any = None, *, requires_grad: bool | None = None
+                lengths: Any = None, *, requires_grad: bool | None = None, mask: Any = None
                 ) -> tuple[np.ndarray, LSTMState]:
         """Run the layer. Returns (y, (h_n, c_n)).
 
         x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched.
         hx: (h0 (L*D, B, P), c0 (L*D, B, H)) or None for zeros (either may be None).
-        lengths, requires_grad: as GRU.forward.
+        lengths, requires_grad, mask: as GRU.forward (a fully masked sequence keeps h0 and c0).
         y: (T, B, D*P); h_n: (L*D, B, P); c_n: (L*D, B, H).
         """
         h0, c0 = self._split_state("hx", hx)
-        y, hn, cn = self._run(x, h0, c0, lengths, requires_grad)
+        y, hn, cn = self._run(x, h0, c0, lengths, requires_grad, mask)
         return y, (hn, cn)
 
     def __call__(self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None,
-                 lengths: Any = None, *, requires_grad: bool | None = None
+                 lengths: Any = None, *, requires_grad: bool | None = None, mask: Any = None
                  ) -> tuple[np.ndarray, LSTMState]:
         """Same as forward()."""
-        return self.forward(x, hx, lengths, requires_grad=requires_grad)
+        return self.forward(x, hx, lengths, requires_grad=requires_grad, mask=mask)
 
     def backward(self, dy: ArrayLike | None, dh_n: Any = None, dc_n: ArrayLike | None = None
                  ) -> tuple[np.ndarray, LSTMState]:
