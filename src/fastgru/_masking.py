@@ -32,6 +32,7 @@ def mask_lengths(mask: Any, T: int, B: int, unbatched: bool, batch_first: bool) 
         if not np.all((m == 0) | (m == 1)):
             raise ValueError("mask must hold only True/False (or 0/1), got other values")
         m = m != 0
+    want: tuple[int, ...]
     if unbatched:
         want, layout = (T,), "(T,) for unbatched x"
     elif batch_first:
