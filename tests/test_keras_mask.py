@@ -222,3 +222,56 @@ def test_mask_matches_keras(keras, kind, wrap, initial):
     ours = [s[d] for d in range(n_dir) for s in st]  # Keras' order of the final states
     for a, b in zip(ours, sk, strict=True):
         assert rel_err(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("kind", ["gru", "gru_rb", "lstm"])
+@pytest.mark.parametrize("bidi", [False, True])
+@pytest.mark.parametrize("masked", [False, True])
+def test_keras_stack_is_one_layer(keras, kind, bidi, masked):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((B, T, I)).astype(np.float32)
+    K = keras.layers.LSTM if kind == "lstm" else keras.layers.GRU
+    kw = {"reset_after": False} if kind == "gru_rb" else {}
+
+    def rnn(last):
+        layer = K(H, return_sequences=True, return_state=last, **kw)
+        return keras.layers.Bidirectional(layer) if bidi else layer
+
+    stack = [rnn(False), rnn(False), rnn(True)]
+    inp = keras.Input((T, I))
+    m_in = keras.Input((T,), dtype="bool")
+    h = inp
+    for layer in stack:
+        h = layer(h, mask=m_in)
+    model = keras.Model([inp, m_in], h)
+    out = model([x, MASK if masked else np.ones((B, T), bool)])
+    m = (fastgru.LSTM if kind == "lstm" else fastgru.GRU).from_keras(stack)
+    assert m.num_layers == 3 and m.bidirectional == bidi
+    m.eval()
+    y, st = _run(m, x, None, None, mask=MASK if masked else None)
+    assert rel_err(y, np.asarray(out[0])) < 1e-5
+    D = 2 if bidi else 1
+    ours = [s[d - D] for d in range(D) for s in st]  # the last layer's states
+    for a, b in zip(ours, [np.asarray(s) for s in out[1:]], strict=True):
+        assert rel_err(a, b) < 1e-5
+
+
+def test_keras_stack_refusals(keras):
+    x = np.zeros((2, 3, I), np.float32)
+    g1, g2 = keras.layers.GRU(H, return_sequences=True), keras.layers.GRU(H + 1)
+    g2(g1(x))
+    with pytest.raises(ValueError, match=r"keras_layer\[1\] has units=5 but keras_layer\[0\]"):
+        fastgru.GRU.from_keras([g1, g2])
+    b1 = keras.layers.GRU(H, return_sequences=True, go_backwards=True)
+    b2 = keras.layers.GRU(H)
+    b2(b1(x))
+    with pytest.raises(ValueError, match="go_backwards"):
+        fastgru.GRU.from_keras([b1, b2])
+    with pytest.raises(ValueError, match="empty list"):
+        fastgru.GRU.from_keras([])
+    s = keras.layers.Bidirectional(keras.layers.GRU(H), merge_mode="sum")
+    s(x)
+    with pytest.raises(ValueError, match=r"merge_mode='sum'.*y\[\.\.\., :H\] \+ y\[\.\.\., H:\]"):
+        fastgru.GRU.from_keras(s)
+    with pytest.raises(TypeError, match=r"keras_layer\[1\] must be a keras.layers.GRU"):
+        fastgru.GRU.from_keras([g1, keras.layers.Dense(3)])

@@ -287,36 +287,75 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
     return cfg
 
 
+def _keras_one(cls, keras_layer: Any, where: str = "") -> tuple[dict, bool, list]:
+    """(inner config, bidirectional, weights) of one Keras GRU/LSTM or Bidirectional layer,
+    after checking that fastgru computes the same function."""
+    inner, bidirectional = keras_layer, False
+    if hasattr(keras_layer, "forward_layer") and hasattr(keras_layer, "backward_layer"):
+        if keras_layer.merge_mode != "concat":
+            raise ValueError(
+                f"keras_layer{where}: only Bidirectional(merge_mode='concat') maps to "
+                f"bidirectional=True, got merge_mode={keras_layer.merge_mode!r}. Convert the "
+                f"same layer with merge_mode='concat' (the weights are the same) and merge "
+                f"fastgru's y yourself: y[..., :H] + y[..., H:] for 'sum', their mean for "
+                f"'ave', their product for 'mul', the two halves for None")
+        inner, bidirectional = keras_layer.forward_layer, True
+    cfg = _check_keras_inner(cls, inner, False if bidirectional else None,
+                             where + (" (forward layer)" if bidirectional else ""))
+    if bidirectional:  # a custom backward_layer must compute the same kind of cell
+        bcfg = _check_keras_inner(cls, keras_layer.backward_layer, True,
+                                  where + " (backward layer)")
+        for key, default in (("units", None), ("use_bias", True), ("reset_after", True)):
+            if key == "reset_after" and cls._cell != "gru":
+                continue
+            if bcfg.get(key, default) != cfg.get(key, default):
+                raise ValueError(f"the Bidirectional's backward layer{where} has {key}="
+                                 f"{bcfg.get(key, default)!r} but its forward layer has "
+                                 f"{key}={cfg.get(key, default)!r}: fastgru needs both the same")
+    weights = keras_layer.get_weights()
+    if not weights:
+        raise ValueError(f"keras_layer{where} has no weights yet: build it first (call it on "
+                         f"data, or keras_layer.build(input_shape))")
+    return cfg, bidirectional, list(weights)
+
+
 def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
     """A fastgru layer equivalent to a Keras GRU/LSTM layer or a Bidirectional(GRU/LSTM)
     (merge_mode="concat"), with batch_first=True (Keras is batch-major) unless given. A
     go_backwards=True layer gives reverse=True: the same final state, and the same outputs
     with fastgru's y at their own time steps (Keras returns them reversed in time). For a
-    Keras mask, call the layer with mask= (Keras masking semantics, right padding)."""
-    inner, bidirectional = keras_layer, False
-    if hasattr(keras_layer, "forward_layer") and hasattr(keras_layer, "backward_layer"):
-        if keras_layer.merge_mode != "concat":
-            raise ValueError(f"only Bidirectional(merge_mode='concat') maps to bidirectional="
-                             f"True, got merge_mode={keras_layer.merge_mode!r}")
-        inner, bidirectional = keras_layer.forward_layer, True
-    cfg = _check_keras_inner(cls, inner, False if bidirectional else None,
-                             " (forward layer)" if bidirectional else "")
-    if bidirectional:  # a custom backward_layer must compute the same kind of cell
-        bcfg = _check_keras_inner(cls, keras_layer.backward_layer, True, " (backward layer)")
-        for key, default in (("units", None), ("use_bias", True), ("reset_after", True)):
-            if key == "reset_after" and cls._cell != "gru":
-                continue
-            if bcfg.get(key, default) != cfg.get(key, default):
-                raise ValueError(f"the Bidirectional's backward layer has {key}="
-                                 f"{bcfg.get(key, default)!r} but its forward layer has "
-                                 f"{key}={cfg.get(key, default)!r}: fastgru needs both the same")
-    weights = keras_layer.get_weights()
-    if not weights:
-        raise ValueError("keras_layer has no weights yet: build it first (call it on data, or "
-                         "keras_layer.build(input_shape))")
-    new = dict(input_size=int(weights[0].shape[0]), hidden_size=int(cfg["units"]),
-               bias=bool(cfg.get("use_bias", True)), bidirectional=bidirectional,
-               batch_first=True, dtype=_dtype_of([np.asarray(weights[0])], dtype))
+    Keras mask, call the layer with mask= (Keras masking semantics, right padding).
+
+    A list or tuple of such layers (a Keras stack: each feeding the next, return_sequences
+    on all but the last) gives one fastgru layer with num_layers = len(list); the layers must
+    agree in type, units, use_bias, reset_after and bidirectional, and go_backwards is refused
+    there (Keras feeds the next layer the reversed sequence)."""
+    stack = isinstance(keras_layer, (list, tuple))
+    layers = list(keras_layer) if stack else [keras_layer]
+    if not layers:
+        raise ValueError("keras_layer is an empty list: give a Keras GRU/LSTM layer or a list "
+                         "of them")
+    parts = [_keras_one(cls, kl, f"[{k}]" if stack else "") for k, kl in enumerate(layers)]
+    cfg, bidirectional, weights = parts[0]
+    for k, (ck, bk, wk) in enumerate(parts[1:], start=1):
+        for key, a, b in (("bidirectional", bk, bidirectional),
+                          ("units", ck["units"], cfg["units"]),
+                          ("use_bias", ck.get("use_bias", True), cfg.get("use_bias", True)),
+                          ("reset_after", ck.get("reset_after", True),
+                           cfg.get("reset_after", True))):
+            if a != b:
+                raise ValueError(f"keras_layer[{k}] has {key}={a!r} but keras_layer[0] has "
+                                 f"{key}={b!r}: one fastgru layer needs the same in every "
+                                 f"layer of the stack (convert them one by one instead)")
+        weights = weights + wk
+    if stack and len(layers) > 1 and any(p[0].get("go_backwards", False) for p in parts):
+        raise ValueError("a Keras stack with go_backwards=True layers does not map to one "
+                         "fastgru layer (Keras feeds the next layer the time-reversed "
+                         "sequence): convert the layers one by one")
+    new = dict(input_size=int(np.shape(weights[0])[0]), hidden_size=int(cfg["units"]),
+               num_layers=len(layers), bias=bool(cfg.get("use_bias", True)),
+               bidirectional=bidirectional, batch_first=True,
+               dtype=_dtype_of([np.asarray(weights[0])], dtype))
     if not bidirectional and cfg.get("go_backwards", False):
         new["reverse"] = True
     if cls._cell == "gru":

@@ -35,7 +35,8 @@ class _LayerInterop(interop.InteropMixin):
     @classmethod
     def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
         """A layer equivalent to a Keras GRU/LSTM layer, or a Bidirectional of one with
-        merge_mode="concat". batch_first=True (Keras data is (B, T, I)) unless given."""
+        merge_mode="concat", or a list of them (a Keras stack: num_layers = len(list)).
+        batch_first=True (Keras data is (B, T, I)) unless given."""
         return interop.from_keras(cls, keras_layer, dtype=dtype, **kwargs)
 
     def to_onnx(self, layer: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
