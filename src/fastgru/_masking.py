@@ -29,8 +29,11 @@ def mask_lengths(mask: Any, T: int, B: int, unbatched: bool, batch_first: bool) 
     if m.dtype != np.bool_:
         if m.dtype.kind not in "iuf":
             raise TypeError(f"mask must be a boolean array (or 0/1 numbers), got dtype {m.dtype}")
-        if not np.all((m == 0) | (m == 1)):
-            raise ValueError("mask must hold only True/False (or 0/1), got other values")
+        bad = ~((m == 0) | (m == 1))
+        if bad.any():
+            where = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"mask must hold only True/False (or 0/1), got {m[where].item()!r} at "
+                             f"index {where}")
         m = m != 0
     want: tuple[int, ...]
     if unbatched:

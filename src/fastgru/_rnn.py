@@ -329,8 +329,8 @@ class RNNBase(Module):
         return y, hn, cn, (plan, layers, masks)
 
     def _forward_masked(self, x3, lengths, h0, c0, keep, drop):
-        """Keras masking (fastgru._masking): sequences of length 0 keep their initial state and
-        give zeros; the rest run with lengths; y's padding is filled as the Keras layer fills
+        """Keras masking (fastgru._masking): sequences of length 0 keep their initial state
+        (not run); the rest run with lengths; y's padding is filled as the Keras layer fills
         it. Returns the forward's results plus (lengths, rows run or None for all, carry: 1 =
         h_n, -1 = h0 written over y's padding, 0 = zeros)."""
         T, B = x3.shape[:2]

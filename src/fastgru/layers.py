@@ -116,10 +116,11 @@ class GRU(_LayerInterop, RNNBase):
         mask: instead of lengths, Keras masking semantics: booleans shaped like x's first two
             axes ((B, T) with batch_first, (T, B) without, (T,) unbatched), True on a prefix of
             each sequence (right padding; a sequence may be fully masked). The state carries
-            across the masked steps (h_n = h0 for a fully masked sequence); past its end y
-            repeats the sequence's last output (a standalone Keras layer with
-            return_sequences) or, for bidirectional and reverse layers, is 0 (Keras'
-            Bidirectional; go_backwards returns the reverse layer's y flipped in time).
+            across the masked steps (h_n = h0 for a fully masked sequence). Past a sequence's
+            end y is what the Keras layer returns there: a forward layer repeats its carried
+            state h (the last output; h0 for a fully masked sequence), a reverse=True layer
+            gives h0 (y[:, ::-1] is Keras' go_backwards output) and a bidirectional layer
+            gives 0 (Keras' Bidirectional).
         y: (T, B, D*H) (batch_first: (B, T, D*H)); h_n: (L*D, B, H).
         """
         y, hn, _ = self._run(x, h0, None, lengths, requires_grad, mask)

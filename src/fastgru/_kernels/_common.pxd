@@ -1,6 +1,7 @@
 # Design: small pieces shared by the GRU and LSTM kernels: the packed-sequence description,
 # the even split of a range over the team, and a deterministic column sum (bias gradients).
 from cython cimport floating
+from libc.stdlib cimport malloc
 
 
 cdef struct Seq:
@@ -15,6 +16,20 @@ cdef inline void split(Py_ssize_t n, int tid, int team, int* a0, int* a1) noexce
     """Thread tid's share [a0, a1) of range(n), n < 2^31."""
     a0[0] = <int>(n * tid // team)
     a1[0] = <int>(n * (tid + 1) // team)
+
+
+cdef inline int* new_share(int n_threads) except NULL:
+    """cols mode's step counters (_gru/_lstm _fwd_cols; free() them after the call):
+    done = 0, init = 0, claimed[n_threads] = -1."""
+    cdef int k, n = n_threads if n_threads > 1 else 1
+    cdef int* p = <int*>malloc((n + 2) * sizeof(int))
+    if p == NULL:
+        raise MemoryError()
+    p[0] = 0
+    p[1] = 0
+    for k in range(n):
+        p[2 + k] = -1
+    return p
 
 
 cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int c1,

@@ -36,23 +36,32 @@ Design
   the caller's floating-point mode. The caller (fastgru/ops.py, fastgru/_plan.py) guarantees
   consistent shapes, contiguous buffers and sizes below 2^31.
 """
+from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
 from fastgru._kernels._matmul cimport mm, mm_w, mm_tn, mm_packed, project, project_step
-from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_barrier
+from fastgru._kernels._openmp cimport (fg_thread_num, fg_team_size, fg_barrier,
+                                      fg_load_acquire, fg_fetch_add, fg_cas, fg_pause,
+                                      fg_steal_spins, fg_steal_spins_again)
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
-from fastgru._kernels._common cimport Seq, split, colsum_rows
+from fastgru._kernels._common cimport Seq, split, new_share, colsum_rows
 
 
 def _select_simd(int level):
     """Select this module's SIMD level (-1: best supported); returns the level used."""
     return fg_simd_select(level)
+
+
+def _set_steal_spins(int spins):
+    """Spins before a cols-mode step's unclaimed slices are taken over (tests: 0)."""
+    global fg_steal_spins
+    fg_steal_spins = spins
 
 
 def _set_mm_own(int level, int max_k):
@@ -82,6 +91,7 @@ cdef struct Layer:
     void* scratch
     Py_ssize_t scratch_stride
     void* hbuf              # cols mode: (2, B, H) shared double buffer of the state
+    int* share              # cols mode: step counters (_fwd_cols)
     const int* rev
     const int* tasks
     int ntasks
@@ -173,61 +183,92 @@ cdef void _fwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
                        H * sizeof(floating))
 
 
-cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """cols mode (one direction, reset after): thread tid computes hidden units j0 .. j1-1 of
-    every step; one barrier per step."""
-    cdef int H = L.H, G = 3 * L.H, B = S.B, s, t, i, g, nb, j0, j1, w
+cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout, int s, int k,
+                          int team, floating* scr) noexcept nogil:
+    """Step s of cols mode for slice k of the hidden units (j0 .. j1-1), on whichever thread
+    claimed it (scr: that thread's scratch)."""
+    cdef int H = L.H, G = 3 * L.H, B = S.B, t, i, g, nb, j0, j1, w
     cdef Py_ssize_t row
     cdef const floating* w_hh = <const floating*>L.w_hh
     cdef const floating* b = <const floating*>L.bias
-    cdef floating* h = <floating*>L.h
-    cdef floating* hb[2]
-    cdef floating* hin
-    cdef floating* hout
     cdef floating* gh
     cdef floating* cp = NULL
-    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
     cdef int ldgx = G, ldy = H, ldc = 4 * H, ldgh
     cdef floating one = 1, zero = 0
-    split(H, tid, team, &j0, &j1)
+    split(H, k, team, &j0, &j1)
     w = j1 - j0
-    hb[0] = <floating*>L.hbuf
-    hb[1] = hb[0] + <Py_ssize_t>B * H
-    for i in range(B):
-        memcpy(hb[0] + <Py_ssize_t>i * H + j0, h + <Py_ssize_t>i * H + j0, w * sizeof(floating))
-    fg_barrier()
-    for s in range(S.T):
-        t = S.T - 1 - s if L.rev[0] else s
-        nb = S.bsz[t]
-        row = S.off[t]
-        hin = hb[s % 2]
-        hout = hb[1 - s % 2]
-        for i in range(B):  # own units of every row move on (finished rows keep their state)
-            memcpy(hout + <Py_ssize_t>i * H + j0, hin + <Py_ssize_t>i * H + j0, w * sizeof(floating))
-        if L.training:
-            cp = <floating*>L.cache + row * ldc
-            for i in range(nb):
-                memcpy(<floating*>L.hprev + (row + i) * ldy + j0, hin + <Py_ssize_t>i * H + j0,
-                       w * sizeof(floating))
-            gh = cp
-            ldgh = ldc
-        else:
-            gh = scr
-            ldgh = G
-        if w > 0:
-            for g in range(3):
-                # gh[nb, g-block, own units] = h[nb, H] @ W_hg[own units, H].T
-                if L.wt:
-                    mm(nb, w, H, hin, H, w_hh + g * H + j0, G, False, gh + g * H + j0, ldgh)
-                else:
-                    gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
-                         zero, gh + g * H + j0, ldgh)
+    t = S.T - 1 - s if L.rev[0] else s
+    nb = S.bsz[t]
+    row = S.off[t]
+    for i in range(B):  # own units of every row move on (finished rows keep their state)
+        memcpy(hout + <Py_ssize_t>i * H + j0, hin + <Py_ssize_t>i * H + j0, w * sizeof(floating))
+    if L.training:
+        cp = <floating*>L.cache + row * ldc
+        for i in range(nb):
+            memcpy(<floating*>L.hprev + (row + i) * ldy + j0, hin + <Py_ssize_t>i * H + j0,
+                   w * sizeof(floating))
+        gh = cp
+        ldgh = ldc
+    else:
+        gh = scr
+        ldgh = G
+    if w > 0:
+        for g in range(3):
+            # gh[nb, g-block, own units] = h[nb, H] @ W_hg[own units, H].T
+            if L.wt:
+                mm(nb, w, H, hin, H, w_hh + g * H + j0, G, False, gh + g * H + j0, ldgh)
+            else:
+                gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
+                     zero, gh + g * H + j0, ldgh)
             gru_fwd_ra(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh,
                        b + j0, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
                        (cp + j0) if L.training else NULL, ldc)
-        fg_barrier()
-    for i in range(B):
-        memcpy(h + <Py_ssize_t>i * H + j0, hb[S.T % 2] + <Py_ssize_t>i * H + j0, w * sizeof(floating))
+
+
+cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """cols mode (one direction, reset after): each step's hidden units are split in `team`
+    slices, thread tid computing slice tid, with no barrier: a step starts once every slice of
+    the one before is counted done, and a slice left unclaimed for fg_steal_spins (its thread
+    descheduled by the OS) is computed by a waiting thread (_openmp.pxd). L.share: done
+    (slices completed), init (h0 copied to hbuf), claimed[team] (the last step each slice was
+    claimed for)."""
+    cdef int H = L.H, B = S.B, s, k, spins, target, last = S.T * team - 1
+    cdef int patience = fg_steal_spins
+    cdef int* done = L.share
+    cdef int* init = L.share + 1
+    cdef int* claimed = L.share + 2
+    cdef floating* h = <floating*>L.h
+    cdef floating* hb[2]
+    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
+    cdef Py_ssize_t nbytes = <Py_ssize_t>B * H * sizeof(floating)
+    hb[0] = <floating*>L.hbuf
+    hb[1] = hb[0] + <Py_ssize_t>B * H
+    if fg_cas(init, 0, 1):
+        memcpy(hb[0], h, nbytes)
+        fg_fetch_add(init, 1)
+    else:
+        while fg_load_acquire(init) != 2:
+            fg_pause()
+    for s in range(S.T):
+        target = s * team
+        spins = 0
+        while fg_load_acquire(done) < target:  # step s - 1 still running
+            spins += 1
+            if spins < patience:
+                fg_pause()
+                continue
+            spins = 0
+            for k in range(team):
+                if fg_cas(&claimed[k], s - 2, s - 1):
+                    _fwd_cols_slice(L, S, hb[(s - 1) % 2], hb[s % 2], s - 1, k, team, scr)
+                    fg_fetch_add(done, 1)  # (s - 1 < T - 1: not the last slice)
+                    patience = min(fg_steal_spins_again, fg_steal_spins)
+        if spins and patience != fg_steal_spins and fg_load_acquire(done) >= target:
+            patience = fg_steal_spins  # the others kept up again
+        if fg_cas(&claimed[tid], s - 1, s):
+            _fwd_cols_slice(L, S, hb[s % 2], hb[1 - s % 2], s, tid, team, scr)
+            if fg_fetch_add(done, 1) == last:  # the last slice of the last step: h_n out
+                memcpy(h, hb[S.T % 2], nbytes)
 
 
 cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -319,6 +360,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     if hbuf is not None:
         L.cols = 1
         L.hbuf = &hbuf[0, 0, 0]
+        L.share = new_share(n_threads)
     cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
@@ -327,6 +369,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             with parallel(num_threads=n_threads):
                 _fwd_team(&L, &S, &x[0, 0])
     blas_release(saved)
+    free(L.share)
 
 
 # ------------------------------------------------------------------------------------------
