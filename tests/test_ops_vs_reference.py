@@ -211,6 +211,8 @@ def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H):
     from fastgru import _threads
 
     monkeypatch.setattr(_threads, "COLS_MIN_UNITS", 1)
+    monkeypatch.setattr(_threads, "SERIAL_FLOPS", 0)  # small calls would run on one thread
+    assert _threads.plan_tasks(2, 1, np.array([9]), 9, 1e3, H, True)[2]  # cols mode it is
     kw = {"reset_after": variant} if cell == "gru" else {}
     proj = variant if (cell == "lstm" and variant and variant < H) else None
     for lengths in (None, np.array([4])):
@@ -223,3 +225,35 @@ def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H):
         for other in outs[1:]:
             for a, b in zip(outs[0], other, strict=True):
                 assert rel_err(a, b) <= (1e-13 if dtype == np.float64 else 1e-5)
+
+
+@pytest.mark.parametrize("cell,variant", [("gru", True), ("lstm", None)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_single_sequence_slices_taken_over(monkeypatch, cell, variant, dtype):
+    """cols mode never waits on a descheduled thread: a waiting thread computes the slices
+    nobody has claimed. With no patience at all every slice of every step is raced for (any
+    thread may compute any slice): still the reference's numbers, at 2 and 3 threads, with and
+    without a length shorter than T, in training and inference."""
+    from fastgru import _threads
+    from fastgru._kernels import _gru, _lstm
+
+    monkeypatch.setattr(_threads, "COLS_MIN_UNITS", 1)
+    monkeypatch.setattr(_threads, "SERIAL_FLOPS", 0)
+    assert _threads.plan_tasks(3, 1, np.array([40]), 40, 1e3, 33, True)[2]
+    kw = {"reset_after": variant} if cell == "gru" else {}
+    try:
+        for mod in (_gru, _lstm):
+            mod._set_steal_spins(0)
+        for lengths in (None, np.array([7])):
+            p = make_problem(cell, 40, 1, 6, 33, dtype=dtype, seed=5)
+            p["lengths"] = lengths
+            for n_threads in (2, 3):
+                for _ in range(3):  # the races differ from run to run
+                    _compare(cell, p, n_threads, dtype, seed=3, **kw)
+                    out = call_forward(ops, cell, p, n_threads=n_threads, training=False, **kw)
+                    out_r = call_forward(ref, cell, _as64(p), **kw)
+                    for a, r in zip(out[:-1], out_r[:-1], strict=True):
+                        assert rel_err(a, r) <= tol(dtype, 40)
+    finally:
+        for mod in (_gru, _lstm):
+            mod._set_steal_spins(256)

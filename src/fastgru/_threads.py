@@ -86,7 +86,7 @@ SERIAL_FLOPS = 2.0e6
 
 
 # cols mode (one sequence: the team shares every step) needs this many hidden units per thread
-# to pay for its per-step barrier.
+# to pay for its per-step synchronisation.
 COLS_MIN_UNITS = 48
 
 

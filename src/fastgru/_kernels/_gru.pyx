@@ -30,8 +30,12 @@ Design
     actually obtained, so a smaller team (or a build without OpenMP) still does everything.
     One sequence (B = 1, one direction) has a single task: then the team shares every step
     instead (cols mode), each thread owning a slice of the hidden units (its rows of every gate's
-    weights stay in its own cache), with one barrier per step; h is double-buffered (hbuf)
-    because each thread's product reads all of h_{t-1}.
+    weights stay in its own cache); h is double-buffered (hbuf) because each thread's product
+    reads all of h_{t-1}. The forward has no barrier per step: a step starts when all slices of
+    the one before are counted done, and a slice still unclaimed after a short spin (its thread
+    descheduled by the OS) is computed by a waiting thread (_fwd_cols), so a busy machine
+    costs a late thread's work, not a scheduler slice per step. The backward keeps two
+    barriers per step.
   Kernels never allocate, raise or touch Python objects; they run with FTZ/DAZ set and restore
   the caller's floating-point mode. The caller (fastgru/ops.py, fastgru/_plan.py) guarantees
   consistent shapes, contiguous buffers and sizes below 2^31.
@@ -220,9 +224,9 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
             else:
                 gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
                      zero, gh + g * H + j0, ldgh)
-            gru_fwd_ra(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh,
-                       b + j0, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
-                       (cp + j0) if L.training else NULL, ldc)
+        gru_fwd_ra(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh,
+                   b + j0, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
+                   (cp + j0) if L.training else NULL, ldc)
 
 
 cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:

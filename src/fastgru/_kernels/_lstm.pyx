@@ -210,9 +210,9 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
             else:
                 gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
                      zero, gh + g * H + j0, ldgh)
-            lstm_fwd(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh, b + j0,
-                     cs + j0, H, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
-                     (kp + j0) if L.training else NULL, ldk)
+        lstm_fwd(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh, b + j0,
+                 cs + j0, H, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
+                 (kp + j0) if L.training else NULL, ldk)
 
 
 cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
