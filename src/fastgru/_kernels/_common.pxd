@@ -1,7 +1,12 @@
 # Design: small pieces shared by the GRU and LSTM kernels: the packed-sequence description,
-# the even split of a range over the team, and a deterministic column sum (bias gradients).
+# the even split of a range over the team, a deterministic column sum (bias gradients), and
+# cols mode's step loop (one sequence shared by the team, no barrier per step).
 from cython cimport floating
 from libc.stdlib cimport malloc
+from libc.string cimport memcpy
+
+from fastgru._kernels._openmp cimport (fg_load_acquire, fg_fetch_add, fg_cas, fg_pause,
+                                      fg_steal_spins, fg_steal_spins_again)
 
 
 cdef struct Seq:
@@ -30,6 +35,58 @@ cdef inline int* new_share(int n_threads) except NULL:
     for k in range(n):
         p[2 + k] = -1
     return p
+
+
+# One slice of one cols-mode step: (layer, seq, h_{t-1} in, h_t out, step, slice, team, scratch
+# of the thread computing it). Each kernel module wraps its fused-type slice function in one.
+ctypedef void (*cols_slice_fn)(void* L, const void* S, const void* hin, void* hout, int s, int k,
+                               int team, void* scr) noexcept nogil
+
+
+cdef inline void run_cols(cols_slice_fn fn, void* L, const void* S, int T, int tid, int team,
+                          int* share, char* h, char* hbuf, Py_ssize_t nbytes,
+                          void* scr) noexcept nogil:
+    """cols mode's step loop on thread tid: each step's hidden units are split in `team` slices
+    and thread tid computes slice tid, with no barrier: a step starts once every slice of the
+    one before is counted done, and a slice left unclaimed for fg_steal_spins (its thread
+    descheduled by the OS) is computed by a waiting thread (_openmp.pxd). hbuf holds two
+    states of nbytes (h is double-buffered: every slice reads all of h_{t-1}); h (h0 in, h_n
+    out). share (new_share): done (slices completed), init (h0 copied to hbuf), claimed[team]
+    (the last step each slice was claimed for)."""
+    cdef int s, k, spins, target, last = T * team - 1
+    cdef int patience = fg_steal_spins
+    cdef int* done = share
+    cdef int* init = share + 1
+    cdef int* claimed = share + 2
+    cdef char* hb[2]
+    hb[0] = hbuf
+    hb[1] = hbuf + nbytes
+    if fg_cas(init, 0, 1):
+        memcpy(hb[0], h, nbytes)
+        fg_fetch_add(init, 1)
+    else:
+        while fg_load_acquire(init) != 2:
+            fg_pause()
+    for s in range(T):
+        target = s * team
+        spins = 0
+        while fg_load_acquire(done) < target:  # step s - 1 still running
+            spins += 1
+            if spins < patience:
+                fg_pause()
+                continue
+            spins = 0
+            for k in range(team):
+                if fg_cas(&claimed[k], s - 2, s - 1):
+                    fn(L, S, hb[(s - 1) % 2], hb[s % 2], s - 1, k, team, scr)
+                    fg_fetch_add(done, 1)  # (s - 1 < T - 1: not the last slice)
+                    patience = min(fg_steal_spins_again, fg_steal_spins)
+        if spins and patience != fg_steal_spins and fg_load_acquire(done) >= target:
+            patience = fg_steal_spins  # the others kept up again
+        if fg_cas(&claimed[tid], s - 1, s):
+            fn(L, S, hb[s % 2], hb[1 - s % 2], s, tid, team, scr)
+            if fg_fetch_add(done, 1) == last:  # the last slice of the last step: h_n out
+                memcpy(h, hb[T % 2], nbytes)
 
 
 cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int c1,

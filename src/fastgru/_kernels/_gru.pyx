@@ -48,13 +48,13 @@ from cython cimport floating
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
 from fastgru._kernels._matmul cimport mm, mm_w, mm_tn, mm_packed, project, project_step
 from fastgru._kernels._openmp cimport (fg_thread_num, fg_team_size, fg_barrier,
-                                      fg_load_acquire, fg_fetch_add, fg_cas, fg_pause,
-                                      fg_steal_spins, fg_steal_spins_again)
+                                      fg_steal_spins)
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
-from fastgru._kernels._common cimport Seq, split, new_share, colsum_rows
+from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
+                                      colsum_rows)
 
 
 def _select_simd(int level):
@@ -229,50 +229,23 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
                    (cp + j0) if L.training else NULL, ldc)
 
 
+cdef void _cols_slice_f(void* L, const void* S, const void* hin, void* hout, int s, int k,
+                       int team, void* scr) noexcept nogil:
+    _fwd_cols_slice(<Layer*>L, <const Seq*>S, <float*>hin, <float*>hout, s, k, team, <float*>scr)
+
+
+cdef void _cols_slice_d(void* L, const void* S, const void* hin, void* hout, int s, int k,
+                       int team, void* scr) noexcept nogil:
+    _fwd_cols_slice(<Layer*>L, <const Seq*>S, <double*>hin, <double*>hout, s, k, team,
+                    <double*>scr)
+
+
 cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """cols mode (one direction, reset after): each step's hidden units are split in `team`
-    slices, thread tid computing slice tid, with no barrier: a step starts once every slice of
-    the one before is counted done, and a slice left unclaimed for fg_steal_spins (its thread
-    descheduled by the OS) is computed by a waiting thread (_openmp.pxd). L.share: done
-    (slices completed), init (h0 copied to hbuf), claimed[team] (the last step each slice was
-    claimed for)."""
-    cdef int H = L.H, B = S.B, s, k, spins, target, last = S.T * team - 1
-    cdef int patience = fg_steal_spins
-    cdef int* done = L.share
-    cdef int* init = L.share + 1
-    cdef int* claimed = L.share + 2
-    cdef floating* h = <floating*>L.h
-    cdef floating* hb[2]
-    cdef floating* scr = <floating*>L.scratch + tid * L.scratch_stride
-    cdef Py_ssize_t nbytes = <Py_ssize_t>B * H * sizeof(floating)
-    hb[0] = <floating*>L.hbuf
-    hb[1] = hb[0] + <Py_ssize_t>B * H
-    if fg_cas(init, 0, 1):
-        memcpy(hb[0], h, nbytes)
-        fg_fetch_add(init, 1)
-    else:
-        while fg_load_acquire(init) != 2:
-            fg_pause()
-    for s in range(S.T):
-        target = s * team
-        spins = 0
-        while fg_load_acquire(done) < target:  # step s - 1 still running
-            spins += 1
-            if spins < patience:
-                fg_pause()
-                continue
-            spins = 0
-            for k in range(team):
-                if fg_cas(&claimed[k], s - 2, s - 1):
-                    _fwd_cols_slice(L, S, hb[(s - 1) % 2], hb[s % 2], s - 1, k, team, scr)
-                    fg_fetch_add(done, 1)  # (s - 1 < T - 1: not the last slice)
-                    patience = min(fg_steal_spins_again, fg_steal_spins)
-        if spins and patience != fg_steal_spins and fg_load_acquire(done) >= target:
-            patience = fg_steal_spins  # the others kept up again
-        if fg_cas(&claimed[tid], s - 1, s):
-            _fwd_cols_slice(L, S, hb[s % 2], hb[1 - s % 2], s, tid, team, scr)
-            if fg_fetch_add(done, 1) == last:  # the last slice of the last step: h_n out
-                memcpy(h, hb[S.T % 2], nbytes)
+    """cols mode (one direction, reset after): the team shares each step (_common.pxd run_cols)."""
+    cdef cols_slice_fn fn = _cols_slice_f if floating is float else _cols_slice_d
+    run_cols(fn, L, S, S.T, tid, team, L.share, <char*>L.h, <char*>L.hbuf,
+             <Py_ssize_t>S.B * L.H * sizeof(floating),
+             <floating*>L.scratch + tid * L.scratch_stride)
 
 
 cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
