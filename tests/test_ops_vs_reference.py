@@ -257,3 +257,46 @@ def test_single_sequence_slices_taken_over(monkeypatch, cell, variant, dtype):
     finally:
         for mod in (_gru, _lstm):
             mod._set_steal_spins(256)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("H", [33, 100, 130])
+def test_single_sequence_packed_slices_exact(monkeypatch, cell, H):
+    """cols mode with the slices' weights packed (float32, T >= 3): for a given team, outputs
+    and every gradient are bit for bit the same whether the slices match the team or not
+    (same sums in the same order): more slices than threads (a thread takes several), fewer
+    (threads left idle), and unequal slices (H not divisible) with a partial last panel. The
+    products over all rows split by team (x's projection, dx) may round differently per team
+    through BLAS, so teams are compared with each other and with one thread within 1e-5."""
+    from fastgru import _packed, _threads
+
+    monkeypatch.setattr(_threads, "COLS_MIN_UNITS", 1)
+    monkeypatch.setattr(_threads, "SERIAL_FLOPS", 0)
+    for lengths in (None, np.array([9])):
+        p = make_problem(cell, 13, 1, 7, H, dtype=np.float32, seed=H)
+        p["lengths"] = lengths
+        rng = np.random.default_rng(1)
+        dy = rng.standard_normal((13, 1, H)).astype(np.float32)
+        runs = {}
+        for n_threads, slices in ((1, None), (2, None), (3, None), (2, 3), (2, 5), (3, 2)):
+            monkeypatch.setattr(_packed, "cols_slices", lambda team, n=slices: n or team)
+            out = call_forward(ops, cell, p, n_threads=n_threads)
+            back = ops.gru_backward if cell == "gru" else ops.lstm_backward
+            g = back(out[-1], dy)
+            runs[n_threads, slices] = [*out[:-1], *(g[k] for k in sorted(g))]
+        for (team, _), run in runs.items():
+            for a, b, c in zip(runs[team, None], run, runs[1, None], strict=True):
+                np.testing.assert_array_equal(a, b)
+                assert rel_err(a, c) <= 1e-5
+    # the packed layout was used: one slice's part per block of PANEL-wide panels
+    G = (4 if cell == "lstm" else 3) * 5
+    w = np.arange(G * 5, dtype=np.float32).reshape(1, G, 5)
+    fw = _packed.pack_cols(w, 2)
+    assert fw.shape[0] == 1 and fw.shape[2] == 64
+    assert np.array_equal(fw[0, :5, :2], w[0, :2, :].T)  # slice 0 (units 0-1), gate 0
+    assert np.array_equal(fw[0, :5, 2:], np.zeros((5, 62), np.float32))
+    assert np.array_equal(fw[0, 5:10, :2], w[0, 5:7, :].T)  # slice 0, gate 1
+    assert np.array_equal(fw[0, G : G + 5, :3], w[0, 2:5, :].T)  # slice 1, gate 0
+    bw = _packed.pack_cols(w, 2, bwd=True)
+    assert np.array_equal(bw[0, :G, :2], w[0, :, :2])  # slice 0: W_hh's columns 0-1
+    assert np.array_equal(bw[0, G : 2 * G, :3], w[0, :, 2:])  # slice 1: columns 2-4

@@ -64,15 +64,23 @@ def _panels(name: str, m: np.ndarray) -> np.ndarray:
     D, R, C = m.shape
     pw = _blas.PACK_PANEL
     n = -(-C // pw)
-    full = C // pw
     out = _workspace.get(name, (D, n, R, pw), m.dtype)
+    for d in range(D):
+        _panels_into(out[d], m[d])
+    return out.reshape(D, n * R, pw)
+
+
+def _panels_into(out: np.ndarray, m: np.ndarray) -> None:
+    """out (n, R, PANEL)[p, r, j] = m (R, C)[r, p*PANEL + j], zero past C."""
+    n, R, pw = out.shape
+    C = m.shape[1]
+    full = C // pw
     if full:
-        np.copyto(out[:, :full], m[:, :, : full * pw].reshape(D, R, full, pw).transpose(0, 2, 1, 3))
+        np.copyto(out[:full], m[:, : full * pw].reshape(R, full, pw).transpose(1, 0, 2))
     if n > full:
         r = C - full * pw
-        np.copyto(out[:, full, :, :r], m[:, :, full * pw:])
-        out[:, full, :, r:] = 0
-    return out.reshape(D, n * R, pw)
+        np.copyto(out[full, :, :r], m[:, full * pw:])
+        out[full, :, r:] = 0
 
 
 def pack_panels(w: np.ndarray) -> np.ndarray:
@@ -86,6 +94,32 @@ def pack_panels_bwd(w: np.ndarray) -> np.ndarray:
     """Recurrent weights (D, G, K) for the backward's dh = dG @ W_hh (K_mm = G rows, N = K
     columns) packed in panels: (D, n*G, PANEL) with P[d, p*G + g, j] = w[d, g, p*PANEL + j]."""
     return _panels("wp_hh", w)
+
+
+def pack_cols(w_hh: np.ndarray, slices: int, bwd: bool = False) -> np.ndarray:
+    """One direction's recurrent weights (1, G, H) for cols mode's per-slice products (slices
+    share each step; offsets: _common.pxd cols_panels), each slice's part (units j0 .. j1-1 of
+    _common.pxd split) in panels of PANEL columns, zero-padded: forward, for each gate g, the
+    columns g*H + j0 .. g*H + j1 - 1 of W_hh.T (H rows); bwd, the columns j0 .. j1 - 1 of W_hh
+    (G rows). Unpacked, a slice reads a few hundred bytes per row of a matrix whose rows are
+    G or H floats apart (4 KiB for the LSTM's W_hh.T at H = 256: L1 set conflicts); packed,
+    each slice streams its weights in order."""
+    _, G, H = w_hh.shape
+    pw = _blas.PACK_PANEL
+    bounds = [H * k // slices for k in range(slices + 1)]
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    npan = [-(-(b - a) // pw) for a, b in spans]
+    out = _workspace.get("wcb_hh" if bwd else "wc_hh", (1, sum(npan) * G, pw), w_hh.dtype)
+    pos = 0
+    for (a, b), n in zip(spans, npan, strict=True):
+        if bwd:
+            _panels_into(out[0, pos : pos + n * G].reshape(n, G, pw), w_hh[0, :, a:b])
+            pos += n * G
+            continue
+        for g0 in range(0, G, H):
+            _panels_into(out[0, pos : pos + n * H].reshape(n, H, pw), w_hh[0, g0 + a : g0 + b].T)
+            pos += n * H
+    return out
 
 
 def packs_bwd(w_hh: np.ndarray, ok: bool) -> bool:
@@ -128,17 +162,40 @@ def gx_per_step(I: int, dt: np.dtype, G: int, tasks: np.ndarray, cols: bool,  # 
     return rows >= GX_STEP_MIN_ROWS and _blas.mm_route(max(rows, 256), G, I) == "own"
 
 
-def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False):
+def cols_slices(team: int) -> int:
+    """Slices per step in cols mode: one per thread of the team (tests vary it: the kernels
+    then give a thread several slices, or leave threads idle)."""
+    return team
+
+
+def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False,
+                    cols_slices: int = 0):
     """(wt flag, w_ih, w_hh, w_hr, packed) as the forward kernels take them: transposed copies
     for sequences of TRANSPOSE_MIN_T steps or more (w_hh packed in panels where packs() says
-    so), else the PyTorch layout as is (no copy)."""
+    so, or per slice in cols mode: cols_slices > 0, float32), else the PyTorch layout as is
+    (no copy)."""
     if plan.T >= TRANSPOSE_MIN_T:
-        packed = packs(w_hh, plan.B, pack_ok)
-        return (True, transposed("wt_ih", w_ih),
-                pack_panels(w_hh) if packed else transposed("wt_hh", w_hh),
+        if cols_slices and w_hh.dtype == np.float32:
+            whh, packed = pack_cols(w_hh, cols_slices), True
+        else:
+            packed = packs(w_hh, plan.B, pack_ok)
+            whh = pack_panels(w_hh) if packed else transposed("wt_hh", w_hh)
+        return (True, transposed("wt_ih", w_ih), whh,
                 None if w_hr is None else transposed("wt_hr", w_hr), packed)
     D, G, I = w_ih.shape
     return False, w_ih.reshape(D * G, I), w_hh, w_hr, False
+
+
+def backward_weights(plan: SeqPlan, w_hh: np.ndarray, team: int, cols: bool,
+                     full_width: bool) -> tuple[int, np.ndarray | None]:
+    """(cols slices, packed W_hh or None) for the backward's per-step product dh = dG @ W_hh:
+    in cols mode each slice's columns (pack_cols, float32, TRANSPOSE_MIN_T steps or more, as
+    in the forward), else panels where packs_bwd says so."""
+    if cols:
+        nsl = cols_slices(team)
+        ok = w_hh.dtype == np.float32 and plan.T >= TRANSPOSE_MIN_T
+        return nsl, pack_cols(w_hh, nsl, bwd=True) if ok else None
+    return 0, pack_panels_bwd(w_hh) if packs_bwd(w_hh, full_width) else None
 
 
 # Inference over a single step of a small batch (T = 1: streaming through ops or the layers)
@@ -326,8 +383,10 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
         cache = _workspace.take((N, D * 4 * H), dt)
         hprev = _workspace.take((N, D * H), dt)
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
+    nsl = cols_slices(team) if cols else 0
     wt, fw_ih, fw_hh, _, packed = forward_weights(plan, w_ih, w_hh,
-                                                  pack_ok=reset_after and not cols)
+                                                  pack_ok=reset_after and not cols,
+                                                  cols_slices=nsl)
     gxs = gx_per_step(I, x.dtype, G, tasks, cols, wt)
     io = PaddedIO(plan, x, padded_in, padded_out, gxs, cols, D * H, dt)
     x = io.x
@@ -336,7 +395,7 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
     with _threads.kernel_guard():
         _gru.forward(x, fw_ih, fw_hh, bias, h, io.y, gx, cache, hprev, scratch,
                      plan.bsz, plan.off, rev, tasks, reset_after, team, wt, hbuf, packed, gxs,
-                     io.xrow, io.yrow)
+                     io.xrow, io.yrow, cols_slices=nsl)
     y = io.result()
     if not training:
         return y, None
@@ -361,12 +420,12 @@ def gru_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray,
     dgh = _workspace.get("dgh", (N, D * G), dt) if c.reset_after else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    wp = pack_panels_bwd(c.w_hh) if packs_bwd(c.w_hh, c.reset_after and not cols) else None
+    nsl, wp = backward_weights(plan, c.w_hh, team, cols, c.reset_after)
     with _threads.kernel_guard():
         _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dgh, dx,
                       grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], scratch,
                       plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team, cols,
-                      wp)
+                      wp, cols_slices=nsl)
     return dx, grads
 
 
@@ -394,7 +453,9 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
         hprev = _workspace.take((N, D * P), dt)
         m = _workspace.take((N, D * H), dt) if w_hr is not None else None
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
-    wt, fw_ih, fw_hh, fw_hr, packed = forward_weights(plan, w_ih, w_hh, w_hr, pack_ok=not cols)
+    nsl = cols_slices(team) if cols else 0
+    wt, fw_ih, fw_hh, fw_hr, packed = forward_weights(plan, w_ih, w_hh, w_hr, pack_ok=not cols,
+                                                      cols_slices=nsl)
     gxs = gx_per_step(I, x.dtype, G, tasks, cols, wt)
     io = PaddedIO(plan, x, padded_in, padded_out, gxs, cols, D * P, dt)
     x = io.x
@@ -403,7 +464,7 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     with _threads.kernel_guard():
         _lstm.forward(x, fw_ih, fw_hh, fw_hr, bias, h, cs, io.y, gx, cache, hprev, m, scratch,
                       plan.bsz, plan.off, rev, tasks, team, wt, hbuf, packed, gxs, io.xrow,
-                      io.yrow)
+                      io.yrow, cols_slices=nsl)
     y = io.result()
     if not training:
         return y, None
@@ -431,10 +492,10 @@ def lstm_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray, dc: np.
     dhp = _workspace.get("dhp", (N, D * P), dt) if c.w_hr is not None else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    wp = pack_panels_bwd(c.w_hh) if packs_bwd(c.w_hh, not cols) else None
+    nsl, wp = backward_weights(plan, c.w_hh, team, cols, True)
     with _threads.kernel_guard():
         _lstm.backward(x, c.w_ih, c.w_hh, c.w_hr, c.cache, c.hprev, c.m, dy, dh, dc, dg, dhp, dx,
                        grads["w_ih"], grads["w_hh"], grads.get("w_hr"), grads["b_ih"],
                        grads["b_hh"], scratch, plan.bsz, plan.off, c.rev, tasks, accumulate, team,
-                       cols, wp)
+                       cols, wp, cols_slices=nsl)
     return dx, grads

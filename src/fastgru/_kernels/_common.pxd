@@ -23,6 +23,17 @@ cdef inline void split(Py_ssize_t n, int tid, int team, int* a0, int* a1) noexce
     a1[0] = <int>(n * (tid + 1) // team)
 
 
+cdef inline Py_ssize_t cols_panels(int k, int nsl, int H, int gates, int pw) noexcept nogil:
+    """Offset (elements) of slice k's weights in cols mode's packed W_hh.T (_packed.pack_cols):
+    the slices before it, each gates blocks of ceil(w / pw) panels of H x pw."""
+    cdef Py_ssize_t n = 0
+    cdef int kk, a0, a1
+    for kk in range(k):
+        split(H, kk, nsl, &a0, &a1)
+        n += gates * ((a1 - a0 + pw - 1) // pw)
+    return n * H * pw
+
+
 cdef inline int* new_share(int n_threads) except NULL:
     """cols mode's step counters (_gru/_lstm _fwd_cols; free() them after the call):
     done = 0, init = 0, claimed[n_threads] = -1."""
@@ -44,16 +55,17 @@ ctypedef void (*cols_slice_fn)(void* L, const void* S, const void* hin, void* ho
 
 
 cdef inline void run_cols(cols_slice_fn fn, void* L, const void* S, int T, int tid, int team,
-                          int* share, char* h, char* hbuf, Py_ssize_t nbytes,
+                          int nsl, int* share, char* h, char* hbuf, Py_ssize_t nbytes,
                           void* scr) noexcept nogil:
-    """cols mode's step loop on thread tid: each step's hidden units are split in `team` slices
-    and thread tid computes slice tid, with no barrier: a step starts once every slice of the
-    one before is counted done, and a slice left unclaimed for fg_steal_spins (its thread
+    """cols mode's step loop on thread tid of `team`: each step's hidden units are split in
+    nsl slices (the planned team, which the packed weights follow: cols_panels) and thread tid
+    computes slices tid, tid + team, ..., with no barrier: a step starts once every slice of
+    the one before is counted done, and a slice left unclaimed for fg_steal_spins (its thread
     descheduled by the OS) is computed by a waiting thread (_openmp.pxd). hbuf holds two
     states of nbytes (h is double-buffered: every slice reads all of h_{t-1}); h (h0 in, h_n
-    out). share (new_share): done (slices completed), init (h0 copied to hbuf), claimed[team]
-    (the last step each slice was claimed for)."""
-    cdef int s, k, spins, target, last = T * team - 1
+    out). share (new_share(nsl)): done (slices completed), init (h0 copied to hbuf),
+    claimed[nsl] (the last step each slice was claimed for)."""
+    cdef int s, k, spins, target, last = T * nsl - 1
     cdef int patience = fg_steal_spins
     cdef int* done = share
     cdef int* init = share + 1
@@ -61,6 +73,8 @@ cdef inline void run_cols(cols_slice_fn fn, void* L, const void* S, int T, int t
     cdef char* hb[2]
     hb[0] = hbuf
     hb[1] = hbuf + nbytes
+    if tid >= nsl:  # a bigger team than planned: the planned threads have every slice
+        return
     if fg_cas(init, 0, 1):
         memcpy(hb[0], h, nbytes)
         fg_fetch_add(init, 1)
@@ -68,7 +82,7 @@ cdef inline void run_cols(cols_slice_fn fn, void* L, const void* S, int T, int t
         while fg_load_acquire(init) != 2:
             fg_pause()
     for s in range(T):
-        target = s * team
+        target = s * nsl
         spins = 0
         while fg_load_acquire(done) < target:  # step s - 1 still running
             spins += 1
@@ -76,17 +90,20 @@ cdef inline void run_cols(cols_slice_fn fn, void* L, const void* S, int T, int t
                 fg_pause()
                 continue
             spins = 0
-            for k in range(team):
+            for k in range(nsl):
                 if fg_cas(&claimed[k], s - 2, s - 1):
-                    fn(L, S, hb[(s - 1) % 2], hb[s % 2], s - 1, k, team, scr)
+                    fn(L, S, hb[(s - 1) % 2], hb[s % 2], s - 1, k, nsl, scr)
                     fg_fetch_add(done, 1)  # (s - 1 < T - 1: not the last slice)
                     patience = min(fg_steal_spins_again, fg_steal_spins)
         if spins and patience != fg_steal_spins and fg_load_acquire(done) >= target:
             patience = fg_steal_spins  # the others kept up again
-        if fg_cas(&claimed[tid], s - 1, s):
-            fn(L, S, hb[s % 2], hb[1 - s % 2], s, tid, team, scr)
-            if fg_fetch_add(done, 1) == last:  # the last slice of the last step: h_n out
-                memcpy(h, hb[T % 2], nbytes)
+        k = tid
+        while k < nsl:
+            if fg_cas(&claimed[k], s - 1, s):
+                fn(L, S, hb[s % 2], hb[1 - s % 2], s, k, nsl, scr)
+                if fg_fetch_add(done, 1) == last:  # the last slice of the last step: h_n out
+                    memcpy(h, hb[T % 2], nbytes)
+            k += team
 
 
 cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int c1,

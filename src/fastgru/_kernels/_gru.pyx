@@ -46,7 +46,8 @@ from cython.parallel cimport parallel
 from cython cimport floating
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._matmul cimport mm, mm_w, mm_tn, mm_packed, project, project_step
+from fastgru._kernels._matmul cimport (mm, mm_w, mm_tn, mm_packed, project, project_step,
+                                      PACK_PANEL)
 from fastgru._kernels._openmp cimport (fg_thread_num, fg_team_size, fg_barrier,
                                       fg_steal_spins)
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
@@ -54,6 +55,7 @@ from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
+                                      cols_panels,
                                       colsum_rows)
 
 
@@ -96,6 +98,7 @@ cdef struct Layer:
     Py_ssize_t scratch_stride
     void* hbuf              # cols mode: (2, B, H) shared double buffer of the state
     int* share              # cols mode: step counters (_fwd_cols)
+    int nsl                 # cols mode: slices per step (the planned team; _common run_cols)
     const int* rev
     const int* tasks
     int ntasks
@@ -194,6 +197,8 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
     cdef int H = L.H, G = 3 * L.H, B = S.B, t, i, g, nb, j0, j1, w
     cdef Py_ssize_t row
     cdef const floating* w_hh = <const floating*>L.w_hh
+    cdef const floating* wp = NULL
+    cdef Py_ssize_t npw = 0
     cdef const floating* b = <const floating*>L.bias
     cdef floating* gh
     cdef floating* cp = NULL
@@ -217,9 +222,14 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
         gh = scr
         ldgh = G
     if w > 0:
+        if L.packed:
+            wp = w_hh + cols_panels(k, team, H, 3, PACK_PANEL)
+            npw = (w + PACK_PANEL - 1) // PACK_PANEL * H * PACK_PANEL
         for g in range(3):
             # gh[nb, g-block, own units] = h[nb, H] @ W_hg[own units, H].T
-            if L.wt:
+            if L.packed:
+                mm_packed(nb, w, H, hin, H, wp + g * npw, False, gh + g * H + j0, ldgh)
+            elif L.wt:
                 mm(nb, w, H, hin, H, w_hh + g * H + j0, G, False, gh + g * H + j0, ldgh)
             else:
                 gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
@@ -243,7 +253,7 @@ cdef void _cols_slice_d(void* L, const void* S, const void* hin, void* hout, int
 cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
     """cols mode (one direction, reset after): the team shares each step (_common.pxd run_cols)."""
     cdef cols_slice_fn fn = _cols_slice_f if floating is float else _cols_slice_d
-    run_cols(fn, L, S, S.T, tid, team, L.share, <char*>L.h, <char*>L.hbuf,
+    run_cols(fn, L, S, S.T, tid, team, L.nsl, L.share, <char*>L.h, <char*>L.hbuf,
              <Py_ssize_t>S.B * L.H * sizeof(floating),
              <floating*>L.scratch + tid * L.scratch_stride)
 
@@ -275,14 +285,17 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
             const int[:, ::1] tasks, bint reset_after, int n_threads, bint wt=True,
             floating[:, :, ::1] hbuf=None, bint packed=False, bint gx_step=False,
-            const Py_ssize_t[::1] xrow=None, const Py_ssize_t[::1] yrow=None):
+            const Py_ssize_t[::1] xrow=None, const Py_ssize_t[::1] yrow=None,
+            int cols_slices=0):
     """Run one GRU layer forward; see the module docstring for the layout.
 
     cache/hprev: None for inference. scratch: (threads, B*5H) per-thread workspace.
     wt: weights given transposed (wt_ih (I, D*G), wt_hh (D, H, G)); False: PyTorch layout
     (w_ih (D, G, I) passed as (D*G, I), w_hh (D, G, H)). hbuf (2, B, H): selects cols mode
-    (one direction, reset after; see the module docstring). packed: wt_hh holds each
-    direction's W_hh.T packed in panels (_packed.pack_panels; float32, reset after, not cols).
+    (one direction, reset after; see the module docstring). packed (float32): wt_hh holds each
+    direction's W_hh.T packed in panels (_packed.pack_panels; reset after), or in cols mode
+    each of cols_slices slices' columns (_packed.pack_cols). cols_slices: slices per step in
+    cols mode (default n_threads; any team computes them all).
     gx_step: each task projects its rows of each step into its scratch (B*(5H + 3H) per thread)
     instead of one gx GEMM over all rows before the loop (gx unused; tasks mode, wt only).
     xrow (N,): x is the padded (T*B, I) batch and packed row p is its row xrow[p] (gx_step
@@ -337,7 +350,11 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     if hbuf is not None:
         L.cols = 1
         L.hbuf = &hbuf[0, 0, 0]
-        L.share = new_share(n_threads)
+        L.nsl = cols_slices if cols_slices > 0 else max(n_threads, 1)
+        if packed and (<Py_ssize_t>wt_hh.shape[1] * wt_hh.shape[2]
+                       < cols_panels(L.nsl, L.nsl, L.H, 3, PACK_PANEL)):
+            raise ValueError("cols mode's packed wt_hh is too small (_packed.pack_cols)")
+        L.share = new_share(L.nsl)
     cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
@@ -398,29 +415,42 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
 
 
 cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """cols mode backward (one direction, reset after): thread tid owns dh[:, j0:j1]; the
-    barrier sits between the gate gradients (dgh complete) and dh += dgh W_hh."""
-    cdef int H = L.H, G = 3 * L.H, s, t, nb, j0, j1, w
+    """cols mode backward (one direction, reset after): dh[:, j0:j1] of slice k (of L.nsl)
+    belongs to thread k % team; the barrier sits between the gate gradients (dgh complete) and
+    dh += dgh W_hh."""
+    cdef int H = L.H, G = 3 * L.H, s, t, nb, k, j0, j1
     cdef Py_ssize_t row
     cdef const floating* w_hh = <const floating*>L.w_hh
+    cdef const floating* wp = <const floating*>L.wp_hh
     cdef floating* dh = <floating*>L.dh
     cdef const floating* dyp
     cdef int ldg = G, ldy = H, ldc = 4 * H
-    split(H, tid, team, &j0, &j1)
-    w = j1 - j0
     for s in range(S.T):
         t = s if L.rev[0] else S.T - 1 - s
         nb = S.bsz[t]
         row = S.off[t]
-        dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
-        if w > 0:
-            gru_bwd_ra(nb, w, H, <const floating*>L.cache + row * ldc + j0, ldc,
-                       <const floating*>L.hprev + row * ldy + j0, ldy, dyp, ldy, dh + j0, H,
-                       <floating*>L.dgx + row * ldg + j0, ldg, <floating*>L.dgh + row * ldg + j0, ldg)
+        k = tid
+        while k < L.nsl:
+            split(H, k, L.nsl, &j0, &j1)
+            dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
+            if j1 > j0:
+                gru_bwd_ra(nb, j1 - j0, H, <const floating*>L.cache + row * ldc + j0, ldc,
+                           <const floating*>L.hprev + row * ldy + j0, ldy, dyp, ldy, dh + j0, H,
+                           <floating*>L.dgx + row * ldg + j0, ldg,
+                           <floating*>L.dgh + row * ldg + j0, ldg)
+            k += team
         fg_barrier()
-        if w > 0:
-            # dh[nb, own units] += dgh[nb, 3H] @ W_hh[3H, own units]
-            mm(nb, w, G, <const floating*>L.dgh + row * ldg, ldg, w_hh + j0, H, True, dh + j0, H)
+        k = tid
+        while k < L.nsl:
+            split(H, k, L.nsl, &j0, &j1)
+            # dh[nb, slice's units] += dgh[nb, 3H] @ W_hh[3H, slice's units]
+            if j1 > j0 and wp != NULL:  # the slice's columns packed (_packed.pack_cols)
+                mm_packed(nb, j1 - j0, G, <const floating*>L.dgh + row * ldg, ldg,
+                          wp + cols_panels(k, L.nsl, H, 3, PACK_PANEL), True, dh + j0, H)
+            elif j1 > j0:
+                mm(nb, j1 - j0, G, <const floating*>L.dgh + row * ldg, ldg, w_hh + j0, H, True,
+                   dh + j0, H)
+            k += team
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -491,14 +521,15 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
              floating[:, ::1] db_ih, floating[:, ::1] db_hh, floating[:, ::1] scratch,
              const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
              const int[:, ::1] tasks, bint reset_after, bint accumulate, int n_threads,
-             bint cols=False, const floating[:, :, ::1] wp_hh=None):
+             bint cols=False, const floating[:, :, ::1] wp_hh=None, int cols_slices=0):
     """Backward of one GRU layer; dh holds dh_n on entry and dh0 on return (in place).
 
     dy: None when no output gradient. dgh: None with reset_after=False. accumulate: add the
     parameter gradients into dw_*/db_* instead of overwriting them. dx is always overwritten.
     cols: the team shares each step (one direction, reset after; see the module docstring).
-    wp_hh: W_hh packed in panels for the per-step product (_packed.pack_panels_bwd; float32,
-    reset after, not cols), or None.
+    wp_hh: W_hh packed in panels for the per-step product (float32; _packed.pack_panels_bwd,
+    reset after; in cols mode each of cols_slices slices' columns, _packed.pack_cols), or None.
+    cols_slices: slices per step in cols mode (default n_threads; any team computes them all).
     """
     cdef Layer L
     cdef Seq S
@@ -515,6 +546,10 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.accumulate = accumulate
     L.training = 1
     L.cols = cols
+    L.nsl = cols_slices if cols_slices > 0 else max(n_threads, 1)
+    if cols and wp_hh is not None and (<Py_ssize_t>wp_hh.shape[1] * wp_hh.shape[2]
+                                       < cols_panels(L.nsl, L.nsl, w_hh.shape[2], 3, PACK_PANEL)):
+        raise ValueError("cols mode's packed wp_hh is too small (_packed.pack_cols)")
     L.x = &x[0, 0]
     L.w_ih = &w_ih[0, 0, 0]
     L.w_hh = &w_hh[0, 0, 0]

@@ -10,7 +10,7 @@ def forward(x: np.ndarray, wt_ih: np.ndarray, wt_hh: np.ndarray, wt_hr: np.ndarr
             tasks: np.ndarray, n_threads: int, wt: bool = ...,
             hbuf: np.ndarray | None = ..., packed: bool = ...,
             gx_step: bool = ..., xrow: np.ndarray | None = ...,
-            yrow: np.ndarray | None = ...) -> None: ...
+            yrow: np.ndarray | None = ..., cols_slices: int = ...) -> None: ...
 def backward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, w_hr: np.ndarray | None,
              cache: np.ndarray, hprev: np.ndarray, m: np.ndarray | None,
              dy: np.ndarray | None, dh: np.ndarray, dc: np.ndarray, dg: np.ndarray,
@@ -18,6 +18,6 @@ def backward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, w_hr: np.ndarray
              dw_hr: np.ndarray | None, db_ih: np.ndarray, db_hh: np.ndarray,
              scratch: np.ndarray, bsz: np.ndarray, off: np.ndarray, rev: np.ndarray,
              tasks: np.ndarray, accumulate: bool, n_threads: int, cols: bool = ...,
-             wp_hh: np.ndarray | None = ...) -> None: ...
+             wp_hh: np.ndarray | None = ..., cols_slices: int = ...) -> None: ...
 
 def _set_mm_own(level: int, max_k: int) -> None: ...
