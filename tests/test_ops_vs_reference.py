@@ -204,19 +204,21 @@ def test_denormal_inputs_are_correct_and_fp_mode_restored():
     "cell,variant", [("gru", True), ("gru", False), ("lstm", None), ("lstm", 3)]
 )
 @pytest.mark.parametrize("H", [5, 17, 100])
-def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H):
-    """B = 1 runs in cols mode (the team shares every step, each thread a slice of the units)
-    where supported; forced here for small H too. Must match the reference at 2 and 3 threads,
-    also with a length shorter than T, and agree with 1 thread."""
+@pytest.mark.parametrize("B", [1, 2])
+def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H, B):
+    """B <= 2 runs in cols mode (the team shares every step, each thread a slice of the
+    units) where supported; forced here for small H too. Must match the reference at 2 and 3
+    threads, also with lengths shorter than T (B = 2: different ones, unsorted), and agree
+    with 1 thread."""
     from fastgru import _threads
 
     monkeypatch.setattr(_threads, "COLS_MIN_UNITS", 1)
     monkeypatch.setattr(_threads, "SERIAL_FLOPS", 0)  # small calls would run on one thread
-    assert _threads.plan_tasks(2, 1, np.array([9]), 9, 1e3, H, True)[2]  # cols mode it is
+    assert _threads.plan_tasks(2, 1, np.array([9] * B), 9 * B, 1e3, H, True)[2]  # cols mode
     kw = {"reset_after": variant} if cell == "gru" else {}
     proj = variant if (cell == "lstm" and variant and variant < H) else None
-    for lengths in (None, np.array([4])):
-        p = make_problem(cell, 9, 1, 6, H, dtype=dtype, seed=H, P=proj)
+    for lengths in (None, np.array([4, 9][:B])):
+        p = make_problem(cell, 9, B, 6, H, dtype=dtype, seed=H, P=proj)
         p["lengths"] = lengths
         outs = []
         for n_threads in (1, 2, 3):
@@ -229,7 +231,8 @@ def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H):
 
 @pytest.mark.parametrize("cell,variant", [("gru", True), ("lstm", None)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_single_sequence_slices_taken_over(monkeypatch, cell, variant, dtype):
+@pytest.mark.parametrize("B", [1, 2])
+def test_single_sequence_slices_taken_over(monkeypatch, cell, variant, dtype, B):
     """cols mode never waits on a descheduled thread: a waiting thread computes the slices
     nobody has claimed. With no patience at all every slice of every step is raced for (any
     thread may compute any slice): still the reference's numbers, at 2 and 3 threads, with and
@@ -244,8 +247,8 @@ def test_single_sequence_slices_taken_over(monkeypatch, cell, variant, dtype):
     try:
         for mod in (_gru, _lstm):
             mod._set_steal_spins(0)
-        for lengths in (None, np.array([7])):
-            p = make_problem(cell, 40, 1, 6, 33, dtype=dtype, seed=5)
+        for lengths in (None, np.array([7, 31][:B])):
+            p = make_problem(cell, 40, B, 6, 33, dtype=dtype, seed=5)
             p["lengths"] = lengths
             for n_threads in (2, 3):
                 for _ in range(3):  # the races differ from run to run
@@ -261,7 +264,8 @@ def test_single_sequence_slices_taken_over(monkeypatch, cell, variant, dtype):
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
 @pytest.mark.parametrize("H", [33, 100, 130])
-def test_single_sequence_packed_slices_exact(monkeypatch, cell, H):
+@pytest.mark.parametrize("B", [1, 2])
+def test_single_sequence_packed_slices_exact(monkeypatch, cell, H, B):
     """cols mode with the slices' weights packed (float32, T >= 3): for a given team, outputs
     and every gradient are bit for bit the same whether the slices match the team or not
     (same sums in the same order): more slices than threads (a thread takes several), fewer
@@ -272,11 +276,11 @@ def test_single_sequence_packed_slices_exact(monkeypatch, cell, H):
 
     monkeypatch.setattr(_threads, "COLS_MIN_UNITS", 1)
     monkeypatch.setattr(_threads, "SERIAL_FLOPS", 0)
-    for lengths in (None, np.array([9])):
-        p = make_problem(cell, 13, 1, 7, H, dtype=np.float32, seed=H)
+    for lengths in (None, np.array([9, 12][:B])):
+        p = make_problem(cell, 13, B, 7, H, dtype=np.float32, seed=H)
         p["lengths"] = lengths
         rng = np.random.default_rng(1)
-        dy = rng.standard_normal((13, 1, H)).astype(np.float32)
+        dy = rng.standard_normal((13, B, H)).astype(np.float32)
         runs = {}
         for n_threads, slices in ((1, None), (2, None), (3, None), (2, 3), (2, 5), (3, 2)):
             monkeypatch.setattr(_packed, "cols_slices", lambda team, n=slices: n or team)

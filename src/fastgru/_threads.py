@@ -85,9 +85,13 @@ def resolve(n_threads: int | None) -> int:
 SERIAL_FLOPS = 2.0e6
 
 
-# cols mode (one sequence: the team shares every step) needs this many hidden units per thread
-# to pay for its per-step synchronisation.
+# cols mode (one or two sequences: the team shares every step) needs this many hidden units
+# per thread to pay for its per-step synchronisation. At B = 2 on 2 threads it beat a row per
+# thread by 1.07-1.46x (T = 500, H = 128-256, GRU/LSTM, inference and training): each thread
+# streams half of W_hh instead of all of it. At B = 4 it lost (0.75-1.02x: the whole gx then
+# makes a round trip through memory), at B = 8 more so.
 COLS_MIN_UNITS = 48
+COLS_MAX_B = 2
 
 
 _EQUAL_PLANS: dict[tuple, tuple[int, np.ndarray, bool]] = {}
@@ -96,7 +100,7 @@ _EQUAL_PLANS: dict[tuple, tuple[int, np.ndarray, bool]] = {}
 def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: float,
                H: int = 0, cols_ok: bool = False) -> tuple[int, np.ndarray, bool]:
     """(team, tasks, cols): tasks is int32 (k, 3) of (direction, first row, end row) in sorted
-    order; cols=True asks the kernel to share each step across the team instead (one sequence,
+    order; cols=True asks the kernel to share each step across the team instead (B <= 2,
     one direction, a variant that supports it).
 
     Directions run concurrently; each direction's rows are split into team // D blocks of
@@ -104,7 +108,7 @@ def plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: flo
     lengths are remembered (they depend on a few integers; streaming calls repeat them)."""
     B = len(sorted_lengths)
     if B and sorted_lengths[0] == sorted_lengths[-1]:
-        key = (team, D, B, N, flops < SERIAL_FLOPS, H, cols_ok, COLS_MIN_UNITS)
+        key = (team, D, B, N, flops < SERIAL_FLOPS, H, cols_ok, COLS_MIN_UNITS, COLS_MAX_B)
         hit = _EQUAL_PLANS.get(key)
         if hit is None:
             hit = _plan_tasks(team, D, sorted_lengths, N, flops, H, cols_ok)
@@ -135,7 +139,8 @@ def _plan_tasks(team: int, D: int, sorted_lengths: np.ndarray, N: int, flops: fl
         bounds.append(B)
     tasks = np.array([(d, bounds[k], bounds[k + 1]) for d in range(D) for k in range(nblk)],
                      dtype=np.int32)
-    cols = bool(cols_ok and D == 1 and B == 1 and team >= 2 and H >= COLS_MIN_UNITS * team)
+    cols = bool(cols_ok and D == 1 and B <= COLS_MAX_B and team >= 2
+                and H >= COLS_MIN_UNITS * team)
     if len(tasks) == 1 and N < 64 and not cols:
         team = 1  # one recurrence and a small input GEMM: a team would only wait
     return team, tasks, cols

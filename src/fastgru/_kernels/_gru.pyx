@@ -28,7 +28,7 @@ Design
     The recurrence is split into tasks (direction, row block): each thread runs whole time loops
     for its tasks, with no barrier per step. Work is assigned by thread number modulo the team
     actually obtained, so a smaller team (or a build without OpenMP) still does everything.
-    One sequence (B = 1, one direction) has a single task: then the team shares every step
+    One or two sequences (B <= 2, one direction; _threads.COLS_MAX_B): the team shares every step
     instead (cols mode), each thread owning a slice of the hidden units (its rows of every gate's
     weights stay in its own cache); h is double-buffered (hbuf) because each thread's product
     reads all of h_{t-1}. The forward has no barrier per step: a step starts when all slices of
