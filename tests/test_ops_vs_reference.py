@@ -7,6 +7,7 @@ import platform
 import numpy as np
 import pytest
 
+import fastgru
 from fastgru import ops
 from fastgru import reference as ref
 
@@ -111,9 +112,30 @@ def test_results_do_not_depend_on_thread_count(cell, dtype):
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_padding_is_zero_and_lengths_any_order(cell):
+def test_padding_is_zero_and_lengths_any_order(monkeypatch, cell):
+    from fastgru import _packed
+
+    # the padded output is allocated uninitialized and its padding zeroed by the kernel: NaN
+    # where nothing wrote would show
+    monkeypatch.setattr(_packed, "_uninitialized", lambda shape, dt: np.full(shape, np.nan, dt))
     p = make_problem(cell, 8, 5, 3, 6, seed=4)
     p["lengths"] = np.array([3, 8, 1, 5, 8])
+    for training in (False, True):
+        for n_threads in (1, 2, 3):
+            y = call_forward(ops, cell, p, training=training, n_threads=n_threads)[0]
+            for b, n in enumerate(p["lengths"]):
+                assert np.all(y[n:, b] == 0)
+                assert not np.isnan(y[:n, b]).any()
+    # layers: two directions (y rows of 2H), an LSTM projection (rows of P)
+    kw = {"proj_size": 2} if cell == "lstm" else {}
+    layer = (fastgru.LSTM if cell == "lstm" else fastgru.GRU)(
+        3, 6, num_layers=2, bidirectional=True, dtype="float64", seed=0, **kw)
+    for n_threads in (1, 2):
+        layer.n_threads = n_threads
+        y = layer(p["x"], lengths=p["lengths"])[0]
+        for b, n in enumerate(p["lengths"]):
+            assert np.all(y[n:, b] == 0)
+            assert not np.isnan(y[:n, b]).any()
     out = call_forward(ops, cell, p)
     y = out[0]
     for b, n in enumerate(p["lengths"]):

@@ -40,19 +40,18 @@ class SeqPlan:
         self.perm = np.argsort(-self.lengths, kind="stable")  # sorted row -> original row
         self.inv = np.empty_like(self.perm)
         self.inv[self.perm] = np.arange(B)
-        sorted_len = self.lengths[self.perm]
-        # bsz[t] = number of sequences longer than t
-        self.bsz = (sorted_len[None, :] > np.arange(T)[:, None]).sum(1).astype(np.int32)
+        # bsz[t] = number of sequences longer than t (lengths are validated to lie in [0, T])
+        ends = np.bincount(self.lengths, minlength=T + 1)
+        self.bsz = (B - np.cumsum(ends[:T])).astype(np.int32)
         self.off = np.zeros(T, np.intp)
         np.cumsum(self.bsz[:-1], out=self.off[1:])
         self.N = int(self.bsz.sum())
-        # src[p] = flat (t * B + b) index in the padded array of packed row p
-        t_idx = np.repeat(np.arange(T), self.bsz)
-        i_idx = np.arange(self.N) - self.off[t_idx]
-        self.src = (t_idx * B + self.perm[i_idx]).astype(np.intp)
-        free = np.ones(T * B, bool)
-        free[self.src] = False
-        self.pad = np.flatnonzero(free).astype(np.intp)  # padded rows: zeros on unpack
+        # src[p] = flat (t * B + b) index in the padded array of packed row p: the (t, sorted
+        # row) grid in row order, where row < bsz[t]; the rest are padding (zeros on unpack)
+        flat = np.arange(0, T * B, B, dtype=np.intp)[:, None] + self.perm[None, :]
+        live = np.arange(B)[None, :] < self.bsz[:, None]
+        self.src = flat[live]
+        self.pad = flat[~live]
 
     def pack(self, a: np.ndarray) -> np.ndarray:
         """(T, B, F) -> (N, F), C-contiguous (no copy for the identity plan and a contiguous a)."""

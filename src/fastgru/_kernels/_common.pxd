@@ -3,7 +3,7 @@
 # cols mode's step loop (one sequence shared by the team, no barrier per step).
 from cython cimport floating
 from libc.stdlib cimport malloc
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from fastgru._kernels._openmp cimport (fg_load_acquire, fg_fetch_add, fg_cas, fg_pause,
                                       fg_steal_spins, fg_steal_spins_again)
@@ -104,6 +104,20 @@ cdef inline void run_cols(cols_slice_fn fn, void* L, const void* S, int T, int t
                 if fg_fetch_add(done, 1) == last:  # the last slice of the last step: h_n out
                     memcpy(h, hb[T % 2], nbytes)
             k += team
+
+
+cdef inline void zero_rows(char* y, Py_ssize_t rowbytes, const Py_ssize_t* rows, int n,
+                           int* next) noexcept nogil:
+    """Zero rows[0:n] of y (rowbytes each; a padded output's padding), in chunks claimed from
+    the shared counter next (0 at the start): called after the recurrence, so the threads
+    whose tasks finish first take the most."""
+    cdef int k0, k
+    while True:
+        k0 = fg_fetch_add(next, 64)
+        if k0 >= n:
+            return
+        for k in range(k0, min(k0 + 64, n)):
+            memset(y + rows[k] * rowbytes, 0, rowbytes)
 
 
 cdef inline void colsum_rows(const floating* m, Py_ssize_t N, int C, int c0, int c1,

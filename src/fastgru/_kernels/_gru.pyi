@@ -9,7 +9,8 @@ def forward(x: np.ndarray, wt_ih: np.ndarray, wt_hh: np.ndarray, bias: np.ndarra
             rev: np.ndarray, tasks: np.ndarray, reset_after: bool, n_threads: int,
             wt: bool = ..., hbuf: np.ndarray | None = ..., packed: bool = ...,
             gx_step: bool = ..., xrow: np.ndarray | None = ...,
-            yrow: np.ndarray | None = ..., cols_slices: int = ...) -> None: ...
+            yrow: np.ndarray | None = ..., cols_slices: int = ...,
+            ypad: np.ndarray | None = ...) -> None: ...
 def backward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, cache: np.ndarray,
              hprev: np.ndarray, dy: np.ndarray | None, dh: np.ndarray, dgx: np.ndarray,
              dgh: np.ndarray | None, dx: np.ndarray, dw_ih: np.ndarray, dw_hh: np.ndarray,

@@ -55,7 +55,7 @@ from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
-                                      cols_panels,
+                                      cols_panels, zero_rows,
                                       colsum_rows)
 
 
@@ -82,6 +82,9 @@ cdef struct Layer:
     int gx_step             # input projection per step into scratch (see _packed.gx_per_step)
     const Py_ssize_t* xrow  # or NULL: x is padded, packed row p is x row xrow[p] (gx_step only)
     const Py_ssize_t* yrow  # or NULL: y is padded, packed row p goes to y row yrow[p]
+    const Py_ssize_t* ypad  # with yrow: y's padding rows, zeroed after the recurrence
+    int npad
+    int pad_next            # zero_rows' shared counter
     Py_ssize_t whh_dstride  # elements between directions of the forward w_hh
     const void* wp_hh       # backward: W_hh packed in panels (or NULL)
     Py_ssize_t wp_dstride
@@ -275,6 +278,9 @@ cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
         while k < L.ntasks:
             _fwd_task(L, S, k, tid, _t)
             k += team
+    if L.ypad != NULL:
+        zero_rows(<char*>L.y, <Py_ssize_t>L.D * L.H * sizeof(floating), L.ypad, L.npad,
+                  &L.pad_next)
     fg_fp_exit(fp)
 
 
@@ -286,7 +292,7 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
             const int[:, ::1] tasks, bint reset_after, int n_threads, bint wt=True,
             floating[:, :, ::1] hbuf=None, bint packed=False, bint gx_step=False,
             const Py_ssize_t[::1] xrow=None, const Py_ssize_t[::1] yrow=None,
-            int cols_slices=0):
+            int cols_slices=0, const Py_ssize_t[::1] ypad=None):
     """Run one GRU layer forward; see the module docstring for the layout.
 
     cache/hprev: None for inference. scratch: (threads, B*5H) per-thread workspace.
@@ -300,7 +306,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
     instead of one gx GEMM over all rows before the loop (gx unused; tasks mode, wt only).
     xrow (N,): x is the padded (T*B, I) batch and packed row p is its row xrow[p] (gx_step
     only; scratch B*(8H + I)). yrow (N,): y is the padded (T*B, D*H) output (padding rows left
-    as they are) and packed row p is written to its row yrow[p] (tasks mode).
+    as they are) and packed row p is written to its row yrow[p] (tasks mode). ypad (with
+    yrow): y's padding rows, zeroed by the team after the recurrence.
     """
     cdef Layer L
     cdef Seq S
@@ -323,6 +330,11 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
         if hbuf is not None:
             raise ValueError("yrow needs tasks mode")
         L.yrow = &yrow[0]
+        if ypad is not None and ypad.shape[0] > 0:
+            L.ypad = &ypad[0]
+            L.npad = ypad.shape[0]
+    elif ypad is not None:
+        raise ValueError("ypad needs yrow")
     L.wt = wt
     L.x = &x[0, 0]
     L.w_ih = &wt_ih[0, 0]

@@ -10,7 +10,8 @@ def forward(x: np.ndarray, wt_ih: np.ndarray, wt_hh: np.ndarray, wt_hr: np.ndarr
             tasks: np.ndarray, n_threads: int, wt: bool = ...,
             hbuf: np.ndarray | None = ..., packed: bool = ...,
             gx_step: bool = ..., xrow: np.ndarray | None = ...,
-            yrow: np.ndarray | None = ..., cols_slices: int = ...) -> None: ...
+            yrow: np.ndarray | None = ..., cols_slices: int = ...,
+            ypad: np.ndarray | None = ...) -> None: ...
 def backward(x: np.ndarray, w_ih: np.ndarray, w_hh: np.ndarray, w_hr: np.ndarray | None,
              cache: np.ndarray, hprev: np.ndarray, m: np.ndarray | None,
              dy: np.ndarray | None, dh: np.ndarray, dc: np.ndarray, dg: np.ndarray,
