@@ -2,6 +2,8 @@
 unpack against plain NumPy indexing for both float dtypes, odd widths, a given output full of
 garbage (padding must come back as zeros), non-contiguous input (the NumPy fallback) and the
 identity plan (no copy)."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -48,3 +50,35 @@ def test_identity_plan_moves_nothing():
     assert np.shares_memory(plan.pack(a), a)
     p = plan.pack(a)
     assert np.shares_memory(plan.unpack(p), a)
+
+
+def test_row_blocks_are_balanced_optimally():
+    """The recurrence's row blocks (one per thread and direction): consecutive, non-empty,
+    covering every row, and with the smallest possible largest total length (checked against
+    every way to cut small batches), for any team, one or two directions."""
+    from fastgru import _threads
+
+    def largest(sl, b):
+        return max(int(sl[b[k]:b[k + 1]].sum()) for k in range(len(b) - 1))
+
+    rng = np.random.default_rng(0)
+    for case in range(600):
+        B = int(rng.integers(1, 12))
+        team, D = int(rng.integers(1, 9)), int(rng.integers(1, 3))
+        sl = np.sort(rng.integers(1, 500, B))[::-1]
+        if case % 5 == 0:
+            sl[:] = sl[0]  # all equal
+        if case % 7 == 0:
+            sl[1:] = 1  # one long, the rest short
+        tasks = _threads.plan_tasks(team, D, sl, int(sl.sum()), 1e12)[1]
+        nblk = len(tasks) // D
+        assert nblk == max(1, min(B, team // D))
+        for d in range(D):
+            mine = tasks[d * nblk:(d + 1) * nblk]
+            assert (mine[:, 0] == d).all()
+            b = [0, *mine[:, 2].tolist()]
+            assert b[-1] == B and mine[:, 1].tolist() == b[:-1]
+            assert all(b[k] < b[k + 1] for k in range(nblk))
+            best = min(largest(sl, [0, *c, B])
+                       for c in itertools.combinations(range(1, B), nblk - 1))
+            assert largest(sl, b) == best, (sl, b)
