@@ -5,6 +5,7 @@ from cython cimport floating
 from libc.stdlib cimport malloc
 from libc.string cimport memcpy, memset
 
+from fastgru._kernels._matmul cimport mm, mm_packed, PACK_PANEL
 from fastgru._kernels._openmp cimport (fg_load_acquire, fg_fetch_add, fg_cas, fg_pause,
                                       fg_steal_spins, fg_steal_spins_again)
 
@@ -32,6 +33,24 @@ cdef inline Py_ssize_t cols_panels(int k, int nsl, int H, int gates, int pw) noe
         split(H, kk, nsl, &a0, &a1)
         n += gates * ((a1 - a0 + pw - 1) // pw)
     return n * H * pw
+
+
+cdef inline void cols_dh(int nb, int H, int gates, const floating* dg, int ldg,
+                         const floating* w_hh, const floating* wp, int tid, int team, int nsl,
+                         bint accumulate, floating* dh) noexcept nogil:
+    """cols mode backward: dh[nb, units of slice k] (+)= dG[nb, G] @ W_hh[G, units of slice k]
+    for thread tid's slices k = tid, tid + team, ... of nsl; W_hh (G, H) as is, or each
+    slice's columns packed (wp, _packed.pack_cols)."""
+    cdef int G = gates * H, k = tid, j0, j1
+    while k < nsl:
+        split(H, k, nsl, &j0, &j1)
+        # dh[:nb, j0:j1] (+)= dg[:nb, :G] @ W_hh[:G, j0:j1]
+        if j1 > j0 and wp != NULL:
+            mm_packed(nb, j1 - j0, G, dg, ldg, wp + cols_panels(k, nsl, H, gates, PACK_PANEL),
+                      accumulate, dh + j0, H)
+        elif j1 > j0:
+            mm(nb, j1 - j0, G, dg, ldg, w_hh + j0, H, accumulate, dh + j0, H)
+        k += team
 
 
 cdef inline int* new_share(int n_threads) except NULL:

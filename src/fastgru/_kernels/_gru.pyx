@@ -55,7 +55,7 @@ from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
-                                      cols_panels, zero_rows,
+                                      cols_panels, cols_dh, zero_rows,
                                       colsum_rows)
 
 
@@ -452,17 +452,9 @@ cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _
                            <floating*>L.dgh + row * ldg + j0, ldg)
             k += team
         fg_barrier()
-        k = tid
-        while k < L.nsl:
-            split(H, k, L.nsl, &j0, &j1)
-            # dh[nb, slice's units] += dgh[nb, 3H] @ W_hh[3H, slice's units]
-            if j1 > j0 and wp != NULL:  # the slice's columns packed (_packed.pack_cols)
-                mm_packed(nb, j1 - j0, G, <const floating*>L.dgh + row * ldg, ldg,
-                          wp + cols_panels(k, L.nsl, H, 3, PACK_PANEL), True, dh + j0, H)
-            elif j1 > j0:
-                mm(nb, j1 - j0, G, <const floating*>L.dgh + row * ldg, ldg, w_hh + j0, H, True,
-                   dh + j0, H)
-            k += team
+        # dh[nb, slice's units] += dgh[nb, 3H] @ W_hh[3H, slice's units]
+        cols_dh(nb, H, 3, <const floating*>L.dgh + row * ldg, ldg, w_hh, wp, tid, team, L.nsl,
+                True, dh)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:

@@ -38,7 +38,7 @@ from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
                                      lstm_fwd, lstm_bwd)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
-                                      cols_panels, zero_rows,
+                                      cols_panels, cols_dh, zero_rows,
                                       colsum_rows)
 
 
@@ -443,17 +443,9 @@ cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _
                          H, dyp, ldy, dc + j0, H, <floating*>L.dg + row * ldg + j0, ldg)
             k += team
         fg_barrier()
-        k = tid
-        while k < L.nsl:
-            split(H, k, L.nsl, &j0, &j1)
-            # dh[nb, slice's units] = dG[nb, 4H] @ W_hh[4H, slice's units]
-            if j1 > j0 and wp != NULL:  # the slice's columns packed (_packed.pack_cols)
-                mm_packed(nb, j1 - j0, G, <const floating*>L.dg + row * ldg, ldg,
-                          wp + cols_panels(k, L.nsl, H, 4, PACK_PANEL), False, dh + j0, H)
-            elif j1 > j0:
-                mm(nb, j1 - j0, G, <const floating*>L.dg + row * ldg, ldg, w_hh + j0, H, False,
-                   dh + j0, H)
-            k += team
+        # dh[nb, slice's units] = dG[nb, 4H] @ W_hh[4H, slice's units]
+        cols_dh(nb, H, 4, <const floating*>L.dg + row * ldg, ldg, w_hh, wp, tid, team, L.nsl,
+                False, dh)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
