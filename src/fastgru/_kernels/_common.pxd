@@ -5,6 +5,7 @@ from cython cimport floating
 from libc.stdlib cimport malloc
 from libc.string cimport memcpy, memset
 
+from fastgru._kernels._blas cimport gemm
 from fastgru._kernels._matmul cimport mm, mm_packed, PACK_PANEL
 from fastgru._kernels._openmp cimport (fg_load_acquire, fg_fetch_add, fg_cas, fg_pause,
                                       fg_steal_spins, fg_steal_spins_again)
@@ -33,6 +34,27 @@ cdef inline Py_ssize_t cols_panels(int k, int nsl, int H, int gates, int pw) noe
         split(H, kk, nsl, &a0, &a1)
         n += gates * ((a1 - a0 + pw - 1) // pw)
     return n * H * pw
+
+
+cdef inline void cols_gh(int nb, int H, int gates, int k, int nsl, int j0, int w,
+                         const floating* h, const floating* w_hh, bint packed, bint wt,
+                         floating* gh, int ldgh) noexcept nogil:
+    """cols mode forward: gh[nb, g*H + j0 : g*H + j0 + w] = h[nb, H] @ W_hg[units of slice k].T
+    for every gate g. w_hh: each slice's columns of W_hh.T packed (packed, _packed.pack_cols),
+    W_hh.T (H, G) (wt) or W_hh (G, H) as is."""
+    cdef int G = gates * H, g
+    cdef floating one = 1, zero = 0
+    cdef const floating* wp = w_hh + cols_panels(k, nsl, H, gates, PACK_PANEL) if packed else NULL
+    cdef Py_ssize_t npw = (w + PACK_PANEL - 1) // PACK_PANEL * H * PACK_PANEL
+    for g in range(gates):
+        # gh[:nb, g*H + j0 : g*H + j0 + w] = h[:nb] @ W_hh[g*H + j0 : g*H + j0 + w].T
+        if packed:
+            mm_packed(nb, w, H, h, H, wp + g * npw, False, gh + g * H + j0, ldgh)
+        elif wt:
+            mm(nb, w, H, h, H, w_hh + g * H + j0, G, False, gh + g * H + j0, ldgh)
+        else:
+            gemm(c'N', c'T', nb, w, H, one, h, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
+                 zero, gh + g * H + j0, ldgh)
 
 
 cdef inline void cols_dh(int nb, int H, int gates, const floating* dg, int ldg,

@@ -55,7 +55,7 @@ from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
-                                      cols_panels, cols_dh, zero_rows,
+                                      cols_panels, cols_gh, cols_dh, zero_rows,
                                       colsum_rows)
 
 
@@ -197,16 +197,12 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
                           int team, floating* scr) noexcept nogil:
     """Step s of cols mode for slice k of the hidden units (j0 .. j1-1), on whichever thread
     claimed it (scr: that thread's scratch)."""
-    cdef int H = L.H, G = 3 * L.H, B = S.B, t, i, g, nb, j0, j1, w
+    cdef int H = L.H, G = 3 * L.H, B = S.B, t, i, nb, j0, j1, w
     cdef Py_ssize_t row
-    cdef const floating* w_hh = <const floating*>L.w_hh
-    cdef const floating* wp = NULL
-    cdef Py_ssize_t npw = 0
     cdef const floating* b = <const floating*>L.bias
     cdef floating* gh
     cdef floating* cp = NULL
     cdef int ldgx = G, ldy = H, ldc = 4 * H, ldgh
-    cdef floating one = 1, zero = 0
     split(H, k, team, &j0, &j1)
     w = j1 - j0
     t = S.T - 1 - s if L.rev[0] else s
@@ -225,18 +221,8 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
         gh = scr
         ldgh = G
     if w > 0:
-        if L.packed:
-            wp = w_hh + cols_panels(k, team, H, 3, PACK_PANEL)
-            npw = (w + PACK_PANEL - 1) // PACK_PANEL * H * PACK_PANEL
-        for g in range(3):
-            # gh[nb, g-block, own units] = h[nb, H] @ W_hg[own units, H].T
-            if L.packed:
-                mm_packed(nb, w, H, hin, H, wp + g * npw, False, gh + g * H + j0, ldgh)
-            elif L.wt:
-                mm(nb, w, H, hin, H, w_hh + g * H + j0, G, False, gh + g * H + j0, ldgh)
-            else:
-                gemm(c'N', c'T', nb, w, H, one, hin, H, w_hh + (<Py_ssize_t>g * H + j0) * H, H,
-                     zero, gh + g * H + j0, ldgh)
+        cols_gh(nb, H, 3, k, team, j0, w, hin, <const floating*>L.w_hh, L.packed, L.wt, gh,
+                ldgh)
         gru_fwd_ra(nb, w, H, <const floating*>L.gx + row * ldgx + j0, ldgx, gh + j0, ldgh,
                    b + j0, hout + j0, H, <floating*>L.y + row * ldy + j0, ldy,
                    (cp + j0) if L.training else NULL, ldc)
