@@ -117,3 +117,37 @@ def test_matches_keras_layer(keras, kind):
     klayer.set_weights(m.to_keras_weights())
     pairs = zip(klayer.get_weights(), m.to_keras_weights(), strict=True)
     assert all(np.array_equal(a, b) for a, b in pairs)
+
+
+@pytest.mark.parametrize("cls,kw", [(fastgru.GRU, {}), (fastgru.GRU, dict(reset_after=False)),
+                                    (fastgru.LSTM, dict(bias=False)),
+                                    (fastgru.GRU, dict(bidirectional=True, num_layers=2)),
+                                    (fastgru.LSTM, dict(bidirectional=True, num_layers=3)),
+                                    (fastgru.GRU, dict(reverse=True))])
+def test_to_keras_builds_the_same_layers(keras, cls, kw):
+    m = cls(I, H, batch_first=True, seed=3, **kw)
+    x = np.random.default_rng(2).standard_normal((B, T, I)).astype(np.float32)
+    y, state = m(x)
+    kl = m.to_keras(return_state=True)
+    stack = kl if isinstance(kl, list) else [kl]
+    assert len(stack) == m.num_layers
+    out, z = [], x
+    for layer in stack:
+        out = [np.asarray(o) for o in layer(z)]
+        z = out[0]
+    if kw.get("reverse"):  # Keras' go_backwards returns the outputs reversed in time
+        z = z[:, ::-1]
+    assert rel_err(z, y) < 1e-5
+    h = state[0] if cls is fastgru.LSTM else state
+    # the last layer's final states: Keras [y, h, (c)] or [y, h_fwd, (c_fwd), h_bwd, (c_bwd)]
+    per = 2 if cls is fastgru.LSTM else 1
+    assert rel_err(h[-1], out[1 + per] if kw.get("bidirectional") else out[1]) < 1e-5
+    back = cls.from_keras(kl)
+    if cls is fastgru.GRU and kw.get("reset_after", True):  # both biases kept: exact
+        assert np.array_equal(back.flat_parameters(), m.flat_parameters())
+    assert np.array_equal(back(x)[0], y)
+
+
+def test_to_keras_refuses_projection(keras):
+    with pytest.raises(NotImplementedError, match="proj"):
+        fastgru.LSTM(I, H, proj_size=2).to_keras()

@@ -366,6 +366,40 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
     return m
 
 
+def to_keras(m, **kwargs) -> Any:
+    """Built Keras layers computing the same function as m, with m's weights: a keras.layers.GRU
+    or LSTM (Bidirectional(..., merge_mode="concat") when bidirectional, go_backwards=True for a
+    reverse=True layer) for one layer, a list of them (a Keras stack, each feeding the next)
+    for num_layers > 1. Each has return_sequences=True; kwargs go to every GRU/LSTM constructor
+    (e.g. return_state=True). Dropout between layers is not part of the list (Keras puts it in
+    Dropout layers); Keras data is batch-major (B, T, I)."""
+    if getattr(m, "_proj", 0):
+        raise NotImplementedError("Keras LSTM has no projection (proj_size); cannot convert")
+    try:
+        import keras
+    except ImportError:
+        raise ImportError("to_keras needs Keras 3: pip install keras (and a backend)") from None
+    D = 2 if m.bidirectional else 1
+    per = (3 if m.bias else 2) * D
+    weights = to_keras_weights(m)
+    out = []
+    for l in range(m.num_layers):
+        cfg: dict[str, Any] = dict(units=m.hidden_size, use_bias=m.bias, return_sequences=True,
+                                   dtype=np.dtype(m.dtype).name)
+        if m._cell == "gru":
+            cfg["reset_after"] = bool(m._reset_after)
+        if getattr(m, "reverse", False):
+            cfg["go_backwards"] = True
+        cfg.update(kwargs)
+        layer = (keras.layers.GRU if m._cell == "gru" else keras.layers.LSTM)(**cfg)
+        if m.bidirectional:
+            layer = keras.layers.Bidirectional(layer, merge_mode="concat")
+        layer.build((None, None, m.input_size if l == 0 else D * m.hidden_size))
+        layer.set_weights(weights[per * l:per * (l + 1)])
+        out.append(layer)
+    return out[0] if m.num_layers == 1 else out
+
+
 # ---------------------------------------------------------------------------------------------
 # ONNX
 

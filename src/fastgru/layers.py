@@ -39,6 +39,13 @@ class _LayerInterop(interop.InteropMixin):
         batch_first=True (Keras data is (B, T, I)) unless given."""
         return interop.from_keras(cls, keras_layer, dtype=dtype, **kwargs)
 
+    def to_keras(self, **kwargs: Any) -> Any:
+        """Built Keras 3 layers with this layer's weights: a keras.layers.GRU/LSTM (in a
+        Bidirectional with merge_mode="concat" when bidirectional) for one layer, a list for a
+        stack; return_sequences=True, kwargs go to each GRU/LSTM (e.g. return_state=True).
+        See fastgru.interop.to_keras."""
+        return interop.to_keras(self, **kwargs)
+
     def to_onnx(self, layer: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """ONNX operator inputs (W [D, G, I], R [D, G, H], B [D, 2G] or None without bias) of
         one layer. GRU gates z, r, h (linear_before_reset = int(reset_after)); LSTM gates
