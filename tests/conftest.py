@@ -15,6 +15,15 @@ def _no_env_leak(monkeypatch):
     yield
 
 
+def pytest_configure(config):
+    """Steps with n_threads > 1 use their team in tests: the stepper's own choice (one thread
+    after an idle gap or when measured faster, _kernels/_stream.pyx) would otherwise take most
+    test steps off it. tests/test_wait_policy.py checks the choice itself."""
+    from fastgru._kernels import _stream
+
+    _stream._set_step_rule(1)
+
+
 def pytest_report_header(config):
     import fastgru
 

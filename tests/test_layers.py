@@ -501,3 +501,21 @@ def test_ops_cache_holds_a_copy_of_x(cell):
         out.append(back(cache, dy))
     for k in out[0]:
         np.testing.assert_array_equal(out[0][k], out[1][k])
+
+
+def test_hx_keyword_like_torch():
+    # torch.nn.GRU(input, hx=...), torch.nn.GRUCell(input, hx=...)
+    rng = np.random.default_rng(0)
+    gru = fastgru.GRU(3, 4, num_layers=2, seed=0)
+    x = rng.standard_normal((5, 2, 3)).astype(np.float32)
+    h0 = rng.standard_normal((2, 2, 4)).astype(np.float32)
+    y, hn = gru(x, hx=h0)
+    y2, hn2 = gru(x, h0)
+    assert np.array_equal(y, y2) and np.array_equal(hn, hn2)
+    assert np.array_equal(gru.forward(x, hx=h0)[0], y)
+    with pytest.raises(TypeError, match="h0 or as hx"):
+        gru(x, h0, hx=h0)
+    cell = fastgru.GRUCell(3, 4, seed=0)
+    assert np.array_equal(cell(x[0], hx=h0[0]), cell(x[0], h0[0]))
+    with pytest.raises(TypeError, match="h or as hx"):
+        cell(x[0], h0[0], hx=h0[0])

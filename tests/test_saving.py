@@ -140,6 +140,34 @@ def test_tampered_files(tmp_path):
               word)
     check(lambda n, d: _npy(np.array("{not json")) if n == "__fastgru__.npy" else d,
           "cannot load")
+    # a config edit that keeps every shape: the checksum covers the header too
+    for edit in (dict(reset_after=False), dict(batch_first=True), dict(dropout=0.3),
+                 dict(reverse=True)):
+        h = dict(header, config=dict(header["config"], **edit))
+        check(lambda n, d, h=h: _npy(np.array(json.dumps(h))) if n == "__fastgru__.npy" else d,
+              "checksum")
+
+
+def test_version_1_files_still_load(tmp_path):
+    # version 1 digested the arrays only: such a file (rewritten here) loads unchanged
+    from fastgru.saving import _digest
+
+    path, old = tmp_path / "m.npz", tmp_path / "v1.npz"
+    m = fastgru.LSTM(I, H, seed=1)
+    m.save(path)
+    header = json.loads(str(np.load(path)["__fastgru__"][()]))
+    h1 = dict(header, version=1, sha256=_digest(m.state_dict()))
+    _rewrite(path, old, lambda n, d: _npy(np.array(json.dumps(h1))) if n == "__fastgru__.npy"
+             else d)
+    back = fastgru.load(old)
+    assert np.array_equal(back.flat_parameters(), m.flat_parameters())
+
+
+def test_bytes_and_pathlike_paths(tmp_path):
+    m = fastgru.GRU(I, H, seed=2)
+    for p in (str(tmp_path / "s.npz"), tmp_path / "p.npz", os.fsencode(tmp_path / "b.npz")):
+        m.save(p)
+        assert np.array_equal(fastgru.load(p).flat_parameters(), m.flat_parameters())
 
 
 def test_tampered_sizes_fail_before_allocating(tmp_path):

@@ -81,6 +81,20 @@ def test_truncated_and_tampered_files_are_refused(trained, tmp_path):
             np.lib.format.write_array(f, np.frombuffer(meta_json, np.uint8))
     with pytest.raises(CheckpointError, match="checksum"):
         fastgru.load_model(str(tmp_path / "tamper.npz"))
+    # the metadata alone edited (the arrays untouched): the checksum covers it too
+    arrays, meta = load_arrays(str(path))
+    key = next(k for k, v in meta.items() if isinstance(v, (dict, list, str, int))
+               and k not in ("format", "version", "sha256"))
+    meta2 = dict(meta, **{key: "edited"})
+    with zipfile.ZipFile(tmp_path / "meta.npz", "w") as z:
+        for k, v in arrays.items():
+            with z.open(k + ".npy", "w") as f:
+                np.lib.format.write_array(f, v)
+        with z.open("__meta__.json.npy", "w") as f:
+            np.lib.format.write_array(
+                f, np.frombuffer(__import__("json").dumps(meta2).encode(), np.uint8))
+    with pytest.raises(CheckpointError, match="checksum"):
+        load_arrays(str(tmp_path / "meta.npz"))
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(CheckpointError, match="not a fastgru checkpoint"):
         fastgru.load_model(str(tmp_path / "other.npz"))

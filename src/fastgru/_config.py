@@ -59,7 +59,7 @@ def config() -> dict[str, Any]:
     import numpy as np
     import scipy
 
-    from fastgru import __version__, _threads
+    from fastgru import __version__, _threads, _wait_policy
 
     try:
         from threadpoolctl import threadpool_info
@@ -81,6 +81,7 @@ def config() -> dict[str, Any]:
         "scipy": scipy.__version__,
         "openmp": _runtime.openmp_enabled(),
         "omp_max_threads": _runtime.omp_max_threads(),
+        "omp_wait_policy": _wait_policy.describe(),
         "default_n_threads": _threads.default_n_threads(),
         "physical_cores": _threads.physical_cores(),
         "simd_level": simd_level(),

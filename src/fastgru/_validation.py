@@ -178,3 +178,12 @@ def check_blas_sizes(T: int, B: int, I: int, H: int, D: int, cell: str) -> None:
                 f"x of shape (T, B, I) = ({T}, {B}, {I}) with H={H}: {what} = {v} exceeds "
                 f"2^31-1, the limit of 32-bit BLAS"
             )
+
+
+def state_or_hx(name: str, state: Any, hx: Any) -> Any:
+    """The initial state given as `name` (fastgru) or as hx (PyTorch's keyword), not both."""
+    if hx is None:
+        return state
+    if state is not None:
+        raise TypeError(f"give the initial state as {name} or as hx, not both")
+    return hx

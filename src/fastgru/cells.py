@@ -131,8 +131,11 @@ class GRUCell(_CellBase):
         return dict(input_size=self._I, hidden_size=self._H, bias=self._bias,
                     reset_after=self._reset_after, dtype=str(self.dtype), n_threads=self._n_threads)
 
-    def __call__(self, x: Any, h: Any | None = None) -> np.ndarray:
-        """x (B, I) (or (I,)), h (B, H) or None for zeros -> h' (B, H) (or (H,))."""
+    def __call__(self, x: Any, h: Any | None = None, hx: Any | None = None) -> np.ndarray:
+        """x (B, I) (or (I,)), h (B, H) or None for zeros -> h' (B, H) (or (H,)). hx: another
+        name for h (torch.nn.GRUCell's keyword)."""
+        if hx is not None:
+            h = V.state_or_hx("h", h, hx)
         if type(x) is np.ndarray and type(h) is np.ndarray and x.ndim == 2 and x.shape[0]:
             try:  # the hot path: the stepper checks dtype, shapes and contiguity in C
                 return self._stepper.step(x, h)

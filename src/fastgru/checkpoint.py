@@ -25,7 +25,7 @@ __all__ = ["save_arrays", "load_arrays", "atomic_write_bytes", "atomic_write_tex
 
 META = "__meta__.json"
 FORMAT = "fastgru-checkpoint"
-VERSION = 1
+VERSION = 2  # 2: the digest covers the metadata too (1: the arrays only; still read)
 
 
 class CheckpointError(ValueError):
@@ -48,7 +48,8 @@ def save_arrays(path: str, arrays: Mapping[str, np.ndarray], meta: dict[str, Any
     for k, a in arrays.items():
         if k == META or not isinstance(a, np.ndarray) or a.dtype.hasobject:
             raise TypeError(f"checkpoint entry {k!r} must be a numeric ndarray")
-    doc = dict(meta, format=FORMAT, version=VERSION, sha256=_digest(arrays))
+    doc = dict(meta, format=FORMAT, version=VERSION)
+    doc["sha256"] = _digest(arrays, doc)
     blob = np.frombuffer(json.dumps(doc).encode("utf-8"), np.uint8)
     buf = io.BytesIO()
     entries: dict[str, Any] = {META: blob, **arrays}
@@ -76,10 +77,13 @@ def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         raise CheckpointError(f"checkpoint {path!r} has corrupt metadata ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a fastgru checkpoint")
-    if int(meta.get("version", 0)) > VERSION:
+    version = meta.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise CheckpointError(f"{path!r} has no valid format version ({version!r})")
+    if version > VERSION:
         raise CheckpointError(f"{path!r} was written by a newer fastgru (format version "
                               f"{meta.get('version')})")
-    if meta.get("sha256") != _digest(arrays):
+    if meta.get("sha256") != _digest(arrays, None if version < 2 else meta):
         raise CheckpointError(f"checkpoint {path!r} failed its checksum: the file was modified "
                               "or is damaged")
     return arrays, meta

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fastgru import _validation as V
 from fastgru import interop
 from fastgru._rnn import RNNBase
 from fastgru.cells import GRUCell, LSTMCell
@@ -110,8 +111,8 @@ class GRU(_LayerInterop, RNNBase):
                            doc="True: reset gate after the recurrent product (PyTorch).")
 
     def forward(self, x: ArrayLike, h0: ArrayLike | None = None, lengths: Any = None, *,
-                requires_grad: bool | None = None, mask: Any = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+                requires_grad: bool | None = None, mask: Any = None,
+                hx: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Run the layer. Returns (y, h_n).
 
         x: (T, B, I), or (B, T, I) with batch_first, or (T, I) unbatched; the layer's dtype.
@@ -128,16 +129,17 @@ class GRU(_LayerInterop, RNNBase):
             state h (the last output; h0 for a fully masked sequence), a reverse=True layer
             gives h0 (y[:, ::-1] is Keras' go_backwards output) and a bidirectional layer
             gives 0 (Keras' Bidirectional).
+        hx: another name for h0 (torch.nn.GRU's keyword); give one of them.
         y: (T, B, D*H) (batch_first: (B, T, D*H)); h_n: (L*D, B, H).
         """
-        y, hn, _ = self._run(x, h0, None, lengths, requires_grad, mask)
+        y, hn, _ = self._run(x, V.state_or_hx("h0", h0, hx), None, lengths, requires_grad, mask)
         return y, hn
 
     def __call__(self, x: ArrayLike, h0: ArrayLike | None = None, lengths: Any = None, *,
-                 requires_grad: bool | None = None, mask: Any = None
-                 ) -> tuple[np.ndarray, np.ndarray]:
+                 requires_grad: bool | None = None, mask: Any = None,
+                 hx: ArrayLike | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Same as forward()."""
-        return self.forward(x, h0, lengths, requires_grad=requires_grad, mask=mask)
+        return self.forward(x, h0, lengths, requires_grad=requires_grad, mask=mask, hx=hx)
 
     def backward(self, dy: ArrayLike | None, dh_n: ArrayLike | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,8 @@ File layout (numpy .npz, uncompressed, written atomically: temp file in the same
 fsync, os.replace):
     __fastgru__        0-d unicode array: JSON {"format": "fastgru", "version": 1,
                        "class": "GRU", "config": {constructor args}, "dtype": "float32",
-                       "params": {name: shape}, "sha256": digest of the parameter bytes}
+                       "params": {name: shape}, "sha256": digest of the parameter bytes
+                       and of the rest of this header}
     <name>             one array per parameter, PyTorch names (weight_ih_l0, ...)
 Loading uses np.load(allow_pickle=False) and checks the config, every name, shape and dtype
 and the digest, raising ValueError naming the file for anything truncated or tampered with.
@@ -24,7 +25,7 @@ import numpy as np
 from fastgru._module import rebuild
 
 FORMAT = "fastgru"
-VERSION = 1
+VERSION = 2  # 2: the digest covers the header too (1: the arrays only; still read)
 CONFIG_KEY = "__fastgru__"
 
 
@@ -35,19 +36,31 @@ def _classes() -> dict[str, type]:
     return {c.__name__: c for c in (GRU, LSTM, GRUCell, LSTMCell)}
 
 
-def _digest(params: Mapping[str, np.ndarray]) -> str:
+def _digest(params: Mapping[str, np.ndarray], meta: Mapping[str, Any] | None = None) -> str:
+    """SHA-256 of the arrays (names, dtypes, shapes, bytes) and, when given, of the metadata
+    as canonical JSON: an edited config (reset_after, batch_first...) fails the check too."""
     h = hashlib.sha256()
     for name in sorted(params):
         a = np.ascontiguousarray(params[name])
         h.update(f"{name}:{a.dtype.str}:{a.shape};".encode())
         h.update(a.tobytes())
+    if meta is not None:
+        h.update(b"meta:")
+        h.update(canonical_json(meta).encode())
     return h.hexdigest()
+
+
+def canonical_json(meta: Mapping[str, Any]) -> str:
+    """meta as JSON text that is the same after a JSON round trip (sorted keys, lists for
+    tuples), without its "sha256" entry."""
+    doc = json.loads(json.dumps({k: v for k, v in meta.items() if k != "sha256"}))
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
 def write_atomic(path: Any, write) -> None:
     """Call write(file) on a temp file next to `path`, fsync it, then os.replace it onto path
     (readers see the old file or the new one, never a partial one)."""
-    path = os.fspath(path)
+    path = os.fsdecode(os.fspath(path))
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):  # else mkstemp's error names the hidden temp file
         raise FileNotFoundError(errno.ENOENT, f"no such directory: {folder!r}", path)
@@ -78,8 +91,8 @@ def save(module, path: Any) -> None:
     params = module.state_dict()
     header = {"format": FORMAT, "version": VERSION, "class": type(module).__name__,
               "config": module.get_config(), "dtype": str(module.dtype),
-              "params": {k: list(v.shape) for k, v in params.items()},
-              "sha256": _digest(params)}
+              "params": {k: list(v.shape) for k, v in params.items()}}
+    header["sha256"] = _digest(params, header)
     arrays = {CONFIG_KEY: np.array(json.dumps(header))}
     arrays.update(params)
     # numpy's stub types savez's keywords as its options; they are arrays here (and numpy < 2.1
@@ -117,9 +130,9 @@ def _header(raw: np.ndarray) -> dict[str, Any]:
     header = json.loads(str(raw[()]))
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError("the header is not a fastgru header")
-    if header.get("version") != VERSION:
+    if header.get("version") not in (1, VERSION):
         raise ValueError(f"file format version {header.get('version')!r} is not supported "
-                         f"(this fastgru reads version {VERSION})")
+                         f"(this fastgru reads versions 1 and {VERSION})")
     for key, typ in (("class", str), ("config", dict), ("dtype", str), ("params", dict),
                      ("sha256", str)):
         if not isinstance(header.get(key), typ):
@@ -180,7 +193,8 @@ def _build(header: dict[str, Any], arrays: dict[str, np.ndarray]):
             raise ValueError(f"parameter {name!r} has dtype {a.dtype}, config says {module.dtype}")
         if a.shape != expected[name]:
             raise ValueError(f"parameter {name!r} has shape {a.shape}, expected {expected[name]}")
-    if _digest(arrays) != header["sha256"]:
-        raise ValueError("parameter checksum mismatch: the arrays were modified after saving")
+    if _digest(arrays, None if header["version"] == 1 else header) != header["sha256"]:
+        raise ValueError("checksum mismatch: the arrays or the header were modified after "
+                         "saving")
     module.load_state_dict(arrays)
     return module

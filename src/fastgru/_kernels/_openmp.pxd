@@ -8,6 +8,7 @@ cdef extern from *:
     static inline int fg_thread_num(void) { return omp_get_thread_num(); }
     static inline int fg_team_size(void) { return omp_get_num_threads(); }
     static inline int fg_omp_max_threads(void) { return omp_get_max_threads(); }
+    static inline double fg_wtime(void) { return omp_get_wtime(); }
     /* An orphaned barrier: binds to the parallel region the caller runs in. MSVC's C mode has
        no _Pragma operator before C11; __pragma is its spelling. */
     #if defined(_MSC_VER) && !defined(__clang__)
@@ -20,6 +21,7 @@ cdef extern from *:
     static inline int fg_thread_num(void) { return 0; }
     static inline int fg_team_size(void) { return 1; }
     static inline int fg_omp_max_threads(void) { return 1; }
+    static inline double fg_wtime(void) { return 0.0; }
     static inline void fg_barrier(void) { }
     #endif
 
@@ -72,6 +74,7 @@ cdef extern from *:
     int fg_thread_num() noexcept nogil
     int fg_team_size() noexcept nogil
     int fg_omp_max_threads() noexcept nogil
+    double fg_wtime() noexcept nogil
     void fg_barrier() noexcept nogil
     int fg_load_acquire(int* p) noexcept nogil
     int fg_fetch_add(int* p, int v) noexcept nogil

@@ -14,6 +14,12 @@ Design
     units and computes only its rows of every gate (its share of the weights stays in its own
     L2 between steps); no barrier is needed because a unit's gates depend only on its own rows.
     Reset-before GRU and projected LSTM need every unit before the second product: one thread.
+    A step runs on the calling thread instead when the team would be slower: after an idle
+    gap longer than the OpenMP runtime's spin (fastgru._wait_policy) its threads sleep and
+    waking them costs ~30 us (12 us alone for GRU S5 here); and while other processes hold
+    the cores a team step waits for a descheduled thread (~70 us). Each stepper keeps smoothed
+    times of both ways and re-measures the unused one every PROBE_EVERY steps. The split
+    does not change any unit's sums: the same bits either way (tested).
   Call overhead: a cdef class holds pointers; step() takes ndarrays through the NumPy C API
     (no memoryview acquisition) and allocates only the result.
   The caller guarantees C-contiguous arrays of the stepper's dtype with consistent shapes; the
@@ -26,7 +32,7 @@ cimport numpy as cnp
 import numpy as np
 
 from fastgru._kernels._blas cimport gemm, blas_hold, blas_release
-from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size
+from fastgru._kernels._openmp cimport fg_thread_num, fg_team_size, fg_wtime
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd, fg_simd_select,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2, lstm_fwd)
 from cython cimport floating
@@ -35,9 +41,33 @@ cnp.import_array()
 
 # Below this many weight bytes a step stays on one thread (a team start costs ~1 us).
 DEF_PAR_BYTES = 262144
+# Every this many steps a stepper re-measures the thread choice it is not using.
+cdef enum:
+    PROBE_EVERY = 64
 
 
 cdef bint _dot_on = True
+# Seconds since the last step's end beyond which the team is taken to be asleep (set by
+# fastgru._wait_policy from the spin it gave the runtime; never, when the spin is unknown).
+cdef double _wake_gap = 1e300
+cdef double _last_end = -1e300
+
+
+# 0: choose by idle gap and measured times; 1: always the team; -1: always one thread.
+cdef int _rule = 0
+
+
+def _set_wake_gap(double seconds):
+    """Idle gap (s) after which a step runs on the calling thread."""
+    global _wake_gap
+    _wake_gap = seconds
+
+
+def _set_step_rule(int rule):
+    """Test hook: 1 runs every multi-thread step on its team, -1 on the calling thread, 0 (the
+    default) chooses by idle gap and measured times."""
+    global _rule
+    _rule = rule
 
 
 def _set_dot_rows(bint on):
@@ -186,6 +216,8 @@ cdef class Stepper:
     cdef object _keep          # the weight arrays (kept alive: pointers point into them)
     cdef object _scratch
     cdef int _dtype_num, _n_threads, _split, _max_threads
+    cdef double _t_team, _t_alone  # smoothed seconds of a step on the team / on one thread
+    cdef long long _calls
     cdef unsigned long _owner  # the thread that made it: uses the kept scratch
     cdef public object dtype
 
@@ -217,6 +249,8 @@ cdef class Stepper:
         nbytes = (w_ih.nbytes + w_hh.nbytes) if self._split else 0
         self._n_threads = n_threads if (nbytes >= DEF_PAR_BYTES and self.a.H >= 2 * n_threads) else 1
         self._max_threads = self._n_threads
+        self._t_team = self._t_alone = 0.0
+        self._calls = 0
         self._scratch = None
         self._owner = PyThread_get_thread_ident()
 
@@ -287,8 +321,32 @@ cdef class Stepper:
             return h_out, c_out
         return h_out
 
+    cdef int _choose(self, double now) noexcept:
+        """Threads for this step: the team, unless it sleeps (idle gap) or has been measured
+        slower than one thread (other processes holding the cores: a team step then waits for
+        a descheduled thread, 70 us against 12 us alone for GRU S5 here)."""
+        cdef bint team
+        self._calls += 1
+        if _rule != 0:
+            return self._n_threads if _rule > 0 else 1
+        if now - _last_end > _wake_gap:
+            return 1  # the team sleeps: waking it costs more than this step
+        if self._t_alone == 0.0:
+            return 1  # measure both ways first
+        if self._t_team == 0.0:
+            return self._n_threads
+        team = self._t_team <= self._t_alone
+        if self._calls % PROBE_EVERY == 0:
+            team = not team  # re-measure the other way: the machine's load changes
+        return self._n_threads if team else 1
+
     cdef void _run(self, StepArgs* a):
+        global _last_end
         cdef int nt = self._n_threads, split = self._split
+        cdef double t0 = 0.0, dt
+        if nt > 1:
+            t0 = fg_wtime()
+            nt = self._choose(t0)
         # no BLAS call on the dot_rows route: skip the thread hold
         # (toggling OpenBLAS's thread count each step woke its pool: ~4% of a step)
         cdef bint uses_blas = not (self._dtype_num == cnp.NPY_FLOAT32 and _dot_route(a.B))
@@ -306,5 +364,12 @@ cdef class Stepper:
                 else:
                     with parallel(num_threads=nt):
                         _team(a, split, <const double*>NULL)
+        if self._n_threads > 1:
+            _last_end = fg_wtime()
+            dt = _last_end - t0
+            if nt > 1:  # smoothed: one preempted step must not flip the choice for long
+                self._t_team = dt if self._t_team == 0.0 else 0.75 * self._t_team + 0.25 * dt
+            else:
+                self._t_alone = dt if self._t_alone == 0.0 else 0.75 * self._t_alone + 0.25 * dt
         if uses_blas:
             blas_release(saved)

@@ -1,0 +1,96 @@
+"""How the kernels' idle OpenMP threads wait: a short spin, then sleep.
+
+Why: libgomp's default spins about 300,000 times (milliseconds here) at every barrier and
+between parallel regions before a thread sleeps. When another process holds one of the cores, a
+spinning thread keeps the core its team mate needs until the scheduler preempts it. Measured on
+the 2-core development machine, `fastgru train` (digits, 2 threads) took 2.2-2.9 s beside one
+busy process and 14-16 s beside a few, against 0.7 s on one thread; with 1000 spins (20-50 us
+here; libgomp's own count when it has more threads than CPUs) it took 0.7-1.0 s, and quiet-machine
+speed was unchanged (see CHANGELOG).
+
+The runtime reads its settings once, when it starts: libgomp when the first kernel module loads
+it, LLVM's libomp at its first call. So `before_openmp_starts()` puts them in the environment
+around that moment and then restores the environment: child processes and other libraries'
+OpenMP runtimes (PyTorch bundles its own) see the user's settings, not ours. A user's
+OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME is left alone; FASTGRU_SPINCOUNT sets the
+count fastgru uses (300000 restores libgomp's default).
+
+A streaming step after an idle gap longer than the spin runs on the calling thread (the team
+is asleep; waking it costs more than the step): `step_wake_gap()` is that gap.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+SPINCOUNT = 1000
+# Seconds one spin lasts, about (1000 spins outlasted a 20 us gap and not a 50 us one here).
+SECONDS_PER_SPIN = 20e-9
+_USER_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
+
+_state: dict[str, object] = {"policy": "not set", "spins": None}
+
+
+def _spincount() -> int:
+    v = os.environ.get("FASTGRU_SPINCOUNT", "").strip()
+    try:
+        n = int(v)
+    except ValueError:
+        return SPINCOUNT
+    return n if n >= 0 else SPINCOUNT
+
+
+def _user_spins() -> float | None:
+    """The spin count the user's own settings give libgomp, when they say (None: unknown)."""
+    policy = os.environ.get("OMP_WAIT_POLICY", "").strip().lower()
+    if "GOMP_SPINCOUNT" in os.environ:
+        v = os.environ["GOMP_SPINCOUNT"].strip().lower()
+        if v == "infinite" or v == "infinity":
+            return float("inf")
+        try:
+            return float(int(v))
+        except ValueError:
+            return None
+    if policy == "passive":
+        return 0.0
+    if policy == "active":
+        return float("inf")
+    return None
+
+
+@contextmanager
+def before_openmp_starts() -> Iterator[None]:
+    """Run the first kernel import (and first OpenMP call) inside this block."""
+    if any(k in os.environ for k in _USER_KEYS):
+        _state["spins"] = _user_spins()
+        _state["policy"] = "the user's: " + ", ".join(
+            f"{k}={os.environ[k]}" for k in _USER_KEYS if k in os.environ)
+        yield
+        return
+    n = _spincount()
+    added = {"GOMP_SPINCOUNT": str(n),
+             # LLVM libomp: milliseconds a thread spins (default 200)
+             "KMP_BLOCKTIME": "0" if n == 0 else "1"}
+    for k, v in added.items():
+        os.environ[k] = v
+    _state["spins"] = float(n)
+    _state["policy"] = f"fastgru's: GOMP_SPINCOUNT={n}, KMP_BLOCKTIME={added['KMP_BLOCKTIME']}"
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def step_wake_gap() -> float:
+    """Idle seconds after which a streaming step skips the (sleeping) team: inf when unknown."""
+    spins = _state["spins"]
+    if spins is None:
+        return float("inf")
+    return float(spins) * SECONDS_PER_SPIN  # type: ignore[arg-type]
+
+
+def describe() -> str:
+    """The wait policy in effect, for show_config()."""
+    return str(_state["policy"])
