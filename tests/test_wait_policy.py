@@ -15,8 +15,9 @@ from fastgru import _step, _wait_policy
 from fastgru._kernels import _stream
 
 SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+KEYS = ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY")
 PROBE = ("import json, os, fastgru; print(json.dumps([fastgru.config()['omp_wait_policy'], "
-         "{k: os.environ.get(k) for k in ('GOMP_SPINCOUNT', 'KMP_BLOCKTIME', 'OMP_WAIT_POLICY')}]))")
+         f"{{k: os.environ.get(k) for k in {KEYS!r}}}]))")
 
 
 def _probe(**env):
