@@ -54,6 +54,13 @@ def test_keras_gate_order_on_known_blocks():
     assert lstm.to_keras_weights()[0].tolist() == [[1, 2, 3, 4]]
 
 
+def test_from_keras_weights_is_batch_first_like_from_keras():
+    w = fastgru.GRU(I, H, seed=0).to_keras_weights()
+    assert fastgru.GRU.from_keras_weights(*w).batch_first
+    assert not fastgru.GRU.from_keras_weights(*w, batch_first=False).batch_first
+    assert fastgru.LSTM.from_keras_weights(*fastgru.LSTM(I, H).to_keras_weights()).batch_first
+
+
 def test_keras_weight_errors():
     k = np.zeros((I, 3 * H))
     with pytest.raises(ValueError, match="reset_after=False"):
@@ -151,3 +158,22 @@ def test_to_keras_builds_the_same_layers(keras, cls, kw):
 def test_to_keras_refuses_projection(keras):
     with pytest.raises(NotImplementedError, match="proj"):
         fastgru.LSTM(I, H, proj_size=2).to_keras()
+
+
+@pytest.mark.filterwarnings("ignore:The object being serialized includes a `lambda`")
+def test_keras_configs_that_differ_warn_or_explain(keras):
+    x = np.zeros((2, 3, I), np.float32)
+    stateful = keras.layers.GRU(H, stateful=True)
+    stateful(x)
+    with pytest.warns(UserWarning, match="stateful=True"):
+        fastgru.GRU.from_keras(stateful)
+    mixed = keras.layers.LSTM(H, dtype="mixed_float16")
+    mixed(x)
+    with pytest.warns(UserWarning, match="float16"):
+        m = fastgru.LSTM.from_keras(mixed)
+    assert m.dtype == np.float32
+    odd = keras.layers.GRU(H, activation=lambda t: 2 * t)
+    odd(x)
+    with pytest.raises(ValueError, match="activation=") as info:
+        fastgru.GRU.from_keras(odd)
+    assert len(str(info.value)) < 250  # a lambda's serialised bytecode is cut short

@@ -1,6 +1,7 @@
 """ONNX interop: W/R/B round trips (always), gate orders checked with ONNX's own reference
 evaluator (with onnx), and whole layers exported and run by ONNX Runtime (with onnxruntime)."""
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -343,3 +344,61 @@ def test_model_import_bad_arguments(tmp_path):
         t.raw_data = np.zeros(int(np.prod(t.dims)), np.int32).tobytes()
     with pytest.raises(TypeError, match="float"):
         fastgru.GRU.from_onnx_model(ints)
+
+
+def _two_gru_model(between, initial_h=None, seq_lens=None):
+    """GRU a (X) -> [ops named in `between`] -> GRU b: a stack only through layout ops.
+    between: None (b reads X too) or a list of op types applied to a's Y in order."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    I, H = 3, 4
+    inits = [numpy_helper.from_array(rng.uniform(-0.5, 0.5, s).astype(np.float32), n)
+             for n, s in (("Wa", (1, 3 * H, I)), ("Ra", (1, 3 * H, H)),
+                          ("Wb", (1, 3 * H, H)), ("Rb", (1, 3 * H, H)))]
+    a_in = ["X", "Wa", "Ra"]
+    if initial_h is not None or seq_lens is not None:
+        a_in += ["", "", ""]
+        if seq_lens is not None:
+            inits.append(numpy_helper.from_array(np.asarray(seq_lens, np.int32), "L"))
+            a_in[4] = "L"
+        if initial_h is not None:
+            inits.append(numpy_helper.from_array(np.asarray(initial_h, np.float32), "h0"))
+            a_in[5] = "h0"
+    nodes = [helper.make_node("GRU", a_in, ["Ya", "Ha"], name="a", hidden_size=H)]
+    x = "X"
+    if between is not None:
+        inits.append(numpy_helper.from_array(np.array([1], np.int64), "ax"))
+        nodes.append(helper.make_node("Squeeze", ["Ya", "ax"], ["s0"]))
+        x = "s0"
+        for k, opname in enumerate(between):
+            nodes.append(helper.make_node(opname, [x], [f"o{k}"]))
+            x = f"o{k}"
+    nodes.append(helper.make_node("GRU", [x, "Wb", "Rb"], ["Yb", "Hb"], name="b", hidden_size=H))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                         None)],
+                              [helper.make_tensor_value_info("Yb", TensorProto.FLOAT, None)],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_model_import_checks_that_the_nodes_form_a_stack():
+    pytest.importorskip("onnx")
+    m = fastgru.GRU.from_onnx_model(_two_gru_model([]))  # GRU -> Squeeze -> GRU
+    assert m.num_layers == 2
+    assert fastgru.GRU.from_onnx_model(_two_gru_model(["Identity"])).num_layers == 2
+    with pytest.raises(ValueError, match="graph input"):  # both nodes read X
+        fastgru.GRU.from_onnx_model(_two_gru_model(None))
+    with pytest.raises(ValueError, match="Relu"):  # an activation between the layers
+        fastgru.GRU.from_onnx_model(_two_gru_model(["Relu"]))
+
+
+def test_model_import_warns_about_constant_states_and_lengths():
+    pytest.importorskip("onnx")
+    with pytest.warns(UserWarning, match="initial_h .* h0="):
+        fastgru.GRU.from_onnx_model(_two_gru_model([], initial_h=np.ones((1, 2, 4))))
+    with pytest.warns(UserWarning, match="sequence_lens .* lengths="):
+        fastgru.GRU.from_onnx_model(_two_gru_model([], seq_lens=[2, 3]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an all-zero initial state is what a call uses anyway
+        fastgru.GRU.from_onnx_model(_two_gru_model([], initial_h=np.zeros((1, 2, 4))))

@@ -139,3 +139,21 @@ def test_keras_go_backwards_maps_to_reverse(cell):
     y, st = m(x)
     assert rel_err(y, out[0][:, ::-1]) < 1e-5  # Keras returns the outputs reversed in time
     assert rel_err(st[0][0] if cell == "lstm" else st[0], out[1]) < 1e-5
+
+
+@pytest.mark.parametrize("cls", [fastgru.GRU, fastgru.LSTM])
+@pytest.mark.parametrize("L,B", [(1, 1), (2, 3), (1, 9)])
+def test_one_step_inference_of_a_reverse_layer(cls, L, B):
+    # T = 1 in eval mode takes the streaming shortcut: a reverse layer's one step is the
+    # forward step (found by review: it raised step()'s refusal)
+    m = cls(4, 5, num_layers=L, reverse=True, seed=0).eval()
+    fwd = cls(4, 5, num_layers=L, seed=0).eval()
+    fwd.load_state_dict({k.replace("_reverse", ""): v for k, v in m.state_dict().items()})
+    x = np.random.default_rng(B).standard_normal((1, B, 4)).astype(np.float32)
+    y, state = m(x)
+    y2, state2 = fwd(x)
+    assert np.array_equal(y, y2)
+    h, h2 = (state[0], state2[0]) if cls is fastgru.LSTM else (state, state2)
+    assert np.array_equal(h, h2)
+    with pytest.raises(ValueError, match="streams forward"):
+        m.step(x[0])

@@ -604,11 +604,17 @@ class RNNBase(Module):
         return x, np.stack(hs), (np.stack(cs) if cs else None)
 
     # -- streaming ------------------------------------------------------------------------------
+    def _streamable(self) -> None:
+        """step() refuses layers that do not run forward in time (a one-step call of a reverse
+        layer is the same step, and _one_step takes it)."""
+        if self._bidirectional or self._reverse:
+            raise ValueError("step() streams forward in time; a bidirectional or reverse "
+                             "layer needs the whole sequence: call the layer on it instead")
+
     def _stepper_list(self) -> list:
         if self._steppers is None:
-            if self._bidirectional or self._reverse:
-                raise ValueError("step() streams forward in time; a bidirectional or reverse "
-                                 "layer needs the whole sequence: call the layer on it instead")
+            if self._bidirectional:
+                self._streamable()
             from fastgru.cells import gru_stepper, lstm_stepper
 
             steppers = []

@@ -22,6 +22,7 @@ These functions work on any fastgru module (layer or cell); the classes expose t
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -254,7 +255,8 @@ def _name(m, l: int, role: str, d: int) -> str:
 
 def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bool = True,
                        dtype: Any = None, **kwargs):
-    """A one-layer fastgru module from Keras weights (see load_keras_weights)."""
+    """A one-layer fastgru module from Keras weights (see load_keras_weights); a layer is
+    batch_first=True (Keras data is (B, T, I)) unless kwargs say otherwise."""
     kernel_np = to_numpy("kernel", kernel)
     gk = 3 if cls._cell == "gru" else 4
     if kernel_np.ndim != 2 or kernel_np.shape[1] % gk or kernel_np.shape[1] == 0:
@@ -263,6 +265,8 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
                bias=bias is not None, dtype=_dtype_of([kernel_np], dtype))
     if cls._cell == "gru":
         cfg["reset_after"] = reset_after
+    if not cls.__name__.endswith("Cell"):
+        cfg["batch_first"] = True  # Keras data is (B, T, I), as from_keras gives
     cfg.update(kwargs)
     m = cls(**cfg)
     load_keras_weights(m, [kernel, recurrent_kernel] + ([bias] if bias is not None else []))
@@ -282,8 +286,20 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
         checks += (("go_backwards", go_backwards),)
     for key, expected in checks:
         if cfg.get(key, expected) != expected:
-            raise ValueError(f"Keras {want}{where} with {key}={cfg.get(key)!r} is not supported "
+            got = repr(cfg.get(key))
+            got = got if len(got) <= 80 else got[:77] + "..."  # a lambda serialises as bytecode
+            raise ValueError(f"Keras {want}{where} with {key}={got} is not supported "
                              f"(fastgru computes {key}={expected!r})")
+    if cfg.get("stateful", False):
+        warnings.warn(f"Keras {want}{where} has stateful=True: fastgru layers keep no state "
+                      f"between calls and its current states are not copied; pass h_n (and "
+                      f"c_n) back as the next call's initial state", UserWarning, stacklevel=5)
+    compute, variable = (getattr(inner, "compute_dtype", None),
+                         getattr(inner, "variable_dtype", None))
+    if compute is not None and variable is not None and compute != variable:
+        warnings.warn(f"Keras {want}{where} computes in {compute} (a mixed-precision policy); "
+                      f"fastgru computes in the weights' {variable}, so outputs agree to "
+                      f"{compute} rounding only", UserWarning, stacklevel=5)
     return cfg
 
 
@@ -506,6 +522,49 @@ def _onnx_text(v):
     return v
 
 
+# ops that only move or reshape values (or do nothing at inference) between stacked RNN nodes,
+# as torch.onnx.export and export_onnx write them (Squeeze; Transpose + Reshape)
+_ONNX_LAYOUT_OPS = frozenset({"Squeeze", "Unsqueeze", "Transpose", "Reshape", "Identity",
+                              "Flatten", "Dropout"})
+
+
+def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str) -> None:
+    """node must read prev's output Y through layout ops only: then the two are consecutive
+    layers of one stack (anything else between them, or another source, is not a fastgru
+    layer's computation)."""
+    y = prev.output[0] if prev.output else ""
+    name, path = node.input[0], list[str]()
+    while name != y:
+        src = made_by.get(name)
+        if src is None or src.op_type not in _ONNX_LAYOUT_OPS:
+            what = "a graph input or constant" if src is None else f"a {src.op_type} node"
+            raise ValueError(
+                f"{op} node {node.name!r} does not read the output Y of the {op} node before it "
+                f"({prev.name!r}) through layout ops only: its input comes from {what}"
+                + (f" (after {' <- '.join(path)})" if path else "") + ". Only a plain stack of "
+                f"{op} nodes maps to one fastgru layer: import the nodes one by one with "
+                f"from_onnx(W, R, B, ...) and apply the ops between them yourself")
+        path.append(src.op_type)
+        name = src.input[0]
+
+
+def _warn_onnx_state_constants(n: Any, consts: dict, where: str) -> None:
+    """A constant sequence_lens / initial_h / initial_c is not part of a fastgru layer (they are
+    per-call arguments): say so instead of dropping it silently. All-zero initial states are
+    what a call without them uses."""
+    for k, what, arg in ((4, "sequence_lens", "lengths"), (5, "initial_h", "h0"),
+                         (6, "initial_c", "c0")):
+        name = n.input[k] if len(n.input) > k else ""
+        if not name or name not in consts:
+            continue
+        v = consts[name]
+        if k > 4 and not np.any(v):
+            continue
+        warnings.warn(f"{where}input {what} is a constant of the graph (shape {list(v.shape)}); "
+                      f"a fastgru layer takes it per call: pass it as {arg}=... (layer(x, "
+                      f"{arg}=...)) to get the model's outputs", UserWarning, stacklevel=4)
+
+
 def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
     """A fastgru layer from the GRU (or LSTM) nodes of an ONNX model: a path, bytes or an
     onnx.ModelProto (needs the `onnx` package). The nodes, in graph order, become the layers
@@ -584,8 +643,12 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         if layout not in (0, 1):
             raise ValueError(f"{where}layout must be 0 or 1, got {layout!r}")
         lbr = _check_lbr(a.get("linear_before_reset", 0)) if op == "GRU" else None
+        _warn_onnx_state_constants(n, consts, where)
         layers.append(dict(where=where, W=W, R=R, B=B, D=D, H=H, I=I, lbr=lbr, layout=layout,
                            direction=direction))
+    made_by = {o: n for n in graph.node for o in n.output}
+    for prev, node in zip(nodes, nodes[1:], strict=False):
+        _check_onnx_chain(prev, node, made_by, op)
     first = layers[0]
     for prev, ly in zip(layers, layers[1:], strict=False):
         for key in ("direction", "H", "lbr", "layout"):
@@ -597,7 +660,6 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
                              f"D*H = {prev['D'] * prev['H']}")
     # batch_first: layout=1, or (as export_onnx and torch write it) a graph input transposed
     # from (B, T, I) to (T, B, I) right before the first node
-    made_by = {o: n for n in graph.node for o in n.output}
     feed = made_by.get(nodes[0].input[0])
     inputs = {v.name for v in graph.input}
     perm = [list(helper.get_attribute_value(x)) for x in feed.attribute if x.name == "perm"] \
@@ -657,7 +719,8 @@ class InteropMixin:
         """A one-layer module from Keras weights: kernel (I, G), recurrent_kernel (H, G), bias
         (GRU: (2, 3H) with reset_after=True, (3H,) with False; LSTM: (4H,); None when the Keras
         layer has use_bias=False). GRU gates z, r, h; LSTM i, f, c, o. reset_after applies to GRU
-        only. kwargs: extra constructor arguments (batch_first=True for Keras-shaped data)."""
+        only. Layers come out batch_first=True (Keras data is (B, T, I)), as from from_keras.
+        kwargs: extra constructor arguments (batch_first=False for time-major data)."""
         return from_keras_weights(cls, kernel, recurrent_kernel, bias, reset_after=reset_after,
                                   dtype=dtype, **kwargs)
 

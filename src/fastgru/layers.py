@@ -159,6 +159,8 @@ class GRU(_LayerInterop, RNNBase):
         x: (B, I) (or (I,)); h: (L, B, H) state from the previous step, None for zeros.
         Returns (y (B, H), h_new (L, B, H)): y is the last layer's new hidden state.
         Stepping through a sequence gives the same numbers as forward() on it."""
+        if self._reverse or self._bidirectional:
+            self._streamable()
         steppers = self._steppers or self._stepper_list()
         if (len(steppers) == 1 and type(x) is np.ndarray and type(h) is np.ndarray
                 and x.ndim == 2 and h.ndim == 3 and x.shape[0] and h.shape[0] == 1):
@@ -179,7 +181,8 @@ class GRU(_LayerInterop, RNNBase):
         """A one-layer GRU from ONNX GRU inputs: W [D, 3H, I], R [D, 3H, H], B [D, 6H] (None:
         zero biases, gives bias=False), gate order z, r, h. linear_before_reset=1 gives
         reset_after=True (PyTorch's GRU), 0 (ONNX's default) reset_after=False. direction
-        "forward" or "bidirectional". kwargs: extra constructor arguments."""
+        "forward", "reverse" (gives reverse=True) or "bidirectional". kwargs: extra
+        constructor arguments."""
         return interop.from_onnx(cls, W, R, B, linear_before_reset=linear_before_reset,
                                  direction=direction, dtype=dtype, **kwargs)
 
@@ -258,7 +261,8 @@ class LSTM(_LayerInterop, RNNBase):
 
         x: (B, I) (or (I,)); hx: (h (L, B, P), c (L, B, H)) or None. Returns
         (y (B, P), (h_new (L, B, P), c_new (L, B, H)))."""
-        self._steppers or self._stepper_list()  # a bidirectional layer is refused first
+        self._streamable()  # a bidirectional or reverse layer is refused first
+        self._steppers or self._stepper_list()
         x, unbatched = self._step_x(x)
         h, c = self._split_state("hx", hx)
         B = x.shape[0]
@@ -274,6 +278,7 @@ class LSTM(_LayerInterop, RNNBase):
                   direction: str = "forward", dtype: Any = None, P: ArrayLike | None = None,
                   **kwargs) -> LSTM:
         """A one-layer LSTM from ONNX LSTM inputs: W [D, 4H, I], R [D, 4H, H], B [D, 8H] (None:
-        zero biases, gives bias=False), gate order i, o, f, c. direction "forward" or
-        "bidirectional". Peepholes P are not supported (NotImplementedError unless all zero)."""
+        zero biases, gives bias=False), gate order i, o, f, c. direction "forward", "reverse"
+        (gives reverse=True) or "bidirectional". Peepholes P are not supported
+        (NotImplementedError unless all zero)."""
         return interop.from_onnx(cls, W, R, B, direction=direction, dtype=dtype, P=P, **kwargs)

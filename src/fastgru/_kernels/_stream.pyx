@@ -18,7 +18,8 @@ Design
     gap longer than the OpenMP runtime's spin (fastgru._wait_policy) its threads sleep and
     waking them costs ~30 us (12 us alone for GRU S5 here); and while other processes hold
     the cores a team step waits for a descheduled thread (~70 us). Each stepper keeps smoothed
-    times of both ways and re-measures the unused one every PROBE_EVERY steps. The split
+    times of both ways (a team step only when it follows another: the first wakes the team)
+    and re-measures the unused way every PROBE_EVERY steps. The split
     does not change any unit's sums: the same bits either way (tested).
   Call overhead: a cdef class holds pointers; step() takes ndarrays through the NumPy C API
     (no memoryview acquisition) and allocates only the result.
@@ -218,6 +219,7 @@ cdef class Stepper:
     cdef int _dtype_num, _n_threads, _split, _max_threads
     cdef double _t_team, _t_alone  # smoothed seconds of a step on the team / on one thread
     cdef long long _calls
+    cdef bint _record, _prev_team
     cdef unsigned long _owner  # the thread that made it: uses the kept scratch
     cdef public object dtype
 
@@ -251,6 +253,7 @@ cdef class Stepper:
         self._max_threads = self._n_threads
         self._t_team = self._t_alone = 0.0
         self._calls = 0
+        self._record = self._prev_team = False
         self._scratch = None
         self._owner = PyThread_get_thread_ident()
 
@@ -324,20 +327,24 @@ cdef class Stepper:
     cdef int _choose(self, double now) noexcept:
         """Threads for this step: the team, unless it sleeps (idle gap) or has been measured
         slower than one thread (other processes holding the cores: a team step then waits for
-        a descheduled thread, 70 us against 12 us alone for GRU S5 here)."""
+        a descheduled thread, 70 us against 12 us alone for GRU S5 here). Sets _record: whether
+        this step's time is a fair sample of its way (not after a gap; a team step only right
+        after another, when the team is awake)."""
         cdef bint team
         self._calls += 1
+        self._record = False
         if _rule != 0:
             return self._n_threads if _rule > 0 else 1
         if now - _last_end > _wake_gap:
             return 1  # the team sleeps: waking it costs more than this step
+        self._record = True
         if self._t_alone == 0.0:
             return 1  # measure both ways first
         if self._t_team == 0.0:
             return self._n_threads
         team = self._t_team <= self._t_alone
-        if self._calls % PROBE_EVERY == 0:
-            team = not team  # re-measure the other way: the machine's load changes
+        if self._calls % PROBE_EVERY < 2:
+            team = not team  # re-measure the other way (twice: the first wakes a team)
         return self._n_threads if team else 1
 
     cdef void _run(self, StepArgs* a):
@@ -367,9 +374,15 @@ cdef class Stepper:
         if self._n_threads > 1:
             _last_end = fg_wtime()
             dt = _last_end - t0
-            if nt > 1:  # smoothed: one preempted step must not flip the choice for long
-                self._t_team = dt if self._t_team == 0.0 else 0.75 * self._t_team + 0.25 * dt
+            # smoothed: one preempted step must not flip the choice for long
+            if nt > 1:
+                if self._record and self._prev_team:
+                    self._t_team = dt if self._t_team == 0.0 else 0.75 * self._t_team + 0.25 * dt
+                self._prev_team = True
             else:
-                self._t_alone = dt if self._t_alone == 0.0 else 0.75 * self._t_alone + 0.25 * dt
+                if self._record:
+                    self._t_alone = (dt if self._t_alone == 0.0
+                                     else 0.75 * self._t_alone + 0.25 * dt)
+                self._prev_team = False
         if uses_blas:
             blas_release(saved)
