@@ -14,7 +14,8 @@ import fastgru
 from fastgru import _step, _wait_policy
 from fastgru._kernels import _stream
 
-SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+# the fastgru these tests import (a source tree built in place, or an installed wheel)
+SRC = os.path.dirname(os.path.dirname(os.path.abspath(fastgru.__file__)))
 KEYS = ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY")
 PROBE = ("import json, os, fastgru; print(json.dumps([fastgru.config()['omp_wait_policy'], "
          f"{{k: os.environ.get(k) for k in {KEYS!r}}}]))")
