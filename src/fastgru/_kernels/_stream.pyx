@@ -44,7 +44,7 @@ cnp.import_array()
 DEF_PAR_BYTES = 262144
 # Every this many steps a stepper re-measures the thread choice it is not using.
 cdef enum:
-    PROBE_EVERY = 64
+    PROBE_EVERY = 256
 
 
 cdef bint _dot_on = True
@@ -208,6 +208,15 @@ cdef void _team(StepArgs* a, int split_units, const floating* _t) noexcept nogil
     elif tid == 0:
         _serial_rest(a, scr, _t)
     fg_fp_exit(fp)
+
+
+cdef inline double _smooth(double est, double sample) noexcept:
+    """Moving average of step times; a sample counts at most twice the estimate, so one
+    interrupted step moves it by 25% at most, while a lasting slowdown (other processes) still
+    doubles it within three steps."""
+    if est == 0.0:
+        return sample
+    return 0.75 * est + 0.25 * (sample if sample < 2.0 * est else 2.0 * est)
 
 
 cdef class Stepper:
@@ -374,15 +383,13 @@ cdef class Stepper:
         if self._n_threads > 1:
             _last_end = fg_wtime()
             dt = _last_end - t0
-            # smoothed: one preempted step must not flip the choice for long
             if nt > 1:
                 if self._record and self._prev_team:
-                    self._t_team = dt if self._t_team == 0.0 else 0.75 * self._t_team + 0.25 * dt
+                    self._t_team = _smooth(self._t_team, dt)
                 self._prev_team = True
             else:
                 if self._record:
-                    self._t_alone = (dt if self._t_alone == 0.0
-                                     else 0.75 * self._t_alone + 0.25 * dt)
+                    self._t_alone = _smooth(self._t_alone, dt)
                 self._prev_team = False
         if uses_blas:
             blas_release(saved)
