@@ -3,10 +3,10 @@
 Why: libgomp's default spins about 300,000 times (milliseconds here) at every barrier and
 between parallel regions before a thread sleeps. When another process holds one of the cores, a
 spinning thread keeps the core its team mate needs until the scheduler preempts it. Measured on
-the 2-core development machine, `fastgru train` (digits, 2 threads) took 2.2-2.9 s beside one
+the 2-core development machine, `fastgru train` (digits, 2 threads) took 2.0-2.9 s beside one
 busy process and 14-16 s beside a few, against 0.7 s on one thread; with 1000 spins (20-50 us
-here; libgomp's own count when it has more threads than CPUs) it took 0.7-1.0 s, and quiet-machine
-speed was unchanged (see CHANGELOG).
+here; libgomp's own count when it has more threads than CPUs) it took 0.7-1.1 s, and quiet-machine
+speed was unchanged within noise (README, Threads).
 
 The runtime reads its settings once, when it starts: libgomp when the first kernel module loads
 it, LLVM's libomp at its first call. So `before_openmp_starts()` puts them in the environment
