@@ -256,9 +256,10 @@ def test_single_sequence_shared_steps(monkeypatch, dtype, cell, variant, H, B):
 @pytest.mark.parametrize("B", [1, 2])
 def test_single_sequence_slices_taken_over(monkeypatch, cell, variant, dtype, B):
     """cols mode never waits on a descheduled thread: a waiting thread computes the slices
-    nobody has claimed. With no patience at all every slice of every step is raced for (any
-    thread may compute any slice): still the reference's numbers, at 2 and 3 threads, with and
-    without a length shorter than T, in training and inference."""
+    nobody has claimed, forward and backward. With no patience at all every slice of every
+    step is raced for (any thread may compute any slice): still the reference's numbers and
+    gradients, at 2 and 3 threads, with and without a length shorter than T, in training and
+    inference."""
     from fastgru import _threads
     from fastgru._kernels import _gru, _lstm
 

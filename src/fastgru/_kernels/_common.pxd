@@ -1,6 +1,6 @@
 # Design: small pieces shared by the GRU and LSTM kernels: the packed-sequence description,
 # the even split of a range over the team, a deterministic column sum (bias gradients), and
-# cols mode's step loop (one sequence shared by the team, no barrier per step).
+# cols mode's unit loop (one sequence shared by the team, no barrier per step).
 from cython cimport floating
 from libc.stdlib cimport malloc
 from libc.string cimport memcpy, memset
@@ -75,76 +75,72 @@ cdef inline void cols_dh(int nb, int H, int gates, const floating* dg, int ldg,
         k += team
 
 
-cdef inline int* new_share(int n_threads) except NULL:
-    """cols mode's step counters (_gru/_lstm _fwd_cols; free() them after the call):
-    done = 0, init = 0, claimed[n_threads] = -1."""
-    cdef int k, n = n_threads if n_threads > 1 else 1
-    cdef int* p = <int*>malloc((n + 2) * sizeof(int))
+cdef inline int* new_share(int nsl) except NULL:
+    """cols mode's unit counters (run_units; free() them after the call): done = 0,
+    claimed[nsl] = -1."""
+    cdef int k, n = nsl if nsl > 1 else 1
+    cdef int* p = <int*>malloc((n + 1) * sizeof(int))
     if p == NULL:
         raise MemoryError()
     p[0] = 0
-    p[1] = 0
     for k in range(n):
-        p[2 + k] = -1
+        p[1 + k] = -1
     return p
 
 
-# One slice of one cols-mode step: (layer, seq, h_{t-1} in, h_t out, step, slice, team, scratch
-# of the thread computing it). Each kernel module wraps its fused-type slice function in one.
-ctypedef void (*cols_slice_fn)(void* L, const void* S, const void* hin, void* hout, int s, int k,
-                               int team, void* scr) noexcept nogil
+# One slice of one unit of cols-mode work: (layer, seq, unit, slice, scratch of the thread
+# computing it). Each kernel module wraps its fused-type unit functions in one.
+ctypedef void (*unit_fn)(void* L, const void* S, int u, int k, void* scr) noexcept nogil
 
 
-cdef inline void run_cols(cols_slice_fn fn, void* L, const void* S, int T, int tid, int team,
-                          int nsl, int* share, char* h, char* hbuf, Py_ssize_t nbytes,
-                          void* scr) noexcept nogil:
-    """cols mode's step loop on thread tid of `team`: each step's hidden units are split in
-    nsl slices (the planned team, which the packed weights follow: cols_panels) and thread tid
-    computes slices tid, tid + team, ..., with no barrier: a step starts once every slice of
-    the one before is counted done, and a slice left unclaimed for fg_steal_spins (its thread
-    descheduled by the OS) is computed by a waiting thread (_openmp.pxd). hbuf holds two
-    states of nbytes (h is double-buffered: every slice reads all of h_{t-1}); h (h0 in, h_n
-    out). share (new_share(nsl)): done (slices completed), init (h0 copied to hbuf),
-    claimed[nsl] (the last step each slice was claimed for)."""
-    cdef int s, k, spins, target, last = T * nsl - 1
+cdef inline void run_units(unit_fn fn, void* L, const void* S, int U, int tid, int team,
+                           int nsl, int* share, void* scr) noexcept nogil:
+    """cols mode's loop on thread tid of `team`: units u = 0 .. U-1 of nsl slices each (the
+    planned team, which the packed weights follow: cols_panels), where a unit's slices need
+    every slice of the unit before (a step reads all of h_{t-1}; the backward's dh += dG W_hh
+    reads all of dG). Thread tid computes slices tid, tid + team, ... with no barrier: a unit
+    starts once every slice of the one before is counted done, and a slice left unclaimed for
+    fg_steal_spins (its thread descheduled by the OS) is computed by a waiting thread
+    (_openmp.pxd), so nobody waits a scheduler slice for it. share (new_share(nsl)): done
+    (slices completed), claimed[nsl] (the last unit each slice was claimed for)."""
+    cdef int u, k, spins, target
     cdef int patience = fg_steal_spins
     cdef int* done = share
-    cdef int* init = share + 1
-    cdef int* claimed = share + 2
-    cdef char* hb[2]
-    hb[0] = hbuf
-    hb[1] = hbuf + nbytes
+    cdef int* claimed = share + 1
     if tid >= nsl:  # a bigger team than planned: the planned threads have every slice
         return
-    if fg_cas(init, 0, 1):
-        memcpy(hb[0], h, nbytes)
-        fg_fetch_add(init, 1)
-    else:
-        while fg_load_acquire(init) != 2:
-            fg_pause()
-    for s in range(T):
-        target = s * nsl
+    for u in range(U):
+        target = u * nsl
         spins = 0
-        while fg_load_acquire(done) < target:  # step s - 1 still running
+        while fg_load_acquire(done) < target:  # unit u - 1 still running
             spins += 1
             if spins < patience:
                 fg_pause()
                 continue
             spins = 0
             for k in range(nsl):
-                if fg_cas(&claimed[k], s - 2, s - 1):
-                    fn(L, S, hb[(s - 1) % 2], hb[s % 2], s - 1, k, nsl, scr)
-                    fg_fetch_add(done, 1)  # (s - 1 < T - 1: not the last slice)
+                if fg_cas(&claimed[k], u - 2, u - 1):
+                    fn(L, S, u - 1, k, scr)
+                    fg_fetch_add(done, 1)
                     patience = min(fg_steal_spins_again, fg_steal_spins)
         if spins and patience != fg_steal_spins and fg_load_acquire(done) >= target:
             patience = fg_steal_spins  # the others kept up again
         k = tid
         while k < nsl:
-            if fg_cas(&claimed[k], s - 1, s):
-                fn(L, S, hb[s % 2], hb[1 - s % 2], s, k, nsl, scr)
-                if fg_fetch_add(done, 1) == last:  # the last slice of the last step: h_n out
-                    memcpy(h, hb[T % 2], nbytes)
+            if fg_cas(&claimed[k], u - 1, u):
+                fn(L, S, u, k, scr)
+                fg_fetch_add(done, 1)
             k += team
+
+
+cdef inline void cols_copy(const floating* src, floating* dst, int B, int H, int k,
+                           int nsl) noexcept nogil:
+    """dst[:B, units of slice k] = src[:B, units of slice k] ((B, H) each)."""
+    cdef int i, j0, j1
+    split(H, k, nsl, &j0, &j1)
+    for i in range(B):
+        memcpy(dst + <Py_ssize_t>i * H + j0, src + <Py_ssize_t>i * H + j0,
+               (j1 - j0) * sizeof(floating))
 
 
 cdef inline void zero_rows(char* y, Py_ssize_t rowbytes, const Py_ssize_t* rows, int n,

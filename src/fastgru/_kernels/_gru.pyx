@@ -33,9 +33,9 @@ Design
     weights stay in its own cache); h is double-buffered (hbuf) because each thread's product
     reads all of h_{t-1}. The forward has no barrier per step: a step starts when all slices of
     the one before are counted done, and a slice still unclaimed after a short spin (its thread
-    descheduled by the OS) is computed by a waiting thread (_fwd_cols), so a busy machine
-    costs a late thread's work, not a scheduler slice per step. The backward keeps two
-    barriers per step.
+    descheduled by the OS) is computed by a waiting thread (_common.pxd run_units), so a busy
+    machine costs a late thread's work, not a scheduler slice per step. The backward shares
+    its steps the same way (_bwd_unit).
   Kernels never allocate, raise or touch Python objects; they run with FTZ/DAZ set and restore
   the caller's floating-point mode. The caller (fastgru/ops.py, fastgru/_plan.py) guarantees
   consistent shapes, contiguous buffers and sizes below 2^31.
@@ -54,7 +54,7 @@ from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
-from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
+from fastgru._kernels._common cimport (Seq, split, new_share, run_units, unit_fn, cols_copy,
                                       cols_panels, cols_gh, cols_dh, zero_rows,
                                       colsum_rows)
 
@@ -100,8 +100,8 @@ cdef struct Layer:
     void* scratch
     Py_ssize_t scratch_stride
     void* hbuf              # cols mode: (2, B, H) shared double buffer of the state
-    int* share              # cols mode: step counters (_fwd_cols)
-    int nsl                 # cols mode: slices per step (the planned team; _common run_cols)
+    int* share              # cols mode: unit counters (_common run_units)
+    int nsl                 # cols mode: slices per step (the planned team; _common run_units)
     const int* rev
     const int* tasks
     int ntasks
@@ -228,23 +228,33 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
                    (cp + j0) if L.training else NULL, ldc)
 
 
-cdef void _cols_slice_f(void* L, const void* S, const void* hin, void* hout, int s, int k,
-                       int team, void* scr) noexcept nogil:
-    _fwd_cols_slice(<Layer*>L, <const Seq*>S, <float*>hin, <float*>hout, s, k, team, <float*>scr)
+cdef void _fwd_unit(Layer* L, const Seq* S, int u, int k, floating* scr) noexcept nogil:
+    """cols mode forward, unit u of slice k (_common.pxd run_units): u = 0 copies h0 into the
+    state's double buffer, u = 1 .. T runs step u - 1, u = T + 1 copies h_n out."""
+    cdef Py_ssize_t n = <Py_ssize_t>S.B * L.H
+    cdef floating* hb = <floating*>L.hbuf
+    cdef int s = u - 1
+    if u == 0:
+        cols_copy(<const floating*>L.h, hb, S.B, L.H, k, L.nsl)
+    elif u <= S.T:
+        _fwd_cols_slice(L, S, hb + (s % 2) * n, hb + (1 - s % 2) * n, s, k, L.nsl, scr)
+    else:
+        cols_copy(hb + (S.T % 2) * n, <floating*>L.h, S.B, L.H, k, L.nsl)
 
 
-cdef void _cols_slice_d(void* L, const void* S, const void* hin, void* hout, int s, int k,
-                       int team, void* scr) noexcept nogil:
-    _fwd_cols_slice(<Layer*>L, <const Seq*>S, <double*>hin, <double*>hout, s, k, team,
-                    <double*>scr)
+cdef void _fwd_unit_f(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _fwd_unit(<Layer*>L, <const Seq*>S, u, k, <float*>scr)
+
+
+cdef void _fwd_unit_d(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _fwd_unit(<Layer*>L, <const Seq*>S, u, k, <double*>scr)
 
 
 cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """cols mode (one direction, reset after): the team shares each step (_common.pxd run_cols)."""
-    cdef cols_slice_fn fn = _cols_slice_f if floating is float else _cols_slice_d
-    run_cols(fn, L, S, S.T, tid, team, L.nsl, L.share, <char*>L.h, <char*>L.hbuf,
-             <Py_ssize_t>S.B * L.H * sizeof(floating),
-             <floating*>L.scratch + tid * L.scratch_stride)
+    """cols mode (one direction, reset after): the team shares each step (_common.pxd run_units)."""
+    cdef unit_fn fn = _fwd_unit_f if floating is float else _fwd_unit_d
+    run_units(fn, L, S, S.T + 2, tid, team, L.nsl, L.share,
+              <floating*>L.scratch + tid * L.scratch_stride)
 
 
 cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -412,35 +422,47 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             mm(nb, H, 2 * H, dgxp, ldg, w_hh, H, True, dh, H)
 
 
-cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """cols mode backward (one direction, reset after): dh[:, j0:j1] of slice k (of L.nsl)
-    belongs to thread k % team; the barrier sits between the gate gradients (dgh complete) and
-    dh += dgh W_hh."""
-    cdef int H = L.H, G = 3 * L.H, s, t, nb, k, j0, j1
+cdef void _bwd_unit(Layer* L, const Seq* S, int u, int k, const floating* _t) noexcept nogil:
+    """cols mode backward, unit u of slice k (_common.pxd run_units): dh[:, units of slice k]
+    += dgh W_hh of step u - 1 (it reads all of that step's dgh: the unit before), then the
+    gate gradients of step u for the same units (they read only this slice's dh)."""
+    cdef int H = L.H, G = 3 * L.H, s, t, nb, j0, j1
     cdef Py_ssize_t row
-    cdef const floating* w_hh = <const floating*>L.w_hh
-    cdef const floating* wp = <const floating*>L.wp_hh
     cdef floating* dh = <floating*>L.dh
     cdef const floating* dyp
     cdef int ldg = G, ldy = H, ldc = 4 * H
-    for s in range(S.T):
+    if u > 0:
+        s = u - 1
         t = s if L.rev[0] else S.T - 1 - s
+        # dh[nb, slice k's units] += dgh[nb, 3H] @ W_hh[3H, slice k's units]
+        cols_dh(S.bsz[t], H, 3, <const floating*>L.dgh + S.off[t] * ldg, ldg,
+                <const floating*>L.w_hh, <const floating*>L.wp_hh, k, L.nsl, L.nsl, True, dh)
+    if u < S.T:
+        t = u if L.rev[0] else S.T - 1 - u
         nb = S.bsz[t]
         row = S.off[t]
-        k = tid
-        while k < L.nsl:
-            split(H, k, L.nsl, &j0, &j1)
-            dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
-            if j1 > j0:
-                gru_bwd_ra(nb, j1 - j0, H, <const floating*>L.cache + row * ldc + j0, ldc,
-                           <const floating*>L.hprev + row * ldy + j0, ldy, dyp, ldy, dh + j0, H,
-                           <floating*>L.dgx + row * ldg + j0, ldg,
-                           <floating*>L.dgh + row * ldg + j0, ldg)
-            k += team
-        fg_barrier()
-        # dh[nb, slice's units] += dgh[nb, 3H] @ W_hh[3H, slice's units]
-        cols_dh(nb, H, 3, <const floating*>L.dgh + row * ldg, ldg, w_hh, wp, tid, team, L.nsl,
-                True, dh)
+        split(H, k, L.nsl, &j0, &j1)
+        dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
+        if j1 > j0:
+            gru_bwd_ra(nb, j1 - j0, H, <const floating*>L.cache + row * ldc + j0, ldc,
+                       <const floating*>L.hprev + row * ldy + j0, ldy, dyp, ldy, dh + j0, H,
+                       <floating*>L.dgx + row * ldg + j0, ldg,
+                       <floating*>L.dgh + row * ldg + j0, ldg)
+
+
+cdef void _bwd_unit_f(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _bwd_unit(<Layer*>L, <const Seq*>S, u, k, <const float*>NULL)
+
+
+cdef void _bwd_unit_d(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _bwd_unit(<Layer*>L, <const Seq*>S, u, k, <const double*>NULL)
+
+
+cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """cols mode backward (one direction, reset after): the team shares each step with one
+    sync between steps and no barrier (_common.pxd run_units; T + 1 units)."""
+    cdef unit_fn fn = _bwd_unit_f if floating is float else _bwd_unit_d
+    run_units(fn, L, S, S.T + 1, tid, team, L.nsl, L.share, NULL)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -564,6 +586,8 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.rev = &rev[0]
     L.tasks = &tasks[0, 0]
     L.ntasks = tasks.shape[0]
+    if cols:
+        L.share = new_share(L.nsl)
     cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
@@ -572,3 +596,4 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
             with parallel(num_threads=n_threads):
                 _bwd_team(&L, &S, &x[0, 0])
     blas_release(saved)
+    free(L.share)

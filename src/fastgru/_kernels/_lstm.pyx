@@ -21,7 +21,8 @@ Design
     backward = dh_prev = dG W_hh per step (+ dm = dh W_hr with a projection), then large GEMMs
     for dx, dW_ih, dW_hh (and dW_hr) over all N rows after the loop.
   One sequence without projection runs in cols mode as in _gru.pyx (the team shares each step,
-  thread k owning a slice of the hidden units; h double-buffered, c per thread).
+  thread k owning a slice of the hidden units; h double-buffered, c per thread), forward and
+  backward.
   The caller (fastgru/ops.py) guarantees consistent shapes, contiguous buffers, sizes < 2^31.
 """
 from libc.stdlib cimport malloc, free
@@ -37,7 +38,7 @@ from fastgru._kernels._openmp cimport (fg_thread_num, fg_team_size, fg_barrier,
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      fg_mm_own_level, fg_mm_own_max_k,
                                      lstm_fwd, lstm_bwd)
-from fastgru._kernels._common cimport (Seq, split, new_share, run_cols, cols_slice_fn,
+from fastgru._kernels._common cimport (Seq, split, new_share, run_units, unit_fn, cols_copy,
                                       cols_panels, cols_gh, cols_dh, zero_rows,
                                       colsum_rows)
 
@@ -86,8 +87,8 @@ cdef struct Layer:
     void* scratch
     Py_ssize_t scratch_stride
     void* hbuf              # cols mode: (2, B, H) shared double buffer of h
-    int* share              # cols mode: step counters (_fwd_cols)
-    int nsl                 # cols mode: slices per step (the planned team; _common run_cols)
+    int* share              # cols mode: unit counters (_common run_units)
+    int nsl                 # cols mode: slices per step (the planned team; _common run_units)
     const int* rev
     const int* tasks
     int ntasks
@@ -214,23 +215,33 @@ cdef void _fwd_cols_slice(Layer* L, const Seq* S, floating* hin, floating* hout,
                  (kp + j0) if L.training else NULL, ldk)
 
 
-cdef void _cols_slice_f(void* L, const void* S, const void* hin, void* hout, int s, int k,
-                       int team, void* scr) noexcept nogil:
-    _fwd_cols_slice(<Layer*>L, <const Seq*>S, <float*>hin, <float*>hout, s, k, team, <float*>scr)
+cdef void _fwd_unit(Layer* L, const Seq* S, int u, int k, floating* scr) noexcept nogil:
+    """cols mode forward, unit u of slice k (_common.pxd run_units): u = 0 copies h0 into the
+    state's double buffer, u = 1 .. T runs step u - 1, u = T + 1 copies h_n out."""
+    cdef Py_ssize_t n = <Py_ssize_t>S.B * L.H
+    cdef floating* hb = <floating*>L.hbuf
+    cdef int s = u - 1
+    if u == 0:
+        cols_copy(<const floating*>L.h, hb, S.B, L.H, k, L.nsl)
+    elif u <= S.T:
+        _fwd_cols_slice(L, S, hb + (s % 2) * n, hb + (1 - s % 2) * n, s, k, L.nsl, scr)
+    else:
+        cols_copy(hb + (S.T % 2) * n, <floating*>L.h, S.B, L.H, k, L.nsl)
 
 
-cdef void _cols_slice_d(void* L, const void* S, const void* hin, void* hout, int s, int k,
-                       int team, void* scr) noexcept nogil:
-    _fwd_cols_slice(<Layer*>L, <const Seq*>S, <double*>hin, <double*>hout, s, k, team,
-                    <double*>scr)
+cdef void _fwd_unit_f(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _fwd_unit(<Layer*>L, <const Seq*>S, u, k, <float*>scr)
+
+
+cdef void _fwd_unit_d(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _fwd_unit(<Layer*>L, <const Seq*>S, u, k, <double*>scr)
 
 
 cdef void _fwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """cols mode (one direction, no projection): the team shares each step (_common.pxd run_cols)."""
-    cdef cols_slice_fn fn = _cols_slice_f if floating is float else _cols_slice_d
-    run_cols(fn, L, S, S.T, tid, team, L.nsl, L.share, <char*>L.h, <char*>L.hbuf,
-             <Py_ssize_t>S.B * L.H * sizeof(floating),
-             <floating*>L.scratch + tid * L.scratch_stride)
+    """cols mode (one direction, no projection): the team shares each step (_common.pxd run_units)."""
+    cdef unit_fn fn = _fwd_unit_f if floating is float else _fwd_unit_d
+    run_units(fn, L, S, S.T + 2, tid, team, L.nsl, L.share,
+              <floating*>L.scratch + tid * L.scratch_stride)
 
 
 cdef void _fwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -404,34 +415,47 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             mm(nb, P, G, dgp, ldg, w_hh, P, False, dh, P)
 
 
-cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """cols mode backward (one direction, no projection): dh/dc[:, j0:j1] of slice k (of
-    L.nsl) belong to thread k % team; a barrier between the gate gradients (dG complete) and
-    dh = dG W_hh."""
-    cdef int H = L.H, G = 4 * L.H, s, t, nb, k, j0, j1
+cdef void _bwd_unit(Layer* L, const Seq* S, int u, int k, const floating* _t) noexcept nogil:
+    """cols mode backward (no projection), unit u of slice k (_common.pxd run_units):
+    dh[:, units of slice k] = dG W_hh of step u - 1 (it reads all of that step's dG: the unit
+    before), then the gate gradients of step u for the same units (they read only this
+    slice's dh and dc)."""
+    cdef int H = L.H, G = 4 * L.H, s, t, nb, j0, j1
     cdef Py_ssize_t row
-    cdef const floating* w_hh = <const floating*>L.w_hh
-    cdef const floating* wp = <const floating*>L.wp_hh
     cdef floating* dh = <floating*>L.dh
     cdef floating* dc = <floating*>L.dc
     cdef const floating* dyp
     cdef int ldg = G, ldy = H, ldk = 6 * H
-    for s in range(S.T):
+    if u > 0:
+        s = u - 1
         t = s if L.rev[0] else S.T - 1 - s
+        # dh[nb, slice k's units] = dG[nb, 4H] @ W_hh[4H, slice k's units]
+        cols_dh(S.bsz[t], H, 4, <const floating*>L.dg + S.off[t] * ldg, ldg,
+                <const floating*>L.w_hh, <const floating*>L.wp_hh, k, L.nsl, L.nsl, False, dh)
+    if u < S.T:
+        t = u if L.rev[0] else S.T - 1 - u
         nb = S.bsz[t]
         row = S.off[t]
-        k = tid
-        while k < L.nsl:
-            split(H, k, L.nsl, &j0, &j1)
-            dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
-            if j1 > j0:
-                lstm_bwd(nb, j1 - j0, H, <const floating*>L.cache + row * ldk + j0, ldk, dh + j0,
-                         H, dyp, ldy, dc + j0, H, <floating*>L.dg + row * ldg + j0, ldg)
-            k += team
-        fg_barrier()
-        # dh[nb, slice's units] = dG[nb, 4H] @ W_hh[4H, slice's units]
-        cols_dh(nb, H, 4, <const floating*>L.dg + row * ldg, ldg, w_hh, wp, tid, team, L.nsl,
-                False, dh)
+        split(H, k, L.nsl, &j0, &j1)
+        dyp = (<const floating*>L.dy + row * ldy + j0) if L.dy != NULL else NULL
+        if j1 > j0:
+            lstm_bwd(nb, j1 - j0, H, <const floating*>L.cache + row * ldk + j0, ldk, dh + j0,
+                     H, dyp, ldy, dc + j0, H, <floating*>L.dg + row * ldg + j0, ldg)
+
+
+cdef void _bwd_unit_f(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _bwd_unit(<Layer*>L, <const Seq*>S, u, k, <const float*>NULL)
+
+
+cdef void _bwd_unit_d(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
+    _bwd_unit(<Layer*>L, <const Seq*>S, u, k, <const double*>NULL)
+
+
+cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """cols mode backward (one direction, no projection): the team shares each step with one
+    sync between steps and no barrier (_common.pxd run_units; T + 1 units)."""
+    cdef unit_fn fn = _bwd_unit_f if floating is float else _bwd_unit_d
+    run_units(fn, L, S, S.T + 1, tid, team, L.nsl, L.share, NULL)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
@@ -542,6 +566,8 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.rev = &rev[0]
     L.tasks = &tasks[0, 0]
     L.ntasks = tasks.shape[0]
+    if cols:
+        L.share = new_share(L.nsl)
     cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
@@ -550,3 +576,4 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
             with parallel(num_threads=n_threads):
                 _bwd_team(&L, &S, &x[0, 0])
     blas_release(saved)
+    free(L.share)
