@@ -77,5 +77,8 @@ def test_bench_command_rejects_bad_arguments(capsys):
     assert cli.main(["bench", "--threads", "0"]) != 0
     assert cli.main(["bench", "--shapes", "S9"]) != 0
     assert "S9" in capsys.readouterr().err
+    assert cli.main(["bench", "--json", "/no/such/folder/b.json"]) == 2  # before measuring
+    assert "--json '/no/such/folder/b.json': cannot write a file there" in \
+        capsys.readouterr().err
     with pytest.raises(ValueError, match="lengths"):
         bm.make_runner("fastgru", "gru", "inf", SHAPE, 1, lengths="uniform")

@@ -191,7 +191,7 @@ for name, (build, b, _, _) in cases.CASES.items():
 # the result is rank 0's run; the file-writing callbacks run on rank 0 only
 import fastgru
 model, x, y, kw = cases.gru_float64(seed=3 + 100 * rank)
-cbs = [fastgru.BackupAndRestore(os.path.join(where, f"backup{rank}.npz")),
+cbs = [fastgru.BackupAndRestore(os.path.join(where, f"backup{rank}.npz"), delete_checkpoint=False),
        fastgru.ModelCheckpoint(os.path.join(where, f"best{rank}.npz"))]
 model.fit(x, y, batch_size=8, verbose=0, distributed=True, callbacks=cbs, **kw)
 if rank == 0:

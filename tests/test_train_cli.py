@@ -183,3 +183,41 @@ def test_module_entry_point_reports_user_errors_in_one_line(tmp_path):
                        timeout=120)
     assert r.returncode == 2
     assert "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_val_split_is_stratified_on_class_sorted_data(tmp_path, monkeypatch):
+    """MR lists every negative review, then every positive one: the validation part must hold
+    both classes in proportion (the last fraction, Keras' validation_split, held one class)."""
+    texts, y = fastgru.make_sentiment_texts(200, seed=0)
+    order = np.argsort(y, kind="stable")
+    path = tmp_path / "sorted.tsv"
+    path.write_text("text\tlabel\n" + "".join(f"{texts[i]}\t{'pos' if y[i] else 'neg'}\n"
+                                               for i in order))
+    seen = {}
+    real_fit = fastgru.Sequential.fit
+
+    def spy(self, x, y=None, **kw):
+        seen.update(kw)
+        return real_fit(self, x, y, **kw)
+
+    monkeypatch.setattr(fastgru.Sequential, "fit", spy)
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "o"), "--val-split",
+                 "0.2", "--patience", "1"] + SMALL) == 0
+    assert "validation_split" not in seen
+    y_val = np.asarray(seen["validation_data"][1])
+    counts = {c: int((y_val == c).sum()) for c in ("neg", "pos")}
+    n_val = len(y_val)
+    assert n_val == 36 and min(counts.values()) >= 0.4 * n_val, counts  # 20% of 180
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0,
+                    reason="root may write anywhere")
+def test_unwritable_out_fails_before_training(tmp_path, capsys):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        one_line_error(capsys, ["train", "--data", write_tsv(tmp_path / "d.tsv", n=40),
+                                "--out", str(out)] + SMALL, "is not writable")
+    finally:
+        out.chmod(0o700)

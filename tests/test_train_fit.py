@@ -176,6 +176,75 @@ def test_early_stopping_restores_best(sentiment):
         np.testing.assert_array_equal(v, seen[best][k])
 
 
+class _FakeModel:
+    stop_training = False
+
+    def get_weights(self):
+        return {}
+
+
+@pytest.mark.parametrize("patience,stops_after", [(0, 1), (1, 1), (2, 2), (3, 3)])
+def test_early_stopping_counts_like_keras(patience, stops_after):
+    """Keras' rule (its source, and the table a reviewer measured with keras.callbacks):
+    val_loss 1.0, 0.9, then worse every epoch: patience=p stops at epoch index max(p, 1)."""
+    es = fastgru.EarlyStopping(patience=patience)
+    es.set_model(_FakeModel())
+    for epoch, v in enumerate([1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99]):
+        es.on_epoch_end(epoch, {"val_loss": v})
+        if es.model.stop_training:
+            break
+    assert es.stopped_epoch == 1 + stops_after and es.best_epoch == 1
+    try:
+        import keras
+    except ImportError:
+        return
+    k = keras.callbacks.EarlyStopping(patience=patience)
+    k.set_model(type("M", (), {"stop_training": False})())
+    for epoch, v in enumerate([1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99]):
+        k.on_epoch_end(epoch, {"val_loss": v})
+        if k.model.stop_training:
+            break
+    assert k.stopped_epoch == es.stopped_epoch
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "a", True])
+def test_early_stopping_rejects_bad_patience(bad):
+    with pytest.raises(ValueError, match="patience must be an integer >= 0"):
+        fastgru.EarlyStopping(patience=bad)
+
+
+def test_predict_classes_thresholds_logits_at_zero():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((200, 5, 3)).astype(np.float32)
+    y = (x[:, :, 0].mean(1) > 0).astype(np.int64)
+    for from_logits in (True, False):
+        head = fastgru.Dense(1) if from_logits else fastgru.Dense(1, activation="sigmoid")
+        m = fastgru.Sequential([fastgru.GRU(3, 8, seed=0, batch_first=True), fastgru.LastState(),
+                                head], seed=0)
+        m.compile(fastgru.Adam(1e-2), fastgru.BinaryCrossentropy(from_logits=from_logits),
+                  ["accuracy"])
+        m.fit(x, y, epochs=3, verbose=0)
+        p = m.predict(x)[:, 0]
+        assert (p < 0).any() == from_logits  # logits, or probabilities
+        acc = m.evaluate(x, y, return_dict=True)["accuracy"]
+        assert np.mean(m.predict_classes(x) == y) == pytest.approx(acc)
+
+
+def test_backup_deleted_when_training_completes(sentiment, tmp_path):
+    """Keras' default (delete_checkpoint=True): a finished run leaves no backup, so the next
+    fit() with the same path trains afresh instead of restoring the finished run."""
+    vocab, _, x, y = sentiment
+    path = tmp_path / "backup.npz"
+    m = small_clf(vocab)
+    m.fit(x[:100], y[:100], epochs=2, verbose=0, callbacks=[fastgru.BackupAndRestore(path)])
+    assert not path.exists()
+    h = m.fit(x[:100], y[:100], epochs=2, verbose=0, callbacks=[fastgru.BackupAndRestore(path)])
+    assert h.epoch == [0, 1]
+    m.fit(x[:100], y[:100], epochs=1, verbose=0,
+          callbacks=[fastgru.BackupAndRestore(path, delete_checkpoint=False)])
+    assert path.exists()
+
+
 def test_model_checkpoint_best_only(sentiment, tmp_path):
     vocab, _, x, y = sentiment
     m = small_clf(vocab)
@@ -348,3 +417,14 @@ def test_mlp_on_plain_features():
     assert m.predict(x[:2]).shape == (2, 1)
     with pytest.raises(ValueError, match=r"\(N, F\) with F = 4"):
         m.predict(np.zeros((2, 3), np.float32))
+
+
+def test_validation_split_of_class_sorted_data_warns(sentiment):
+    vocab, _, x, y = sentiment
+    # 100 of class 0, then 100 of class 1 (as MR lists them)
+    order = np.concatenate([np.flatnonzero(y == 0)[:100], np.flatnonzero(y == 1)[:100]])
+    m = small_clf(vocab)
+    with pytest.warns(UserWarning, match="all of one class"):
+        m.fit(x[order], y[order], epochs=1, verbose=0, validation_split=0.1)
+    with pytest.raises(TypeError, match="validation_split must be a number"):
+        m.fit(x[:50], y[:50], epochs=1, verbose=0, validation_split="a")

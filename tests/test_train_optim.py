@@ -79,6 +79,39 @@ def test_adamw_matches_torch(problem):
     np.testing.assert_allclose(ours["w"], w, rtol=1e-6, atol=1e-7)
 
 
+@requires_torch
+@pytest.mark.parametrize("cls", ["Adam", "AdamW"])
+@pytest.mark.parametrize("scale", [1e-6, 1e-3, 1.0, 10.0])
+def test_adam_torch_epsilon_form_equals_torch(problem, cls, scale):
+    """epsilon_form="torch" is torch.optim's update exactly, also where sqrt(v) is near
+    epsilon (tiny gradients, where Keras' placement moves the weights ~25% less at step 1)."""
+    import torch
+
+    p0, gs = problem
+    gs = [g * scale for g in gs]
+    wd = 0.1 if cls == "AdamW" else 0.0
+    ours = run_steps(getattr(fastgru, cls)(0.01, weight_decay=wd, epsilon=1e-6,
+                                           epsilon_form="torch"), gs, p0)
+    w, b = torch_steps(lambda ps: getattr(torch.optim, cls)(
+        [{"params": [ps[0]], "weight_decay": wd}, {"params": [ps[1]], "weight_decay": 0.0}],
+        lr=0.01, eps=1e-6), gs, p0)
+    np.testing.assert_allclose(ours["w"], w, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ours["b"], b, rtol=1e-12, atol=1e-15)
+    keras_form = run_steps(getattr(fastgru, cls)(0.01, weight_decay=wd, epsilon=1e-6), gs, p0)
+    moved = np.abs(keras_form["w"] - p0).max() / np.abs(w - p0).max()
+    if scale == 1e-6:
+        assert moved < 0.9
+    elif scale >= 1:
+        assert abs(moved - 1) < 1e-3
+
+
+def test_adam_epsilon_form_checked_and_saved():
+    with pytest.raises(ValueError, match="epsilon_form must be 'keras' or 'torch'"):
+        fastgru.Adam(epsilon_form="pytorch")
+    opt = get_optimizer(fastgru.AdamW(epsilon_form="torch").get_config())
+    assert isinstance(opt, fastgru.AdamW) and opt.epsilon_form == "torch"
+
+
 def test_adam_first_step_closed_form():
     p = {"w": np.array([1.0, -2.0])}
     fastgru.Adam(0.1).step(p, {"w": np.array([0.5, -3.0])})

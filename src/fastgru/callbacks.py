@@ -76,22 +76,41 @@ def _mode(monitor: str, mode: str) -> str:
     return mode
 
 
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
+def _real(name: str, value: Any) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return v
+
+
 def _improved(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
 
 class EarlyStopping(Callback):
-    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs.
-    restore_best_weights: at the end, put back the weights of the best epoch."""
+    """Stop when `monitor` has not improved by more than min_delta for `patience` epochs in a
+    row (Keras' rule: patience=1 stops after the first epoch without improvement, patience=0
+    too; never after the first epoch). restore_best_weights: at the end, put back the weights
+    of the best epoch."""
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = False,
                  start_from_epoch: int = 0) -> None:
-        self.monitor, self.patience = monitor, int(patience)
-        self.min_delta = abs(float(min_delta))
+        self.monitor = monitor
+        self.patience = _count("patience", patience)
+        self.min_delta = abs(_real("min_delta", min_delta))
         self.mode = _mode(monitor, mode)
         self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = int(start_from_epoch)
+        self.start_from_epoch = _count("start_from_epoch", start_from_epoch)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self.stopped_epoch = 0, -1, -1
         self.best_weights: dict[str, np.ndarray] | None = None
@@ -103,13 +122,15 @@ class EarlyStopping(Callback):
                            f"({sorted(logs or {})}); pass validation data for val_ metrics")
         if epoch < self.start_from_epoch:
             return
+        if self.restore_best_weights and self.best_weights is None:
+            self.best_weights, self.best_epoch = self.model.get_weights(), epoch  # (a NaN first)
         if _improved(self.mode, v, self.best, self.min_delta):
             self.best, self.best_epoch, self.wait = float(v), epoch, 0
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience and epoch > 0:
             self.stopped_epoch = epoch
             self.model.stop_training = True
 
@@ -169,11 +190,14 @@ class BackupAndRestore(Callback):
     training state (weights, optimizer state, RNG state, epoch, history, the other callbacks'
     state) to `path` atomically. If `path` exists when fit() starts, restore it and continue
     after its epoch: an interrupted run then ends exactly as an uninterrupted one would.
-    delete_on_end: remove the backup once training completes."""
+    delete_checkpoint: remove the backup once training completes (Keras' default: a later
+    fit() with the same path starts afresh instead of restoring the finished run);
+    delete_on_end is the same switch under its former name."""
 
-    def __init__(self, path: str, delete_on_end: bool = False) -> None:
+    def __init__(self, path: str, delete_checkpoint: bool = True,
+                 delete_on_end: bool | None = None) -> None:
         self.path = os.fspath(path)
-        self.delete_on_end = bool(delete_on_end)
+        self.delete_on_end = bool(delete_checkpoint if delete_on_end is None else delete_on_end)
         self.callbacks: list[Callback] = []  # set by fit(): every callback of the run
         self.restored_epoch: int | None = None
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 from fastgru import benchmarks as bm
@@ -86,6 +87,11 @@ def run(args: argparse.Namespace) -> int:
     cells = _list(args.cells, ["gru", "lstm"], "cell")
     modes = _list(args.modes, ["inf", "train"], "mode")
     impls = _list(args.impls, list(bm.IMPLS) + [bm.STEP_IMPL], "implementation")
+    if args.json:  # fail now, not after minutes of measuring
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if os.path.isdir(args.json) or not os.path.isdir(folder) \
+                or not os.access(folder, os.W_OK | os.X_OK):
+            raise UserError(f"--json {args.json!r}: cannot write a file there")
     missing = [i for i in impls if not bm.available(i)]
     impls = [i for i in impls if bm.available(i)]
     if missing:
@@ -159,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
         records.append(dict(impl="sgemm", threads=nt, gflops=gf_ceiling, **ceiling))
     print("\nTimes are medians; (GFLOP/s) effective; train = forward + backward of y.sum().")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(records, f, indent=1)
+        from fastgru.saving import write_atomic
+
+        blob = json.dumps(records, indent=1).encode()
+        write_atomic(args.json, lambda f: f.write(blob))
     return 0

@@ -57,8 +57,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stratified, seeded hold-out when the data has no test part "
                         "(default 0.1)")
     g.add_argument("--val-split", metavar="FRACTION", default="0",
-                   help="validation hold-out from the training part (default 0: validate on "
-                        "the test part, for reporting only)")
+                   help="stratified, seeded validation hold-out from the training part "
+                        "(default 0: validate on the test part, for reporting only)")
     g.add_argument("--max-len", metavar="N", help="keep the last N tokens of a text "
                    "(default 400)")
     g.add_argument("--vocab-size", metavar="N", help="most frequent tokens kept, <pad> and "
@@ -303,6 +303,19 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
         x_tr, x_te = take(ds.x_train, tr), take(ds.x_train, te)
         y_tr, y_te = ds.y_train[tr], ds.y_train[te]
         split_note = f"stratified {1 - test_split:.0%}/{test_split:.0%} split, seed {seed}"
+    x_va: Any = None
+    if val_split:  # stratified too: the last fraction (Keras' rule) of class-sorted data (MR,
+        # aclImdb) would validate on one class
+        take_ = (lambda xs, ix: xs[ix]) if isinstance(x_tr, np.ndarray) else \
+            (lambda xs, ix: [xs[i] for i in ix])
+        fit_ix, va_ix = D.stratified_split(D.encode_labels(y_tr, classes)[0], val_split,
+                                           seed + 1)
+        if len(va_ix) == 0 or len(fit_ix) == 0:
+            raise UserError(f"--val-split {val_split} leaves an empty train or validation "
+                            f"part ({len(y_tr)} training samples)")
+        x_tr, x_va = take_(x_tr, fit_ix), take_(x_tr, va_ix)
+        y_tr, y_va = np.asarray(y_tr)[fit_ix], np.asarray(y_tr)[va_ix]
+        split_note += f"; {len(va_ix):,} of the train part validate (stratified)"
     K = len(classes)
     name = ds.name or "data"
     out = args.out or os.path.join("runs", name)
@@ -314,6 +327,8 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
             os.makedirs(out, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create the output folder {out!r}: {exc.strerror}") from None
+        if not os.access(out, os.W_OK | os.X_OK):  # before any training, not at epoch 1's end
+            raise UserError(f"the output folder {out!r} is not writable")
         if args.resume and not os.path.isfile(ckpt_path):
             raise UserError(f"--resume: no checkpoint at {ckpt_path!r}")
 
@@ -326,6 +341,8 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
                 raise UserError("the training texts contain no tokens")
             x_tr, _ = vocab.encode(x_tr, max_len=r["max_len"])
             x_te, _ = vocab.encode(x_te, max_len=r["max_len"])
+            if x_va is not None:
+                x_va, _ = vocab.encode(x_va, max_len=r["max_len"])
             V = len(vocab)
         else:  # ids (Keras imdb.npz): cap the id range at --vocab-size, the rest is <unk>
             V = min(r["vocab_size"], 2 + max(int(s.max(initial=1)) for s in x_tr))
@@ -335,6 +352,8 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
 
             x_tr, _ = fastgru.pad_sequences(cap(x_tr))
             x_te, _ = fastgru.pad_sequences(cap(x_te))
+            if x_va is not None:
+                x_va, _ = fastgru.pad_sequences(cap(x_va))
         model: fastgru.Sequential = fastgru.TextClassifier(
             V, embed_dim=r["embed_dim"], hidden_size=r["hidden"], cell=r["cell"],
             num_layers=r["layers"], bidirectional=r["bidirectional"], dropout=r["dropout"],
@@ -345,6 +364,8 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     else:
         x_tr = np.asarray(x_tr, dtype)
         x_te = np.asarray(x_te, dtype)
+        if x_va is not None:
+            x_va = np.asarray(x_va, dtype)
         model = fastgru.SequenceClassifier(
             x_tr.shape[2], hidden_size=r["hidden"], cell=r["cell"], num_layers=r["layers"],
             bidirectional=r["bidirectional"], dropout=r["dropout"], pooling=r["pooling"],
@@ -363,7 +384,7 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     if val_split and patience is not None:
         callbacks.append(fastgru.EarlyStopping("val_loss", patience=patience,
                                                restore_best_weights=True))
-    callbacks.append(fastgru.BackupAndRestore(ckpt_path))
+    callbacks.append(fastgru.BackupAndRestore(ckpt_path, delete_checkpoint=False))
     if root and not args.resume and os.path.exists(ckpt_path):
         os.unlink(ckpt_path)  # a fresh run never continues a stale checkpoint
 
@@ -372,13 +393,13 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     model.summary(print_fn=say)
     n_threads = threads or fastgru._threads.default_n_threads()
     if ctx is None:
-        batch_line = f"batch {r['batch_size']}, {n_threads} threads"
+        batch_line = f"batch {r['batch_size']}, {n_threads} thread" + "s" * (n_threads != 1)
     else:
         batch_line = (f"batch {r['batch_size']} per rank x {ctx.size} = "
                       f"{r['batch_size'] * ctx.size} per step, {ctx.describe()}")
     say(f"training: {r['epochs']} epochs, {batch_line}, Adam lr {r['lr']:g}, backend {backend}"
         + (f", resuming from {ckpt_path}" if args.resume else ""))
-    val_kw = dict(validation_split=val_split) if val_split else \
+    val_kw = dict(validation_data=(x_va, y_va)) if val_split else \
         dict(validation_data=(x_te, y_te))
     if agreement is not None:
         agreement.reached()  # every rank is ready: from here on a failure aborts the job

@@ -343,7 +343,10 @@ class Sequential:
         p = self.predict(x, **kwargs)
         if self.loss is None or self.loss.task == "regression":
             raise ValueError("predict_classes needs a classifier")
-        ids = (p[..., 0] > 0.5).astype(np.int64) if self.loss.task == "binary" else p.argmax(-1)
+        if self.loss.task == "binary":  # predict gives logits when the loss takes logits
+            ids = (p[..., 0] > (0.0 if self.loss.from_logits else 0.5)).astype(np.int64)
+        else:
+            ids = p.argmax(-1)
         if self.classes_ is not None:
             return np.asarray(self.classes_, dtype=object)[ids]
         return ids

@@ -244,7 +244,10 @@ class SGD(Optimizer):
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba) with bias correction; weight_decay here is L2 added to the gradient
-    (use AdamW for decoupled decay). Row-sparse gradients update only their rows' moments."""
+    (use AdamW for decoupled decay). Row-sparse gradients update only their rows' moments.
+    epsilon_form: "keras" (default; Keras' update, epsilon added to sqrt(v) before the bias
+    correction) or "torch" (torch.optim's: epsilon added to sqrt(v / (1 - beta_2^t))). The
+    two differ where sqrt(v) is near epsilon (tiny gradients, early steps)."""
 
     name = "adam"
     SLOTS = ("m", "v")
@@ -252,25 +255,31 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
-                 **kw: Any) -> None:
+                 epsilon_form: str = "keras", **kw: Any) -> None:
         for n, b in (("beta_1", beta_1), ("beta_2", beta_2)):
             if not 0.0 <= float(b) < 1.0:
                 raise ValueError(f"{n} must be in [0, 1), got {b!r}")
+        if epsilon_form not in ("keras", "torch"):
+            raise ValueError(f"epsilon_form must be 'keras' or 'torch', got {epsilon_form!r}")
         self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
         self.epsilon = _positive("epsilon", epsilon)
+        self.epsilon_form = epsilon_form
         super().__init__(learning_rate, **kw)
 
     def get_config(self) -> dict[str, Any]:
         return dict(super().get_config(), beta_1=self.beta_1, beta_2=self.beta_2,
-                    epsilon=self.epsilon)
+                    epsilon=self.epsilon, epsilon_form=self.epsilon_form)
 
     def _update(self, k, p, g, r, lr, decay):
         t = self.iterations
         b1, b2 = self.beta_1, self.beta_2
         m, v = self.slots["m"][k], self.slots["v"][k]
         ty = p.dtype.type
-        # Keras' form: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t), epsilon outside the square root.
-        lr_t = ty(lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t))
+        # Keras' form: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t), epsilon outside the square root;
+        # torch's: lr_t = lr / (1 - b1^t), denominator sqrt(v) / sqrt(1 - b2^t) + epsilon.
+        torch_form = self.epsilon_form == "torch"
+        root_bc2 = math.sqrt(1 - b2 ** t)
+        lr_t = ty(lr / (1 - b1 ** t) if torch_form else lr * root_bc2 / (1 - b1 ** t))
         if r is not None:  # lazy: work on gathered copies of the rows, then scatter back
             g, p_r, m_r, v_r = g[r], p[r], m[r], v[r]
         else:
@@ -286,6 +295,8 @@ class Adam(Optimizer):
         v_r *= ty(b2)
         v_r += g2
         step = np.sqrt(v_r, out=g2)
+        if torch_form:
+            step /= ty(root_bc2)
         step += ty(self.epsilon)
         np.divide(m_r, step, out=step)
         step *= lr_t

@@ -20,6 +20,7 @@ import contextlib
 import math
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -491,7 +492,12 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
 def _fit_data(model: Any, x: Any, y: Any, validation_split: float,
               validation_data: tuple[Any, Any] | None) -> tuple[Prepared, Prepared | None]:
     """The prepared training data and validation data (None without)."""
-    if not 0.0 <= float(validation_split) < 1.0:
+    try:
+        vs = float(validation_split)
+    except (TypeError, ValueError):
+        raise TypeError(f"validation_split must be a number in [0, 1), got "
+                        f"{validation_split!r}") from None
+    if not 0.0 <= vs < 1.0:
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
     p = prepare_x(model, x)
     p.y = prepare_y(model, y, p, fit=True)
@@ -510,7 +516,22 @@ def _fit_data(model: Any, x: Any, y: Any, validation_split: float,
         sl = lambda a, s: None if a is None else a[s]  # noqa: E731
         val = Prepared(p.x[cut:], sl(p.lengths, slice(cut, None)), p.y[cut:])
         p = Prepared(p.x[:cut], sl(p.lengths, slice(None, cut)), p.y[:cut])
+        _warn_one_class_validation(model, p.y, val.y)
     return p, val
+
+
+def _warn_one_class_validation(model: Any, y_fit: Any, y_val: Any) -> None:
+    """validation_split takes the last samples (Keras); on class-sorted data they are often
+    one class, and early stopping then follows the wrong loss."""
+    if model.loss is None or model.loss.task == "regression" or len(y_val) == 0:
+        return
+    yv, yf = np.asarray(y_val), np.asarray(y_fit)
+    if yv.size != len(yv):  # per-step or one-hot targets: no single label per sample
+        return
+    if len(np.unique(yv)) == 1 and len(np.unique(yf)) > 1:
+        warnings.warn(f"validation_split: the last {len(yv)} samples, which validate, are all "
+                      "of one class (class-sorted data?): shuffle x and y first, or pass "
+                      "validation_data", stacklevel=4)
 
 
 def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose, epoch, epochs,
