@@ -302,6 +302,8 @@ def test_fit_argument_and_data_errors(sentiment):
         m.fit(x[:10], y[:9], verbose=0)
     with pytest.raises(ValueError, match="batch_size"):
         m.fit(x[:10], y[:10], batch_size=0, verbose=0)
+    with pytest.raises(ValueError, match="initial_epoch must be an integer >= 0"):
+        m.fit(x[:10], y[:10], initial_epoch=-1, verbose=0)
     with pytest.raises(ValueError, match="validation_split"):
         m.fit(x[:10], y[:10], validation_split=1.5, verbose=0)
     with pytest.raises(ValueError, match="3 classes"):

@@ -209,7 +209,42 @@ def test_state_dict_roundtrip_continues_identically(problem):
     lambda: fastgru.Adam(float("nan")), lambda: fastgru.StepDecay(1.0, 0),
     lambda: fastgru.CosineDecay(1.0, 10, alpha=2.0), lambda: get_optimizer("rmsprop"),
     lambda: fastgru.SGD(0.1, global_clipnorm=0.0), lambda: fastgru.AdamW(weight_decay=-1),
+    lambda: fastgru.StepDecay(0.1, 2.7), lambda: fastgru.SGD(0.1, momentum="a"),
+    lambda: fastgru.clip_grad_norm({"w": np.ones(2)}, -1.0),
 ])
 def test_bad_arguments(bad):
     with pytest.raises((ValueError, TypeError)):
         bad()
+
+
+def test_clip_grad_norm_zero_zeroes_like_torch():
+    g = {"w": np.array([3.0, 4.0])}
+    assert fastgru.clip_grad_norm(g, 0.0) == 5.0
+    np.testing.assert_array_equal(g["w"], [0.0, 0.0])
+    with pytest.raises(TypeError, match="momentum must be a number"):
+        fastgru.SGD(0.1, momentum="a")
+
+
+@pytest.mark.parametrize("loss,pred,target,match", [
+    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0, -1]), "class ids"),
+    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0, 3]), "class ids"),
+    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0.5, 1]), "class ids"),
+    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0, 1, 2]), "shape"),
+    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), -np.ones((2, 3)), ">= 0"),
+    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.ones((3, 2)), "shape"),
+    (fastgru.BinaryCrossentropy(), np.zeros((2, 1)), np.array([0, 2]), r"in \[0, 1\]"),
+    (fastgru.BinaryCrossentropy(), np.zeros((2, 1)), np.array([0, 1, 1]), "shape"),
+    (fastgru.MeanSquaredError(), np.zeros((2, 3)), np.zeros((3, 2)), "shape"),
+])
+def test_losses_reject_bad_targets(loss, pred, target, match):
+    with pytest.raises(ValueError, match=match):
+        loss(pred, target)
+
+
+def test_losses_accept_their_target_forms():
+    z = np.array([[0.3], [-1.2]])
+    v, g = fastgru.BinaryCrossentropy()(z, np.array([1, 0]))  # (N,) targets for (N, 1) logits
+    assert np.isfinite(v) and g.shape == z.shape
+    zk = np.zeros((2, 4, 3))
+    v, _ = fastgru.CategoricalCrossentropy()(zk, np.zeros((2, 4), np.int64))
+    assert v == pytest.approx(np.log(3))

@@ -49,6 +49,14 @@ class Loss:
         return {"name": self.name}
 
 
+def _same_shape(pred: np.ndarray, target: np.ndarray, name: str) -> None:
+    """target matches pred, or pred without its trailing axis of 1 ((N,) targets, (N, 1) out)."""
+    if target.shape != pred.shape and not (pred.shape[-1:] == (1,)
+                                           and target.shape == pred.shape[:-1]):
+        raise ValueError(f"{name}: target has shape {target.shape}, expected {pred.shape}"
+                         + (f" or {pred.shape[:-1]}" if pred.shape[-1:] == (1,) else ""))
+
+
 class _Crossentropy(Loss):
     """from_logits=False (Keras' default) means the model ends with the matching sigmoid or
     softmax; the model then fuses that activation into the loss and hands it logits."""
@@ -68,6 +76,10 @@ class BinaryCrossentropy(_Crossentropy):
     task = "binary"
 
     def __call__(self, pred, target, mask=None):
+        _same_shape(pred, target, self.name)
+        if target.size and not (target.min() >= 0 and target.max() <= 1):  # (NaN fails too)
+            raise ValueError(f"{self.name}: targets must be in [0, 1], got values in "
+                             f"[{target.min()}, {target.max()}]")
         z = pred.reshape(target.shape) if pred.size == target.size else pred
         y = target.astype(z.dtype, copy=False)
         per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
@@ -90,10 +102,24 @@ class CategoricalCrossentropy(_Crossentropy):
         lse = np.log(s) + zmax  # (..., 1)
         p = e / s
         if target.ndim == pred.ndim:  # one-hot or probabilities
+            if target.shape != pred.shape:
+                raise ValueError(f"{self.name}: one-hot target has shape {target.shape}, "
+                                 f"expected {pred.shape}")
+            if target.size and not target.min() >= 0:
+                raise ValueError(f"{self.name}: target probabilities must be >= 0, got "
+                                 f"{target.min()}")
             t = target.astype(pred.dtype, copy=False)
             per = (t * (lse - pred)).sum(axis=-1)
             g = p * t.sum(axis=-1, keepdims=True) - t
         else:
+            K = pred.shape[-1]
+            if target.shape != pred.shape[:-1]:
+                raise ValueError(f"{self.name}: class-id target has shape {target.shape}, "
+                                 f"expected {pred.shape[:-1]}")
+            if target.size and not (target.min() >= 0 and target.max() < K
+                                    and np.array_equal(target, np.floor(target))):
+                raise ValueError(f"{self.name}: class ids must be integers in [0, {K}), got "
+                                 f"values in [{target.min()}, {target.max()}]")
             t = target.astype(np.intp, copy=False)
             zy = np.take_along_axis(pred, t[..., None], axis=-1)
             per = (lse - zy)[..., 0]
@@ -111,6 +137,7 @@ class MeanSquaredError(Loss):
     task = "regression"
 
     def __call__(self, pred, target, mask=None):
+        _same_shape(pred, target, self.name)
         t = target.astype(pred.dtype, copy=False).reshape(pred.shape)
         d = pred - t
         per = d * d

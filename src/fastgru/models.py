@@ -56,6 +56,8 @@ def sub_seed(seed: int | None, k: int) -> int | None:
     """An independent integer seed for component k of a model seeded with `seed`."""
     if seed is None:
         return None
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise TypeError(f"seed must be None or an int >= 0, got {seed!r}")
     return int(np.random.SeedSequence([int(seed), k]).generate_state(1, np.uint64)[0] >> 1)
 
 

@@ -38,8 +38,9 @@ class StepDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate: float, decay_steps: int,
                  decay_rate: float = 0.1) -> None:
         self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        if int(decay_steps) < 1:
-            raise ValueError(f"decay_steps must be >= 1, got {decay_steps!r}")
+        if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) \
+                or decay_steps < 1:
+            raise ValueError(f"decay_steps must be an integer >= 1, got {decay_steps!r}")
         self.decay_steps = int(decay_steps)
         self.decay_rate = _positive("decay_rate", decay_rate)
 
@@ -58,8 +59,9 @@ class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate: float, decay_steps: int, alpha: float = 0.0,
                  warmup_steps: int = 0) -> None:
         self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        if int(decay_steps) < 1:
-            raise ValueError(f"decay_steps must be >= 1, got {decay_steps!r}")
+        if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) \
+                or decay_steps < 1:
+            raise ValueError(f"decay_steps must be an integer >= 1, got {decay_steps!r}")
         if not 0.0 <= float(alpha) <= 1.0:
             raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
         if int(warmup_steps) < 0:
@@ -97,7 +99,10 @@ def _positive(name: str, v: Any) -> float:
 
 
 def _nonneg(name: str, v: Any) -> float:
-    f = float(v)
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {v!r}") from None
     if not (f >= 0 and math.isfinite(f)):
         raise ValueError(f"{name} must be >= 0, got {v!r}")
     return f
@@ -107,16 +112,18 @@ def _nonneg(name: str, v: Any) -> float:
 def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
                    rows: Mapping[str, np.ndarray] | None = None) -> float:
     """Scale all gradients in place so that their global L2 norm is at most max_norm.
-    Returns the norm before clipping. rows: as in Optimizer.step (only those rows are read)."""
+    Returns the norm before clipping. rows: as in Optimizer.step (only those rows are read).
+    max_norm = 0 zeroes the gradients (torch.nn.utils.clip_grad_norm_ does too)."""
+    mx = _nonneg("max_norm", max_norm)
     rows = rows or {}
     sq = 0.0
     for k, g in grads.items():
         gg = g[rows[k]] if k in rows else g
         sq += float(np.dot(gg.ravel(), gg.ravel()))
     norm = math.sqrt(sq)
-    if norm > max_norm > 0:
+    if norm > mx:
         for k, g in grads.items():
-            scale = g.dtype.type(max_norm / (norm + 1e-6))
+            scale = g.dtype.type(mx / (norm + 1e-6))
             if k in rows:
                 g[rows[k]] *= scale
             else:
@@ -211,7 +218,7 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate: float | LearningRateSchedule = 0.01,
                  momentum: float = 0.0, nesterov: bool = False, **kw: Any) -> None:
-        m = float(momentum)
+        m = _nonneg("momentum", momentum)
         if not 0.0 <= m < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if nesterov and m == 0.0:

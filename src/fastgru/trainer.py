@@ -404,6 +404,9 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
     with _agreed(dist, "before training"):
         batch_size = _pos_int("batch_size", batch_size)
         epochs = _pos_int("epochs", epochs)
+        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
+                or initial_epoch < 0:
+            raise ValueError(f"initial_epoch must be an integer >= 0, got {initial_epoch!r}")
         verbose = _resolve_verbose(verbose)
         if isinstance(verify, bool) or verify is None:
             verify_every = 0 if not verify else -1  # -1: first batch only
