@@ -81,10 +81,20 @@ def test_resume_continues_exactly(tmp_path, capsys):
     ma, mb = fastgru.load_model(a + "/model.npz"), fastgru.load_model(b + "/model.npz")
     for k, v in ma.get_weights().items():
         np.testing.assert_array_equal(v, mb.get_weights()[k])
-    # a mismatched model cannot resume: one clear line
+    # a mismatched model, seed, split or dtype cannot resume: one clear line naming it
     one_line_error(capsys, ["train", "--data", data, "--out", b, "--epochs", "4", "--resume",
                             "--hidden", "9", "--embed-dim", "8", "--verbose", "0"],
-                   "cannot resume")
+                   "hidden 8 (now 9)")
+    for extra, said in ((["--seed", "5"], "seed 0 (now 5)"),
+                        (["--dtype", "float64"], "dtype 'float32' (now 'float64')"),
+                        (["--test-split", "0.2"], "test_split 0.1 (now 0.2)")):
+        one_line_error(capsys, ["train", "--data", data, "--out", b, "--epochs", "4",
+                                "--resume"] + opts + extra,
+                       "--resume: the interrupted run used other options: " + said)
+    # --resume without a checkpoint creates nothing
+    one_line_error(capsys, ["train", "--data", data, "--out", str(tmp_path / "none"),
+                            "--resume"] + opts, "no checkpoint")
+    assert not (tmp_path / "none").exists()
 
 
 def test_formats_csv_npz_aclimdb_and_guessing(tmp_path):

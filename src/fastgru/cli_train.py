@@ -240,6 +240,30 @@ def _mpi_context(args: argparse.Namespace) -> Any:
         raise UserError(f"--distributed: {exc}") from None
 
 
+def _check_or_write_recipe(path: str, resume: bool, recipe: dict[str, Any]) -> None:
+    """A fresh run writes its data, split and model options to run.json; --resume refuses
+    other ones (another seed or split would evaluate on samples the model trained on, another
+    dtype would cast the checkpoint). --epochs may change: resuming may extend a run."""
+    from fastgru.cli import UserError
+    from fastgru.saving import write_atomic
+
+    if not resume:
+        blob = json.dumps(recipe, indent=1, sort_keys=True).encode()
+        write_atomic(path, lambda f: f.write(blob))
+        return
+    if not os.path.isfile(path):
+        return  # a checkpoint from before run.json existed
+    try:
+        with open(path, encoding="utf-8") as f:
+            old = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--resume: cannot read {path!r}: {exc}") from None
+    diff = [k for k in recipe if k in old and old[k] != recipe[k]]
+    if diff:
+        said = ", ".join(f"{k} {old[k]!r} (now {recipe[k]!r})" for k in diff)
+        raise UserError(f"--resume: the interrupted run used other options: {said}")
+
+
 def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> int:
     """The command; with ctx (a fastgru.distributed.Context) on every rank of the job: all
     ranks load the data and build the model, `agreement` is reached before training (so a
@@ -321,6 +345,8 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     out = args.out or os.path.join("runs", name)
     ckpt_path = os.path.join(out, "checkpoint.npz")
     if root:  # distributed: only rank 0 reads the checkpoint and writes (--out may be local)
+        if args.resume and not os.path.isfile(ckpt_path):  # before creating anything
+            raise UserError(f"--resume: no checkpoint at {ckpt_path!r}")
         if os.path.exists(out) and not os.path.isdir(out):
             raise UserError(f"--out {out!r} exists and is not a folder")
         try:
@@ -329,8 +355,6 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
             raise UserError(f"cannot create the output folder {out!r}: {exc.strerror}") from None
         if not os.access(out, os.W_OK | os.X_OK):  # before any training, not at epoch 1's end
             raise UserError(f"the output folder {out!r} is not writable")
-        if args.resume and not os.path.isfile(ckpt_path):
-            raise UserError(f"--resume: no checkpoint at {ckpt_path!r}")
 
     vocab = None
     if kind == "text":
@@ -387,6 +411,11 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     callbacks.append(fastgru.BackupAndRestore(ckpt_path, delete_checkpoint=False))
     if root and not args.resume and os.path.exists(ckpt_path):
         os.unlink(ckpt_path)  # a fresh run never continues a stale checkpoint
+    if root:
+        _check_or_write_recipe(os.path.join(out, "run.json"), args.resume, dict(
+            data=args.data and os.path.abspath(args.data), format=args.format, seed=seed,
+            test_split=test_split, val_split=val_split, dtype=dtype, clipnorm=clipnorm,
+            **{k: v for k, v in r.items() if k != "epochs"}))
 
     say = print if verbose != 0 else (lambda *a, **k: None)
     say(data_line)
@@ -451,7 +480,7 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     say(f"test_accuracy: {test.get('accuracy', float('nan')):.4f}  test_loss: "
         f"{test['loss']:.4f}  train_seconds: {train_seconds:.1f}  samples/s: "
         f"{metrics['samples_per_second']:,.0f}")
-    wrote = ["model.npz", "checkpoint.npz", "history.json", "metrics.json"]
+    wrote = ["model.npz", "checkpoint.npz", "run.json", "history.json", "metrics.json"]
     wrote += ["vocab.json"] if vocab is not None else []
     wrote += ["curves.png"] if png else []
     say(f"wrote {out}/: {', '.join(wrote)} ({time.perf_counter() - t_start:.1f}s in all)")
