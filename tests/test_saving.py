@@ -215,3 +215,14 @@ def test_save_into_missing_directory_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope"):
         fastgru.GRU(I, H, seed=0).save(target)
     assert not (tmp_path / "nope").exists()
+
+
+def test_text_file_error_does_not_advise_unpickling(tmp_path):
+    path = tmp_path / "notes.npz"
+    path.write_text("hello\n")
+    with pytest.raises(ValueError, match="not an .npz archive of plain arrays") as e:
+        fastgru.load(path)
+    assert "allow_pickle" not in str(e.value)
+    with pytest.raises(fastgru.CheckpointError, match="not an .npz archive") as e:
+        fastgru.load_model(path)
+    assert "allow_pickle" not in str(e.value)

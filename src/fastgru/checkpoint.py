@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 # one atomic writer and one content digest for every file fastgru writes
-from fastgru.saving import _digest, write_atomic
+from fastgru.saving import _digest, load_error_detail, write_atomic
 
 __all__ = ["save_arrays", "load_arrays", "atomic_write_bytes", "atomic_write_text",
            "CheckpointError"]
@@ -70,7 +70,8 @@ def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
-        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt ({exc})") from None
+        raise CheckpointError(f"checkpoint {path!r} is truncated or corrupt "
+                              f"({load_error_detail(exc)})") from None
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

@@ -11,7 +11,7 @@ import importlib
 import sys
 
 SUBCOMMANDS = {
-    "train": ("fastgru.cli_train", "train a GRU/LSTM classifier or regressor"),
+    "train": ("fastgru.cli_train", "train a GRU/LSTM sequence classifier"),
     "bench": ("fastgru.cli_bench", "time fastgru against PyTorch / ONNX Runtime on this machine"),
     "info": ("fastgru.cli_info", "print version, OpenMP, SIMD and BLAS configuration"),
 }

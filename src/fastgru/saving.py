@@ -57,6 +57,14 @@ def canonical_json(meta: Mapping[str, Any]) -> str:
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))
 
 
+def load_error_detail(exc: BaseException) -> str:
+    """np.load's error, without its advice to unpickle: a file that is not an .npz at all
+    (np.load then guesses pickle) or one holding Python objects is never ours to trust."""
+    if "pickle" in str(exc):
+        return "not an .npz archive of plain arrays"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def write_atomic(path: Any, write) -> None:
     """Call write(file) on a temp file next to `path`, fsync it, then os.replace it onto path
     (readers see the old file or the new one, never a partial one)."""
@@ -117,7 +125,7 @@ def load(path: Any):
         raise
     except Exception as exc:  # zip, npy, JSON and CRC errors: all mean a damaged file
         raise ValueError(f"cannot load {path!r}: the file is truncated, corrupt or not a fastgru "
-                         f"file ({type(exc).__name__}: {exc})") from None
+                         f"file ({load_error_detail(exc)})") from None
     try:
         return _build(header, arrays)
     except (TypeError, ValueError) as exc:
