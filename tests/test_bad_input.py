@@ -153,3 +153,31 @@ def test_huge_unsigned_lengths_are_reported_as_given():
     x = np.zeros((4, 2, 3), np.float32)
     with pytest.raises(ValueError, match="18446744073709551615"):
         fastgru.GRU(3, 2)(x, lengths=np.array([2**64 - 1, 2], np.uint64))
+
+
+def test_byte_swapped_arrays_refused_on_every_path():
+    """'>f4' shares float32's type number: the streaming paths' C checks look at the byte
+    order too (they used to read swapped bytes as numbers)."""
+    rng = np.random.default_rng(18)
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    h = rng.standard_normal((2, 6)).astype(np.float32)
+    sw = lambda a: a.astype(a.dtype.newbyteorder())  # noqa: E731
+    cell, lcell = fastgru.GRUCell(4, 6, seed=0), fastgru.LSTMCell(4, 6, seed=0)
+    g, lg = fastgru.GRU(4, 6, seed=0).eval(), fastgru.LSTM(4, 6, seed=0).eval()
+    calls = [lambda: cell(sw(x), sw(h)), lambda: cell(sw(x), h), lambda: cell(x, sw(h)),
+             lambda: lcell(sw(x), (sw(h), h)), lambda: lcell(x, (h, sw(h))),
+             lambda: g.step(sw(x)), lambda: g.step(x, sw(h)[None]),
+             lambda: lg.step(sw(x)), lambda: g(sw(x)[None])]
+    for call in calls:
+        with pytest.raises(TypeError, match="byte order"):
+            call()
+    # the same values in native order still agree
+    np.testing.assert_array_equal(cell(x, h), cell(sw(x).astype(np.float32), h))
+
+
+def test_unbatched_cell_input_needs_unbatched_state():
+    with pytest.raises(ValueError, match=r"h must have shape \(H,\) for unbatched x"):
+        fastgru.GRUCell(4, 6)(np.zeros(4, np.float32), np.zeros((1, 6), np.float32))
+    with pytest.raises(ValueError, match=r"shape \(H,\) for unbatched x"):
+        fastgru.LSTMCell(4, 6)(np.zeros(4, np.float32),
+                               (np.zeros((1, 6), np.float32), np.zeros((1, 6), np.float32)))

@@ -29,6 +29,10 @@ def float_array(name: str, a: Any, dtype: np.dtype | None = None) -> np.ndarray:
         except Exception as exc:  # ragged lists and other non-arrays
             raise TypeError(f"{name} must be a numeric array: {exc}") from None
     if a.dtype not in FLOAT_DTYPES:
+        if a.dtype.kind == "f" and not a.dtype.isnative and a.dtype.newbyteorder() in FLOAT_DTYPES:
+            raise TypeError(f"{name} must be float32 or float64 in this machine's byte order, "
+                            f"got dtype {a.dtype.str} (convert with .astype("
+                            f"{a.dtype.newbyteorder().name!r}))")
         raise TypeError(f"{name} must be float32 or float64, got dtype {a.dtype}")
     if dtype is not None and a.dtype != dtype:
         raise TypeError(

@@ -94,8 +94,8 @@ class _CellBase(InteropMixin, Module):
     def _s(self, name: str, s: Any, B: int, unbatched: bool) -> np.ndarray:
         if s is None:
             return np.zeros((B, self._H), self.dtype)
-        if (type(s) is np.ndarray and s.dtype == self._store.dtype and s.shape == (B, self._H)
-                and s.flags.c_contiguous):
+        if (not unbatched and type(s) is np.ndarray and s.dtype == self._store.dtype
+                and s.shape == (B, self._H) and s.flags.c_contiguous):
             return s
         s = V.float_array(name, s, self.dtype)
         if unbatched:

@@ -270,8 +270,9 @@ cdef class Stepper:
         """Point the stepper at other bias arrays (G,) (a cached stepper serves each call's)."""
         cdef cnp.ndarray arr
         for arr in (b_ih, b_hh):
-            if (cnp.PyArray_TYPE(arr) != self._dtype_num or cnp.PyArray_NDIM(arr) != 1
-                    or cnp.PyArray_DIM(arr, 0) != self.a.G or not cnp.PyArray_IS_C_CONTIGUOUS(arr)):
+            if (cnp.PyArray_TYPE(arr) != self._dtype_num or not cnp.PyArray_ISNOTSWAPPED(arr)
+                    or cnp.PyArray_NDIM(arr) != 1 or cnp.PyArray_DIM(arr, 0) != self.a.G
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(arr)):
                 raise ValueError("stepper biases must be C-contiguous (G,) arrays of the "
                                  "weights' dtype")
         self._keep = self._keep[:2] + (b_ih, b_hh) + self._keep[4:]
@@ -301,7 +302,9 @@ cdef class Stepper:
         return arr
 
     cdef inline int _check(self, cnp.ndarray arr, int rows, int cols) except -1:
-        if (cnp.PyArray_TYPE(arr) != self._dtype_num or cnp.PyArray_NDIM(arr) != 2
+        # (the type number alone accepts a byte-swapped '>f4': the byte order is checked too)
+        if (cnp.PyArray_TYPE(arr) != self._dtype_num or not cnp.PyArray_ISNOTSWAPPED(arr)
+                or cnp.PyArray_NDIM(arr) != 2
                 or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or cnp.PyArray_DIM(arr, 1) != cols
                 or (rows >= 0 and cnp.PyArray_DIM(arr, 0) != rows)):
             raise ValueError("stepper arrays must be C-contiguous (B, features) of the weights' dtype")
