@@ -519,3 +519,29 @@ def test_hx_keyword_like_torch():
     assert np.array_equal(cell(x[0], hx=h0[0]), cell(x[0], h0[0]))
     with pytest.raises(TypeError, match="h or as hx"):
         cell(x[0], h0[0], hx=h0[0])
+
+
+def test_concurrent_calls_restore_the_blas_threads():
+    """The kernels hold scipy's BLAS at one thread while they run; with calls from several
+    Python threads in flight, the last to finish (not necessarily the first to start)
+    restores the count (it used to stay at 1 for good)."""
+    import concurrent.futures as cf
+
+    from threadpoolctl import threadpool_limits
+
+    from fastgru import _threads
+    from fastgru._kernels import _blas
+
+    if not _threads.c_hold_active():
+        pytest.skip("the kernels do not hold this BLAS themselves")
+    g = fastgru.GRU(32, 64, seed=0, n_threads=1).eval()
+    x = np.ones((50, 8, 32), np.float32)
+    with threadpool_limits(limits=2, user_api="blas"):
+        if _blas.blas_threads() != 2:
+            pytest.skip("scipy's BLAS is not the one threadpoolctl limited")
+        for _ in range(5):
+            with cf.ThreadPoolExecutor(4) as ex:
+                ys = list(ex.map(lambda _: g(x)[0], range(16)))
+            assert _blas.blas_threads() == 2
+        for y in ys[1:]:
+            np.testing.assert_array_equal(y, ys[0])

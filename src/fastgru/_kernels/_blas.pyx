@@ -77,7 +77,8 @@ ctypedef int (*get_threads_t)() noexcept nogil
 ctypedef void (*set_threads_t)(int) noexcept nogil
 cdef get_threads_t _get_threads = NULL
 cdef set_threads_t _set_threads = NULL
-cdef int _holders = 0
+cdef int _holders = 0      # kernel calls in flight (changed with the GIL held)
+cdef int _saved = 0        # the BLAS thread count when the first of them started
 
 
 def set_thread_functions(size_t get_addr, size_t set_addr):
@@ -97,14 +98,18 @@ def blas_threads():
 
 
 cdef int blas_hold() noexcept nogil:
-    global _holders
+    """BLAS at one thread while a kernel runs; callers hold the GIL. With calls from several
+    Python threads in flight, the first saves the count and the last to finish (whichever it
+    is) restores it."""
+    global _holders, _saved
     cdef int n
     if _get_threads == NULL or _set_threads == NULL:
         return 0
     _holders += 1
-    if _holders > 1:          # an outer call already holds it
+    if _holders > 1:          # another call already holds it
         return 0
     n = _get_threads()
+    _saved = n
     if n != 1:
         _set_threads(1)
     return n
@@ -115,5 +120,5 @@ cdef void blas_release(int saved) noexcept nogil:
     if _get_threads == NULL or _set_threads == NULL:
         return
     _holders -= 1
-    if _holders == 0 and saved > 1:
-        _set_threads(saved)
+    if _holders == 0 and _saved > 1:
+        _set_threads(_saved)
