@@ -23,6 +23,7 @@ from __future__ import annotations
 import bisect
 import os
 import threading
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -75,11 +76,37 @@ def resolve(n_threads: int | None) -> int:
     """The team size for a call (n_threads already type-checked by _validation)."""
     if not _runtime.openmp_enabled():
         return 1
-    if n_threads is None:
-        return default_n_threads()
-    if n_threads == -1:
-        return physical_cores()
-    return int(n_threads)
+    if _FORK["child"]:
+        if n_threads not in (None, 1) and not _FORK["warned"]:
+            _FORK["warned"] = True
+            warnings.warn("fastgru runs on one thread in this process: it was forked after "
+                          "fastgru's OpenMP threads had started, and libgomp cannot start a "
+                          "team in such a child (it would hang); use the 'spawn' or "
+                          "'forkserver' start method for threaded workers", RuntimeWarning,
+                          stacklevel=4)
+        return 1
+    n = default_n_threads() if n_threads is None else \
+        physical_cores() if n_threads == -1 else int(n_threads)
+    if n > 1:
+        _FORK["team"] = True
+    return n
+
+
+# A child forked after the parent ran a team must stay serial (libgomp's team does not survive
+# fork: the child's first parallel region waits forever for threads that no longer exist).
+_FORK = {"team": False, "child": False, "warned": False}
+
+
+def _after_fork_in_child() -> None:
+    if _FORK["team"]:
+        _FORK["child"] = True
+        from fastgru._kernels import _stream
+
+        _stream._set_serial_only(True)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # Below this many floating-point operations a call runs on one thread.

@@ -56,6 +56,14 @@ cdef double _last_end = -1e300
 
 # 0: choose by idle gap and measured times; 1: always the team; -1: always one thread.
 cdef int _rule = 0
+# Set in a forked child after the parent ran a team (fastgru._threads): libgomp cannot start
+# one there (it hangs), so steppers made before the fork run on the calling thread.
+cdef bint _serial_only = False
+
+
+def _set_serial_only(bint on):
+    global _serial_only
+    _serial_only = on
 
 
 def _set_wake_gap(double seconds):
@@ -361,7 +369,7 @@ cdef class Stepper:
 
     cdef void _run(self, StepArgs* a):
         global _last_end
-        cdef int nt = self._n_threads, split = self._split
+        cdef int nt = 1 if _serial_only else self._n_threads, split = self._split
         cdef double t0 = 0.0, dt
         if nt > 1:
             t0 = fg_wtime()
@@ -383,7 +391,7 @@ cdef class Stepper:
                 else:
                     with parallel(num_threads=nt):
                         _team(a, split, <const double*>NULL)
-        if self._n_threads > 1:
+        if self._n_threads > 1 and not _serial_only:
             _last_end = fg_wtime()
             dt = _last_end - t0
             if nt > 1:
