@@ -181,3 +181,21 @@ def test_unbatched_cell_input_needs_unbatched_state():
     with pytest.raises(ValueError, match=r"shape \(H,\) for unbatched x"):
         fastgru.LSTMCell(4, 6)(np.zeros(4, np.float32),
                                (np.zeros((1, 6), np.float32), np.zeros((1, 6), np.float32)))
+
+
+def test_huge_thread_counts_refused_and_bad_env_counts_warned(monkeypatch):
+    with pytest.raises(ValueError, match="n_threads must be 1 to 4096"):
+        fastgru.GRU(4, 6, n_threads=2**31)
+    with pytest.raises(ValueError, match="n_threads must be 1 to 4096"):
+        fastgru.GRUCell(4, 6, n_threads=5000)
+    from fastgru import _threads
+
+    for bad in ("abc", "0", "-3"):
+        monkeypatch.setenv("FASTGRU_NUM_THREADS", bad)
+        _threads._ENV_WARNED.discard(bad)
+        with pytest.warns(RuntimeWarning, match=f"FASTGRU_NUM_THREADS='{bad}' is not a thread"):
+            n = _threads.default_n_threads()
+        assert n >= 1
+    monkeypatch.setenv("FASTGRU_NUM_THREADS", "3")
+    if _threads._runtime.openmp_enabled():
+        assert _threads.default_n_threads() == 3

@@ -58,12 +58,24 @@ def physical_cores() -> int:
 
 
 def _env_int(name: str) -> int | None:
-    v = os.environ.get(name, "").split(",")[0].strip()
+    raw = os.environ.get(name, "")
+    v = raw.split(",")[0].strip()  # OMP_NUM_THREADS may list one count per nesting level
+    if not v:
+        return None
     try:
         n = int(v)
     except ValueError:
+        n = 0
+    if not 1 <= n <= 4096:
+        if raw not in _ENV_WARNED:
+            _ENV_WARNED.add(raw)
+            warnings.warn(f"{name}={raw!r} is not a thread count from 1 to 4096: ignored",
+                          RuntimeWarning, stacklevel=2)
         return None
-    return n if n >= 1 else None
+    return n
+
+
+_ENV_WARNED: set[str] = set()
 
 
 def default_n_threads() -> int:

@@ -57,9 +57,14 @@ def check_n_threads(n_threads: Any) -> int | None:
     if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, (int, np.integer)):
         raise TypeError(f"n_threads must be None or an int, got {type(n_threads).__name__}")
     n = int(n_threads)
-    if n == 0 or n < -1:
-        raise ValueError(f"n_threads must be >= 1, or -1 for all cores, or None; got {n}")
+    if n == 0 or n < -1 or n > MAX_THREADS:
+        raise ValueError(f"n_threads must be 1 to {MAX_THREADS}, or -1 for all cores, or None; "
+                         f"got {n}")
     return n
+
+
+# Far above any machine's cores; a bigger team is a typo (2**31 asked for 40 TiB of scratch).
+MAX_THREADS = 4096
 
 
 def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
