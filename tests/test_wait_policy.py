@@ -21,13 +21,14 @@ PROBE = ("import json, os, fastgru; print(json.dumps([fastgru.config()['omp_wait
          f"{{k: os.environ.get(k) for k in {KEYS!r}}}]))")
 
 
-def _probe(**env):
+def _probe(_first="", **env):
     e = {k: v for k, v in os.environ.items()
          if k not in ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY", "FASTGRU_SPINCOUNT",
                       "OMP_DISPLAY_ENV")}
     e.update(env)
     e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", PROBE], env=e, capture_output=True, text=True,
+    r = subprocess.run([sys.executable, "-c", _first + PROBE], env=e, capture_output=True,
+                       text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
     policy, after = json.loads(r.stdout.strip().splitlines()[-1])
@@ -49,6 +50,33 @@ def test_fastgru_spincount_and_user_settings():
     assert after == {"GOMP_SPINCOUNT": None, "KMP_BLOCKTIME": None, "OMP_WAIT_POLICY": "ACTIVE"}
     policy, after, _ = _probe(GOMP_SPINCOUNT="123")
     assert policy == "the user's: GOMP_SPINCOUNT=123" and after["GOMP_SPINCOUNT"] == "123"
+
+
+def test_runtime_loaded_earlier_is_reported_not_claimed():
+    """torch's wheel ships libgomp.so.1: imported first, its runtime is the one the kernels
+    use, with the settings it read then; config() must say so instead of claiming 1000."""
+    pytest.importorskip("torch")
+    probe = ("import json, os, torch; maps = open('/proc/self/maps').read(); "
+             "had = sorted({l.split()[-1] for l in maps.splitlines() if 'libgomp' in l}); ")
+    if not os.path.exists("/proc/self/maps"):
+        pytest.skip("no /proc/self/maps")
+    policy, after, _ = _probe(probe)
+    assert after["GOMP_SPINCOUNT"] is None
+    shared = "was loaded before fastgru" in policy
+    assert shared or policy == "fastgru's: GOMP_SPINCOUNT=1000, KMP_BLOCKTIME=1", policy
+    # shared exactly when fastgru's kernels brought no libgomp of their own
+    check = (probe + "import fastgru; maps = open('/proc/self/maps').read(); "
+             "now = sorted({l.split()[-1] for l in maps.splitlines() if 'libgomp' in l}); "
+             "print(json.dumps([had == now, {}]))")
+    e = {k: v for k, v in os.environ.items() if k not in KEYS}
+    e["PYTHONPATH"] = SRC + os.pathsep + e.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", check], env=e, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    same = json.loads(r.stdout.strip().splitlines()[-1])[0]
+    assert shared == same
+    policy, _, _ = _probe(probe, GOMP_SPINCOUNT="77")  # the user's setting: reported as such
+    assert policy == "the user's: GOMP_SPINCOUNT=77"
 
 
 def test_libgomp_reads_the_count():

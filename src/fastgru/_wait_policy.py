@@ -10,10 +10,15 @@ speed was unchanged within noise (README, Threads).
 
 The runtime reads its settings once, when it starts: libgomp when the first kernel module loads
 it, LLVM's libomp at its first call. So `before_openmp_starts()` puts them in the environment
-around that moment and then restores the environment: child processes and other libraries'
-OpenMP runtimes (PyTorch bundles its own) see the user's settings, not ours. A user's
+around that moment and then restores the environment: child processes see the user's
+settings, not ours. A user's
 OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME is left alone; FASTGRU_SPINCOUNT sets the
 count fastgru uses (300000 restores libgomp's default).
+
+A runtime another library loaded first under the same name (PyTorch's wheel ships
+`libgomp.so.1`, which the loader then hands to fastgru too) has read its settings already:
+fastgru's spin does not apply there, and `describe()` says so (import fastgru first, or set
+GOMP_SPINCOUNT=1000 in the environment, to get it back).
 
 A streaming step after an idle gap longer than the spin runs on the calling thread (the team
 is asleep; waking it costs more than the step): `step_wake_gap()` is that gap.
@@ -59,9 +64,39 @@ def _user_spins() -> float | None:
     return None
 
 
+_RUNTIME_NAMES = ("libgomp", "libomp", "libiomp")
+
+
+def _loaded_runtimes() -> set[str] | None:
+    """Paths of the OpenMP runtimes mapped into this process (None: cannot tell, not Linux)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            paths = {line.split(None, 5)[-1].strip() for line in f if "/lib" in line}
+    except OSError:
+        return None
+    return {p for p in paths if any(n in os.path.basename(p) for n in _RUNTIME_NAMES)}
+
+
 @contextmanager
 def before_openmp_starts() -> Iterator[None]:
     """Run the first kernel import (and first OpenMP call) inside this block."""
+    before = _loaded_runtimes()
+    try:
+        yield from _set_policy()
+    finally:
+        after = _loaded_runtimes()
+        if before and after is not None and not (after - before) \
+                and not any(k in os.environ for k in _USER_KEYS):
+            # no runtime of our own came in: the kernels share one that started earlier,
+            # with the settings of that moment
+            _state["spins"] = None
+            _state["policy"] = ("the runtime's defaults: " + ", ".join(sorted(
+                os.path.basename(p) for p in before)) + " was loaded before fastgru (by "
+                "another library, e.g. torch) and had read its settings; import fastgru "
+                "first, or set GOMP_SPINCOUNT=1000, for fastgru's short spin")
+
+
+def _set_policy() -> Iterator[None]:
     if any(k in os.environ for k in _USER_KEYS):
         _state["spins"] = _user_spins()
         _state["policy"] = "the user's: " + ", ".join(
