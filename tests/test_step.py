@@ -5,6 +5,7 @@ are seen; cheap argument checks reject a bad call instead of reading wrong memor
 import numpy as np
 import pytest
 
+import fastgru
 from fastgru import _step
 from fastgru import reference as ref
 
@@ -86,3 +87,20 @@ def test_stepper_rejects_bad_arrays():
     lstm = _step.LSTMStepper(*_w(rng, 4, 4, 6, 6, np.float32))
     with pytest.raises(ValueError):
         lstm.step(x, h, None)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("L", [1, 2])
+def test_step_output_does_not_share_memory_with_the_state(cell, L):
+    """As torch's output and h_n: changing y in place (y *= mask) leaves the state alone."""
+    cls = fastgru.GRU if cell == "gru" else fastgru.LSTM
+    g = cls(5, 7, num_layers=L, seed=0).eval()
+    x = np.random.default_rng(0).standard_normal((3, 5)).astype(np.float32)
+    for h0 in (None, np.zeros((L, 3, 7), np.float32)):
+        st = h0 if (h0 is None or cell == "gru") else (h0, h0)
+        y, s = g.step(x, st)
+        h = s if cell == "gru" else s[0]
+        assert not np.shares_memory(y, h)
+        kept = h.copy()
+        y *= 0
+        np.testing.assert_array_equal(h, kept)

@@ -165,8 +165,7 @@ class GRU(_LayerInterop, RNNBase):
         if (len(steppers) == 1 and type(x) is np.ndarray and type(h) is np.ndarray
                 and x.ndim == 2 and h.ndim == 3 and x.shape[0] and h.shape[0] == 1):
             try:  # the hot path: the stepper checks dtype, shapes and contiguity in C
-                y = steppers[0].step(x, h[0])
-                return y, y[None]
+                return steppers[0].step_layer(x, h)
             except ValueError:
                 pass  # the checks below convert or explain
         x, unbatched = self._step_x(x)

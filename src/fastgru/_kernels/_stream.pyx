@@ -344,6 +344,32 @@ cdef class Stepper:
             return h_out, c_out
         return h_out
 
+    def step_layer(self, cnp.ndarray x, cnp.ndarray h):
+        """A one-layer GRU's step: (y (B, H), h' (1, B, H)) = step(x (B, I), h (1, B, H)); y is
+        a copy of h'[0] (torch's output and h_n never share memory: y *= mask must not change
+        the state), made here for ~0.1 us instead of a NumPy copy's ~0.4."""
+        cdef int B
+        if self.a.kind != 0:
+            raise ValueError("step_layer is for GRU steppers")
+        self._check(x, -1, self.a.nI)
+        B = <int>cnp.PyArray_DIM(x, 0)
+        if (cnp.PyArray_NDIM(h) != 3 or cnp.PyArray_DIM(h, 0) != 1
+                or cnp.PyArray_TYPE(h) != self._dtype_num or not cnp.PyArray_ISNOTSWAPPED(h)
+                or not cnp.PyArray_IS_C_CONTIGUOUS(h) or cnp.PyArray_DIM(h, 1) != B
+                or cnp.PyArray_DIM(h, 2) != self.a.P):
+            raise ValueError("stepper arrays must be C-contiguous (1, B, H) of the weights' dtype")
+        cdef cnp.ndarray h_out = cnp.PyArray_EMPTY(3, cnp.PyArray_DIMS(h), self._dtype_num, 0)
+        cdef cnp.ndarray y = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(h) + 1, self._dtype_num, 0)
+        cdef StepArgs a = self.a
+        a.B = B
+        a.x = cnp.PyArray_DATA(x)
+        a.h = cnp.PyArray_DATA(h)
+        a.h_out = cnp.PyArray_DATA(h_out)
+        scratch = self._scratch_into(B, &a)
+        self._run(&a)
+        memcpy(cnp.PyArray_DATA(y), cnp.PyArray_DATA(h_out), cnp.PyArray_NBYTES(h_out))
+        return y, h_out
+
     cdef int _choose(self, double now) noexcept:
         """Threads for this step: the team, unless it sleeps (idle gap) or has been measured
         slower than one thread (other processes holding the cores: a team step then waits for
