@@ -157,7 +157,8 @@ def rnn_args(cell, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, w_hr=None) -> RNN
     if w_hr is not None and w_hh.shape[0] != G:
         raise ValueError(f"w_hh has {w_hh.shape[0]} rows but w_hr of shape (P, H) = {w_hr.shape} "
                          f"needs {Gk}H = {G}")
-    check_shape("w_hh", w_hh, (G, P), f"({Gk}H, {'P' if w_hr is not None else 'H'})")
+    check_shape("w_hh", w_hh, (G, P), f"({Gk}H, P)" if w_hr is not None else
+                f"({Gk}H, H) for H = {P} (its column count)")
     w_ih = float_array("w_ih", w_ih, dt)
     check_shape("w_ih", w_ih, (G, I), f"({Gk}H, I)")
     if b_ih is not None:
