@@ -545,3 +545,21 @@ def test_concurrent_calls_restore_the_blas_threads():
             assert _blas.blas_threads() == 2
         for y in ys[1:]:
             np.testing.assert_array_equal(y, ys[0])
+
+
+def test_empty_cache_releases_pooled_training_buffers():
+    from fastgru import _workspace
+
+    g = fastgru.GRU(16, 32, seed=0)
+    y, _ = g(np.ones((20, 4, 16), np.float32))
+    g.backward(np.ones_like(y))
+    del g, y
+    import gc
+
+    gc.collect()
+    assert _workspace._free  # the training cache's buffers went back to the pool
+    fastgru.empty_cache()
+    assert not _workspace._free
+    g = fastgru.GRU(16, 32, seed=0)  # and everything still works afterwards
+    y, _ = g(np.ones((20, 4, 16), np.float32))
+    assert np.isfinite(g.backward(np.ones_like(y))[0]).all()

@@ -14,6 +14,7 @@ with _wait_policy.before_openmp_starts():  # the OpenMP runtime reads its settin
 
 from fastgru import layers as _layers  # noqa: E402
 from fastgru import ops, reference  # noqa: E402
+from fastgru.ops import empty_cache  # noqa: E402
 from fastgru import training as _training
 from fastgru._config import (  # noqa: E402
     _init_from_env,  # noqa: E402

@@ -19,7 +19,7 @@ from fastgru import _validation as V
 from fastgru._plan import make_plan
 
 __all__ = ["gru_forward", "gru_backward", "lstm_forward", "lstm_backward", "GRUCache", "LSTMCache",
-           "clear_step_cache"]
+           "clear_step_cache", "empty_cache"]
 
 _FWD = np.zeros(1, np.int32)  # direction flags: one forward direction
 
@@ -41,6 +41,17 @@ def clear_step_cache() -> None:
     """Release the steppers that T = 1 inference calls keep for reuse (up to 4 weight sets per
     Python thread, keyed by the weights' memory). A kept stepper holds references to its weight
     and bias arrays, so until it is released they stay alive and cannot be resized in place."""
+    _packed.clear_steppers()
+
+
+def empty_cache() -> None:
+    """Release the memory fastgru keeps for reuse (torch.cuda.empty_cache's role on the CPU):
+    the calling thread's kernel scratch, the pooled training-cache buffers no cache holds now
+    (the pool keeps up to 2 GiB between a forward and the next), and the T = 1 steppers. Later
+    calls allocate again."""
+    from fastgru import _workspace
+
+    _workspace.clear()
     _packed.clear_steppers()
 
 
