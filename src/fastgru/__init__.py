@@ -14,7 +14,6 @@ with _wait_policy.before_openmp_starts():  # the OpenMP runtime reads its settin
 
 from fastgru import layers as _layers  # noqa: E402
 from fastgru import ops, reference  # noqa: E402
-from fastgru.ops import empty_cache  # noqa: E402
 from fastgru import training as _training
 from fastgru._config import (  # noqa: E402
     _init_from_env,  # noqa: E402
@@ -25,6 +24,7 @@ from fastgru._config import (  # noqa: E402
     simd_level,
 )
 from fastgru.layers import *  # noqa: E402,F401,F403  (GRU, LSTM, cells, interop, save/load)
+from fastgru.ops import empty_cache  # noqa: E402,F401
 from fastgru.training import *  # noqa: E402,F401,F403  (models, losses, optimizers, trainer)
 
 _init_from_env()
