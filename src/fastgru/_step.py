@@ -42,9 +42,9 @@ class GRUStepper(_Base):
     def step_layer(self, x: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """A one-layer GRU's step: (y (B, H), h' (1, B, H)), y a copy of h'[0]."""
         if self._c_hold:
-            return cast(tuple[np.ndarray, np.ndarray], self._impl.step_layer(x, h))
+            return self._impl.step_layer(x, h)
         with _threads.kernel_guard():
-            return cast(tuple[np.ndarray, np.ndarray], self._impl.step_layer(x, h))
+            return self._impl.step_layer(x, h)
 
 
 class LSTMStepper(_Base):
