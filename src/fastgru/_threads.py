@@ -114,7 +114,7 @@ def _after_fork_in_child() -> None:
         _FORK["child"] = True
         from fastgru._kernels import _stream
 
-        _stream._set_serial_only(True)
+        _stream._set_step_rule(-1)  # steppers made before the fork: the calling thread
 
 
 if hasattr(os, "register_at_fork"):

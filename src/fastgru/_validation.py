@@ -94,6 +94,13 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
     return arr.astype(np.int64)
 
 
+def check_int(name: str, v: Any, lo: int) -> int:
+    """v as an int >= lo (bools and floats refused); ValueError naming `name` otherwise."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}")
+    return int(v)
+
+
 def check_bool(name: str, v: Any) -> bool:
     if not isinstance(v, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {v!r}")

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from fastgru._validation import check_int
+
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "BackupAndRestore",
            "LambdaCallback"]
 
@@ -76,12 +78,6 @@ def _mode(monitor: str, mode: str) -> str:
     return mode
 
 
-def _count(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return int(value)
-
-
 def _real(name: str, value: Any) -> float:
     try:
         v = float(value)
@@ -106,11 +102,11 @@ class EarlyStopping(Callback):
                  mode: str = "auto", restore_best_weights: bool = False,
                  start_from_epoch: int = 0) -> None:
         self.monitor = monitor
-        self.patience = _count("patience", patience)
+        self.patience = check_int("patience", patience, 0)
         self.min_delta = abs(_real("min_delta", min_delta))
         self.mode = _mode(monitor, mode)
         self.restore_best_weights = bool(restore_best_weights)
-        self.start_from_epoch = _count("start_from_epoch", start_from_epoch)
+        self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, 0)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self.stopped_epoch = 0, -1, -1
         self.best_weights: dict[str, np.ndarray] | None = None

@@ -240,6 +240,11 @@ def _mpi_context(args: argparse.Namespace) -> Any:
         raise UserError(f"--distributed: {exc}") from None
 
 
+def _take(xs: Any, ix: np.ndarray) -> Any:
+    """Rows ix of an array, or items ix of a list (texts, ragged id sequences)."""
+    return xs[ix] if isinstance(xs, np.ndarray) else [xs[i] for i in ix]
+
+
 def _check_or_write_recipe(path: str, resume: bool, recipe: dict[str, Any]) -> None:
     """A fresh run writes its data, split and model options to run.json; --resume refuses
     other ones (another seed or split would evaluate on samples the model trained on, another
@@ -322,22 +327,18 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
         if len(te) == 0 or len(tr) == 0:
             raise UserError(f"--test-split {test_split} leaves an empty train or test part "
                             f"({n_all} samples)")
-        take = (lambda xs, ix: xs[ix]) if isinstance(ds.x_train, np.ndarray) else \
-            (lambda xs, ix: [xs[i] for i in ix])
-        x_tr, x_te = take(ds.x_train, tr), take(ds.x_train, te)
+        x_tr, x_te = _take(ds.x_train, tr), _take(ds.x_train, te)
         y_tr, y_te = ds.y_train[tr], ds.y_train[te]
         split_note = f"stratified {1 - test_split:.0%}/{test_split:.0%} split, seed {seed}"
     x_va: Any = None
     if val_split:  # stratified too: the last fraction (Keras' rule) of class-sorted data (MR,
         # aclImdb) would validate on one class
-        take_ = (lambda xs, ix: xs[ix]) if isinstance(x_tr, np.ndarray) else \
-            (lambda xs, ix: [xs[i] for i in ix])
         fit_ix, va_ix = D.stratified_split(D.encode_labels(y_tr, classes)[0], val_split,
                                            seed + 1)
         if len(va_ix) == 0 or len(fit_ix) == 0:
             raise UserError(f"--val-split {val_split} leaves an empty train or validation "
                             f"part ({len(y_tr)} training samples)")
-        x_tr, x_va = take_(x_tr, fit_ix), take_(x_tr, va_ix)
+        x_tr, x_va = _take(x_tr, fit_ix), _take(x_tr, va_ix)
         y_tr, y_va = np.asarray(y_tr)[fit_ix], np.asarray(y_tr)[va_ix]
         split_note += f"; {len(va_ix):,} of the train part validate (stratified)"
     K = len(classes)

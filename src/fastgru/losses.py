@@ -116,8 +116,8 @@ class CategoricalCrossentropy(_Crossentropy):
             if target.shape != pred.shape[:-1]:
                 raise ValueError(f"{self.name}: class-id target has shape {target.shape}, "
                                  f"expected {pred.shape[:-1]}")
-            if target.size and not (target.min() >= 0 and target.max() < K
-                                    and np.array_equal(target, np.floor(target))):
+            if target.size and not (target.min() >= 0 and target.max() < K and (
+                    target.dtype.kind in "iu" or np.array_equal(target, np.floor(target)))):
                 raise ValueError(f"{self.name}: class ids must be integers in [0, {K}), got "
                                  f"values in [{target.min()}, {target.max()}]")
             t = target.astype(np.intp, copy=False)

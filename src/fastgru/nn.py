@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from fastgru._validation import check_int
+
 __all__ = [
     "Layer", "Embedding", "Dense", "Activation", "Dropout", "TimePooling", "RNN",
     "GlobalAveragePooling1D", "GlobalMaxPooling1D", "LastState",
@@ -61,12 +63,6 @@ def check_dtype(dtype: Any) -> np.dtype:
     if dt not in DTYPES:
         raise TypeError(f"dtype must be float32 or float64, got {dtype!r}")
     return dt
-
-
-def _pos_int(name: str, v: Any) -> int:
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
 
 
 def _rate(name: str, v: Any) -> float:
@@ -160,8 +156,8 @@ class Embedding(Layer):
     def __init__(self, input_dim: int, output_dim: int, padding_idx: int | None = 0,
                  init_scale: float = 0.1, name: str | None = None) -> None:
         super().__init__(name)
-        self.input_dim = _pos_int("input_dim", input_dim)
-        self.output_dim = _pos_int("output_dim", output_dim)
+        self.input_dim = check_int("input_dim", input_dim, 1)
+        self.output_dim = check_int("output_dim", output_dim, 1)
         if padding_idx is not None and not 0 <= int(padding_idx) < self.input_dim:
             raise ValueError(f"padding_idx must be in [0, input_dim) or None, got {padding_idx!r}")
         self.padding_idx = None if padding_idx is None else int(padding_idx)
@@ -277,7 +273,7 @@ class Dense(Layer):
     def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
                  name: str | None = None) -> None:
         super().__init__(name)
-        self.units = _pos_int("units", units)
+        self.units = check_int("units", units, 1)
         self.activation = _activation_name(activation)
         self.use_bias = bool(use_bias)
         self.skip_activation = False  # set by a model that fuses the activation into the loss

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from fastgru._validation import check_int
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "clip_grad_norm",
            "LearningRateSchedule", "StepDecay", "CosineDecay"]
 
@@ -38,10 +40,7 @@ class StepDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate: float, decay_steps: int,
                  decay_rate: float = 0.1) -> None:
         self.initial_learning_rate = _positive("initial_learning_rate", initial_learning_rate)
-        if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) \
-                or decay_steps < 1:
-            raise ValueError(f"decay_steps must be an integer >= 1, got {decay_steps!r}")
-        self.decay_steps = int(decay_steps)
+        self.decay_steps = check_int("decay_steps", decay_steps, 1)
         self.decay_rate = _positive("decay_rate", decay_rate)
 
     def __call__(self, step: int) -> float:

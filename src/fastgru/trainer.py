@@ -28,6 +28,7 @@ from typing import Any, cast
 import numpy as np
 from scipy.special import expit
 
+from fastgru._validation import check_int
 from fastgru.callbacks import BackupAndRestore, Callback, History
 from fastgru.data import encode_labels, length_batches, pad_ragged
 from fastgru.nn import Embedding, valid_mask
@@ -330,12 +331,6 @@ def _resolve_verbose(verbose: Any) -> int:
     return int(verbose)
 
 
-def _pos_int(name: str, v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be a positive int, got {v!r}")
-    return int(v)
-
-
 def loss_count(loss: Any, pred: np.ndarray, target: np.ndarray,
                mask: np.ndarray | None) -> int:
     """The number of terms `loss` averages over for one batch: samples, or valid time steps
@@ -402,16 +397,14 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
         raise RuntimeError("compile() the model before fit()")
     dist = _data_parallel(distributed)
     with _agreed(dist, "before training"):
-        batch_size = _pos_int("batch_size", batch_size)
-        epochs = _pos_int("epochs", epochs)
-        if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, (int, np.integer)) \
-                or initial_epoch < 0:
-            raise ValueError(f"initial_epoch must be an integer >= 0, got {initial_epoch!r}")
+        batch_size = check_int("batch_size", batch_size, 1)
+        epochs = check_int("epochs", epochs, 1)
+        initial_epoch = check_int("initial_epoch", initial_epoch, 0)
         verbose = _resolve_verbose(verbose)
         if isinstance(verify, bool) or verify is None:
             verify_every = 0 if not verify else -1  # -1: first batch only
         else:
-            verify_every = _pos_int("verify", verify)
+            verify_every = check_int("verify", verify, 1)
         callbacks = list(callbacks or [])
         for cb in callbacks:
             if not isinstance(cb, Callback):
@@ -667,7 +660,7 @@ def evaluate(model: Any, x: Any, y: Any = None, batch_size: int = 256, verbose: 
         raise RuntimeError("compile() the model before evaluate()")
     dist = _data_parallel(distributed)
     with _agreed(dist, "preparing the evaluation"):
-        batch_size = _pos_int("batch_size", batch_size)
+        batch_size = check_int("batch_size", batch_size, 1)
         p = prepare_x(model, x)
         p.y = prepare_y(model, y, p)
     with _guard(dist, "evaluation"):
@@ -681,7 +674,7 @@ def evaluate(model: Any, x: Any, y: Any = None, batch_size: int = 256, verbose: 
 
 def predict(model: Any, x: Any, batch_size: int = 256, verbose: int = 0) -> np.ndarray:
     """Model outputs for x, in x's order (see Sequential.predict)."""
-    batch_size = _pos_int("batch_size", batch_size)
+    batch_size = check_int("batch_size", batch_size, 1)
     p = prepare_x(model, x)
     seq = model.output_spec.sequence
     lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)

@@ -54,16 +54,9 @@ cdef double _wake_gap = 1e300
 cdef double _last_end = -1e300
 
 
-# 0: choose by idle gap and measured times; 1: always the team; -1: always one thread.
+# 0: choose by idle gap and measured times; 1: always the team; -1: always one thread (also
+# a forked child after the parent ran a team: libgomp cannot start one there, fastgru._threads).
 cdef int _rule = 0
-# Set in a forked child after the parent ran a team (fastgru._threads): libgomp cannot start
-# one there (it hangs), so steppers made before the fork run on the calling thread.
-cdef bint _serial_only = False
-
-
-def _set_serial_only(bint on):
-    global _serial_only
-    _serial_only = on
 
 
 def _set_wake_gap(double seconds):
@@ -73,8 +66,8 @@ def _set_wake_gap(double seconds):
 
 
 def _set_step_rule(int rule):
-    """Test hook: 1 runs every multi-thread step on its team, -1 on the calling thread, 0 (the
-    default) chooses by idle gap and measured times."""
+    """1 runs every multi-thread step on its team (tests), -1 on the calling thread (tests; a
+    forked child), 0 (the default) chooses by idle gap and measured times."""
     global _rule
     _rule = rule
 
@@ -395,7 +388,7 @@ cdef class Stepper:
 
     cdef void _run(self, StepArgs* a):
         global _last_end
-        cdef int nt = 1 if _serial_only else self._n_threads, split = self._split
+        cdef int nt = self._n_threads, split = self._split
         cdef double t0 = 0.0, dt
         if nt > 1:
             t0 = fg_wtime()
@@ -417,7 +410,7 @@ cdef class Stepper:
                 else:
                     with parallel(num_threads=nt):
                         _team(a, split, <const double*>NULL)
-        if self._n_threads > 1 and not _serial_only:
+        if self._n_threads > 1:
             _last_end = fg_wtime()
             dt = _last_end - t0
             if nt > 1:
