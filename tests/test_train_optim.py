@@ -49,8 +49,7 @@ def test_sgd_matches_torch(problem, momentum, nesterov, wd):
     ours = run_steps(fastgru.SGD(0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd),
                      gs, p0)
     w, b = torch_steps(lambda ps: torch.optim.SGD(
-        [{"params": [ps[0]], "weight_decay": wd}, {"params": [ps[1]], "weight_decay": 0.0}],
-        lr=0.1, momentum=momentum, nesterov=nesterov), gs, p0)
+        ps, lr=0.1, momentum=momentum, nesterov=nesterov, weight_decay=wd), gs, p0)
     np.testing.assert_allclose(ours["w"], w, rtol=1e-12)
     np.testing.assert_allclose(ours["b"], b, rtol=1e-12)
 
@@ -73,10 +72,10 @@ def test_adamw_matches_torch(problem):
 
     p0, gs = problem
     ours = run_steps(fastgru.AdamW(0.01, weight_decay=0.1, epsilon=1e-8), gs, p0)
-    w, _ = torch_steps(lambda ps: torch.optim.AdamW(
-        [{"params": [ps[0]], "weight_decay": 0.1}, {"params": [ps[1]], "weight_decay": 0.0}],
-        lr=0.01, eps=1e-8), gs, p0)
+    w, b = torch_steps(lambda ps: torch.optim.AdamW(ps, lr=0.01, eps=1e-8, weight_decay=0.1),
+                       gs, p0)
     np.testing.assert_allclose(ours["w"], w, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ours["b"], b, rtol=1e-6, atol=1e-7)
 
 
 @requires_torch
@@ -93,8 +92,7 @@ def test_adam_torch_epsilon_form_equals_torch(problem, cls, scale):
     ours = run_steps(getattr(fastgru, cls)(0.01, weight_decay=wd, epsilon=1e-6,
                                            epsilon_form="torch"), gs, p0)
     w, b = torch_steps(lambda ps: getattr(torch.optim, cls)(
-        [{"params": [ps[0]], "weight_decay": wd}, {"params": [ps[1]], "weight_decay": 0.0}],
-        lr=0.01, eps=1e-6), gs, p0)
+        ps, lr=0.01, eps=1e-6, weight_decay=wd), gs, p0)
     np.testing.assert_allclose(ours["w"], w, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(ours["b"], b, rtol=1e-12, atol=1e-15)
     keras_form = run_steps(getattr(fastgru, cls)(0.01, weight_decay=wd, epsilon=1e-6), gs, p0)
@@ -139,11 +137,41 @@ def test_sparse_rows_touch_only_rows(opt):
     np.testing.assert_allclose(w[[1, 4]], w2[[1, 4]], rtol=1e-12)
 
 
-def test_weight_decay_skips_biases():
-    p = {"w": np.ones((2, 2)), "b": np.ones(2)}
-    fastgru.SGD(0.1, weight_decay=0.5).step(p, {"w": np.zeros((2, 2)), "b": np.zeros(2)})
+def test_weight_decay_on_every_parameter_unless_excluded():
+    """torch.optim and Keras decay biases too; exclude_from_weight_decay (Keras' substring
+    rule, also a constructor argument kept in get_config) leaves chosen ones out."""
+    zeros = {"w": np.zeros((2, 2)), "gru/bias_ih_l0": np.zeros(2)}
+    p = {"w": np.ones((2, 2)), "gru/bias_ih_l0": np.ones(2)}
+    fastgru.SGD(0.1, weight_decay=0.5).step(p, zeros)
     np.testing.assert_allclose(p["w"], 0.95)
-    np.testing.assert_allclose(p["b"], 1.0)
+    np.testing.assert_allclose(p["gru/bias_ih_l0"], 0.95)
+    for opt in (fastgru.SGD(0.1, weight_decay=0.5, exclude_from_weight_decay=["bias"]),
+                fastgru.AdamW(0.1, weight_decay=0.5)):
+        if isinstance(opt, fastgru.AdamW):
+            opt.exclude_from_weight_decay(var_names=["bias"])
+        opt = get_optimizer(opt.get_config())
+        p = {"w": np.ones((2, 2)), "gru/bias_ih_l0": np.ones(2)}
+        opt.step(p, zeros)
+        np.testing.assert_allclose(p["w"], 0.95)
+        np.testing.assert_allclose(p["gru/bias_ih_l0"], 1.0)
+    with pytest.raises(TypeError, match="var_names must be a list of non-empty strings"):
+        fastgru.SGD(exclude_from_weight_decay="bias")
+    with pytest.raises(TypeError, match="var_names"):
+        fastgru.Adam().exclude_from_weight_decay(var_names=[""])
+
+
+@requires_torch
+def test_excluding_biases_equals_torch_param_groups(problem):
+    import torch
+
+    p0, gs = problem
+    ours = run_steps(fastgru.AdamW(0.01, weight_decay=0.1, epsilon=1e-8, epsilon_form="torch",
+                                   exclude_from_weight_decay=["b"]), gs, p0)
+    w, b = torch_steps(lambda ps: torch.optim.AdamW(
+        [{"params": [ps[0]], "weight_decay": 0.1}, {"params": [ps[1]], "weight_decay": 0.0}],
+        lr=0.01, eps=1e-8), gs, p0)
+    np.testing.assert_allclose(ours["w"], w, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ours["b"], b, rtol=1e-12, atol=1e-15)
 
 
 def test_clip_grad_norm_global():

@@ -190,12 +190,15 @@ def backward_weights(plan: SeqPlan, w_hh: np.ndarray, team: int, cols: bool,
                      full_width: bool) -> tuple[int, np.ndarray | None]:
     """(cols slices, packed W_hh or None) for the backward's per-step product dh = dG @ W_hh:
     in cols mode each slice's columns (pack_cols, float32, TRANSPOSE_MIN_T steps or more, as
-    in the forward), else panels where packs_bwd says so."""
+    in the forward), else panels where packs_bwd says so (TRANSPOSE_MIN_T steps or more)."""
     if cols:
         nsl = cols_slices(team)
         ok = w_hh.dtype == np.float32 and plan.T >= TRANSPOSE_MIN_T
         return nsl, pack_cols(w_hh, nsl, bwd=True) if ok else None
-    return 0, pack_panels_bwd(w_hh) if packs_bwd(w_hh, full_width) else None
+    # packing is one pass over W_hh: worth it only over several steps (T = 1 training at S5:
+    # the pack was 33 of 193 us)
+    pack = plan.T >= TRANSPOSE_MIN_T and packs_bwd(w_hh, full_width)
+    return 0, pack_panels_bwd(w_hh) if pack else None
 
 
 # Inference over a single step of a small batch (T = 1: streaming through ops or the layers)

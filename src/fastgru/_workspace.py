@@ -36,15 +36,20 @@ def _aligned(raw: np.ndarray, nbytes: int) -> np.ndarray:
     return raw[off:off + nbytes]
 
 
+def _size(shape: tuple[int, ...]) -> int:
+    size = 1  # not np.prod: ~1.5 us a call, three takes per training forward
+    for s in shape:
+        size *= int(s)
+    return size
+
+
 def get(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
     """A C-contiguous scratch array of `shape` (contents undefined), reused across calls."""
     pool = getattr(_local, "pool", None)
     if pool is None:
         pool = _local.pool = {}
     dtype = np.dtype(dtype)
-    size = 1
-    for s in shape:
-        size *= int(s)
+    size = _size(shape)
     key = (name, dtype)
     buf = pool.get(key)
     if buf is None or buf.size < size:
@@ -57,7 +62,7 @@ def get(name: str, shape: tuple[int, ...], dtype) -> np.ndarray:
 def take(shape: tuple[int, ...], dtype) -> np.ndarray:
     """An array for data kept from a forward to its backward (contents undefined)."""
     dtype = np.dtype(dtype)
-    need = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    need = _size(shape) * dtype.itemsize
     buf = None
     with _lock:
         best = -1

@@ -12,7 +12,7 @@ a resumed training continues exactly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -133,13 +133,16 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
 class Optimizer:
     """Base class. learning_rate: a float or a LearningRateSchedule of the step count.
     global_clipnorm: clip the global gradient norm before each step (None: off).
-    weight_decay: L2 on parameters with ndim >= 2 (decoupled in AdamW)."""
+    weight_decay: applied to every parameter, biases included, as torch.optim and Keras do
+    (L2 added to the gradient in SGD/Adam, decoupled in AdamW); exclude_from_weight_decay:
+    substrings of parameter names to leave undecayed (Keras' rule), e.g. ("bias",)."""
 
     name = "optimizer"
     SLOTS: tuple[str, ...] = ()
 
     def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3,
-                 global_clipnorm: float | None = None, weight_decay: float = 0.0) -> None:
+                 global_clipnorm: float | None = None, weight_decay: float = 0.0,
+                 exclude_from_weight_decay: Sequence[str] = ()) -> None:
         if isinstance(learning_rate, LearningRateSchedule):
             self.schedule: LearningRateSchedule | None = learning_rate
             self._lr = learning_rate.initial_learning_rate  # type: ignore[attr-defined]
@@ -149,6 +152,8 @@ class Optimizer:
         self.global_clipnorm = None if global_clipnorm is None else _positive(
             "global_clipnorm", global_clipnorm)
         self.weight_decay = _nonneg("weight_decay", weight_decay)
+        self._wd_exclude: tuple[str, ...] = ()
+        self.exclude_from_weight_decay(var_names=exclude_from_weight_decay)
         self.iterations = 0
         self.slots: dict[str, dict[str, np.ndarray]] = {s: {} for s in self.SLOTS}
         self.last_grad_norm: float | None = None
@@ -162,6 +167,19 @@ class Optimizer:
     def learning_rate(self, v: float) -> None:
         self.schedule = None
         self._lr = _positive("learning_rate", v)
+
+    def exclude_from_weight_decay(self, var_names: Sequence[str] | None = None) -> None:
+        """Leave parameters whose name contains any of var_names undecayed (adds to earlier
+        calls; Keras' method of the same name)."""
+        if var_names is None:
+            return
+        if isinstance(var_names, str) or not all(isinstance(n, str) and n for n in var_names):
+            raise TypeError("var_names must be a list of non-empty strings (substrings of "
+                            f"parameter names), got {var_names!r}")
+        self._wd_exclude += tuple(n for n in var_names if n not in self._wd_exclude)
+
+    def _decays(self, name: str) -> bool:
+        return self.weight_decay > 0 and not any(n in name for n in self._wd_exclude)
 
     def step(self, params: Mapping[str, np.ndarray], grads: Mapping[str, np.ndarray],
              rows: Mapping[str, np.ndarray] | None = None) -> None:
@@ -178,7 +196,7 @@ class Optimizer:
             r = rows.get(k)
             if r is not None and r.size == 0:
                 continue
-            self._update(k, p, grads[k], r, lr, p.ndim >= 2 and self.weight_decay > 0)
+            self._update(k, p, grads[k], r, lr, self._decays(k))
 
     def _update(self, k: str, p: np.ndarray, g: np.ndarray, r: np.ndarray | None,
                 lr: float, decay: bool) -> None:
@@ -187,7 +205,8 @@ class Optimizer:
     # -- state ----------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = dict(name=self.name, global_clipnorm=self.global_clipnorm,
-                                   weight_decay=self.weight_decay)
+                                   weight_decay=self.weight_decay,
+                                   exclude_from_weight_decay=list(self._wd_exclude))
         cfg["learning_rate"] = self.schedule.get_config() if self.schedule else self._lr
         return cfg
 
