@@ -82,3 +82,27 @@ def test_row_blocks_are_balanced_optimally():
             best = min(largest(sl, [0, *c, B])
                        for c in itertools.combinations(range(1, B), nblk - 1))
             assert largest(sl, b) == best, (sl, b)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("R,C", [(1, 1), (1, 9), (9, 1), (3, 5), (4, 4), (33, 70), (130, 37),
+                                 (768, 64)])
+def test_transpose_every_shape_and_pitch(dtype, R, C):
+    """_rows.transpose (SSE2 blocks plus edges) equals NumPy's .T, also between views with a
+    row pitch (a panel of a wider buffer), and writes nothing outside its destination."""
+    from fastgru._kernels import _rows
+
+    rng = np.random.default_rng(R * 1000 + C)
+    big = rng.standard_normal((R + 3, C + 5)).astype(dtype)
+    src = big[1:R + 1, 2:C + 2]                   # rows C + 5 apart
+    out = np.full((C + 2, R + 4), -7.0, dtype)
+    _rows.transpose(src, out[1:C + 1, 3:R + 3])
+    np.testing.assert_array_equal(out[1:C + 1, 3:R + 3], src.T)
+    outside = np.ones(out.shape, bool)
+    outside[1:C + 1, 3:R + 3] = False
+    assert np.all(out[outside] == -7.0)
+    with pytest.raises(ValueError, match="dst must have shape"):
+        _rows.transpose(src, np.empty((R + 1, C), dtype))
+    if C > 1:
+        with pytest.raises(ValueError, match="unit strides"):
+            _rows.transpose(np.zeros((R, 2 * C), dtype)[:, ::2], np.empty((C, R), dtype))

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from fastgru import _threads, _workspace
-from fastgru._kernels import _blas, _gru, _lstm, _stream
+from fastgru._kernels import _blas, _gru, _lstm, _rows, _stream
 from fastgru._plan import SeqPlan
 
 
@@ -46,10 +46,11 @@ def transposed(name: str, w: np.ndarray) -> np.ndarray:
     D, G, K = w.shape
     if name == "wt_ih":
         out = _workspace.get(name, (K, D * G), w.dtype)
-        np.copyto(out, w.reshape(D * G, K).T)
+        _rows.transpose(w.reshape(D * G, K), out)
     else:
         out = _workspace.get(name, (D, K, G), w.dtype)
-        np.copyto(out, w.transpose(0, 2, 1))
+        for d in range(D):
+            _rows.transpose(w[d], out[d])
     return out
 
 
@@ -60,7 +61,7 @@ TRANSPOSE_MIN_T = 3
 def _panels(name: str, m: np.ndarray) -> np.ndarray:
     """m (D, R, C), any strides, split along C into panels of PANEL columns: (D, n*R, PANEL)
     with out[d, p*R + r, j] = m[d, r, p*PANEL + j], zero past C, in workspace `name`. One
-    strided copy, like transposed()."""
+    pass over m (a transpose per panel when m is a transposed view), like transposed()."""
     D, R, C = m.shape
     pw = _blas.PACK_PANEL
     n = -(-C // pw)
@@ -75,6 +76,13 @@ def _panels_into(out: np.ndarray, m: np.ndarray) -> None:
     n, R, pw = out.shape
     C = m.shape[1]
     full = C // pw
+    if m.strides[0] == m.itemsize and R > 1:  # m = W.T of a row-major W: a transpose per panel
+        mt = m.T
+        for p in range(n):
+            _rows.transpose(mt[p * pw : (p + 1) * pw], out[p, :, : min(pw, C - p * pw)])
+        if n > full:
+            out[full, :, C - full * pw:] = 0
+        return
     if full:
         np.copyto(out[:full], m[:, : full * pw].reshape(R, full, pw).transpose(1, 0, 2))
     if n > full:
