@@ -72,11 +72,10 @@ cdef inline void project(int M, int N, int K, const floating* x, const floating*
     """gx[M, N] = x[M, K] @ W_ih.T, the input projection of M packed rows: W_ih given
     transposed (K, N) (wt: mm_proj, the same sums as the per-step projection) or in PyTorch
     layout (N, K) (short sequences)."""
-    cdef floating one = 1, zero = 0
     if wt:
         mm_proj(M, N, K, x, K, w_ih, N, gx, N)
     else:
-        gemm(c'N', c'T', M, N, K, one, x, K, w_ih, K, zero, gx, N)
+        mm_nt(M, N, K, x, K, w_ih, gx, N)
 
 
 cdef inline void project_step(int M, int N, int K, const floating* x, Py_ssize_t row,
@@ -97,17 +96,35 @@ cdef inline void project_step(int M, int N, int K, const floating* x, Py_ssize_t
     mm_proj(M, N, K, x, K, wt_ih, ldw, gx, N)
 
 
+cdef inline void mm_nt(int M, int N, int K, const floating* A, int lda, const floating* W,
+                       floating* C, int ldc) noexcept nogil:
+    """C = A @ W.T for W (N, K) in PyTorch layout (rows K apart): float32 with one row or 5-16
+    rows on the streaming steps' dot_rows (_simd_kernels.h; the stepper's rule, same sums),
+    else BLAS. OpenBLAS's sgemm with op(W) = W.T was 5-7x slower than transposing first at
+    B = 1-2, H = 512 (one short sequence, T < TRANSPOSE_MIN_T, or a T = 1 training step)."""
+    cdef floating one = 1, zero = 0
+    if M <= 0 or N <= 0:
+        return
+    if floating is float:
+        if M <= 16 and fg_simd.dot_rows != NULL:
+            fg_simd.dot_rows(M, N, K, W, K, A, lda, C, ldc)
+            return
+    gemm(c'N', c'T', M, N, K, one, A, lda, W, K, zero, C, ldc)
+
+
 cdef inline void mm_w(int M, int N, int K, const floating* A, int lda, const floating* W,
                       bint transposed, bint accumulate, floating* C, int ldc) noexcept nogil:
     """C (+)= A @ W.T for a weight W of PyTorch layout (N, K), given either as is
     (transposed=False: BLAS with op(W) = W.T) or as a transposed copy (K, N) (transposed=True:
     the faster small-matrix path; the copy costs G*(I+H) moves per call, so short sequences
     skip it)."""
-    cdef floating one = 1, zero = 0
+    cdef floating one = 1
     if transposed:
         mm(M, N, K, A, lda, W, N, accumulate, C, ldc)
+    elif not accumulate:
+        mm_nt(M, N, K, A, lda, W, C, ldc)
     else:
-        gemm(c'N', c'T', M, N, K, one, A, lda, W, K, one if accumulate else zero, C, ldc)
+        gemm(c'N', c'T', M, N, K, one, A, lda, W, K, one, C, ldc)
 
 
 cdef inline void mm_tn(int M, int N, int K, const floating* A, int lda, const floating* W,
