@@ -332,15 +332,16 @@ def test_single_sequence_packed_slices_exact(monkeypatch, cell, H, B):
 @pytest.mark.parametrize("level", fastgru.available_simd_levels())
 @pytest.mark.parametrize("cell,variant", [("gru", True), ("gru", False), ("lstm", None),
                                           ("lstm", 3)])
-@pytest.mark.parametrize("T", [1, 2])
+@pytest.mark.parametrize("T", [1, 2, 40])
 def test_short_sequences_untransposed_products(level, cell, variant, T):
-    """T < TRANSPOSE_MIN_T reads the weights in PyTorch layout: 1-16 rows go to dot_rows
-    (_matmul.pxd mm_nt; groups of 4, 2, 1, K and N tails), more to BLAS. Training forward and
-    backward against the reference at every SIMD level, lengths and thread counts included."""
+    """T < TRANSPOSE_MIN_T, and one sequence on one thread (T < ONE_ROW_MAX_T), read the
+    weights in PyTorch layout: 1-16 rows go to dot_rows (_matmul.pxd mm_nt; groups of 4, 2, 1,
+    K and N tails), more to BLAS. Training forward and backward against the reference at every
+    SIMD level, lengths and thread counts included."""
     fastgru.set_simd_level(level)
+    batches = [1, 2, 3, 4, 5, 8, 16, 17] if T < 3 else [1, 2]
     try:
-        for B, n_threads, lengths in itertools.product([1, 2, 3, 4, 5, 8, 16, 17], [1, 2],
-                                                       [False, True]):
+        for B, n_threads, lengths in itertools.product(batches, [1, 2], [False, True]):
             kw = {"P": variant} if cell == "lstm" and variant else {}
             p = make_problem(cell, T, B, 13, 70, dtype=np.float32, seed=B * 10 + T,
                              lengths=lengths, **kw)
