@@ -177,3 +177,25 @@ def test_keras_configs_that_differ_warn_or_explain(keras):
     with pytest.raises(ValueError, match="activation=") as info:
         fastgru.GRU.from_keras(odd)
     assert len(str(info.value)) < 250  # a lambda's serialised bytecode is cut short
+
+
+def test_to_keras_refuses_arguments_that_change_the_function(keras):
+    """kwargs that would make the built Keras layer another function (its cell, direction,
+    weights' shapes or masked outputs) are refused; the others reach the constructor."""
+    m = fastgru.GRU(I, H)
+    for kw in ({"activation": "relu"}, {"recurrent_activation": "hard_sigmoid"},
+               {"go_backwards": True}, {"use_bias": False}, {"units": 3},
+               {"reset_after": False}, {"zero_output_for_mask": True}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} would make the Keras layer"):
+            m.to_keras(**kw)
+    assert m.to_keras(return_state=True, name="g").return_state
+
+
+def test_from_keras_takes_bfloat16_layers(keras):
+    x = np.random.default_rng(0).standard_normal((2, 5, I)).astype(np.float32)
+    kl = keras.layers.GRU(H, dtype="bfloat16", recurrent_initializer="glorot_uniform")
+    kl(x)
+    m = fastgru.GRU.from_keras(kl)
+    assert m.dtype == np.float32
+    for a, b in zip(m.to_keras_weights(), kl.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, np.asarray(b, np.float32))

@@ -402,3 +402,92 @@ def test_model_import_warns_about_constant_states_and_lengths():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # an all-zero initial state is what a call uses anyway
         fastgru.GRU.from_onnx_model(_two_gru_model([], initial_h=np.zeros((1, 2, 4))))
+
+
+def _gru_graph(nodes_before, x_name, extra_inits=(), bidirectional_pair=None, h0_name=""):
+    """One GRU node (I = 3, H = 4) reading x_name after nodes_before, graph input "X";
+    bidirectional_pair: a list of layout nodes from the first node's Y "Ya" to a second
+    bidirectional GRU's input (both nodes bidirectional)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    I, H = 3, 4
+    D = 2 if bidirectional_pair is not None else 1
+    inits = [numpy_helper.from_array(rng.uniform(-0.5, 0.5, s).astype(np.float32), n)
+             for n, s in (("W", (D, 3 * H, I)), ("R", (D, 3 * H, H)),
+                          ("W2", (D, 3 * H, D * H)), ("R2", (D, 3 * H, H)))]
+    inits += list(extra_inits)
+    attrs = dict(hidden_size=H, linear_before_reset=1)
+    if D == 2:
+        attrs["direction"] = "bidirectional"
+    ins = [x_name, "W", "R"] + (["", "", h0_name] if h0_name else [])
+    nodes = list(nodes_before) + [helper.make_node("GRU", ins, ["Ya", "Ha"], name="a", **attrs)]
+    out = "Ya"
+    if bidirectional_pair is not None:
+        nodes += bidirectional_pair
+        nodes.append(helper.make_node("GRU", [bidirectional_pair[-1].output[0], "W2", "R2"],
+                                      ["Yb", "Hb"], name="b", **attrs))
+        out = "Yb"
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                                         None)],
+                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
+                              inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_model_import_warns_about_a_computed_initial_state():
+    """A learned h0 expanded to the batch (torch.onnx.export of an nn.Parameter h0) is computed
+    in the graph: the import says so instead of dropping it silently."""
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.ones((1, 1, 4), np.float32), "h0p"),
+             numpy_helper.from_array(np.array([1, 2, 4], np.int64), "shp")]
+    expand = helper.make_node("Expand", ["h0p", "shp"], ["h0"])
+    with pytest.warns(UserWarning, match="initial_h is computed in the graph .* h0="):
+        fastgru.GRU.from_onnx_model(_gru_graph([expand], "X", inits, h0_name="h0"))
+
+
+def test_model_import_batch_first_after_another_op():
+    """Linear -> Transpose(1, 0, 2) -> GRU (torch's export of a batch_first GRU after another
+    layer): the layer is batch_first and takes what the Transpose takes."""
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    bias = numpy_helper.from_array(np.full(3, 0.25, np.float32), "bias")
+    pre = [helper.make_node("Add", ["X", "bias"], ["a"]),
+           helper.make_node("Transpose", ["a"], ["xt"], perm=[1, 0, 2])]
+    model = _gru_graph(pre, "xt", [bias])
+    m = fastgru.GRU.from_onnx_model(model)
+    assert m.batch_first
+    x = np.random.default_rng(1).standard_normal((2, 5, 3)).astype(np.float32)  # (B, T, I)
+    ort = pytest.importorskip("onnxruntime")
+    yo = ort.InferenceSession(model.SerializeToString()).run(None, {"X": x})[0]  # (T, 1, B, H)
+    y, _ = m(x + 0.25)
+    assert rel_err(y, yo[:, 0].transpose(1, 0, 2)) < 1e-5
+
+
+def test_model_import_checks_what_the_layout_ops_do():
+    """Between bidirectional layers a stack is Transpose(0, 2, 1, 3) + Reshape([0, 0, -1]) (the
+    directions side by side); a Reshape alone interleaves batch rows and directions."""
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    shape = numpy_helper.from_array(np.array([0, 0, -1], np.int64), "shape")
+    good = [helper.make_node("Transpose", ["Ya"], ["t"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", ["t", "shape"], ["r"])]
+    m = fastgru.GRU.from_onnx_model(_gru_graph([], "X", [shape], bidirectional_pair=good))
+    assert m.num_layers == 2 and m.bidirectional
+    bad = [helper.make_node("Reshape", ["Ya", "shape"], ["r"])]
+    with pytest.raises(ValueError, match="do not turn Y into the next layer's input"):
+        fastgru.GRU.from_onnx_model(_gru_graph([], "X", [shape], bidirectional_pair=bad))
+    bad_perm = [helper.make_node("Transpose", ["Ya"], ["t"], perm=[0, 2, 3, 1]),
+                helper.make_node("Reshape", ["t", "shape"], ["r"])]
+    with pytest.raises(ValueError, match="Transpose -> Reshape"):
+        fastgru.GRU.from_onnx_model(_gru_graph([], "X", [shape], bidirectional_pair=bad_perm))
+
+
+def test_model_import_of_bytes_that_are_no_model():
+    pytest.importorskip("onnx")
+    with pytest.raises(ValueError, match="empty graph|cannot read an ONNX model"):
+        fastgru.GRU.from_onnx_model(b"not onnx")

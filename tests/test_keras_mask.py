@@ -43,7 +43,9 @@ def _problem(m, dtype="float64", seed=0):
 CASES = [(fastgru.GRU, {}), (fastgru.GRU, {"reset_after": False}), (fastgru.LSTM, {}),
          (fastgru.GRU, {"reverse": True}), (fastgru.LSTM, {"bidirectional": True}),
          (fastgru.GRU, {"num_layers": 2, "bidirectional": True}),
-         (fastgru.LSTM, {"num_layers": 2})]
+         (fastgru.LSTM, {"num_layers": 2}), (fastgru.GRU, {"zero_output_for_mask": True}),
+         (fastgru.GRU, {"reverse": True, "zero_output_for_mask": True}),
+         (fastgru.LSTM, {"num_layers": 2, "zero_output_for_mask": True})]
 
 
 @pytest.mark.parametrize("cls,kw", CASES)
@@ -68,7 +70,7 @@ def test_mask_is_lengths_plus_keras_fill(cls, kw, backend):
         assert rel_err(y[b, :L[b]], y_l[j, :L[b]]) < 1e-13
     for b in range(B):
         pad = y[b, L[b]:]
-        if D == 2:
+        if D == 2 or m.zero_output_for_mask:
             assert not pad.any()
         elif m.reverse:  # Keras go_backwards: h0 at its first (padding) steps
             assert np.array_equal(pad, np.broadcast_to(h0[-1, b], pad.shape))
@@ -192,11 +194,14 @@ def keras():
 @pytest.mark.parametrize("kind", ["gru", "gru_rb", "lstm"])
 @pytest.mark.parametrize("wrap", ["plain", "go_backwards", "bidirectional"])
 @pytest.mark.parametrize("initial", [False, True])
-def test_mask_matches_keras(keras, kind, wrap, initial):
+@pytest.mark.parametrize("zero", [False, True])
+def test_mask_matches_keras(keras, kind, wrap, initial, zero):
+    """zero: Keras' zero_output_for_mask=True (Bidirectional sets it on its inner layers)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
     K = keras.layers.LSTM if kind == "lstm" else keras.layers.GRU
     kw = {"reset_after": False} if kind == "gru_rb" else {}
+    kw["zero_output_for_mask"] = zero
     n_states = 2 if kind == "lstm" else 1
     if wrap == "bidirectional":
         kl = keras.layers.Bidirectional(K(H, return_sequences=True, return_state=True, **kw))
@@ -209,6 +214,7 @@ def test_mask_matches_keras(keras, kind, wrap, initial):
     out = kl(x, mask=MASK, initial_state=states if initial else None)
     yk, sk = np.asarray(out[0]), [np.asarray(s) for s in out[1:]]
     m = (fastgru.LSTM if kind == "lstm" else fastgru.GRU).from_keras(kl)
+    assert m.zero_output_for_mask == (zero and wrap != "bidirectional")
     m.eval()
     if initial:  # Keras: [h_fwd, (c_fwd), h_bwd, (c_bwd)]; fastgru: (D, B, H) per state
         h0 = np.stack(states[::n_states])
@@ -275,3 +281,27 @@ def test_keras_stack_refusals(keras):
         fastgru.GRU.from_keras(s)
     with pytest.raises(TypeError, match=r"keras_layer\[1\] must be a keras.layers.GRU"):
         fastgru.GRU.from_keras([g1, keras.layers.Dense(3)])
+
+
+def test_inner_layer_of_bidirectional_gives_zeros(keras):
+    """Keras' Bidirectional sets zero_output_for_mask=True on its inner layers: one taken out
+    and converted on its own gives zeros at masked steps, as it does in Keras."""
+    x = np.random.default_rng(0).standard_normal((B, T, I)).astype(np.float32)
+    bl = keras.layers.Bidirectional(keras.layers.LSTM(H, return_sequences=True))
+    bl(x, mask=MASK)
+    inner = bl.forward_layer
+    m = fastgru.LSTM.from_keras(inner)
+    assert m.zero_output_for_mask
+    assert rel_err(m(x, mask=MASK)[0], np.asarray(inner(x, mask=MASK))) < 1e-5
+    back = m.to_keras()
+    assert back.zero_output_for_mask
+    assert rel_err(np.asarray(back(x, mask=MASK)), np.asarray(inner(x, mask=MASK))) < 1e-5
+
+
+def test_zero_output_for_mask_is_saved_and_validated(tmp_path):
+    m = _layer(fastgru.GRU, zero_output_for_mask=True)
+    m.save(tmp_path / "z.npz")
+    assert fastgru.load(tmp_path / "z.npz").zero_output_for_mask
+    assert "zero_output_for_mask" not in _layer(fastgru.GRU).get_config()
+    with pytest.raises(TypeError, match="zero_output_for_mask"):
+        _layer(fastgru.LSTM, zero_output_for_mask="yes")

@@ -56,6 +56,10 @@ def to_numpy(name: str, a: Any) -> np.ndarray:
 
     torch is never imported here: a tensor is recognised by its methods."""
     if hasattr(a, "detach") and hasattr(a, "cpu") and hasattr(a, "numpy"):
+        if getattr(a, "is_meta", False):
+            raise ValueError(f"{name} is a tensor on the 'meta' device (no data): materialise "
+                             f"the module first (e.g. module.to_empty(device='cpu') and load "
+                             f"its weights)")
         t = a.detach().cpu()
         try:
             return t.numpy()
@@ -65,6 +69,8 @@ def to_numpy(name: str, a: Any) -> np.ndarray:
         arr = np.asarray(a)
     except Exception as exc:
         raise TypeError(f"{name} must be a numeric array: {exc}") from None
+    if arr.dtype.name in ("bfloat16", "float8_e4m3fn", "float8_e5m2"):  # ml_dtypes (JAX, Keras)
+        return arr.astype(np.float32)
     if arr.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
     return arr

@@ -72,13 +72,14 @@ class RNNBase(Module):
     # -- construction ---------------------------------------------------------------------------
     def _setup(self, input_size, hidden_size, num_layers, bias, batch_first, dropout,
                bidirectional, proj_size, reset_after, dtype, seed, backend, n_threads,
-               reverse=False) -> None:
+               reverse=False, zero_output_for_mask=False) -> None:
         self._I = check_size("input_size", input_size)
         self._H = check_size("hidden_size", hidden_size)
         self._L = check_size("num_layers", num_layers)
         self._bias = V.check_bool("bias", bias)
         self._bidirectional = V.check_bool("bidirectional", bidirectional)
         self._reverse = V.check_bool("reverse", reverse)
+        self._zero_masked = V.check_bool("zero_output_for_mask", zero_output_for_mask)
         if self._reverse and self._bidirectional:
             raise ValueError("reverse=True is for one direction (bidirectional already runs "
                              "both)")
@@ -143,6 +144,9 @@ class RNNBase(Module):
     num_layers = property(lambda self: self._L, doc="L, stacked layers.")
     bias = property(lambda self: self._bias, doc="Whether the layer has b_ih and b_hh.")
     bidirectional = property(lambda self: self._bidirectional, doc="Two directions per layer.")
+    zero_output_for_mask = property(
+        lambda self: self._zero_masked,
+        doc="With mask= (Keras semantics): y is 0 past each sequence's end (Keras' argument).")
     reverse = property(lambda self: self._reverse,
                        doc="One direction, run from each sequence's last step to its first.")
     num_directions = property(lambda self: 2 if self._bidirectional else 1, doc="D, 1 or 2.")
@@ -192,6 +196,8 @@ class RNNBase(Module):
                    bidirectional=self._bidirectional)
         if self._reverse:
             cfg["reverse"] = True
+        if self._zero_masked:
+            cfg["zero_output_for_mask"] = True
         if self._cell == "gru":
             cfg["reset_after"] = self._reset_after
         else:
@@ -352,8 +358,9 @@ class RNNBase(Module):
             rows_run = rows
         # Keras writes the carried h of the last layer at masked steps (a standalone forward
         # layer: h_n past the end; go_backwards: h0 first, the padding once flipped back);
-        # Bidirectional writes zeros
-        carry = 0 if self.num_directions == 2 else (-1 if self._rev[0] else 1)
+        # Bidirectional, or zero_output_for_mask=True, writes zeros
+        carry = (0 if self.num_directions == 2 or self._zero_masked
+                 else (-1 if self._rev[0] else 1))
         if carry:
             y = _masking.fill_padding(y, lengths, (hn if carry > 0 else h0)[-1])
         return y, hn, cn, fwd, (lengths, rows_run, carry)

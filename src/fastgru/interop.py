@@ -84,7 +84,7 @@ def from_torch(cls, module: Any, dtype: Any = None, **kwargs):
     tcls = _torch_class(cls)
     if not isinstance(module, tcls):
         raise TypeError(f"module must be a {tcls.__module__}.{tcls.__name__}, got "
-                        f"{type(module).__name__}")
+                        f"{type(module).__module__}.{type(module).__qualname__}")
     cfg: dict[str, Any] = dict(input_size=int(module.input_size),
                                hidden_size=int(module.hidden_size), bias=bool(module.bias))
     if hasattr(module, "num_layers"):  # layers, not cells
@@ -374,12 +374,21 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
                dtype=_dtype_of([np.asarray(weights[0])], dtype))
     if not bidirectional and cfg.get("go_backwards", False):
         new["reverse"] = True
+    # Bidirectional gives zeros at masked steps whatever its inner layers say
+    if not bidirectional and parts[-1][0].get("zero_output_for_mask", False):
+        new["zero_output_for_mask"] = True
     if cls._cell == "gru":
         new["reset_after"] = bool(cfg.get("reset_after", True))
     new.update(kwargs)
     m = cls(**new)
     load_keras_weights(m, weights)
     return m
+
+
+# to_keras kwargs that would make the Keras layer compute another function than the fastgru
+# layer (its weights' shapes, its cell, its direction or its masked outputs)
+_KERAS_DEFINING = ("units", "activation", "recurrent_activation", "use_bias", "reset_after",
+                   "go_backwards", "zero_output_for_mask", "time_major")
 
 
 def to_keras(m, **kwargs) -> Any:
@@ -391,6 +400,12 @@ def to_keras(m, **kwargs) -> Any:
     Dropout layers); Keras data is batch-major (B, T, I)."""
     if getattr(m, "_proj", 0):
         raise NotImplementedError("Keras LSTM has no projection (proj_size); cannot convert")
+    bad = sorted(k for k in kwargs if k in _KERAS_DEFINING)
+    if bad:
+        raise ValueError(f"to_keras: {', '.join(bad)} would make the Keras layer compute "
+                         f"another function than this layer (they come from the layer: "
+                         f"hidden_size, bias, reset_after, reverse, zero_output_for_mask); "
+                         f"give only arguments such as return_state, return_sequences, name")
     try:
         import keras
     except ImportError:
@@ -406,6 +421,8 @@ def to_keras(m, **kwargs) -> Any:
             cfg["reset_after"] = bool(m._reset_after)
         if getattr(m, "reverse", False):
             cfg["go_backwards"] = True
+        if getattr(m, "zero_output_for_mask", False) and not m.bidirectional:
+            cfg["zero_output_for_mask"] = True
         cfg.update(kwargs)
         layer = (keras.layers.GRU if m._cell == "gru" else keras.layers.LSTM)(**cfg)
         if m.bidirectional:
@@ -528,12 +545,13 @@ _ONNX_LAYOUT_OPS = frozenset({"Squeeze", "Unsqueeze", "Transpose", "Reshape", "I
                               "Flatten", "Dropout"})
 
 
-def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str) -> None:
+def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str, consts: dict,
+                      layout: int, D: int, H: int) -> None:
     """node must read prev's output Y through layout ops only: then the two are consecutive
     layers of one stack (anything else between them, or another source, is not a fastgru
     layer's computation)."""
     y = prev.output[0] if prev.output else ""
-    name, path = node.input[0], list[str]()
+    name, path, chain = node.input[0], list[str](), list[Any]()
     while name != y:
         src = made_by.get(name)
         if src is None or src.op_type not in _ONNX_LAYOUT_OPS:
@@ -545,17 +563,80 @@ def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str) -> None:
                 f"{op} nodes maps to one fastgru layer: import the nodes one by one with "
                 f"from_onnx(W, R, B, ...) and apply the ops between them yourself")
         path.append(src.op_type)
+        chain.append(src)
         name = src.input[0]
+    if chain and not _chain_stacks(chain[::-1], consts, layout, D, H):
+        raise ValueError(
+            f"the ops between {op} nodes {prev.name!r} and {node.name!r} "
+            f"({' -> '.join(path[::-1])}) do not turn Y into the next layer's input as a stack "
+            f"does (Y [T, D, B, H] -> [T, B, D*H], the directions side by side): import the "
+            f"nodes one by one with from_onnx(W, R, B, ...) and apply those ops yourself")
 
 
-def _warn_onnx_state_constants(n: Any, consts: dict, where: str) -> None:
-    """A constant sequence_lens / initial_h / initial_c is not part of a fastgru layer (they are
-    per-call arguments): say so instead of dropping it silently. All-zero initial states are
-    what a call without them uses."""
+def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int) -> bool:
+    """Whether the layout ops `chain` (in graph order) map a Y of distinct values to the stack's
+    next input, by running them on a small Y in NumPy. True too when an op's shape or axes are
+    computed in the graph (they cannot be checked here)."""
+    from onnx import helper
+
+    T, B = 2, 3
+    y = np.arange(T * D * B * H).reshape(T, D, B, H)
+    want = y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+    if layout == 1:  # Y [B, T, D, H], X [B, T, I]
+        y = y.transpose(2, 0, 1, 3)
+        want = want.transpose(1, 0, 2)
+    a: np.ndarray = y
+    for n in chain:
+        at = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+
+        def arg(k: int, n=n):
+            name = n.input[k] if len(n.input) > k else ""
+            return None if not name else consts.get(name, "computed")
+
+        try:
+            if n.op_type == "Transpose":
+                perm = at.get("perm")
+                a = a.transpose(list(perm)) if perm is not None else a.T
+            elif n.op_type == "Reshape":
+                shape = arg(1)
+                if isinstance(shape, str) or shape is None:
+                    return True
+                shape = [int(v) for v in np.asarray(shape).ravel()]
+                if not at.get("allowzero", 0):
+                    shape = [a.shape[i] if v == 0 else v for i, v in enumerate(shape)]
+                a = a.reshape(shape)
+            elif n.op_type in ("Squeeze", "Unsqueeze"):
+                axes = at.get("axes", arg(1))
+                if isinstance(axes, str):
+                    return True
+                if n.op_type == "Squeeze":
+                    a = (np.squeeze(a) if axes is None
+                         else np.squeeze(a, axis=tuple(int(v) for v in np.ravel(axes))))
+                else:
+                    a = np.expand_dims(a, tuple(int(v) for v in np.ravel(axes)))
+            elif n.op_type == "Flatten":
+                ax = int(at.get("axis", 1)) % max(a.ndim, 1)
+                a = a.reshape(int(np.prod(a.shape[:ax])), -1)
+        except (ValueError, TypeError, IndexError):  # numpy AxisError is both
+            return False
+    return a.shape == want.shape and bool(np.array_equal(a, want))
+
+
+def _warn_onnx_state_constants(n: Any, consts: dict, inputs: set, where: str) -> None:
+    """A sequence_lens / initial_h / initial_c that the graph supplies (a constant, or computed:
+    a learned initial state expanded to the batch) is not part of a fastgru layer (they are
+    per-call arguments): say so instead of dropping it silently. All-zero constant initial
+    states are what a call without them uses; graph inputs are the caller's anyway."""
     for k, what, arg in ((4, "sequence_lens", "lengths"), (5, "initial_h", "h0"),
                          (6, "initial_c", "c0")):
         name = n.input[k] if len(n.input) > k else ""
-        if not name or name not in consts:
+        if not name or (name in inputs and name not in consts):
+            continue
+        if name not in consts:
+            warnings.warn(f"{where}input {what} is computed in the graph ({name!r}, e.g. a "
+                          f"learned initial state expanded to the batch); a fastgru layer "
+                          f"takes it per call: compute it and pass it as {arg}=... (layer(x, "
+                          f"{arg}=...)) to get the model's outputs", UserWarning, stacklevel=4)
             continue
         v = consts[name]
         if k > 4 and not np.any(v):
@@ -571,8 +652,9 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
     (each one's input size must be the previous one's D*H, as in fastgru's export_onnx and
     torch.onnx.export of a multi-layer nn.GRU/nn.LSTM). W, R, B (and P) must be initializers
     or Constant outputs. Read from the nodes: direction, hidden_size, linear_before_reset and
-    layout (batch_first=True for layout=1, or for a graph input transposed (1, 0, 2) straight
-    into the first node, as export_onnx writes batch_first layers); direction="reverse" gives
+    layout (batch_first=True for layout=1, or for an input transposed (1, 0, 2) straight into
+    the first node, as export_onnx and torch write batch_first layers: the layer takes what the
+    Transpose takes); direction="reverse" gives
     reverse=True. Attributes with no fastgru counterpart (clip, non-default activations,
     input_forget=1, non-zero peepholes P) raise NotImplementedError. kwargs: extra
     constructor arguments."""
@@ -600,6 +682,9 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
     for n in graph.node:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
             consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    graph_inputs = {v.name for v in graph.input}
+    if not graph.node:
+        raise ValueError("the ONNX model has an empty graph (no nodes): is it an ONNX model?")
     nodes = [n for n in graph.node if n.op_type == op]
     if not nodes:
         raise ValueError(f"the ONNX model has no {op} node (it has "
@@ -643,12 +728,12 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         if layout not in (0, 1):
             raise ValueError(f"{where}layout must be 0 or 1, got {layout!r}")
         lbr = _check_lbr(a.get("linear_before_reset", 0)) if op == "GRU" else None
-        _warn_onnx_state_constants(n, consts, where)
+        _warn_onnx_state_constants(n, consts, graph_inputs, where)
         layers.append(dict(where=where, W=W, R=R, B=B, D=D, H=H, I=I, lbr=lbr, layout=layout,
                            direction=direction))
     made_by = {o: n for n in graph.node for o in n.output}
-    for prev, node in zip(nodes, nodes[1:], strict=False):
-        _check_onnx_chain(prev, node, made_by, op)
+    for (prev, node), ly in zip(zip(nodes, nodes[1:], strict=False), layers, strict=False):
+        _check_onnx_chain(prev, node, made_by, op, consts, ly["layout"], ly["D"], ly["H"])
     first = layers[0]
     for prev, ly in zip(layers, layers[1:], strict=False):
         for key in ("direction", "H", "lbr", "layout"):
@@ -658,14 +743,13 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         if ly["I"] != prev["D"] * prev["H"]:
             raise ValueError(f"{ly['where']}input size {ly['I']} is not the previous node's "
                              f"D*H = {prev['D'] * prev['H']}")
-    # batch_first: layout=1, or (as export_onnx and torch write it) a graph input transposed
-    # from (B, T, I) to (T, B, I) right before the first node
+    # batch_first: layout=1, or (as export_onnx and torch write it) the input transposed from
+    # (B, T, I) to (T, B, I) right before the first node: the layer then takes what the
+    # Transpose takes (a graph input, or another op's batch-major output)
     feed = made_by.get(nodes[0].input[0])
-    inputs = {v.name for v in graph.input}
     perm = [list(helper.get_attribute_value(x)) for x in feed.attribute if x.name == "perm"] \
         if feed is not None and feed.op_type == "Transpose" else []
-    batch_first = first["layout"] == 1 or (perm == [[1, 0, 2]] and feed is not None
-                                           and feed.input[0] in inputs)
+    batch_first = first["layout"] == 1 or perm == [[1, 0, 2]]
     cfg = dict(input_size=first["I"], hidden_size=first["H"], num_layers=len(layers),
                bidirectional=first["D"] == 2, batch_first=batch_first,
                bias=any(ly["B"] is not None for ly in layers),

@@ -91,6 +91,9 @@ class GRU(_LayerInterop, RNNBase):
         reverse: one direction that runs each sequence from its last valid step to its first,
             outputs at their own time steps (ONNX direction="reverse"; Keras go_backwards=True,
             whose return_sequences output is y reversed in time). No PyTorch counterpart.
+        zero_output_for_mask: with mask= (Keras semantics), y is 0 past each sequence's end
+            instead of the carried state (Keras' argument of the same name; Bidirectional
+            layers always give 0 there). Calls with lengths= always give 0 there.
 
     Shapes: x (T, B, I) (or (B, T, I), or (T, I) unbatched); h0, h_n (L*D, B, H); y (T, B, D*H).
     Parameters (PyTorch names): weight_ih_l{k}[_reverse] (3H, I or D*H), weight_hh_l{k} (3H, H),
@@ -103,9 +106,10 @@ class GRU(_LayerInterop, RNNBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  reset_after: bool = True, dtype: Any = "float32", seed: Any = None, *,
                  backend: str = "fast", n_threads: int | None = None,
-                 reverse: bool = False) -> None:
+                 reverse: bool = False, zero_output_for_mask: bool = False) -> None:
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, 0, reset_after, dtype, seed, backend, n_threads, reverse)
+                    bidirectional, 0, reset_after, dtype, seed, backend, n_threads, reverse,
+                    zero_output_for_mask)
 
     reset_after = property(lambda self: self._reset_after,
                            doc="True: reset gate after the recurrent product (PyTorch).")
@@ -205,9 +209,10 @@ class LSTM(_LayerInterop, RNNBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, dtype: Any = "float32", seed: Any = None, *,
                  backend: str = "fast", n_threads: int | None = None,
-                 reverse: bool = False) -> None:
+                 reverse: bool = False, zero_output_for_mask: bool = False) -> None:
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
-                    bidirectional, proj_size, True, dtype, seed, backend, n_threads, reverse)
+                    bidirectional, proj_size, True, dtype, seed, backend, n_threads, reverse,
+                    zero_output_for_mask)
 
     proj_size = property(lambda self: self._proj, doc="P, the projection size (0: none).")
 
