@@ -633,10 +633,11 @@ def _warn_onnx_state_constants(n: Any, consts: dict, inputs: set, where: str) ->
         if not name or (name in inputs and name not in consts):
             continue
         if name not in consts:
-            warnings.warn(f"{where}input {what} is computed in the graph ({name!r}, e.g. a "
-                          f"learned initial state expanded to the batch); a fastgru layer "
-                          f"takes it per call: compute it and pass it as {arg}=... (layer(x, "
-                          f"{arg}=...)) to get the model's outputs", UserWarning, stacklevel=4)
+            eg = ", e.g. a learned initial state expanded to the batch" if k > 4 else ""
+            warnings.warn(f"{where}input {what} is computed in the graph ({name!r}{eg}); a "
+                          f"fastgru layer takes it per call: compute it and pass it as "
+                          f"{arg}=... (layer(x, {arg}=...)) to get the model's outputs",
+                          UserWarning, stacklevel=4)
             continue
         v = consts[name]
         if k > 4 and not np.any(v):

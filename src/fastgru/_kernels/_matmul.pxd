@@ -98,10 +98,10 @@ cdef inline void project_step(int M, int N, int K, const floating* x, Py_ssize_t
 
 cdef inline void mm_nt(int M, int N, int K, const floating* A, int lda, const floating* W,
                        floating* C, int ldc) noexcept nogil:
-    """C = A @ W.T for W (N, K) in PyTorch layout (rows K apart): float32 with one row or 5-16
-    rows on the streaming steps' dot_rows (_simd_kernels.h; the stepper's rule, same sums),
-    else BLAS. OpenBLAS's sgemm with op(W) = W.T was 5-7x slower than transposing first at
-    B = 1-2, H = 512 (one short sequence, T < TRANSPOSE_MIN_T, or a T = 1 training step)."""
+    """C = A @ W.T for W (N, K) in PyTorch layout (rows K apart): float32 with 1-16 rows on the
+    streaming steps' dot_rows (_simd_kernels.h), else BLAS. OpenBLAS's sgemm with op(W) = W.T
+    was 3-5.5x slower at 1-2 rows, H = 512 (short sequences, T = 1 training steps, one sequence
+    read in place). The stepper keeps 2-4 rows on BLAS (_stream.pyx _xwt: measured equal)."""
     cdef floating one = 1, zero = 0
     if M <= 0 or N <= 0:
         return
