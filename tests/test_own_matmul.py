@@ -1,6 +1,6 @@
 """fastgru's own per-step product kernel (_kernels/_matmul.pxd, mm_small in _simd_kernels.h):
 exact enough against float64 at every shape class it takes (full 64-column panels, 16-column
-vectors, masked tails, 1-4 row groups, accumulate), and whole layers running on it agree with the
+vectors, masked tails, 1-6 row groups, accumulate), and whole layers running on it agree with the
 reference and with the BLAS route."""
 import numpy as np
 import pytest
@@ -32,7 +32,7 @@ def _at_level(level, hook, A, W, C0, accumulate):
                                    (600, 130, 300), (513, 64, 64), (257, 100, 513)])
 @pytest.mark.parametrize("accumulate", [False, True])
 def test_product_against_float64(level, M, N, K, accumulate):
-    """Row groups of 1-4, row blocks of 256 (input projection, dx), K-blocks of 256, tails."""
+    """Row groups of 1-6, row blocks of 256 (input projection, dx), K-blocks of 256, tails."""
     rng = np.random.default_rng(M * 1000 + N + K)
     A = rng.standard_normal((M, K)).astype(np.float32)
     W = rng.standard_normal((K, N)).astype(np.float32)
@@ -43,6 +43,24 @@ def test_product_against_float64(level, M, N, K, accumulate):
     scale = (np.abs(A).astype(np.float64) @ np.abs(W) + np.abs(C0)).max()
     assert np.abs(C - want).max() <= K * np.finfo(np.float32).eps * scale
     assert np.isfinite(C).all()
+
+
+@needs_avx512
+@pytest.mark.parametrize("M", [4, 5, 6, 7, 9, 11, 13, 33])
+def test_row_groups_do_not_change_a_row(M):
+    """However the rows are grouped (AVX-512 takes the last 5 or 6 as one group), each row's
+    result is the bits it gets alone (one row also runs on the own kernel)."""
+    level = "avx512"
+    assert _blas.mm_route(M, 150, 300) == _blas.mm_route(1, 150, 300) == "own"
+    rng = np.random.default_rng(M)
+    A = rng.standard_normal((M, 300)).astype(np.float32)
+    W = rng.standard_normal((300, 150)).astype(np.float32)
+    C0 = rng.standard_normal((M, 150)).astype(np.float32)
+    for accumulate in (False, True):
+        together = _at_level(level, _blas.mm_memview, A, W, C0, accumulate)
+        for i in range(M):
+            alone = _at_level(level, _blas.mm_memview, A[i:i + 1], W, C0[i:i + 1], accumulate)
+            assert np.array_equal(together[i], alone[0]), (accumulate, i)
 
 
 @pytest.mark.parametrize("level", fastgru.available_simd_levels())
