@@ -299,6 +299,8 @@ def test_single_sequence_packed_slices_exact(monkeypatch, cell, H, B):
 
     monkeypatch.setattr(_threads, "COLS_MIN_UNITS", 1)
     monkeypatch.setattr(_threads, "SERIAL_FLOPS", 0)
+    # (13 steps of 1-2 rows would read the weights in place: the packed slices are tested here)
+    monkeypatch.setattr(_packed, "_in_place", lambda plan, w_hh, team: False)
     for lengths in (None, np.array([9, 12][:B])):
         p = make_problem(cell, 13, B, 7, H, dtype=np.float32, seed=H)
         p["lengths"] = lengths
@@ -332,19 +334,41 @@ def test_single_sequence_packed_slices_exact(monkeypatch, cell, H, B):
 @pytest.mark.parametrize("level", fastgru.available_simd_levels())
 @pytest.mark.parametrize("cell,variant", [("gru", True), ("gru", False), ("lstm", None),
                                           ("lstm", 3)])
-@pytest.mark.parametrize("T", [1, 2, 40])
+@pytest.mark.parametrize("T", [1, 2, 7, 40])
 def test_short_sequences_untransposed_products(level, cell, variant, T):
-    """T < TRANSPOSE_MIN_T, and one sequence on one thread (T < ONE_ROW_MAX_T), read the
-    weights in PyTorch layout: 1-16 rows go to dot_rows (_matmul.pxd mm_nt; groups of 4, 2, 1,
-    K and N tails), more to BLAS. Training forward and backward against the reference at every
-    SIMD level, lengths and thread counts included."""
+    """T < TRANSPOSE_MIN_T, and short sequences of few rows (_packed._in_place: T = 7 with up
+    to 16 rows, T = 40 with 1 row, and 2 rows on two threads), read the weights in PyTorch
+    layout: 1-16 rows go to dot_rows (_matmul.pxd mm_nt; groups of 4, 2, 1, K and N tails),
+    more to BLAS. Training forward and backward against the reference at every SIMD level,
+    lengths and thread counts included."""
     fastgru.set_simd_level(level)
-    batches = [1, 2, 3, 4, 5, 8, 16, 17] if T < 3 else [1, 2]
+    batches = [1, 2, 3, 4, 5, 8, 16, 17] if T < 8 else [1, 2]
     try:
         for B, n_threads, lengths in itertools.product(batches, [1, 2], [False, True]):
             kw = {"P": variant} if cell == "lstm" and variant else {}
             p = make_problem(cell, T, B, 13, 70, dtype=np.float32, seed=B * 10 + T,
                              lengths=lengths, **kw)
             _compare(cell, p, n_threads, np.float32, variant if cell == "gru" else None)
+    finally:
+        fastgru.set_simd_level(None)
+
+
+def test_in_place_rule():
+    """Which forwards read the weights in place (the table IN_PLACE_MAX_T): float32 only, at
+    most 16 rows, longer limits on a team, never at the baseline SIMD level."""
+    from fastgru import _packed
+    from fastgru._plan import SeqPlan
+    w32 = np.zeros((1, 12, 4), np.float32)
+    cases = [(1, 511, 1, True), (1, 512, 1, False), (2, 15, 1, True), (2, 16, 1, False),
+             (16, 7, 1, True), (16, 8, 1, False), (17, 3, 1, False), (1, 255, 2, True),
+             (1, 256, 2, False), (2, 63, 2, True), (2, 64, 2, False), (8, 31, 2, True),
+             (8, 32, 2, False), (16, 15, 2, True), (16, 16, 2, False), (17, 3, 2, False),
+             (5, 7, 0, True)]
+    for B, T, team, want in cases:
+        assert _packed._in_place(SeqPlan(T, B), w32, team) is want, (B, T, team)
+    assert not _packed._in_place(SeqPlan(3, 2), w32.astype(np.float64), 1)
+    fastgru.set_simd_level("base")
+    try:
+        assert not _packed._in_place(SeqPlan(3, 2), w32, 1)
     finally:
         fastgru.set_simd_level(None)

@@ -174,6 +174,8 @@ def test_packed_recurrent_weights_bidirectional(cls, kw, n_threads, monkeypatch)
     monkeypatch.setattr(_packed, "pack_panels", lambda w: calls.append(w.shape) or real(w))
     monkeypatch.setattr(_packed, "pack_panels_bwd",
                         lambda w: bwd_calls.append(w.shape) or real_bwd(w))
+    # (7 steps of 11 rows would read the forward's weights in place: packing is tested here)
+    monkeypatch.setattr(_packed, "_in_place", lambda plan, w_hh, team: False)
     layer = cls(24, 100, num_layers=2, bidirectional=True, seed=0, n_threads=n_threads, **kw)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((7, 11, 24)).astype(np.float32)

@@ -21,7 +21,7 @@ def _sorted_lengths(plan: SeqPlan) -> np.ndarray:
 
 
 # One sequence in one direction shorter than this runs on one thread, reading the weights in
-# place (_one_row_in_place): a team's per-slice weight copies cost more than the steps they
+# place (_in_place): a team's per-slice weight copies cost more than the steps they
 # share. Same run, 2 threads, B = 1, I = 64, inference: LSTM H = 256 T = 4 290 us on the team
 # vs 76-82 on one thread, GRU H = 512 T = 16 855 vs 732 us; from T = 64 the team wins.
 ONE_ROW_TEAM_MIN_T = 32
@@ -185,26 +185,39 @@ def cols_slices(team: int) -> int:
     return team
 
 
-# One sequence on one thread shorter than this reads the weights in place (below).
-ONE_ROW_MAX_T = 512
+# Few rows per step over a short sequence read the weights in place (PyTorch layout) instead of
+# copying them transposed (and packed): products of 1-16 rows then run on dot_rows
+# (_matmul.pxd mm_nt). Its steps are slower than the packed product's from B = 2 (LSTM
+# H = 384, B = 5, 1 thread: 95 vs 66 us) but the copy costs 0.17-0.2 ms at 1 thread and
+# 0.26-0.33 ms at 2 (2.4 MB there). Longest T read in place, by team and rows per step (B up
+# to the key), from one same-run sweep of copy vs in place (GRU H = 128, 256, 512, LSTM
+# H = 384, B = 1, 2, 5, 16, T = 3-512, uni- and bidirectional; the limit is the first T
+# measured where the copy won). E.g. 2 threads, LSTM H = 384, B = 5: T = 3 0.457 -> 0.210 ms,
+# T = 8 0.691 -> 0.513; GRU H = 512, B = 2, T = 32: 1.100 -> 0.885 ms. One sequence on one
+# thread: H = 256, T = 16 399 -> 181 us, T = 256 2.68 -> 2.38 ms; over 1000 steps the packed
+# product wins (H = 512: 39.1 vs 43.5 ms; S6 the same either way).
+IN_PLACE_MAX_T = {1: ((1, 511), (2, 15), (16, 7)), 2: ((1, 255), (2, 63), (8, 31), (16, 15))}
+ONE_ROW_MAX_T = IN_PLACE_MAX_T[1][0][1] + 1  # (tests)
 
 
-def _one_row_in_place(plan: SeqPlan, w_hh: np.ndarray, team: int) -> bool:
-    """One sequence on one thread reads the weights in place with dot_rows (_matmul.pxd mm_nt)
-    and skips the copy: same run, 1 thread, B = 1, I = 64, inference GRU H = 256 T = 16 399 ->
-    181 us, T = 256 2.68 -> 2.38 ms; H = 512 T = 4 2.13 -> 0.20 ms. Over 1000 steps the copy's
-    packed product wins (H = 512: 39.1 vs 43.5 ms; S6 the same either way)."""
-    return (plan.B == 1 and team == 1 and plan.T < ONE_ROW_MAX_T
-            and w_hh.dtype == np.float32 and _runtime.simd_name() != "base")
+def _in_place(plan: SeqPlan, w_hh: np.ndarray, team: int) -> bool:
+    """Whether the forward reads the weights in place at T >= TRANSPOSE_MIN_T (above): float32
+    on a SIMD level with dot_rows, at most 16 rows per step, T within IN_PLACE_MAX_T."""
+    if w_hh.dtype != np.float32 or plan.B > 16 or _runtime.simd_name() == "base":
+        return False
+    for rows, max_t in IN_PLACE_MAX_T[1 if team <= 1 else 2]:
+        if plan.B <= rows:
+            return plan.T <= max_t
+    return False
 
 
 def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False,
                     cols_slices: int = 0, team: int = 0):
     """(wt flag, w_ih, w_hh, w_hr, packed) as the forward kernels take them: transposed copies
     for sequences of TRANSPOSE_MIN_T steps or more (w_hh packed in panels where packs() says
-    so, or per slice in cols mode: cols_slices > 0, float32), else (also for one sequence on
-    one thread) the PyTorch layout as is (no copy)."""
-    if plan.T >= TRANSPOSE_MIN_T and not _one_row_in_place(plan, w_hh, team):
+    so, or per slice in cols mode: cols_slices > 0, float32), else (also for short sequences
+    of few rows: _in_place) the PyTorch layout as is (no copy)."""
+    if plan.T >= TRANSPOSE_MIN_T and not _in_place(plan, w_hh, team):
         if cols_slices and w_hh.dtype == np.float32:
             whh, packed = pack_cols(w_hh, cols_slices), True
         else:
