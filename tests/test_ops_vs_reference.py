@@ -372,3 +372,12 @@ def test_in_place_rule():
         assert not _packed._in_place(SeqPlan(3, 2), w32, 1)
     finally:
         fastgru.set_simd_level(None)
+    # two steps of more than 16 float32 rows are copied transposed on one thread only
+    w_ih = np.zeros((1, 12, 3), np.float32)
+    for B, T, team, want in [(17, 2, 1, True), (17, 2, 2, False), (16, 2, 1, False),
+                             (17, 1, 1, False), (17, 3, 2, True)]:
+        wt = _packed.forward_weights(SeqPlan(T, B), w_ih, w32, team=team)[0]
+        assert wt is want, (B, T, team)
+    wt = _packed.forward_weights(SeqPlan(2, 17), w_ih.astype(np.float64),
+                                 w32.astype(np.float64), team=1)[0]
+    assert wt is False
