@@ -353,10 +353,29 @@ def test_short_sequences_untransposed_products(level, cell, variant, T):
         fastgru.set_simd_level(None)
 
 
+@pytest.mark.parametrize("level", fastgru.available_simd_levels())
+@pytest.mark.parametrize("cell,variant", [("gru", True), ("lstm", None), ("lstm", 50)])
+def test_many_rows_untransposed_products(level, cell, variant):
+    """17-64 rows against a weight of 32768 elements or more also go to dot_rows
+    (_matmul.pxd nt_dot; here H = 128: G*H = 49152 / 65536): T = 1 and 2, training against
+    the reference, with lengths, on 1 and 2 threads."""
+    fastgru.set_simd_level(level)
+    try:
+        for T, B, n_threads, lengths in itertools.product([1, 2], [17, 33, 64], [1, 2],
+                                                          [False, True]):
+            kw = {"P": variant} if cell == "lstm" and variant else {}
+            p = make_problem(cell, T, B, 13, 128, dtype=np.float32, seed=B + T,
+                             lengths=lengths, **kw)
+            _compare(cell, p, n_threads, np.float32, variant if cell == "gru" else None)
+    finally:
+        fastgru.set_simd_level(None)
+
+
 def test_in_place_rule():
     """Which forwards read the weights in place (the table IN_PLACE_MAX_T): float32 only, at
     most 16 rows, longer limits on a team, never at the baseline SIMD level."""
     from fastgru import _packed
+    from fastgru._kernels import _blas
     from fastgru._plan import SeqPlan
     w32 = np.zeros((1, 12, 4), np.float32)
     cases = [(1, 511, 1, True), (1, 512, 1, False), (2, 15, 1, True), (2, 16, 1, False),
@@ -372,12 +391,19 @@ def test_in_place_rule():
         assert not _packed._in_place(SeqPlan(3, 2), w32, 1)
     finally:
         fastgru.set_simd_level(None)
-    # two steps of more than 16 float32 rows are copied transposed on one thread only
+    # two steps of more than 32 float32 rows, or of 17-32 whose products would go to BLAS,
+    # are copied transposed on one thread only
     w_ih = np.zeros((1, 12, 3), np.float32)
-    for B, T, team, want in [(17, 2, 1, True), (17, 2, 2, False), (16, 2, 1, False),
-                             (17, 1, 1, False), (17, 3, 2, True)]:
-        wt = _packed.forward_weights(SeqPlan(T, B), w_ih, w32, team=team)[0]
-        assert wt is want, (B, T, team)
+    big = np.zeros((1, 1536, 384), np.float32)  # dot_rows takes up to 64 rows of it
+    assert _blas.nt_route(17, 12, 4) == "blas" and _blas.nt_route(64, 1536, 384) == "dot"
+    for B, T, team, w, want in [(17, 2, 1, w32, True), (17, 2, 2, w32, False),
+                                (16, 2, 1, w32, False), (17, 1, 1, w32, False),
+                                (17, 3, 2, w32, True), (17, 2, 1, big, False),
+                                (32, 2, 1, big, False), (33, 2, 1, big, True),
+                                (33, 2, 2, big, False)]:
+        wi = w_ih if w is w32 else np.zeros((1, 1536, 3), np.float32)
+        wt = _packed.forward_weights(SeqPlan(T, B), wi, w, team=team)[0]
+        assert wt is want, (B, T, team, w.shape)
     wt = _packed.forward_weights(SeqPlan(2, 17), w_ih.astype(np.float64),
                                  w32.astype(np.float64), team=1)[0]
     assert wt is False

@@ -64,12 +64,20 @@ def transposed(name: str, w: np.ndarray) -> np.ndarray:
 
 
 # Transposing the weights (G*(I+H) strided moves) pays for itself only over several steps;
-# over two already for more than 16 float32 rows on one thread (their untransposed products go
-# to OpenBLAS's sgemm(N, T)): same run, T = 2, LSTM H = 384, B = 17: 1.04 -> 0.80 ms, B = 33:
-# 1.54 -> 1.37, GRU H = 256, B = 64: 0.81 -> 0.72. Not on a team: the copy is not shared
-# (GRU H = 64, B = 128 at 2 threads: 0.14 -> 0.20 ms).
+# over two already on one thread for float32 batches of more than 32 rows, or of more than 16
+# whose untransposed products of W_hh would go to OpenBLAS's sgemm(N, T) (_blas.nt_route).
+# Same run, T = 2, 1 thread, copy vs in place: LSTM H = 128, B = 64 0.33 vs 0.36 ms; LSTM
+# H = 384, B = 33 1.42 vs 1.31 (dot_rows), B = 17 0.80 vs 1.04 (when it went to sgemm). Not on
+# a team: the copy is not shared (GRU H = 64, B = 128 at 2 threads: 0.14 -> 0.20 ms).
 TRANSPOSE_MIN_T = 3
-TRANSPOSE_MIN_T_ROWS = 16
+COPY_AT_TWO_MIN_ROWS = 33
+
+
+def _copy_at_two(plan: SeqPlan, w_hh: np.ndarray, team: int) -> bool:
+    D, G, K = w_hh.shape
+    return (plan.T == TRANSPOSE_MIN_T - 1 and team <= 1 and w_hh.dtype == np.float32
+            and plan.B > 16 and (plan.B >= COPY_AT_TWO_MIN_ROWS
+                                 or _blas.nt_route(plan.B, G, K) == "blas"))
 
 
 def _panels(name: str, m: np.ndarray) -> np.ndarray:
@@ -219,13 +227,12 @@ def _in_place(plan: SeqPlan, w_hh: np.ndarray, team: int) -> bool:
 def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False,
                     cols_slices: int = 0, team: int = 0):
     """(wt flag, w_ih, w_hh, w_hr, packed) as the forward kernels take them: transposed copies
-    for sequences of TRANSPOSE_MIN_T steps or more (one less for many float32 rows on one
-    thread) (w_hh packed in panels where packs() says
-    so, or per slice in cols mode: cols_slices > 0, float32), else (also for short sequences
-    of few rows: _in_place) the PyTorch layout as is (no copy)."""
-    min_t = (TRANSPOSE_MIN_T - 1 if plan.B > TRANSPOSE_MIN_T_ROWS and team <= 1
-             and w_hh.dtype == np.float32 else TRANSPOSE_MIN_T)
-    if plan.T >= min_t and not _in_place(plan, w_hh, team):
+    for sequences of TRANSPOSE_MIN_T steps or more (two where _copy_at_two says so; w_hh
+    packed in panels where packs() says so, or per slice in cols mode: cols_slices > 0,
+    float32), else (also for short sequences of few rows: _in_place) the PyTorch layout as is
+    (no copy)."""
+    if ((plan.T >= TRANSPOSE_MIN_T or _copy_at_two(plan, w_hh, team))
+            and not _in_place(plan, w_hh, team)):
         if cols_slices and w_hh.dtype == np.float32:
             whh, packed = pack_cols(w_hh, cols_slices), True
         else:

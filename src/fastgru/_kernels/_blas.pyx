@@ -2,7 +2,7 @@
 """BLAS thread hold (shared by all kernel modules) and test hooks for the BLAS shim."""
 from cython cimport floating
 from fastgru._kernels._blas cimport gemm
-from fastgru._kernels._matmul cimport mm, mm_own, mm_tn, PACK_PANEL as _PACK_PANEL
+from fastgru._kernels._matmul cimport mm, mm_own, mm_tn, nt_dot, PACK_PANEL as _PACK_PANEL
 
 PACK_PANEL = _PACK_PANEL  # columns per panel of packed recurrent weights (_packed.pack_panels)
 from fastgru._kernels._simd cimport fg_simd_select, fg_mm_own_level, fg_mm_own_max_k
@@ -40,6 +40,11 @@ def mm_tn_memview(const floating[:, ::1] A, const floating[:, ::1] W, floating[:
 def mm_route(int M, int N, int K):
     """"own" or "blas": where a float32 per-step product of this shape runs (tests)."""
     return "own" if mm_own(M, N, K) else "blas"
+
+
+def nt_route(int M, int N, int K):
+    """"dot" or "blas": where a float32 product with an untransposed weight (N, K) runs."""
+    return "dot" if nt_dot(M, N, K) else "blas"
 
 
 def time_mm(const float[:, ::1] A, const float[:, ::1] W, float[:, ::1] C, int reps,

@@ -96,17 +96,32 @@ cdef inline void project_step(int M, int N, int K, const floating* x, Py_ssize_t
     mm_proj(M, N, K, x, K, wt_ih, ldw, gx, N)
 
 
+cdef enum:
+    NT_DOT_MAX_M = 16       # dot_rows for up to this many rows at any size,
+    NT_DOT_BIG_MAX_M = 64   # and up to this many for a weight of at least
+    NT_DOT_BIG_KN = 32768   # this many elements (128 KiB of float32)
+
+
+cdef inline bint nt_dot(int M, int N, int K) noexcept nogil:
+    """Whether a float32 mm_nt of this shape runs on dot_rows (else BLAS)."""
+    return fg_simd.dot_rows != NULL and (M <= NT_DOT_MAX_M or (
+        M <= NT_DOT_BIG_MAX_M and <Py_ssize_t>K * N >= NT_DOT_BIG_KN))
+
+
 cdef inline void mm_nt(int M, int N, int K, const floating* A, int lda, const floating* W,
                        floating* C, int ldc) noexcept nogil:
-    """C = A @ W.T for W (N, K) in PyTorch layout (rows K apart): float32 with 1-16 rows on the
-    streaming steps' dot_rows (_simd_kernels.h), else BLAS. OpenBLAS's sgemm with op(W) = W.T
-    was 3-5.5x slower at 1-2 rows, H = 512 (short sequences, T = 1 training steps, one sequence
-    read in place). The stepper keeps 2-4 rows on BLAS (_stream.pyx _xwt: measured equal)."""
+    """C = A @ W.T for W (N, K) in PyTorch layout (rows K apart): float32 with 1-16 rows (1-64
+    for a weight of 32768 elements or more) on the streaming steps' dot_rows (_simd_kernels.h),
+    else BLAS. OpenBLAS's sgemm with op(W) = W.T was 3-5.5x slower at 1-2 rows, H = 512 (short
+    sequences, T = 1 training steps, one sequence read in place); at T = 1, 1 thread, LSTM
+    H = 384, I = 128 B = 33: 0.82 vs 0.65 ms, GRU H = 256 B = 17: 0.19 vs 0.13 ms. At 128 rows
+    (GRU H = 256: 0.75 vs 0.80 ms) and for small weights (GRU H = 64, B = 64: 0.058 vs 0.066 ms)
+    OpenBLAS was faster. The stepper keeps 2-4 rows on BLAS (_stream.pyx _xwt: measured equal)."""
     cdef floating one = 1, zero = 0
     if M <= 0 or N <= 0:
         return
     if floating is float:
-        if M <= 16 and fg_simd.dot_rows != NULL:
+        if nt_dot(M, N, K):
             fg_simd.dot_rows(M, N, K, W, K, A, lda, C, ldc)
             return
     gemm(c'N', c'T', M, N, K, one, A, lda, W, K, zero, C, ldc)
