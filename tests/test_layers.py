@@ -342,7 +342,6 @@ BAD_CALLS = [
     ("int input", lambda g, x: g(x.astype(np.int32)), TypeError, "x"),
     ("x 4-D", lambda g, x: g(x[None]), ValueError, "x"),
     ("x None", lambda g, x: g(None), TypeError, "x"),
-    ("empty batch", lambda g, x: g(x[:, :0]), ValueError, "x"),
     ("empty time", lambda g, x: g(x[:0]), ValueError, "x"),
     ("requires_grad str", lambda g, x: g(x, requires_grad="yes"), TypeError, "requires_grad"),
     ("dy shape", lambda g, x: (g(x), g.backward(np.zeros((T, B, H), np.float32)))[1],

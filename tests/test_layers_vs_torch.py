@@ -218,6 +218,39 @@ def test_cells_match_torch_cells(cell):
     assert type(fcell.to_torch()) is type(tcell)
 
 
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_empty_batch_matches_torch(cell, batch_first):
+    """B = 0 (torch accepts it): empty outputs and states of torch's shapes, empty input
+    gradients and no parameter gradient; step() and the cells too."""
+    import torch
+
+    kw = dict(num_layers=2, bidirectional=True, batch_first=batch_first)
+    if cell == "lstm":
+        mod = torch.nn.LSTM(I, H, proj_size=3, **kw)
+        layer = fastgru.LSTM.from_torch(mod)
+    else:
+        mod = torch.nn.GRU(I, H, **kw)
+        layer = fastgru.GRU.from_torch(mod)
+    layer.train()
+    x = np.zeros((0, T, I) if batch_first else (T, 0, I), np.float32)
+    y, state = layer(x, lengths=np.zeros(0, np.int64))
+    y_t, state_t = mod(torch.from_numpy(x))
+    assert y.shape == tuple(y_t.shape)
+    states = state if cell == "lstm" else (state,)
+    states_t = state_t if cell == "lstm" else (state_t,)
+    assert [s.shape for s in states] == [tuple(s.shape) for s in states_t]
+    dx, dstate = layer.backward(np.ones_like(y))
+    assert dx.shape == x.shape
+    assert all(np.all(g == 0) for g in layer.grads().values())
+    uni = fastgru.GRU(I, H, num_layers=2) if cell == "gru" else fastgru.LSTM(I, H, num_layers=2)
+    y1, s1 = uni.step(np.zeros((0, I), np.float32))
+    assert y1.shape == (0, H)
+    cellmod = fastgru.GRUCell(I, H) if cell == "gru" else fastgru.LSTMCell(I, H)
+    out = cellmod(np.zeros((0, I), np.float32))
+    assert all(o.shape == (0, H) for o in (out if cell == "lstm" else (out,)))
+
+
 def test_readme_example():
     # The example of docs/layers.md, "Moving a trained torch.nn.GRU into fastgru", verbatim.
     import numpy as np  # noqa: E401

@@ -50,7 +50,7 @@ class _ForwardCache:
     __slots__ = ("backend", "plan", "layers", "masks", "T", "B", "unbatched", "batch_first",
                  "keras")
     backend: str
-    plan: SeqPlan
+    plan: SeqPlan | None  # None for an empty batch
     layers: list
     masks: list
     T: int
@@ -250,8 +250,8 @@ class RNNBase(Module):
             raise ValueError(f"x must have shape {layout} (or (T, I) unbatched), got shape "
                              f"{x.shape}")
         T, B, I = x3.shape
-        if T < 1 or B < 1:
-            raise ValueError(f"x must have T >= 1 and B >= 1, got shape {x.shape} {layout}")
+        if T < 1:  # B = 0 is allowed (as in torch): empty outputs
+            raise ValueError(f"x must have T >= 1 steps, got shape {x.shape} {layout}")
         if I != self._I:
             raise ValueError(f"x must have I = input_size = {self._I} features in its last axis, "
                              f"got shape {x.shape}")
@@ -309,6 +309,8 @@ class RNNBase(Module):
         c0 = self._state("c0", c0, B, H, unbatched) if self._cell == "lstm" else None
         if keep:  # inputs are valid: release the old cache so its pooled pages are reused now
             self._cache = None
+        if B == 0:
+            return self._empty_batch(x3, h0, c0, keep, unbatched)
         drop = self._dropout if (self.training and self._dropout > 0) else 0.0
         keras = None
         if mask is None:
@@ -325,6 +327,18 @@ class RNNBase(Module):
             hn = hn[:, 0]
             cn = None if cn is None else cn[:, 0]
         return y, hn, cn
+
+    def _empty_batch(self, x3, h0, c0, keep, unbatched):
+        """B = 0 (torch accepts it): nothing runs; y is empty, the final states are the
+        (empty) initial ones, and backward gives empty input gradients."""
+        T = x3.shape[0]
+        if keep:
+            self._cache = _ForwardCache(backend=self._backend, plan=None, layers=[], masks=[],
+                                        T=T, B=0, unbatched=unbatched,
+                                        batch_first=self._batch_first, keras=None)
+        y = np.zeros((T, 0, self.num_directions * self._P), self.dtype)
+        return (self._output(y, unbatched, self._batch_first), h0.copy(),
+                None if c0 is None else c0.copy())
 
     def _forward_rows(self, x3, lengths, h0, c0, keep, drop):
         """The backend's forward of x3 (T, B, I) with PyTorch lengths: y (T, B, D*P), states,
@@ -477,7 +491,10 @@ class RNNBase(Module):
                 dy3 = dy
         dh = self._state("dh_n", dh_n, B, P, c.unbatched)
         dc = self._state("dc_n", dc_n, B, H, c.unbatched) if self._cell == "lstm" else None
-        if c.keras is None:
+        if B == 0:  # an empty batch: no parameter gradient, empty input gradients
+            dx, dh0 = np.zeros((T, 0, self._I), self.dtype), np.zeros_like(dh)
+            dc0 = None if dc is None else np.zeros_like(dc)
+        elif c.keras is None:
             dx, dh0, dc0 = self._backward_rows(c, dy3, dh, dc)
         else:
             dx, dh0, dc0 = self._backward_masked(c, dy3, dh, dc)
@@ -597,6 +614,9 @@ class RNNBase(Module):
         """One step of every layer on the steppers, inputs already checked: x (B, I), h (L, B, P),
         c (L, B, H) or None (GRU). Returns (y (B, P), h_new (L, B, P), c_new or None); y never
         shares memory with h_new (as in torch: y *= mask must not change the state)."""
+        if not x.shape[0]:  # an empty batch (as torch allows): nothing to run
+            return (np.zeros((0, self._P), self.dtype), h.copy(),
+                    None if c is None else c.copy())
         steppers = self._steppers or self._stepper_list()
         hs, cs = [], []
         for l, st in enumerate(steppers):
@@ -649,9 +669,9 @@ class RNNBase(Module):
         if x.ndim == 1:
             V.check_shape("x", x, (self._I,), "(I,) unbatched")
             return np.ascontiguousarray(x[None]), True
-        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != self._I:
-            raise ValueError(f"x must have shape (B, I) = (B, {self._I}) with B >= 1 (one time "
-                             f"step), got {x.shape}")
+        if x.ndim != 2 or x.shape[1] != self._I:
+            raise ValueError(f"x must have shape (B, I) = (B, {self._I}) (one time step), got "
+                             f"{x.shape}")
         return np.ascontiguousarray(x), False
 
     def _step_state(self, name: str, s: Any, B: int, F: int, unbatched: bool) -> np.ndarray:

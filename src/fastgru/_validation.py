@@ -88,6 +88,8 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
         raise TypeError(f"lengths must be an integer array, got dtype {arr.dtype}")
     if arr.shape != (B,):
         raise ValueError(f"lengths must have shape (B,) = ({B},), got {arr.shape}")
+    if B == 0:
+        return arr.astype(np.int64)
     lo, hi = int(arr.min()), int(arr.max())  # before the cast: uint64 above 2**63 would wrap
     if lo < 1 or hi > T:
         raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got values in [{lo}, {hi}]")

@@ -86,9 +86,8 @@ class _CellBase(InteropMixin, Module):
         if x.ndim == 1:
             V.check_shape("x", x, (self._I,), "(I,) unbatched")
             return np.ascontiguousarray(x[None]), True
-        if x.ndim != 2 or x.shape[0] < 1 or x.shape[1] != self._I:
-            raise ValueError(f"x must have shape (B, I) = (B, {self._I}) with B >= 1, got "
-                             f"{x.shape}")
+        if x.ndim != 2 or x.shape[1] != self._I:
+            raise ValueError(f"x must have shape (B, I) = (B, {self._I}), got {x.shape}")
         return np.ascontiguousarray(x), False
 
     def _s(self, name: str, s: Any, B: int, unbatched: bool) -> np.ndarray:
@@ -143,6 +142,8 @@ class GRUCell(_CellBase):
                 pass  # not plain (B, I)/(B, H) arrays: the checks below convert or explain
         x, unbatched = self._x(x)
         h = self._s("h", h, x.shape[0], unbatched)
+        if not x.shape[0]:  # an empty batch (as torch allows): nothing to run
+            return h.copy()
         hn = self._stepper.step(x, h)
         return hn[0] if unbatched else hn
 
@@ -188,7 +189,10 @@ class LSTMCell(_CellBase):
             raise TypeError(f"hx must be a tuple (h, c) of two arrays (or None), got "
                             f"{type(hx).__name__}")
         B = x.shape[0]
-        hn, cn = self._stepper.step(x, self._s("h", h, B, unbatched), self._s("c", c, B, unbatched))
+        h, c = self._s("h", h, B, unbatched), self._s("c", c, B, unbatched)
+        if not B:  # an empty batch: nothing to run
+            return h.copy(), c.copy()
+        hn, cn = self._stepper.step(x, h, c)
         return (hn[0], cn[0]) if unbatched else (hn, cn)
 
     forward = __call__
