@@ -160,6 +160,14 @@ def test_to_keras_refuses_projection(keras):
         fastgru.LSTM(I, H, proj_size=2).to_keras()
 
 
+def test_to_keras_refuses_a_reverse_stack(keras):
+    """Keras hands the next layer a go_backwards layer's outputs reversed in time; fastgru's
+    reverse stack keeps each output at its own step: no Keras stack computes it."""
+    with pytest.raises(NotImplementedError, match="reverse"):
+        fastgru.GRU(I, H, num_layers=2, reverse=True).to_keras()
+    assert fastgru.GRU(I, H, reverse=True).to_keras().go_backwards
+
+
 @pytest.mark.filterwarnings("ignore:The object being serialized includes a `lambda`")
 def test_keras_configs_that_differ_warn_or_explain(keras):
     x = np.zeros((2, 3, I), np.float32)

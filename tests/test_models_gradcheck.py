@@ -152,10 +152,11 @@ def test_dropout_mask_gradient_and_eval():
 
 
 @pytest.mark.parametrize("mode", ["last", "mean", "max"])
-@pytest.mark.parametrize("directions", [1, 2])
+@pytest.mark.parametrize("directions", [1, 2, "reverse"])
 def test_time_pooling_gradcheck(mode, directions):
     p = TimePooling(mode)
-    build(p, Spec(4, directions=directions))
+    reverse = directions == "reverse"
+    build(p, Spec(4, directions=1 if reverse else directions, reverse=reverse))
     rng = np.random.default_rng(4)
     x = rng.standard_normal((3, 5, 4))
     L = np.array([5, 2, 3])
@@ -325,6 +326,27 @@ def test_sequential_with_user_layers_gradcheck():
                            dtype="float64", seed=0)
     m.compile("adam", fastgru.MeanSquaredError())
     model_gradcheck(m, [[1, 2, 3], [4, 5], [6]], np.array([0.5, -1.0, 2.0]))
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_last_state_after_a_reverse_layer_is_its_final_state(cell):
+    """A reverse (go_backwards) layer ends at step 0: LastState gives its h_n there, with
+    lengths too, and its gradient flows to step 0 only."""
+    cls = fastgru.GRU if cell == "gru" else fastgru.LSTM
+    rnn = cls(4, 3, batch_first=True, reverse=True, dtype="float64", seed=0)
+    m = fastgru.Sequential([rnn, fastgru.LastState()], dtype="float64", seed=0)
+    m.build()
+    x = np.random.default_rng(5).standard_normal((3, 6, 4))
+    lengths = np.array([6, 2, 4])
+    out = m.forward(x, lengths)
+    _, state = rnn(x, lengths=lengths)
+    h_n = state[0] if cell == "lstm" else state
+    np.testing.assert_allclose(out, h_n[0], rtol=1e-14, atol=0)
+    head = fastgru.Sequential([fastgru.Embedding(10, 4), cls(4, 3, batch_first=True,
+                               reverse=True, dtype="float64", seed=1), fastgru.LastState(),
+                               fastgru.Dense(1)], dtype="float64", seed=0)
+    head.compile("adam", fastgru.MeanSquaredError())
+    model_gradcheck(head, [[1, 2, 3], [4, 5], [6]], np.array([0.5, -1.0, 2.0]))
 
 
 def test_time_major_recurrent_layer_in_a_model():

@@ -69,6 +69,9 @@ def test_reverse_config_and_refusals(tmp_path):
         fastgru.GRU(I, H, reverse=1)
     with pytest.raises(ValueError, match="reverse"):
         m.step(x[0])
+    # torch would load these weights as a forward layer: refused, as to_torch is
+    with pytest.raises(NotImplementedError, match="reverse"):
+        m.to_torch_state_dict()
     torch = pytest.importorskip("torch")
     with pytest.raises(NotImplementedError, match="reverse"):
         m.to_torch()

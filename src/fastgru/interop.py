@@ -105,9 +105,7 @@ def to_torch(m, device: Any = None):
     import torch
 
     _refuse_reset_before(m, "to_torch")
-    if getattr(m, "reverse", False):
-        raise NotImplementedError("to_torch: a reverse=True layer has no PyTorch counterpart "
-                                  "(torch runs reverse directions only inside bidirectional)")
+    _refuse_reverse(m, "to_torch")
     tcls = _torch_class(type(m))
     cfg = dict(input_size=m.input_size, hidden_size=m.hidden_size, bias=m.bias)
     if hasattr(m, "num_layers"):
@@ -121,10 +119,17 @@ def to_torch(m, device: Any = None):
     return mod.train(m.training)
 
 
+def _refuse_reverse(m, what: str) -> None:
+    if getattr(m, "reverse", False):
+        raise NotImplementedError(f"{what}: a reverse=True layer has no PyTorch counterpart "
+                                  "(torch runs reverse directions only inside bidirectional)")
+
+
 def to_torch_state_dict(m, tensors: bool = False) -> dict[str, Any]:
     """PyTorch state dict: name -> copy of the parameter (NumPy arrays, or CPU tensors when
     tensors=True; torch is imported only then)."""
     _refuse_reset_before(m, "to_torch_state_dict")
+    _refuse_reverse(m, "to_torch_state_dict")  # torch would load it as a forward layer
     sd = m.state_dict()
     if tensors:
         import torch
@@ -395,7 +400,7 @@ def to_keras(m, **kwargs) -> Any:
     """Built Keras layers computing the same function as m, with m's weights: a keras.layers.GRU
     or LSTM (Bidirectional(..., merge_mode="concat") when bidirectional, go_backwards=True for a
     reverse=True layer) for one layer, a list of them (a Keras stack, each feeding the next)
-    for num_layers > 1. Each has return_sequences=True; kwargs go to every GRU/LSTM constructor
+    for num_layers > 1 (not for reverse=True: NotImplementedError). Each has return_sequences=True; kwargs go to every GRU/LSTM constructor
     (e.g. return_state=True). Dropout between layers is not part of the list (Keras puts it in
     Dropout layers); Keras data is batch-major (B, T, I)."""
     if getattr(m, "_proj", 0):
@@ -410,6 +415,11 @@ def to_keras(m, **kwargs) -> Any:
         import keras
     except ImportError:
         raise ImportError("to_keras needs Keras 3: pip install keras (and a backend)") from None
+    if getattr(m, "reverse", False) and m.num_layers > 1:
+        raise NotImplementedError(
+            "to_keras: a multi-layer reverse=True layer has no Keras stack counterpart (a "
+            "go_backwards layer hands the next one its outputs in reversed time order); "
+            "convert a one-layer reverse layer, or use bidirectional")
     D = 2 if m.bidirectional else 1
     per = (3 if m.bias else 2) * D
     weights = to_keras_weights(m)

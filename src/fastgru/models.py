@@ -499,7 +499,7 @@ def _out_spec(layer: Layer, spec: Spec) -> Spec:
     if isinstance(layer, Embedding):
         return Spec(layer.output_dim)
     if isinstance(layer, RNN):
-        return Spec(layer.output_size, directions=layer.directions)
+        return Spec(layer.output_size, directions=layer.directions, reverse=layer.reverse)
     if isinstance(layer, TimePooling):
         return Spec(spec.features, sequence=False)
     if isinstance(layer, Dense):

@@ -32,12 +32,14 @@ DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 @dataclass
 class Spec:
     """What flows between layers at build time: feature size, whether there is a time axis,
-    integer token input, and the number of directions of the last recurrent layer."""
+    integer token input, and the number of directions of the last recurrent layer (and whether
+    its one direction runs backward in time: its final state then sits at step 0)."""
 
     features: int
     sequence: bool = True
     integer: bool = False
     directions: int = 1
+    reverse: bool = False
 
     def shape(self) -> tuple[int | None, ...]:
         if self.integer:
@@ -350,6 +352,7 @@ class TimePooling(Layer):
     mode "last": the state at the last valid step. After a bidirectional recurrent layer
     (F = 2H) the second half is the reverse direction, whose final state sits at step 0: the
     result is then [forward state at lengths-1 | reverse state at 0], i.e. the layer's h_n.
+    After a reverse (go_backwards) layer it is step 0, again the layer's h_n.
     mode "mean": the mean over valid steps; "max": the maximum over valid steps."""
 
     kind = "TimePooling"
@@ -361,6 +364,7 @@ class TimePooling(Layer):
             raise ValueError(f"mode must be one of {self.MODES}, got {mode!r}")
         self.mode = mode
         self.directions = 1
+        self.reverse = False
 
     def get_config(self) -> dict[str, Any]:
         return dict(name=self.name, mode=self.mode)
@@ -369,7 +373,7 @@ class TimePooling(Layer):
         super().build(spec, dtype, rng)
         if not spec.sequence or spec.integer:
             raise ValueError(f"{type(self).__name__} needs a (B, T, F) sequence input")
-        self.directions = spec.directions
+        self.directions, self.reverse = spec.directions, spec.reverse
         return Spec(spec.features, sequence=False)
 
     def forward(self, x: np.ndarray, ctx: Ctx) -> np.ndarray:
@@ -383,7 +387,7 @@ class TimePooling(Layer):
             if self.directions == 2:
                 h = F // 2
                 return np.concatenate([x[rows, L - 1, :h], x[:, 0, h:]], axis=1)
-            return x[rows, L - 1]
+            return x[:, 0].copy() if self.reverse else x[rows, L - 1]
         mask = valid_mask(L, B, T)
         if self.mode == "mean":
             s = x.sum(axis=1) if mask is None else np.einsum("btf,bt->bf", x, mask.astype(x.dtype))
@@ -402,6 +406,8 @@ class TimePooling(Layer):
                 h = F // 2
                 dx[rows, L - 1, :h] = dy[:, :h]
                 dx[:, 0, h:] += dy[:, h:]
+            elif self.reverse:
+                dx[:, 0] = dy
             else:
                 dx[rows, L - 1] = dy
         elif self.mode == "mean":
@@ -460,6 +466,11 @@ class RNN(Layer):
         return 2 if getattr(self.layer, "bidirectional", False) else 1
 
     @property
+    def reverse(self) -> bool:
+        """One direction that runs backward in time (reverse=True, Keras' go_backwards)."""
+        return self.directions == 1 and bool(getattr(self.layer, "reverse", False))
+
+    @property
     def output_size(self) -> int:
         p = int(getattr(self.layer, "proj_size", 0) or 0)
         return self.directions * (p if p > 0 else int(self.layer.hidden_size))
@@ -484,7 +495,8 @@ class RNN(Layer):
         if ldt != dtype:
             raise TypeError(f"{self.cell.upper()} has dtype {ldt} but the model is {dtype}: "
                             "create it with the same dtype")
-        return Spec(self.output_size, sequence=True, directions=self.directions)
+        return Spec(self.output_size, sequence=True, directions=self.directions,
+                    reverse=self.reverse)
 
     def parameters(self) -> dict[str, np.ndarray]:
         return self.layer.parameters()
