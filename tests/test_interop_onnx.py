@@ -173,7 +173,9 @@ def test_model_import_round_trips_the_export(tmp_path, cell, kw, initial_state, 
     path = tmp_path / "m.onnx"
     proto = m.export_onnx(path, initial_state=initial_state, lengths=with_lengths)
     for src in (path, str(path), path.read_bytes(), proto):
-        back = cls.from_onnx_model(src)
+        with warnings.catch_warnings():  # the per-layer slices of h0 are the caller's h0
+            warnings.simplefilter("error", UserWarning)
+            back = cls.from_onnx_model(src)
         skip = ("seed", "dropout")  # not in an ONNX model
         assert {k: v for k, v in back.get_config().items() if k not in skip} == \
             {k: v for k, v in m.get_config().items() if k not in skip}
@@ -485,6 +487,46 @@ def test_model_import_checks_what_the_layout_ops_do():
                 helper.make_node("Reshape", ["t", "shape"], ["r"])]
     with pytest.raises(ValueError, match="Transpose -> Reshape"):
         fastgru.GRU.from_onnx_model(_gru_graph([], "X", [shape], bidirectional_pair=bad_perm))
+
+
+def test_model_import_checks_a_computed_reshape_between_layers():
+    """Exporters compute the Reshape's shape ([T, B, -1] from Shape -> Slice -> Concat): after
+    the Transpose that puts the directions side by side it is a stack (matches ONNX Runtime);
+    straight on Y it interleaves batch rows and directions and is refused."""
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array([v], np.int64), n)
+             for n, v in (("s0", 0), ("s2", 2), ("m1", -1))]
+    shape = [helper.make_node("Shape", ["X"], ["xs"]),
+             helper.make_node("Slice", ["xs", "s0", "s2"], ["tb"]),
+             helper.make_node("Concat", ["tb", "m1"], ["shape"], axis=0)]
+    good = shape + [helper.make_node("Transpose", ["Ya"], ["t"], perm=[0, 2, 1, 3]),
+                    helper.make_node("Reshape", ["t", "shape"], ["r"])]
+    model = _gru_graph([], "X", inits, bidirectional_pair=good)
+    m = fastgru.GRU.from_onnx_model(model)
+    assert m.num_layers == 2 and m.bidirectional
+    ort = pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(2).standard_normal((5, 3, 3)).astype(np.float32)  # (T, B, I)
+    yo = ort.InferenceSession(model.SerializeToString()).run(None, {"X": x})[0]  # (T, 2, B, H)
+    assert rel_err(m(x)[0], yo.transpose(0, 2, 1, 3).reshape(5, 3, 8)) < 1e-5
+    bad = shape + [helper.make_node("Reshape", ["Ya", "shape"], ["r"])]
+    with pytest.raises(ValueError, match="do not turn Y into the next layer's input"):
+        fastgru.GRU.from_onnx_model(_gru_graph([], "X", inits, bidirectional_pair=bad))
+
+
+def test_model_import_refuses_layout_1_after_a_transpose():
+    """Transpose(1, 0, 2) into a layout=1 node: the two cancel (time-major in, batch-major
+    out), which no fastgru layout computes."""
+    pytest.importorskip("onnx")
+    from onnx import helper
+
+    model = _gru_graph([helper.make_node("Transpose", ["X"], ["xt"], perm=[1, 0, 2])], "xt")
+    for n in model.graph.node:
+        if n.op_type == "GRU":
+            n.attribute.append(helper.make_attribute("layout", 1))
+    with pytest.raises(NotImplementedError, match="layout=1"):
+        fastgru.GRU.from_onnx_model(model)
 
 
 def test_model_import_of_bytes_that_are_no_model():

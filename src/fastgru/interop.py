@@ -400,9 +400,10 @@ def to_keras(m, **kwargs) -> Any:
     """Built Keras layers computing the same function as m, with m's weights: a keras.layers.GRU
     or LSTM (Bidirectional(..., merge_mode="concat") when bidirectional, go_backwards=True for a
     reverse=True layer) for one layer, a list of them (a Keras stack, each feeding the next)
-    for num_layers > 1 (not for reverse=True: NotImplementedError). Each has return_sequences=True; kwargs go to every GRU/LSTM constructor
-    (e.g. return_state=True). Dropout between layers is not part of the list (Keras puts it in
-    Dropout layers); Keras data is batch-major (B, T, I)."""
+    for num_layers > 1 (not for reverse=True: NotImplementedError). Each has
+    return_sequences=True; kwargs go to every GRU/LSTM constructor (e.g. return_state=True).
+    Dropout between layers is not part of the list (Keras puts it in Dropout layers); Keras
+    data is batch-major (B, T, I)."""
     if getattr(m, "_proj", 0):
         raise NotImplementedError("Keras LSTM has no projection (proj_size); cannot convert")
     bad = sorted(k for k in kwargs if k in _KERAS_DEFINING)
@@ -549,6 +550,10 @@ def _onnx_text(v):
     return v
 
 
+# ops that take part of a state input (with layout ops) on its way to one node
+_ONNX_SLICE_OPS = frozenset({"Slice", "Gather", "Split", "Squeeze", "Unsqueeze", "Reshape",
+                             "Identity", "Transpose"})
+
 # ops that only move or reshape values (or do nothing at inference) between stacked RNN nodes,
 # as torch.onnx.export and export_onnx write them (Squeeze; Transpose + Reshape)
 _ONNX_LAYOUT_OPS = frozenset({"Squeeze", "Unsqueeze", "Transpose", "Reshape", "Identity",
@@ -585,8 +590,10 @@ def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str, consts: dict
 
 def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int) -> bool:
     """Whether the layout ops `chain` (in graph order) map a Y of distinct values to the stack's
-    next input, by running them on a small Y in NumPy. True too when an op's shape or axes are
-    computed in the graph (they cannot be checked here)."""
+    next input, by running them on a small Y in NumPy. A Reshape to a shape computed in the
+    graph (as exporters write [T, B, -1]) is taken, when it is the last op, to keep the first
+    axis and give D*H features: the next node needs a 3-D input of that width, and a shape
+    that moves the first axis would not be a stack. Other computed shapes or axes: False."""
     from onnx import helper
 
     T, B = 2, 3
@@ -609,16 +616,17 @@ def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int) -> boo
                 a = a.transpose(list(perm)) if perm is not None else a.T
             elif n.op_type == "Reshape":
                 shape = arg(1)
-                if isinstance(shape, str) or shape is None:
-                    return True
-                shape = [int(v) for v in np.asarray(shape).ravel()]
+                if shape is None or (isinstance(shape, str) and n is not chain[-1]):
+                    return False
+                shape = ([a.shape[0], -1, D * H] if isinstance(shape, str)
+                         else [int(v) for v in np.asarray(shape).ravel()])
                 if not at.get("allowzero", 0):
                     shape = [a.shape[i] if v == 0 else v for i, v in enumerate(shape)]
                 a = a.reshape(shape)
             elif n.op_type in ("Squeeze", "Unsqueeze"):
                 axes = at.get("axes", arg(1))
                 if isinstance(axes, str):
-                    return True
+                    return False
                 if n.op_type == "Squeeze":
                     a = (np.squeeze(a) if axes is None
                          else np.squeeze(a, axis=tuple(int(v) for v in np.ravel(axes))))
@@ -632,7 +640,21 @@ def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int) -> boo
     return a.shape == want.shape and bool(np.array_equal(a, want))
 
 
-def _warn_onnx_state_constants(n: Any, consts: dict, inputs: set, where: str) -> None:
+def _from_graph_input(name: str, made_by: dict, inputs: set, consts: dict) -> bool:
+    """Whether name is a graph input, or a slice of one (per-layer Slice/Gather/Split of the
+    (L*D, B, H) state, as torch.onnx.export and export_onnx write it): the caller's h0 then."""
+    for _ in range(16):
+        if name in inputs and name not in consts:
+            return True
+        src = made_by.get(name)
+        if src is None or src.op_type not in _ONNX_SLICE_OPS:
+            return False
+        name = src.input[0]
+    return False
+
+
+def _warn_onnx_state_constants(n: Any, consts: dict, inputs: set, where: str,
+                               made_by: dict) -> None:
     """A sequence_lens / initial_h / initial_c that the graph supplies (a constant, or computed:
     a learned initial state expanded to the batch) is not part of a fastgru layer (they are
     per-call arguments): say so instead of dropping it silently. All-zero constant initial
@@ -640,7 +662,7 @@ def _warn_onnx_state_constants(n: Any, consts: dict, inputs: set, where: str) ->
     for k, what, arg in ((4, "sequence_lens", "lengths"), (5, "initial_h", "h0"),
                          (6, "initial_c", "c0")):
         name = n.input[k] if len(n.input) > k else ""
-        if not name or (name in inputs and name not in consts):
+        if not name or _from_graph_input(name, made_by, inputs, consts):
             continue
         if name not in consts:
             eg = ", e.g. a learned initial state expanded to the batch" if k > 4 else ""
@@ -700,6 +722,7 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
     if not nodes:
         raise ValueError(f"the ONNX model has no {op} node (it has "
                          f"{sorted({n.op_type for n in graph.node})})")
+    made_by = {o: n for n in graph.node for o in n.output}
     layers = []
     for n in nodes:
         where = f"{op} node {n.name!r}: "
@@ -739,10 +762,9 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         if layout not in (0, 1):
             raise ValueError(f"{where}layout must be 0 or 1, got {layout!r}")
         lbr = _check_lbr(a.get("linear_before_reset", 0)) if op == "GRU" else None
-        _warn_onnx_state_constants(n, consts, graph_inputs, where)
+        _warn_onnx_state_constants(n, consts, graph_inputs, where, made_by)
         layers.append(dict(where=where, W=W, R=R, B=B, D=D, H=H, I=I, lbr=lbr, layout=layout,
                            direction=direction))
-    made_by = {o: n for n in graph.node for o in n.output}
     for (prev, node), ly in zip(zip(nodes, nodes[1:], strict=False), layers, strict=False):
         _check_onnx_chain(prev, node, made_by, op, consts, ly["layout"], ly["D"], ly["H"])
     first = layers[0]
@@ -760,6 +782,12 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
     feed = made_by.get(nodes[0].input[0])
     perm = [list(helper.get_attribute_value(x)) for x in feed.attribute if x.name == "perm"] \
         if feed is not None and feed.op_type == "Transpose" else []
+    if first["layout"] == 1 and perm == [[1, 0, 2]]:
+        raise NotImplementedError(
+            f"{first['where']}layout=1 reads a (1, 0, 2) Transpose of the graph's input: the "
+            f"two cancel, so the model takes time-major input but gives batch-major outputs; "
+            f"a fastgru layer has one layout for both (batch_first): import the node with "
+            f"from_onnx(W, R, B, ...) and transpose yourself")
     batch_first = first["layout"] == 1 or perm == [[1, 0, 2]]
     cfg = dict(input_size=first["I"], hidden_size=first["H"], num_layers=len(layers),
                bidirectional=first["D"] == 2, batch_first=batch_first,
