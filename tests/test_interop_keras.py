@@ -1,6 +1,7 @@
 """Keras weight interop: exact round trips (always) and the same outputs as Keras 3 layers (when
 keras is importable; run on the JAX backend)."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -185,6 +186,33 @@ def test_keras_configs_that_differ_warn_or_explain(keras):
     with pytest.raises(ValueError, match="activation=") as info:
         fastgru.GRU.from_keras(odd)
     assert len(str(info.value)) < 250  # a lambda's serialised bytecode is cut short
+
+
+def test_keras_activations_are_checked_by_function_not_name(keras):
+    """A user function named "tanh" (a scaled tanh) is refused although it serialises as
+    'tanh'; the backend's own tanh/sigmoid (jax.numpy.tanh, keras.ops.sigmoid) are accepted
+    and give Keras' numbers."""
+    x = np.random.default_rng(0).standard_normal((2, 5, I)).astype(np.float32)
+
+    def tanh(t):
+        return 1.7159 * keras.ops.tanh(2.0 * t / 3.0)
+
+    def sigmoid(t):
+        return keras.ops.hard_sigmoid(t)
+
+    for kw in ({"activation": tanh}, {"recurrent_activation": sigmoid}):
+        layer = keras.layers.GRU(H, **kw)
+        layer(x)
+        with pytest.raises(ValueError, match="not Keras'"):
+            fastgru.GRU.from_keras(layer)
+    same = [{"recurrent_activation": keras.ops.sigmoid}, {"activation": keras.ops.tanh}]
+    jnp = sys.modules.get("jax.numpy")
+    if jnp is not None:
+        same.append({"activation": jnp.tanh})
+    for kw in same:
+        layer = keras.layers.LSTM(H, return_sequences=True, **kw)
+        y = np.asarray(layer(x))
+        assert rel_err(fastgru.LSTM.from_keras(layer)(x)[0], y) < 1e-5
 
 
 def test_to_keras_refuses_arguments_that_change_the_function(keras):

@@ -22,6 +22,7 @@ These functions work on any fastgru module (layer or cell); the classes expose t
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from typing import Any
 
@@ -278,6 +279,30 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
     return m
 
 
+# functions equal to Keras' tanh / sigmoid in the frameworks a Keras model may be built with
+# (looked up only in modules already imported)
+_SAME_ACTIVATION = {"tanh": (("keras.ops", "tanh"), ("jax.numpy", "tanh"), ("numpy", "tanh"),
+                             ("tensorflow", "tanh"), ("tensorflow.math", "tanh"),
+                             ("torch", "tanh")),
+                    "sigmoid": (("keras.ops", "sigmoid"), ("jax.nn", "sigmoid"),
+                                ("tensorflow", "sigmoid"), ("tensorflow.math", "sigmoid"),
+                                ("tensorflow.nn", "sigmoid"), ("torch", "sigmoid"))}
+
+
+def _is_keras_activation(fn: Any, expected: str) -> bool:
+    """Whether the function object fn is Keras' `expected` activation (or the same function of
+    a backend): by identity, not by name (a user function named "tanh" may compute another)."""
+    import keras
+
+    if fn is keras.activations.get(expected):
+        return True
+    for mod, attr in _SAME_ACTIVATION[expected]:
+        m = sys.modules.get(mod)
+        if m is not None and fn is getattr(m, attr, None):
+            return True
+    return False
+
+
 def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dict:
     """The config of one Keras GRU/LSTM (of a Bidirectional) after checking that fastgru
     computes the same function."""
@@ -290,9 +315,14 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
     if go_backwards is not None:  # None: either (a standalone layer maps it to reverse=True)
         checks += (("go_backwards", go_backwards),)
     for key, expected in checks:
-        if cfg.get(key, expected) != expected:
+        fn = getattr(inner, key, None) if key.endswith("activation") else None
+        if (cfg.get(key, expected) != expected if fn is None
+                else not _is_keras_activation(fn, expected)):
             got = repr(cfg.get(key))
             got = got if len(got) <= 80 else got[:77] + "..."  # a lambda serialises as bytecode
+            if cfg.get(key) == expected:  # the name only: another function called so
+                got = (f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)} "
+                       f"(a function named {expected!r} that is not Keras' {expected})")
             raise ValueError(f"Keras {want}{where} with {key}={got} is not supported "
                              f"(fastgru computes {key}={expected!r})")
     if cfg.get("stateful", False):
