@@ -59,11 +59,27 @@ def test_onnx_unsupported_and_bad_arguments():
         fastgru.GRU.from_onnx(W, R, Bias[:, :3])
     with pytest.raises(ValueError, match="linear_before_reset"):
         fastgru.GRU.from_onnx(W, R, Bias, linear_before_reset=2)
+    with pytest.raises(ValueError, match="linear_before_reset"):
+        fastgru.GRU.from_onnx(W, R, Bias, linear_before_reset=0.5)
     with pytest.raises(ValueError, match="layer"):
         fastgru.GRU(I, H).to_onnx(layer=1)
     Wl, Rl, Bl = fastgru.LSTM(I, H).to_onnx()
     with pytest.raises(NotImplementedError, match="peephole"):
         fastgru.LSTM.from_onnx(Wl, Rl, Bl, P=np.ones((1, 3 * H), np.float32))
+
+
+def test_from_onnx_warns_when_linear_before_reset_is_left_to_the_default():
+    """The arrays cannot tell reset-before from reset-after: without linear_before_reset the
+    import takes ONNX's 0 and says so (to_onnx() of a default GRU needs 1)."""
+    g = fastgru.GRU(I, H, seed=0)
+    with pytest.warns(UserWarning, match="linear_before_reset=1"):
+        assert not fastgru.GRU.from_onnx(*g.to_onnx()).reset_after
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        back = fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1)
+        assert not fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=0).reset_after
+        fastgru.LSTM.from_onnx(*fastgru.LSTM(I, H).to_onnx())
+    np.testing.assert_array_equal(back.flat_parameters(), g.flat_parameters())
 
 
 @pytest.mark.parametrize("cell,lbr", [("gru", 1), ("gru", 0), ("lstm", None)])

@@ -534,8 +534,8 @@ def _onnx_order(cls) -> tuple[int, ...]:
     return GRU_TO_GATES if cls._cell == "gru" else LSTM_FROM_ONNX
 
 
-def from_onnx(cls, W, R, B=None, linear_before_reset: int = 0, direction: str = "forward",
-              dtype: Any = None, P=None, **kwargs):
+def from_onnx(cls, W, R, B=None, linear_before_reset: int | None = None,
+              direction: str = "forward", dtype: Any = None, P=None, **kwargs):
     """A one-layer fastgru module from ONNX GRU/LSTM inputs (see to_onnx). ONNX B=None means
     zero biases (gives bias=False). direction "forward", "bidirectional" or "reverse" (gives
     reverse=True)."""
@@ -545,7 +545,14 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int = 0, direction: str = 
     if direction == "reverse":
         cfg["reverse"] = True
     if cls._cell == "gru":
-        cfg["reset_after"] = _check_lbr(linear_before_reset)
+        if linear_before_reset is None and "reset_after" not in kwargs:
+            warnings.warn("from_onnx: linear_before_reset not given, so ONNX's default 0 "
+                          "(reset_after=False) is used; the weights cannot tell. GRUs from "
+                          "PyTorch, from Keras' reset_after=True and from to_onnx() of a "
+                          "default fastgru.GRU need linear_before_reset=1: pass it explicitly",
+                          UserWarning, stacklevel=3)
+        cfg["reset_after"] = _check_lbr(0 if linear_before_reset is None
+                                        else linear_before_reset)
     elif P is not None and np.any(to_numpy("P", P)):
         raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
                                   "counterpart")

@@ -179,11 +179,13 @@ class GRU(_LayerInterop, RNNBase):
 
     @classmethod
     def from_onnx(cls, W: ArrayLike, R: ArrayLike, B: ArrayLike | None = None,
-                  linear_before_reset: int = 0, direction: str = "forward", dtype: Any = None,
-                  **kwargs) -> GRU:
+                  linear_before_reset: int | None = None, direction: str = "forward",
+                  dtype: Any = None, **kwargs) -> GRU:
         """A one-layer GRU from ONNX GRU inputs: W [D, 3H, I], R [D, 3H, H], B [D, 6H] (None:
         zero biases, gives bias=False), gate order z, r, h. linear_before_reset=1 gives
-        reset_after=True (PyTorch's GRU), 0 (ONNX's default) reset_after=False. direction
+        reset_after=True (PyTorch's GRU, fastgru's default and to_onnx() of such a layer), 0
+        reset_after=False; not given: ONNX's default 0, with a warning (the arrays cannot
+        tell, and to_onnx() of a default layer needs 1). direction
         "forward", "reverse" (gives reverse=True) or "bidirectional". kwargs: extra
         constructor arguments."""
         return interop.from_onnx(cls, W, R, B, linear_before_reset=linear_before_reset,
