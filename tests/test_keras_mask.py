@@ -14,6 +14,8 @@ from helpers import rel_err
 I, H, T, B = 3, 4, 6, 5
 MASK = np.array([[1, 1, 1, 0, 0, 0], [1] * 6, [0] * 6, [1, 0, 0, 0, 0, 0], [1, 1, 1, 1, 1, 0]],
                 bool)  # (B, T): short, full, fully masked, length 1, almost full
+HOLES = np.array([[0, 0, 0, 1, 1, 1], [1, 0, 1, 1, 0, 1], [0] * 6, [0, 0, 0, 0, 0, 1],
+                  [0, 1, 1, 1, 1, 0]], bool)  # left padding (pad_sequences' default) and gaps
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -80,21 +82,23 @@ def test_mask_is_lengths_plus_keras_fill(cls, kw, backend):
 
 @pytest.mark.parametrize("cls,kw", CASES)
 @pytest.mark.parametrize("backend", ["fast", "reference"])
-def test_mask_gradients_match_finite_differences(cls, kw, backend):
+@pytest.mark.parametrize("holes", [False, True])
+def test_mask_gradients_match_finite_differences(cls, kw, backend, holes):
     m = _layer(cls, backend=backend, **kw)
     m.train()
     x, h0, c0 = _problem(m, seed=1)
     rng = np.random.default_rng(2)
-    y, st = _run(m, x, h0, c0, mask=MASK)
+    mask = HOLES if holes else MASK
+    y, st = _run(m, x, h0, c0, mask=mask)
     wy = rng.standard_normal(y.shape)
     ws = [rng.standard_normal(s.shape) for s in st]
 
     def loss():
-        yy, ss = _run(m, x, h0, c0, mask=MASK, requires_grad=False)
+        yy, ss = _run(m, x, h0, c0, mask=mask, requires_grad=False)
         return float((yy * wy).sum() + sum((s * w).sum() for s, w in zip(ss, ws, strict=True)))
 
     m.zero_grad()
-    _run(m, x, h0, c0, mask=MASK)
+    _run(m, x, h0, c0, mask=mask)
     if isinstance(m, fastgru.LSTM):
         dx, (dh0, dc0) = m.backward(wy, ws[0], ws[1])
         inputs = [(x, dx), (h0, dh0), (c0, dc0)]
@@ -113,6 +117,38 @@ def test_mask_gradients_match_finite_differences(cls, kw, backend):
             fd[i] = (up - loss()) / (2 * eps)
             arr[i] = old
         assert np.abs(fd - grad).max() < 1e-6 * max(1.0, np.abs(fd).max())
+
+
+@pytest.mark.parametrize("cls,kw", CASES)
+def test_holes_are_the_valid_steps_moved_to_the_front(cls, kw):
+    """A left-padded or gapped mask computes the right-padded run of each sequence's valid
+    steps; masked steps repeat the previous output (a forward layer; h0 before the first),
+    the next one (reverse; h0 after the last) or give 0 (bidirectional, zero_output_for_mask)."""
+    m = _layer(cls, **kw)
+    m.eval()
+    x, h0, c0 = _problem(m)
+    y, st = _run(m, x, h0, c0, mask=HOLES)
+    front = np.zeros_like(x)
+    packed = np.zeros_like(HOLES)
+    for b in range(B):
+        v = np.flatnonzero(HOLES[b])
+        front[b, :v.size], packed[b, :v.size] = x[b, v], True
+    y_f, st_f = _run(m, front, h0, c0, mask=packed)
+    for a, ref in zip(st, st_f, strict=True):
+        assert np.array_equal(a, ref)
+    for b in range(B):
+        v = np.flatnonzero(HOLES[b])
+        assert np.array_equal(y[b, v], y_f[b, :v.size])
+        for t in np.flatnonzero(~HOLES[b]):
+            if m.num_directions == 2 or m.zero_output_for_mask:
+                want = np.zeros_like(y[b, t])
+            elif m.reverse:
+                later = np.flatnonzero(v > t)
+                want = y_f[b, later[0]] if later.size else h0[-1, b]
+            else:
+                earlier = np.flatnonzero(v < t)
+                want = y_f[b, earlier[-1]] if earlier.size else h0[-1, b]
+            assert np.array_equal(y[b, t], want)
 
 
 @pytest.mark.parametrize("batch_first", [True, False])
@@ -172,13 +208,6 @@ def test_bad_masks():
         m(x, mask=MASK.T)
     with pytest.raises(ValueError, match=r"mask must have shape \(T, B\)"):
         fastgru.GRU(I, H)(x.transpose(1, 0, 2), mask=MASK)
-    gap = MASK.copy()
-    gap[1, 2] = False
-    with pytest.raises(ValueError, match="prefix of each sequence.*sequence 1"):
-        m(x, mask=gap)
-    left = MASK[:, ::-1]
-    with pytest.raises(ValueError, match="Left-padded"):
-        m(x, mask=left)
     with pytest.raises(ValueError, match="only True/False"):
         m(x, mask=MASK * 2)
     with pytest.raises(TypeError, match="mask must be a boolean array"):
@@ -195,7 +224,8 @@ def keras():
 @pytest.mark.parametrize("wrap", ["plain", "go_backwards", "bidirectional"])
 @pytest.mark.parametrize("initial", [False, True])
 @pytest.mark.parametrize("zero", [False, True])
-def test_mask_matches_keras(keras, kind, wrap, initial, zero):
+@pytest.mark.parametrize("mask", [MASK, HOLES], ids=["right_padded", "holes"])
+def test_mask_matches_keras(keras, kind, wrap, initial, zero, mask):
     """zero: Keras' zero_output_for_mask=True (Bidirectional sets it on its inner layers)."""
     rng = np.random.default_rng(0)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
@@ -211,7 +241,7 @@ def test_mask_matches_keras(keras, kind, wrap, initial, zero):
                go_backwards=wrap == "go_backwards", **kw)
         n_dir = 1
     states = [rng.standard_normal((B, H)).astype(np.float32) for _ in range(n_dir * n_states)]
-    out = kl(x, mask=MASK, initial_state=states if initial else None)
+    out = kl(x, mask=mask, initial_state=states if initial else None)
     yk, sk = np.asarray(out[0]), [np.asarray(s) for s in out[1:]]
     m = (fastgru.LSTM if kind == "lstm" else fastgru.GRU).from_keras(kl)
     assert m.zero_output_for_mask == (zero and wrap != "bidirectional")
@@ -221,7 +251,7 @@ def test_mask_matches_keras(keras, kind, wrap, initial, zero):
         c0 = np.stack(states[1::n_states]) if n_states == 2 else None
     else:
         h0 = c0 = None
-    y, st = _run(m, x, h0, c0, mask=MASK)
+    y, st = _run(m, x, h0, c0, mask=mask)
     if wrap == "go_backwards":  # Keras returns the sequence in processing order
         y = y[:, ::-1]
     assert rel_err(y, yk) < 1e-5
@@ -232,7 +262,7 @@ def test_mask_matches_keras(keras, kind, wrap, initial, zero):
 
 @pytest.mark.parametrize("kind", ["gru", "gru_rb", "lstm"])
 @pytest.mark.parametrize("bidi", [False, True])
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", [None, "right_padded", "holes"])
 def test_keras_stack_is_one_layer(keras, kind, bidi, masked):
     rng = np.random.default_rng(1)
     x = rng.standard_normal((B, T, I)).astype(np.float32)
@@ -250,11 +280,12 @@ def test_keras_stack_is_one_layer(keras, kind, bidi, masked):
     for layer in stack:
         h = layer(h, mask=m_in)
     model = keras.Model([inp, m_in], h)
-    out = model([x, MASK if masked else np.ones((B, T), bool)])
+    mask = {None: None, "right_padded": MASK, "holes": HOLES}[masked]
+    out = model([x, np.ones((B, T), bool) if mask is None else mask])
     m = (fastgru.LSTM if kind == "lstm" else fastgru.GRU).from_keras(stack)
     assert m.num_layers == 3 and m.bidirectional == bidi
     m.eval()
-    y, st = _run(m, x, None, None, mask=MASK if masked else None)
+    y, st = _run(m, x, None, None, mask=mask)
     assert rel_err(y, np.asarray(out[0])) < 1e-5
     D = 2 if bidi else 1
     ours = [s[d - D] for d in range(D) for s in st]  # the last layer's states

@@ -1,14 +1,16 @@
 """Keras masking semantics for the layers' `mask=` argument.
 
 A Keras RNN given a mask skips the masked steps: its state is carried across them and, where it
-returns sequences, a standalone layer outputs its carried state h there, while `Bidirectional`
-writes zeros. A fully masked sequence keeps its initial
-state. fastgru takes right-padded masks (each sequence valid on a prefix of its steps, as
-`Embedding(mask_zero=True)` gives for right-padded tokens): the valid prefix runs with the
-PyTorch `lengths` machinery, sequences of length 0 are left out of the kernel call, and the
-padding of y is filled as Keras fills it. Keras writes its first state (h) at a masked step:
-h_n past a forward layer's end; h0 at a go_backwards layer's first (padding) steps, which are
-the reverse layer's padding once flipped back in time.
+returns sequences, a standalone layer outputs its carried state h there (h0 before any valid
+step), while `Bidirectional` writes zeros. A fully masked sequence keeps its initial state.
+
+A right-padded mask (each sequence valid on a prefix of its steps, as `Embedding(mask_zero=True)`
+gives for right-padded tokens) runs its valid prefix with the PyTorch `lengths` machinery,
+sequences of length 0 are left out of the kernel call, and the padding of y is filled as Keras
+fills it: h_n past a forward layer's end; h0 at a go_backwards layer's first (padding) steps,
+which are the reverse layer's padding once flipped back in time. Any other mask (left padding,
+as Keras' pad_sequences gives by default; gaps) runs on the valid steps moved to the front the
+same way, and y is read back to the original steps (Holes).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from typing import Any
 import numpy as np
 
 
-def mask_lengths(mask: Any, T: int, B: int, unbatched: bool, batch_first: bool) -> np.ndarray:
-    """The valid length (B,) int64 in [0, T] of each sequence of a right-padded mask."""
+def mask_lengths(mask: Any, T: int, B: int, unbatched: bool, batch_first: bool
+                 ) -> tuple[np.ndarray, np.ndarray | None]:
+    """The number of valid steps (B,) int64 in [0, T] of each sequence, and the mask as (T, B)
+    booleans when it is not right padding (None when it is: then those are the lengths)."""
     if hasattr(mask, "detach") and hasattr(mask, "cpu"):  # a torch tensor
         mask = mask.detach().cpu().numpy()
     try:
@@ -47,13 +51,53 @@ def mask_lengths(mask: Any, T: int, B: int, unbatched: bool, batch_first: bool) 
     m = m.reshape(1, T) if unbatched else (m if batch_first else m.T)  # (B, T)
     lengths = m.sum(axis=1, dtype=np.int64)
     prefix = np.arange(T)[None, :] < lengths[:, None]
-    bad = np.flatnonzero(np.any(m != prefix, axis=1))
-    if bad.size:
-        raise ValueError(
-            f"mask must be True on a prefix of each sequence and False after it (right "
-            f"padding); sequence {int(bad[0])} is not. Left-padded or gapped masks are not "
-            f"supported: put the padding at the end of each sequence")
-    return lengths
+    if np.array_equal(m, prefix):
+        return lengths, None
+    return lengths, np.ascontiguousarray(m.T)  # left padding or gaps: (T, B)
+
+
+class Holes:
+    """A mask that is not right padding (Keras' pad_sequences pads on the left by default; a
+    mask may also have gaps). Keras carries the state across every masked step, so a layer
+    computes the same as on each sequence's valid steps moved to the front (`order`), with
+    lengths; y is then read back: a valid step gets its own output, a masked one what Keras
+    writes there (`src`: an index into [y of the front-packed run; one extra row])."""
+
+    def __init__(self, m: np.ndarray, carry: int) -> None:
+        T, B = m.shape
+        self.order = np.argsort(~m, axis=0, kind="stable")  # (T, B): valid steps first
+        before = np.cumsum(m, axis=0) - m  # valid steps before t
+        lengths = m.sum(axis=0)
+        if carry > 0:  # the previous valid output; h0 (the extra row) before the first
+            src = np.where(before > 0, before - 1, T)
+        elif carry < 0:  # a go_backwards layer: the next valid output; h0 after the last
+            src = np.where(before < lengths[None, :], before, T)
+        else:
+            src = np.full((T, B), T)  # zeros
+        self.src = np.where(m, before, src)
+        self.cols = np.arange(B)[None, :]
+
+    def gather(self, x: np.ndarray) -> np.ndarray:
+        """x (T, B, F) with each sequence's valid steps moved to the front."""
+        return np.take_along_axis(x, self.order[:, :, None], axis=0)
+
+    def scatter(self, dxc: np.ndarray) -> np.ndarray:
+        """The inverse of gather for gradients (the front-packed padding is 0 there)."""
+        dx = np.empty_like(dxc)
+        np.put_along_axis(dx, self.order[:, :, None], dxc, axis=0)
+        return dx
+
+    def read(self, yc: np.ndarray, extra: np.ndarray | None) -> np.ndarray:
+        """y (T, B, F) from the front-packed run's yc and the extra row (B, F) (None: 0)."""
+        ext = np.concatenate([yc, np.zeros_like(yc[:1]) if extra is None else extra[None]])
+        return ext[self.src, self.cols]
+
+    def read_grad(self, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The gradient of read: (dyc (T, B, F), d extra (B, F))."""
+        T = dy.shape[0]
+        dext = np.zeros((T + 1,) + dy.shape[1:], dy.dtype)
+        np.add.at(dext, (self.src, self.cols), dy)
+        return dext[:T], dext[T]
 
 
 def fill_padding(y: np.ndarray, lengths: np.ndarray, s: np.ndarray) -> np.ndarray:

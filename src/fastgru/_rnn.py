@@ -57,7 +57,7 @@ class _ForwardCache:
     B: int
     unbatched: bool
     batch_first: bool
-    keras: tuple | None  # mask= forwards: (lengths, rows run or None for all, carry)
+    keras: tuple | None  # mask= forwards: (lengths, rows run or None for all, carry, holes)
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -301,7 +301,7 @@ class RNNBase(Module):
             if lengths is not None:
                 raise ValueError("give lengths (PyTorch semantics) or mask (Keras semantics), "
                                  "not both")
-            lengths = _masking.mask_lengths(mask, T, B, unbatched, self._batch_first)
+            lengths, holes = _masking.mask_lengths(mask, T, B, unbatched, self._batch_first)
         else:
             lengths = self._lengths(lengths, T, B, unbatched)
         P, H = self._P, self._H
@@ -316,7 +316,7 @@ class RNNBase(Module):
         if mask is None:
             y, hn, cn, fwd = self._forward_rows(x3, lengths, h0, c0, keep, drop)
         else:
-            y, hn, cn, fwd, keras = self._forward_masked(x3, lengths, h0, c0, keep, drop)
+            y, hn, cn, fwd, keras = self._forward_masked(x3, lengths, h0, c0, keep, drop, holes)
         if keep:
             plan, layers, masks = fwd
             self._cache = _ForwardCache(backend=self._backend, plan=plan, layers=layers,
@@ -348,11 +348,22 @@ class RNNBase(Module):
         y, hn, cn, layers, masks = run(x3, plan, lengths, h0, c0, keep, drop)
         return y, hn, cn, (plan, layers, masks)
 
-    def _forward_masked(self, x3, lengths, h0, c0, keep, drop):
+    def _forward_masked(self, x3, lengths, h0, c0, keep, drop, holes_mask=None):
         """Keras masking (fastgru._masking): sequences of length 0 keep their initial state
         (not run); the rest run with lengths; y's padding is filled as the Keras layer fills
-        it. Returns the forward's results plus (lengths, rows run or None for all, carry: 1 =
-        h_n, -1 = h0 written over y's padding, 0 = zeros)."""
+        it. A mask with left padding or gaps (holes_mask (T, B)) runs on the valid steps moved
+        to the front, and y is read back from that run. Returns the forward's results plus
+        (lengths, rows run or None for all, carry: 1 = h_n, -1 = h0 written over y's padding,
+        0 = zeros; Holes or None)."""
+        # Keras writes the carried h of the last layer at masked steps (a standalone forward
+        # layer: h_n past the end; go_backwards: h0 first, the padding once flipped back);
+        # Bidirectional, or zero_output_for_mask=True, writes zeros
+        carry = (0 if self.num_directions == 2 or self._zero_masked
+                 else (-1 if self._rev[0] else 1))
+        holes = None
+        if holes_mask is not None:
+            holes = _masking.Holes(holes_mask, carry)
+            x3 = holes.gather(x3)
         T, B = x3.shape[:2]
         rows = np.flatnonzero(lengths)
         if rows.size == B:
@@ -370,14 +381,11 @@ class RNNBase(Module):
                 if cn is not None:
                     cn[:, rows] = cs
             rows_run = rows
-        # Keras writes the carried h of the last layer at masked steps (a standalone forward
-        # layer: h_n past the end; go_backwards: h0 first, the padding once flipped back);
-        # Bidirectional, or zero_output_for_mask=True, writes zeros
-        carry = (0 if self.num_directions == 2 or self._zero_masked
-                 else (-1 if self._rev[0] else 1))
         if carry:
             y = _masking.fill_padding(y, lengths, (hn if carry > 0 else h0)[-1])
-        return y, hn, cn, fwd, (lengths, rows_run, carry)
+        if holes is not None:
+            y = holes.read(y, h0[-1] if carry else None)
+        return y, hn, cn, fwd, (lengths, rows_run, carry, holes)
 
     def _mask(self, plan: SeqPlan, width: int, p: float) -> np.ndarray:
         """Inverted-dropout mask of the packed rows (N, width): 0 or 1/(1-p)."""
@@ -511,7 +519,10 @@ class RNNBase(Module):
     def _backward_masked(self, c, dy3, dh, dc):
         """Backward of _forward_masked: the fill's gradient goes to each last valid step;
         sequences of length 0 pass dh_n (dc_n) to dh0 (dc0) and get dx = 0."""
-        lengths, rows, carry = c.keras
+        lengths, rows, carry, holes = c.keras
+        dextra = None
+        if holes is not None and dy3 is not None:
+            dy3, dextra = holes.read_grad(dy3)
         pad = None
         if dy3 is not None and carry:
             pad = _masking.padding_grad(dy3, lengths)  # reaches the state written there
@@ -532,6 +543,10 @@ class RNNBase(Module):
                     dc0[:, rows] = dcs
         if pad is not None and carry < 0:
             dh0[-1] += pad
+        if holes is not None:
+            dx = holes.scatter(dx)
+            if dextra is not None and carry:
+                dh0[-1] += dextra
         return dx, dh0, dc0
 
     def _grad_blocks(self, l: int) -> dict:

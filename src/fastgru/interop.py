@@ -375,7 +375,7 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
     (merge_mode="concat"), with batch_first=True (Keras is batch-major) unless given. A
     go_backwards=True layer gives reverse=True: the same final state, and the same outputs
     with fastgru's y at their own time steps (Keras returns them reversed in time). For a
-    Keras mask, call the layer with mask= (Keras masking semantics, right padding).
+    Keras mask, call the layer with mask= (Keras masking semantics, any padding or gaps).
 
     A list or tuple of such layers (a Keras stack: each feeding the next, return_sequences
     on all but the last) gives one fastgru layer with num_layers = len(list); the layers must

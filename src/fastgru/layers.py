@@ -126,13 +126,13 @@ class GRU(_LayerInterop, RNNBase):
             reverse direction starts at each sequence's own last step).
         requires_grad: keep what backward() needs; None = the training mode.
         mask: instead of lengths, Keras masking semantics: booleans shaped like x's first two
-            axes ((B, T) with batch_first, (T, B) without, (T,) unbatched), True on a prefix of
-            each sequence (right padding; a sequence may be fully masked). The state carries
-            across the masked steps (h_n = h0 for a fully masked sequence). Past a sequence's
-            end y is what the Keras layer returns there: a forward layer repeats its carried
-            state h (the last output; h0 for a fully masked sequence), a reverse=True layer
-            gives h0 (y[:, ::-1] is Keras' go_backwards output) and a bidirectional layer
-            gives 0 (Keras' Bidirectional).
+            axes ((B, T) with batch_first, (T, B) without, (T,) unbatched), True at valid
+            steps: right or left padding or gaps; a sequence may be fully masked. The state
+            carries across the masked steps (h_n = h0 for a fully masked sequence). At a masked
+            step y is what the Keras layer returns there: a forward layer repeats its previous
+            output (h0 before the first valid step), a reverse=True layer the output of the
+            next valid step (h0 after the last; y[:, ::-1] is Keras' go_backwards output) and a
+            bidirectional layer gives 0 (Keras' Bidirectional).
         hx: another name for h0 (torch.nn.GRU's keyword); give one of them.
         y: (T, B, D*H) (batch_first: (B, T, D*H)); h_n: (L*D, B, H).
         """
