@@ -6,8 +6,8 @@ marked met or not.
     python bench/report.py out.json > results.md
 """
 
+import argparse
 import json
-import sys
 
 from fastgru import benchmarks as bm
 
@@ -261,4 +261,13 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog=__doc__.split("\n\n", 1)[1])
+    ap.add_argument("json", metavar="BENCH_JSON",
+                    help="pytest-benchmark JSON of bench/ (--benchmark-json)")
+    path = ap.parse_args().json
+    try:
+        main(path)
+    except (OSError, json.JSONDecodeError) as exc:
+        ap.error(f"cannot read {path!r}: {exc}")

@@ -75,4 +75,8 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except fastgru.DataError as exc:  # bad data: one line and status 2, as `fastgru train`
+        print(f"sentiment.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

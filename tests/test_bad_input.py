@@ -199,3 +199,35 @@ def test_huge_thread_counts_refused_and_bad_env_counts_warned(monkeypatch):
     monkeypatch.setenv("FASTGRU_NUM_THREADS", "3")
     if _threads._runtime.openmp_enabled():
         assert _threads.default_n_threads() == 3
+
+
+def test_bad_simd_and_spincount_env_values_are_warned(monkeypatch):
+    """FASTGRU_SIMD=bogus and FASTGRU_SPINCOUNT=abc used to be ignored without a word."""
+    from fastgru import _config, _wait_policy
+
+    before = fastgru.simd_level()
+    monkeypatch.setenv("FASTGRU_SIMD", "bogus")
+    try:
+        with pytest.warns(RuntimeWarning, match=r"FASTGRU_SIMD='bogus' is not one of .*avx2"):
+            _config._init_from_env()
+    finally:
+        fastgru.set_simd_level(before)
+    for bad in ("abc", "1.5", "-1"):
+        monkeypatch.setenv("FASTGRU_SPINCOUNT", bad)
+        with pytest.warns(RuntimeWarning, match=f"FASTGRU_SPINCOUNT='{bad}' is not a spin"):
+            assert _wait_policy._spincount() == _wait_policy.SPINCOUNT
+    monkeypatch.setenv("FASTGRU_SPINCOUNT", "5000")
+    assert _wait_policy._spincount() == 5000
+
+
+@pytest.mark.parametrize("make", [
+    lambda: (fastgru.GRU(4, 6), (3, 2, 4)), lambda: (fastgru.LSTM(4, 6), (3, 2, 4)),
+    lambda: (fastgru.GRUCell(4, 6), (2, 4)), lambda: (fastgru.LSTMCell(4, 6), (2, 4)),
+])
+def test_bfloat16_tensor_input_is_named(make):
+    """torch's own "Got unsupported ScalarType BFloat16" (from .numpy()) used to surface."""
+    torch = pytest.importorskip("torch")
+    mod, shape = make()
+    with pytest.raises(TypeError, match="x must be float32 or float64, got torch dtype "
+                                        "bfloat16"):
+        mod(torch.zeros(shape, dtype=torch.bfloat16))

@@ -82,3 +82,34 @@ def test_bench_command_rejects_bad_arguments(capsys):
         capsys.readouterr().err
     with pytest.raises(ValueError, match="lengths"):
         bm.make_runner("fastgru", "gru", "inf", SHAPE, 1, lengths="uniform")
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-inf", "0"])
+def test_bench_command_rejects_non_finite_budgets(capsys, budget):
+    """nan and inf used to end in a traceback from int(nan) in bm.measure."""
+    assert cli.main(["bench", f"--budget={budget}", "--shapes", "S5", "--threads", "1",
+                     "--cells", "gru", "--modes", "inf", "--impls", "fastgru"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--budget must be a positive number of seconds" in err[0], err
+    with pytest.raises(ValueError, match="budget"):
+        bm.measure(lambda: None, budget=float(budget))
+
+
+def test_report_script_has_usage():
+    """bench/report.py --help used to be read as the JSON file's path."""
+    import os
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "bench", "report.py")
+    if not os.path.isfile(script):  # wheel tests: bench/ is not among the test sources
+        pytest.skip("bench/report.py is not here")
+    src = os.path.dirname(os.path.dirname(os.path.abspath(bm.__file__)))
+    env = dict(os.environ, PYTHONPATH=src + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 0 and "usage: report.py" in r.stdout, r.stderr
+    r = subprocess.run([sys.executable, script, "/no/such.json"], capture_output=True,
+                       text=True, env=env, timeout=60)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "cannot read '/no/such.json'" in r.stderr

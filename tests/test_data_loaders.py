@@ -110,3 +110,44 @@ def test_digits_sequences():
     assert ds.x_train.shape == (1797, 8, 8) and ds.x_train.dtype == np.float32
     assert 0.0 <= ds.x_train.min() and ds.x_train.max() <= 1.0
     assert set(np.unique(ds.y_train)) == set(range(10))
+
+
+def _ragged(*seqs):
+    obj = np.empty(len(seqs), dtype=object)
+    obj[:] = [list(s) for s in seqs]
+    return obj
+
+
+_Y = np.arange(40) % 2
+_IDS = np.ones((40, 5), np.int64)
+
+
+@pytest.mark.parametrize("arrays,match", [
+    (dict(x_train=np.ones((20, 5), np.int64), y_train=np.arange(10) % 2),
+     "x_train has 20 samples but y_train has 10"),
+    (dict(x_train=_IDS, y_train=_Y, x_test=_IDS[:10], y_test=_Y[:4]),
+     "x_test has 10 samples but y_test has 4"),
+    (dict(x_train=-np.ones((40, 5), np.int64), y_train=_Y), "negative token ids"),
+    (dict(x_train=_ragged([3, 4], [5, -1]), y_train=np.array([0, 1])), "negative token ids"),
+    (dict(x_train=_ragged(["a"], ["b"]), y_train=np.array([0, 1])), "integer word ranks"),
+    (dict(x_train=_IDS, y_train=np.stack([_Y, _Y], 1)),
+     r"y_train must hold one class label per sample, got shape \(40, 2\)"),
+    (dict(x_train=np.full((40, 5, 3), np.nan, np.float32), y_train=_Y),
+     "x_train contains NaN or infinity"),
+    (dict(x_train=np.zeros((40, 5, 3), np.float32), y_train=_Y, x_test=_IDS, y_test=_Y),
+     "x_test .* does not match x_train"),
+    (dict(x_train=np.zeros((40, 5, 3), np.float32), y_train=_Y,
+          x_test=np.zeros((40, 5, 2), np.float32), y_test=_Y), "does not match x_train"),
+])
+def test_npz_inconsistent_contents_are_data_errors(tmp_path, arrays, match):
+    """Mismatched lengths used to train on truncated data; the rest crashed later, in fit."""
+    path = str(tmp_path / "bad.npz")
+    np.savez(path, **arrays)
+    with pytest.raises(DataError, match=match):
+        fastgru.load_imdb_npz(path)
+
+
+def test_npz_column_labels_are_one_per_sample(tmp_path):
+    path = str(tmp_path / "col.npz")
+    np.savez(path, x_train=_IDS, y_train=_Y[:, None])
+    np.testing.assert_array_equal(fastgru.load_imdb_npz(path).y_train, _Y)

@@ -257,7 +257,9 @@ def test_one_step_routes_take_read_only_and_strided_arrays():
     strided, dense = x[..., ::2], np.ascontiguousarray(x[..., ::2])
     dense.flags.writeable = False
     np.testing.assert_array_equal(layer(strided)[0], layer(dense)[0])
+    y0, h0 = layer(np.zeros((1, 0, 6), np.float32))  # an empty batch, as torch allows
+    assert y0.shape == (1, 0, 10) and h0.shape == (1, 0, 10)
     with pytest.raises(ValueError):
-        layer(np.zeros((1, 0, 6), np.float32))
+        layer(np.zeros((0, 3, 6), np.float32))
     with pytest.raises(TypeError):
         layer(x[..., :6].astype(np.float64))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import sys
+import warnings
 from typing import Any
 
 from fastgru._kernels import _blas, _gru, _lstm, _runtime, _stream
@@ -50,7 +51,10 @@ def _init_from_env() -> None:
     level = os.environ.get("FASTGRU_SIMD", "").strip() or None
     try:
         set_simd_level(level)
-    except ValueError:
+    except ValueError:  # a typo must not pass for a choice (as bad FASTGRU_NUM_THREADS warns)
+        warnings.warn(f"FASTGRU_SIMD={level!r} is not one of "
+                      f"{', '.join(sorted(set(_LEVELS)) + ['auto'])}: ignored, the best level "
+                      "this CPU supports is used", RuntimeWarning, stacklevel=2)
         set_simd_level(None)
 
 

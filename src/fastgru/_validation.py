@@ -23,7 +23,13 @@ def float_array(name: str, a: Any, dtype: np.dtype | None = None) -> np.ndarray:
         raise TypeError(f"{name} must be an array, got None")
     if not isinstance(a, np.ndarray):
         if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor: take its data
-            a = a.detach().cpu().numpy()
+            t = a.detach().cpu()
+            try:
+                a = t.numpy()
+            except TypeError:  # bfloat16 and friends have no NumPy dtype (not upcast: as
+                # float16, the caller chooses the precision)
+                raise TypeError(f"{name} must be float32 or float64, got torch dtype "
+                                f"{str(t.dtype).removeprefix('torch.')}") from None
         try:
             a = np.asarray(a)
         except Exception as exc:  # ragged lists and other non-arrays

@@ -26,6 +26,7 @@ is asleep; waking it costs more than the step): `step_wake_gap()` is that gap.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -39,11 +40,17 @@ _state: dict[str, object] = {"policy": "not set", "spins": None}
 
 def _spincount() -> int:
     v = os.environ.get("FASTGRU_SPINCOUNT", "").strip()
+    if not v:
+        return SPINCOUNT
     try:
         n = int(v)
     except ValueError:
+        n = -1
+    if n < 0:  # a typo must not pass silently (as bad FASTGRU_NUM_THREADS warns)
+        warnings.warn(f"FASTGRU_SPINCOUNT={v!r} is not a spin count (an integer >= 0): "
+                      f"ignored, {SPINCOUNT} is used", RuntimeWarning, stacklevel=2)
         return SPINCOUNT
-    return n if n >= 0 else SPINCOUNT
+    return n
 
 
 def _user_spins() -> float | None:

@@ -258,6 +258,8 @@ def measure(fn: Callable[[], object], budget: float = 1.0, min_reps: int = 3,
             max_reps: int = 30, min_rep_s: float = 0.02) -> dict[str, float]:
     """Median and minimum seconds per call (warm-up call untimed; fast calls are batched so
     each timed repetition lasts at least min_rep_s)."""
+    if not 0 < budget < math.inf:
+        raise ValueError(f"budget must be a positive number of seconds, got {budget!r}")
     fn()
     t = time.perf_counter()
     fn()

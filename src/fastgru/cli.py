@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = {
@@ -31,6 +32,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _run_command(argv)
+        finally:  # --help and SystemExit too: their text may still sit in the buffer
+            sys.stdout.flush()  # a closed pipe shows here, not at exit where it can't be caught
+    except BrokenPipeError:
+        # The reader went away (`fastgru info | head -1`): the Python docs' recipe, stdout to
+        # devnull so that the interpreter's own flush at exit does not fail again.
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (captured, replaced)
+            pass
+        return 1
+
+
+def _run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import time
 
@@ -81,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if not threads or min(threads) < 1:
         raise UserError("--threads must list thread counts >= 1")
-    if args.budget <= 0:
-        raise UserError("--budget must be > 0")
+    if not 0 < args.budget < math.inf:  # also nan: it would reach int(nan) in bm.measure
+        raise UserError(f"--budget must be a positive number of seconds, got {args.budget}")
     shapes = _list(args.shapes, list(bm.SHAPES), "shape")
     cells = _list(args.cells, ["gru", "lstm"], "cell")
     modes = _list(args.modes, ["inf", "train"], "mode")

@@ -99,7 +99,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "--distributed ... (needs mpi4py: pip install 'fastgru[mpi]'); "
                         "--batch-size is per rank")
     g = p.add_argument_group("output")
-    g.add_argument("--out", metavar="DIR", help="output folder (default runs/<data name>)")
+    g.add_argument("--out", metavar="DIR", help="output folder (default runs/<data name>: the data "
+                   "file's stem or folder's name, e.g. runs/reviews for reviews.tsv)")
     g.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from DIR/checkpoint.npz")
     g.add_argument("--verbose", metavar="N", help="0 silent, 1 progress bars, 2 one line per "
@@ -240,6 +241,16 @@ def _mpi_context(args: argparse.Namespace) -> Any:
         raise UserError(f"--distributed: {exc}") from None
 
 
+def _data_name(path: str | None) -> str:
+    """The data's name for runs/<name> and the reports: the file's stem or the folder's name
+    (runs/reviews for reviews.tsv), not its format, so two data sets of one format keep their
+    own folders; "digits" for the built-in data."""
+    if path is None:
+        return "digits"
+    base = os.path.basename(os.path.normpath(os.path.abspath(path)))
+    return os.path.splitext(base)[0] if os.path.isfile(path) else base
+
+
 def _take(xs: Any, ix: np.ndarray) -> Any:
     """Rows ix of an array, or items ix of a list (texts, ragged id sequences)."""
     return xs[ix] if isinstance(xs, np.ndarray) else [xs[i] for i in ix]
@@ -342,7 +353,7 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
         y_tr, y_va = np.asarray(y_tr)[fit_ix], np.asarray(y_tr)[va_ix]
         split_note += f"; {len(va_ix):,} of the train part validate (stratified)"
     K = len(classes)
-    name = ds.name or "data"
+    name = _data_name(args.data) or ds.name or "data"
     out = args.out or os.path.join("runs", name)
     ckpt_path = os.path.join(out, "checkpoint.npz")
     if root:  # distributed: only rank 0 reads the checkpoint and writes (--out may be local)
@@ -427,7 +438,8 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     else:
         batch_line = (f"batch {r['batch_size']} per rank x {ctx.size} = "
                       f"{r['batch_size'] * ctx.size} per step, {ctx.describe()}")
-    say(f"training: {r['epochs']} epochs, {batch_line}, Adam lr {r['lr']:g}, backend {backend}"
+    epochs = f"{r['epochs']} epoch" + "s" * (r["epochs"] != 1)
+    say(f"training: {epochs}, {batch_line}, Adam lr {r['lr']:g}, backend {backend}"
         + (f", resuming from {ckpt_path}" if args.resume else ""))
     val_kw = dict(validation_data=(x_va, y_va)) if val_split else \
         dict(validation_data=(x_te, y_te))

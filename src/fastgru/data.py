@@ -285,21 +285,54 @@ def load_imdb_npz(path: str) -> Dataset:
     if "x_train" not in a or "y_train" not in a:
         raise DataError(f"{path!r} must contain x_train and y_train (found {sorted(a)})")
 
-    def conv(x):
+    def conv(key: str, x: np.ndarray) -> tuple[str, Any]:
         if x.dtype.hasobject:
-            return "ids", [np.asarray(s, np.int64).reshape(-1) + 1 for s in x]
+            try:
+                seqs = [np.asarray(s, np.int64).reshape(-1) for s in x]
+            except (TypeError, ValueError):
+                raise DataError(f"{path!r}: {key} must hold sequences of integer word ranks"
+                                ) from None
+            _no_negative_ids(path, key, min((int(s.min()) for s in seqs if len(s)), default=0))
+            return "ids", [s + 1 for s in seqs]
         if x.ndim == 3 and x.dtype.kind == "f":
+            if not np.isfinite(x).all():
+                raise DataError(f"{path!r}: {key} contains NaN or infinity")
             return "features", x
         if x.ndim == 2 and x.dtype.kind in "iu":
+            _no_negative_ids(path, key, int(x.min(initial=0)))
             return "ids", [row[row != 0].astype(np.int64) for row in x]
         raise DataError(f"unsupported x array in {path!r}: dtype {x.dtype}, shape {x.shape}")
 
-    kind, xtr = conv(a["x_train"])
+    def labels(key: str, n: int) -> np.ndarray:
+        y = np.asarray(a[key])
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:  # one-hot or multi-label rows would be read as extra samples
+            raise DataError(f"{path!r}: {key} must hold one class label per sample, got shape "
+                            f"{y.shape}")
+        x_key = "x" + key[1:]
+        if len(y) != n:  # zip-like truncation would silently drop samples
+            raise DataError(f"{path!r}: {x_key} has {n:,} samples but {key} has {len(y):,}")
+        return y
+
+    kind, xtr = conv("x_train", a["x_train"])
+    ytr = labels("y_train", len(xtr))
     xte = yte = None
     if "x_test" in a and "y_test" in a:
-        _, xte = conv(a["x_test"])
-        yte = np.asarray(a["y_test"]).reshape(-1)
-    return Dataset(xtr, np.asarray(a["y_train"]).reshape(-1), xte, yte, kind=kind, name="npz")
+        kind_te, xte = conv("x_test", a["x_test"])
+        if kind_te != kind or (kind == "features" and xte.shape[2] != xtr.shape[2]):
+            what = {"ids": "token ids", "features": "features"}
+            raise DataError(f"{path!r}: x_test ({what[kind_te]}, shape "
+                            f"{a['x_test'].shape}) does not match x_train ({what[kind]}, "
+                            f"shape {a['x_train'].shape})")
+        yte = labels("y_test", len(xte))
+    return Dataset(xtr, ytr, xte, yte, kind=kind, name="npz")
+
+
+def _no_negative_ids(path: str, key: str, lowest: int) -> None:
+    if lowest < 0:  # e.g. -1 padding: ids index the embedding, 0 is the padding id
+        raise DataError(f"{path!r}: {key} holds negative token ids (lowest {lowest}); ids "
+                        "must be >= 0, with 0 as padding")
 
 
 _HEAD_TEXT = {"text", "sentence", "review", "document", "content", "texts", "x"}

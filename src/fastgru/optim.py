@@ -4,7 +4,8 @@ gradient clipping, on dicts of NumPy arrays updated in place.
 `opt.step(params, grads, rows)`: params and grads are {name: array}; rows {name: row indices}
 marks row-sparse gradients (an Embedding's): only those rows of the parameter and of its
 optimizer slots are read and written (lazy updates, as PyTorch's SparseAdam and Keras' lazy
-Adam). Weight decay applies to parameters with 2 or more dimensions (not biases).
+Adam). Weight decay applies to every parameter, biases included (as torch.optim and Keras);
+`exclude_from_weight_decay` leaves names out, e.g. ("bias",).
 
 The state (`iterations`, slot arrays) round-trips through state_dict()/load_state_dict() so that
 a resumed training continues exactly.
