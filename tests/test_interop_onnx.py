@@ -82,6 +82,25 @@ def test_from_onnx_warns_when_linear_before_reset_is_left_to_the_default():
     np.testing.assert_array_equal(back.flat_parameters(), g.flat_parameters())
 
 
+def test_from_onnx_takes_reset_after_as_a_synonym_and_refuses_clashes():
+    g = fastgru.GRU(I, H, seed=0)
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        back = fastgru.GRU.from_onnx(*g.to_onnx(), reset_after=True)
+        assert back.reset_after
+        assert not fastgru.GRU.from_onnx(*g.to_onnx(), reset_after=False).reset_after
+        assert fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1,
+                                     reset_after=True).reset_after
+    np.testing.assert_array_equal(back(x)[0], g(x)[0])
+    with pytest.raises(ValueError, match="contradicts linear_before_reset"):
+        fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=0, reset_after=True)
+    for bad in (dict(hidden_size=H + 1), dict(bidirectional=True), dict(bias=False)):
+        with pytest.raises(ValueError, match="come from W, R, B"):
+            fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1, **bad)
+    assert fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1, batch_first=True).batch_first
+
+
 @pytest.mark.parametrize("cell,lbr", [("gru", 1), ("gru", 0), ("lstm", None)])
 def test_onnx_reference_evaluator_agrees(cell, lbr):
     onnx = pytest.importorskip("onnx")

@@ -551,11 +551,21 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int | None = None,
                           "PyTorch, from Keras' reset_after=True and from to_onnx() of a "
                           "default fastgru.GRU need linear_before_reset=1: pass it explicitly",
                           UserWarning, stacklevel=3)
+        if "reset_after" in kwargs:
+            ra = kwargs.pop("reset_after")
+            if linear_before_reset is not None and bool(ra) != _check_lbr(linear_before_reset):
+                raise ValueError(f"from_onnx: reset_after={ra!r} contradicts "
+                                 f"linear_before_reset={linear_before_reset!r}; give one of them")
+            linear_before_reset = 1 if ra else 0
         cfg["reset_after"] = _check_lbr(0 if linear_before_reset is None
                                         else linear_before_reset)
     elif P is not None and np.any(to_numpy("P", P)):
         raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
                                   "counterpart")
+    clash = sorted(k for k in kwargs if k in cfg and k != "dtype")
+    if clash:
+        raise ValueError(f"from_onnx: {', '.join(clash)} come from W, R, B and direction; "
+                         "do not pass them")
     cfg.update(kwargs)
     m = cls(**cfg)
     m.load_state_dict(_onnx_state(m, 0, W, R, B, _onnx_order(cls)))

@@ -185,9 +185,10 @@ class GRU(_LayerInterop, RNNBase):
         zero biases, gives bias=False), gate order z, r, h. linear_before_reset=1 gives
         reset_after=True (PyTorch's GRU, fastgru's default and to_onnx() of such a layer), 0
         reset_after=False; not given: ONNX's default 0, with a warning (the arrays cannot
-        tell, and to_onnx() of a default layer needs 1). direction
-        "forward", "reverse" (gives reverse=True) or "bidirectional". kwargs: extra
-        constructor arguments."""
+        tell, and to_onnx() of a default layer needs 1; reset_after= is taken in its place).
+        direction "forward", "reverse" (gives reverse=True) or "bidirectional". kwargs: extra
+        constructor arguments (batch_first, n_threads, ...); sizes, bias and bidirectional come
+        from the arrays and are refused here."""
         return interop.from_onnx(cls, W, R, B, linear_before_reset=linear_before_reset,
                                  direction=direction, dtype=dtype, **kwargs)
 
