@@ -60,7 +60,7 @@ def test_from_keras_weights_is_batch_first_like_from_keras():
     assert fastgru.GRU.from_keras_weights(*w).batch_first
     assert not fastgru.GRU.from_keras_weights(*w, batch_first=False).batch_first
     assert fastgru.LSTM.from_keras_weights(*fastgru.LSTM(I, H).to_keras_weights()).batch_first
-    for bad in (dict(hidden_size=H + 1), dict(input_size=I), dict(bias=False)):
+    for bad in (dict(hidden_size=H + 1), dict(input_size=I)):
         with pytest.raises(ValueError, match="come from the weights"):
             fastgru.GRU.from_keras_weights(*w, **bad)
 

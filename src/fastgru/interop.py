@@ -273,7 +273,7 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
         cfg["reset_after"] = reset_after
     if not cls.__name__.endswith("Cell"):
         cfg["batch_first"] = True  # Keras data is (B, T, I), as from_keras gives
-    clash = sorted(k for k in kwargs if k in ("input_size", "hidden_size", "bias"))
+    clash = sorted(k for k in kwargs if k in ("input_size", "hidden_size"))
     if clash:
         raise ValueError(f"from_keras_weights: {', '.join(clash)} come from the weights; "
                          "do not pass them")
