@@ -42,6 +42,24 @@ def test_save_load_model_roundtrip(trained, tmp_path):
     np.testing.assert_allclose(r2.predict(texts[:5]), m.predict(texts[:5]), rtol=1e-6)
 
 
+def test_every_ready_made_model_loads_back(tmp_path):
+    """Including the LanguageModel, and NumPy scalars as arguments (vocab_size=x.max() + 1)."""
+    x = np.random.default_rng(0).integers(1, 20, (8, 12))
+    lm = fastgru.LanguageModel(x.max() + 1, embed_dim=np.int32(8), hidden_size=16,
+                               seed=np.int64(1), learning_rate=np.float32(0.01))
+    lm.fit(x[:, :-1], x[:, 1:], epochs=1, verbose=0)
+    made = [lm, fastgru.TextClassifier(np.int64(20), hidden_size=np.int64(8), seed=0),
+            fastgru.SequenceClassifier(np.int64(3), hidden_size=4, seed=0),
+            fastgru.SequenceRegressor(3, hidden_size=np.int16(4), seed=0)]
+    for i, m in enumerate(made):
+        path = str(tmp_path / f"{i}.npz")
+        m.save(path)
+        r = fastgru.load_model(path)
+        assert type(r) is type(m) and r.get_config() == m.get_config()
+        xi = x[:, :-1] if i < 2 else np.random.default_rng(i).standard_normal((4, 5, 3))
+        np.testing.assert_array_equal(r.predict(xi), m.predict(xi))
+
+
 def test_sequential_with_user_layers_roundtrip(tmp_path):
     m = fastgru.Sequential([fastgru.Embedding(20, 4), fastgru.GRU(4, 5, batch_first=True),
                             fastgru.GlobalAveragePooling1D(), fastgru.Dropout(0.1),

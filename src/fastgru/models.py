@@ -515,7 +515,8 @@ class _Preset(Sequential):
     """A Sequential built from constructor arguments (kept in `args` for save/load)."""
 
     def __init__(self, layers: Sequence[Any], args: dict[str, Any]) -> None:
-        self.args = args
+        # NumPy scalars (x.max() + 1 as vocab_size) would not survive the JSON config
+        self.args = {k: v.item() if isinstance(v, np.generic) else v for k, v in args.items()}
         super().__init__(layers, dtype=args["dtype"], seed=args["seed"], name=args.get("name"))
 
     def get_config(self) -> dict[str, Any]:
@@ -650,13 +651,13 @@ class LanguageModel(_Preset):
                  vocab: Vocabulary | dict[str, Any] | None = None) -> None:
         args: dict[str, Any]
         args = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
-                    cell=cell, num_layers=num_layers, bidirectional=False,
+                    cell=cell, num_layers=num_layers,
                     dropout=float(dropout), learning_rate=learning_rate,
                     dtype=str(check_dtype(dtype)), seed=seed, name=name)
         layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding")]
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="embedding_dropout"))
-        layers.append(_rnn_stack(args, embed_dim))
+        layers.append(_rnn_stack(dict(args, bidirectional=False), embed_dim))
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="dropout"))
         layers.append(Dense(vocab_size, "softmax", name="output"))
