@@ -268,9 +268,16 @@ class _Interrupt(fastgru.Callback):
             raise KeyboardInterrupt
 
 
-@pytest.mark.parametrize("cell", ["gru", "lstm"])
-def test_resume_reproduces_uninterrupted_run(sentiment, tmp_path, cell):
+@pytest.mark.parametrize("cell,backup_first", [("gru", False), ("lstm", False),
+                                                ("gru", True)])
+def test_resume_reproduces_uninterrupted_run(sentiment, tmp_path, cell, backup_first):
+    """Whatever the list's order: the backup is written after every other callback has seen
+    the epoch (listed first, it once held EarlyStopping's state of the epoch before)."""
     vocab, _, x, y = sentiment
+
+    def order(es, backup, interrupt):
+        return [backup, es, interrupt] if backup_first else [es, backup, interrupt]
+
     kw = dict(seed=5, dropout=0.3, num_layers=2, cell=cell)
     fit_kw = dict(epochs=4, batch_size=32, verbose=0, validation_data=(x[500:], y[500:]))
     full = small_clf(vocab, **kw)
@@ -280,19 +287,43 @@ def test_resume_reproduces_uninterrupted_run(sentiment, tmp_path, cell):
     path = str(tmp_path / "ckpt.npz")
     first = small_clf(vocab, **kw)
     with pytest.raises(KeyboardInterrupt):
-        first.fit(x[:300], y[:300], callbacks=[fastgru.EarlyStopping(patience=10),
-                                               fastgru.BackupAndRestore(path), _Interrupt(1)],
-                  **fit_kw)
+        first.fit(x[:300], y[:300], callbacks=order(fastgru.EarlyStopping(patience=10),
+                                                     fastgru.BackupAndRestore(path),
+                                                     _Interrupt(1)), **fit_kw)
     resumed = small_clf(vocab, **kw)
     es2 = fastgru.EarlyStopping(patience=10)
-    h = resumed.fit(x[:300], y[:300], callbacks=[es2, fastgru.BackupAndRestore(path),
-                                                 _Interrupt(-1)], **fit_kw)
+    h = resumed.fit(x[:300], y[:300], callbacks=order(es2, fastgru.BackupAndRestore(path),
+                                                      _Interrupt(-1)), **fit_kw)
     assert h.epoch == [0, 1, 2, 3]
     assert h.history == h_full.history
     for k, v in full.get_weights().items():
         np.testing.assert_array_equal(v, resumed.get_weights()[k])
     assert resumed.optimizer.iterations == full.optimizer.iterations
     assert es2.best == es.best
+
+
+@pytest.mark.parametrize("restore_best", [False, True])
+def test_resume_after_an_early_stop_trains_no_further(sentiment, tmp_path, restore_best):
+    """A backup kept after the run (the CLI's checkpoint.npz) records the stop: fitting again
+    from it ends at once, with the weights the stopped run ended with."""
+    vocab, _, x, y = sentiment
+    path = tmp_path / "kept.npz"
+    fit_kw = dict(epochs=12, batch_size=32, verbose=0, validation_data=(x[500:], y[500:]))
+
+    def cbs():
+        return [fastgru.BackupAndRestore(path, delete_checkpoint=False),
+                fastgru.EarlyStopping("val_loss", patience=1, min_delta=0.05,
+                                      restore_best_weights=restore_best)]
+
+    first = small_clf(vocab, seed=3)
+    h1 = first.fit(x[:300], y[:300], callbacks=cbs(), **fit_kw)
+    assert len(h1.epoch) < 12 and first.stop_training
+    again = small_clf(vocab, seed=3)
+    h2 = again.fit(x[:300], y[:300], callbacks=cbs(), **fit_kw)
+    assert h2.epoch == h1.epoch and h2.history == h1.history
+    assert again.optimizer.iterations == first.optimizer.iterations
+    for k, v in first.get_weights().items():
+        np.testing.assert_array_equal(again.get_weights()[k], v)
 
 
 def test_fit_argument_and_data_errors(sentiment):

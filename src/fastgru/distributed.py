@@ -626,7 +626,8 @@ class DataParallel:
             states = [cb.get_state() for cb in callbacks]
             meta = {"epoch": int(initial_epoch), "rng": model.rng.bit_generator.state,
                     "optimizer": scalars, "classes": model.classes_,
-                    "callbacks": [s for s, _ in states]}
+                    "callbacks": [s for s, _ in states],
+                    "stopped": bool(model.stop_training)}
             arrays = {f"param/{k}": v for k, v in model.parameters().items()}
             arrays.update({f"opt/{k}": v for k, v in slots.items()})
             for i, (_, a) in enumerate(states):
@@ -646,6 +647,7 @@ class DataParallel:
                 cb.set_state(meta["callbacks"][i],
                              {k[len(pre):]: v.copy() for k, v in got.items()
                               if k.startswith(pre)})
+            model.stop_training = meta["stopped"]  # a restored run that had already stopped
         return int(meta["epoch"])
 
     # -- steps and epochs -------------------------------------------------------------------

@@ -446,12 +446,14 @@ class Sequential:
             arrays.update({f"callback/{i}/{k}": v for k, v in a.items()})
         # PCG64's state is a dict of Python ints: JSON keeps them exactly
         meta["training"] = {"epoch": int(epoch), "rng": self.rng.bit_generator.state,
-                            "callbacks": cb_meta}
+                            "callbacks": cb_meta,
+                            "stopped": bool(getattr(self, "stop_training", False))}
         ckpt.save_arrays(path, arrays, meta)
 
     def load_training_state(self, path: str, callbacks: Sequence[Any] = ()) -> int:
         """Restore a save_training_state() file into this (compiled) model and the callbacks;
-        returns the number of completed epochs."""
+        returns the number of completed epochs. A run that had stopped early (EarlyStopping)
+        comes back with stop_training set, so fit() ends it as the uninterrupted run ended."""
         arrays, meta = ckpt.load_arrays(path)
         tr = meta.get("training")
         if tr is None:
@@ -468,6 +470,7 @@ class Sequential:
             pre = f"callback/{i}/"
             cb.set_state(m["state"], {k[len(pre):]: v for k, v in arrays.items()
                                       if k.startswith(pre)})
+        self.stop_training = bool(tr.get("stopped", False))
         return int(tr["epoch"])
 
     def _restore(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:

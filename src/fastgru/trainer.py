@@ -417,6 +417,11 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
         cb.set_model(model)
         if isinstance(cb, BackupAndRestore):
             cb.callbacks = [c for c in all_cbs if c is not cb]
+    # backups run after every other callback at train begin (so a callback's own reset cannot
+    # undo the restore) and at epoch end (so the backup holds every callback's view of that
+    # epoch and the stop decision): resuming is then exact whatever the list's order
+    all_cbs = ([c for c in all_cbs if not isinstance(c, BackupAndRestore)]
+               + [c for c in all_cbs if isinstance(c, BackupAndRestore)])
     run_cbs = all_cbs
     if dist is not None:
         from fastgru.distributed import is_rank0_only
@@ -472,9 +477,13 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
                     print(f"  {_logs_str({k: v for k, v in logs.items() if k.startswith('val_')})}",
                           file=sys.stderr, flush=True)
                 for cb in run_cbs:
-                    cb.on_epoch_end(epoch, logs)
+                    if not isinstance(cb, BackupAndRestore):
+                        cb.on_epoch_end(epoch, logs)
                 if dist is not None:
                     model.stop_training = dist.stop_training(model.stop_training)
+                for cb in run_cbs:
+                    if isinstance(cb, BackupAndRestore):
+                        cb.on_epoch_end(epoch, logs)
             for cb in run_cbs:
                 cb.on_train_end({})
     finally:
