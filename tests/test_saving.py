@@ -226,3 +226,75 @@ def test_text_file_error_does_not_advise_unpickling(tmp_path):
     with pytest.raises(fastgru.CheckpointError, match="not an .npz archive") as e:
         fastgru.load_model(path)
     assert "allow_pickle" not in str(e.value)
+
+
+def test_a_small_file_inflating_to_gigabytes_is_refused_before_decompressing(tmp_path):
+    """A deflated member declaring 64 MiB in a file of ~70 KB: refused from the zip directory
+    (decompressing first took gigabytes for a 1.5 MB file)."""
+    good = tmp_path / "m.npz"
+    fastgru.GRU(I, H, seed=0).save(good)
+    fastgru.TextClassifier(10, embed_dim=2, hidden_size=2, seed=0).save(tmp_path / "c.npz")
+    for src in (good, tmp_path / "c.npz"):
+        bomb = tmp_path / f"bomb_{src.name}"
+        with zipfile.ZipFile(src) as z, zipfile.ZipFile(bomb, "w") as out:
+            for n in z.namelist():
+                out.writestr(n, z.read(n))
+            out.writestr("extra.npy", bytes(64 << 20), compress_type=zipfile.ZIP_DEFLATED)
+        assert bomb.stat().st_size < 200_000
+        with pytest.raises(ValueError, match="declare .* far more"):
+            fastgru.load(bomb)
+        with pytest.raises(fastgru.CheckpointError, match="declare .* far more"):
+            fastgru.load_model(bomb)
+
+
+def test_overwriting_keeps_permissions_and_follows_symlinks(tmp_path):
+    m = fastgru.GRU(I, H, seed=0)
+    path = tmp_path / "m.npz"
+    m.save(path)
+    os.chmod(path, 0o600)
+    m.save(path)
+    assert path.stat().st_mode & 0o777 == 0o600
+    link = tmp_path / "link.npz"
+    link.symlink_to(path)
+    m2 = fastgru.GRU(I, H, seed=1)
+    m2.save(link)
+    assert link.is_symlink()
+    assert np.array_equal(fastgru.load(path).flat_parameters(), m2.flat_parameters())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "m.npz"]
+
+
+def test_errors_name_the_users_path_and_the_right_loader(tmp_path, monkeypatch):
+    m = fastgru.GRU(I, H, seed=0)
+    with pytest.raises(IsADirectoryError, match="is a directory") as e:
+        m.save(tmp_path)
+    assert e.value.filename == str(tmp_path)
+    with pytest.raises(fastgru.CheckpointError, match="is a directory"):
+        fastgru.load_model(tmp_path)
+    import tempfile
+
+    def refuse(**kw):
+        raise PermissionError(13, "Permission denied", os.path.join(kw["dir"], ".m.npz.x.tmp"))
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(PermissionError, match="cannot write in") as e:
+        m.save(tmp_path / "m.npz")
+    assert e.value.filename == str(tmp_path / "m.npz")
+    monkeypatch.undo()
+    m.save(tmp_path / "layer.npz")
+    fastgru.TextClassifier(10, embed_dim=2, hidden_size=2, seed=0).save(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match="fastgru.load_model"):
+        fastgru.load(tmp_path / "model.npz")
+    with pytest.raises(fastgru.CheckpointError, match=r"fastgru.load\(\)"):
+        fastgru.load_model(tmp_path / "layer.npz")
+
+
+def test_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):
+    from fastgru.checkpoint import save_arrays
+
+    path = tmp_path / "deep.npz"
+    save_arrays(str(path), {}, {"x": 1})
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    _rewrite(path, tmp_path / "bad.npz",
+             lambda n, d: _npy(np.frombuffer(deep, np.uint8)) if n == "__meta__.json.npy" else d)
+    with pytest.raises(fastgru.CheckpointError, match="corrupt metadata"):
+        fastgru.load_model(tmp_path / "bad.npz")

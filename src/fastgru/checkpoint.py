@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 # one atomic writer and one content digest for every file fastgru writes
-from fastgru.saving import _digest, load_error_detail, write_atomic
+from fastgru.saving import CONFIG_KEY, _digest, check_inflation, load_error_detail, write_atomic
 
 __all__ = ["save_arrays", "load_arrays", "atomic_write_bytes", "atomic_write_text",
            "CheckpointError"]
@@ -59,10 +59,16 @@ def save_arrays(path: str, arrays: Mapping[str, np.ndarray], meta: dict[str, Any
 
 def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """(arrays, meta) from a file written by save_arrays; CheckpointError on any damage."""
+    if os.path.isdir(path):
+        raise CheckpointError(f"checkpoint {path!r} is a directory, not a file")
     if not os.path.isfile(path):
         raise CheckpointError(f"checkpoint {path!r} does not exist")
     try:
+        check_inflation(path)
         with np.load(path, allow_pickle=False) as z:
+            if META not in z.files and CONFIG_KEY in z.files:
+                raise CheckpointError(f"{path!r} holds one layer (written by layer.save()): "
+                                      "load it with fastgru.load()")
             if META not in z.files:
                 raise CheckpointError(f"{path!r} is not a fastgru checkpoint (no {META})")
             arrays = {k: z[k] for k in z.files if k != META}
@@ -74,7 +80,7 @@ def load_arrays(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
                               f"({load_error_detail(exc)})") from None
     try:
         meta = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"checkpoint {path!r} has corrupt metadata ({exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{path!r} is not a fastgru checkpoint")

@@ -16,7 +16,9 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,21 +69,34 @@ def load_error_detail(exc: BaseException) -> str:
 
 def write_atomic(path: Any, write) -> None:
     """Call write(file) on a temp file next to `path`, fsync it, then os.replace it onto path
-    (readers see the old file or the new one, never a partial one)."""
+    (readers see the old file or the new one, never a partial one). A symlink's target is
+    replaced (not the link), and a file written over keeps its permissions."""
     path = os.fsdecode(os.fspath(path))
+    if os.path.islink(path):
+        path = os.path.realpath(path)
+    if os.path.isdir(path):  # else os.replace's error names the hidden temp file
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a file", path)
     folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):  # else mkstemp's error names the hidden temp file
+    if not os.path.isdir(folder):
         raise FileNotFoundError(errno.ENOENT, f"no such directory: {folder!r}", path)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=folder)
+    try:
+        mode = stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        umask = os.umask(0)  # a new file: 0666 less the umask, not mkstemp's 0600
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=folder)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write in {folder!r} ({exc.strerror})",
+                        path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        umask = os.umask(0)  # mkstemp makes the file 0600: give it the usual permissions
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -89,6 +104,21 @@ def write_atomic(path: Any, write) -> None:
         except OSError:
             pass
         raise
+
+
+def check_inflation(path: Any) -> None:
+    """Refuse a zip whose members declare far more bytes than the file holds, before anything
+    is decompressed: fastgru writes its arrays uncompressed, and a few MB of deflated zeros
+    would otherwise take gigabytes of memory to find out that the file is not ours."""
+    path = os.fsdecode(path)  # ZipFile takes bytes for a file object
+    try:
+        with zipfile.ZipFile(path) as z:
+            declared = sum(i.file_size for i in z.infolist())
+    except (zipfile.BadZipFile, EOFError, ValueError):
+        return  # np.load then gives the precise "truncated or not an .npz" error
+    if declared > 4 * os.path.getsize(path) + (1 << 20):
+        raise ValueError(f"its members declare {declared} bytes, far more than the "
+                         f"{os.path.getsize(path)} bytes of the file (a zip bomb?)")
 
 
 def save(module, path: Any) -> None:
@@ -115,8 +145,12 @@ def load(path: Any):
     Raises ValueError for a file that is not a fastgru file, is truncated, or was modified."""
     path = os.fspath(path)
     try:
+        check_inflation(path)
         with np.load(path, allow_pickle=False) as z:
             files = set(z.files)
+            if CONFIG_KEY not in files and "__meta__.json" in files:
+                raise ValueError("this is a model or checkpoint file: load it with "
+                                 "fastgru.load_model()")
             if CONFIG_KEY not in files:
                 raise ValueError("no fastgru header (not a file written by fastgru's save())")
             header = _header(z[CONFIG_KEY])
