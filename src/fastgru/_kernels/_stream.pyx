@@ -19,8 +19,9 @@ Design
     waking them costs ~30 us (12 us alone for GRU S5 here); and while other processes hold
     the cores a team step waits for a descheduled thread (~70 us). Each stepper keeps smoothed
     times of both ways (a team step only when it follows another: the first wakes the team)
-    and re-measures the unused way every PROBE_EVERY steps. The split
-    does not change any unit's sums: the same bits either way (tested).
+    and re-measures the unused way every PROBE_EVERY steps. One thread computes the team's
+    slices one after another (BLAS rounds a slice by its width): the same bits either way
+    (tested).
   Call overhead: a cdef class holds pointers; step() takes ndarrays through the NumPy C API
     (no memoryview acquisition) and allocates only the result.
   The caller guarantees C-contiguous arrays of the stepper's dtype with consistent shapes; the
@@ -198,14 +199,22 @@ cdef void _serial_rest(StepArgs* a, floating* scr, const floating* _t) noexcept 
         _xwt(B, P, H, m, H, <const floating*>a.w_hr, <floating*>a.h_out, P)
 
 
-cdef void _team(StepArgs* a, int split_units, const floating* _t) noexcept nogil:
-    cdef int tid = fg_thread_num(), team = fg_team_size(), j0, j1
+cdef void _team(StepArgs* a, int split_units, int parts, const floating* _t) noexcept nogil:
+    """Thread tid of a team computes units slice tid; a thread alone computes the `parts`
+    slices a full team would, one after another: BLAS sums a slice's rows in an order that
+    can depend on its width, so this keeps both ways bit-identical."""
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k
     cdef unsigned long long fp = fg_fp_enter()
     cdef floating* scr = <floating*>a.scratch + tid * a.scratch_stride
     if split_units:
-        j0 = <int>(<Py_ssize_t>a.H * tid // team)
-        j1 = <int>(<Py_ssize_t>a.H * (tid + 1) // team)
-        _units(a, j0, j1, scr, _t)
+        if team == 1:
+            for k in range(parts):
+                _units(a, <int>(<Py_ssize_t>a.H * k // parts),
+                       <int>(<Py_ssize_t>a.H * (k + 1) // parts),
+                       <floating*>a.scratch + k * a.scratch_stride, _t)
+        else:
+            _units(a, <int>(<Py_ssize_t>a.H * tid // team),
+                   <int>(<Py_ssize_t>a.H * (tid + 1) // team), scr, _t)
     elif tid == 0:
         _serial_rest(a, scr, _t)
     fg_fp_exit(fp)
@@ -388,7 +397,7 @@ cdef class Stepper:
 
     cdef void _run(self, StepArgs* a):
         global _last_end
-        cdef int nt = self._n_threads, split = self._split
+        cdef int nt = self._n_threads, split = self._split, parts = self._n_threads
         cdef double t0 = 0.0, dt
         if nt > 1:
             t0 = fg_wtime()
@@ -400,16 +409,16 @@ cdef class Stepper:
         with nogil:
             if self._dtype_num == cnp.NPY_FLOAT32:
                 if nt <= 1:
-                    _team(a, split, <const float*>NULL)
+                    _team(a, split, parts, <const float*>NULL)
                 else:
                     with parallel(num_threads=nt):
-                        _team(a, split, <const float*>NULL)
+                        _team(a, split, parts, <const float*>NULL)
             else:
                 if nt <= 1:
-                    _team(a, split, <const double*>NULL)
+                    _team(a, split, parts, <const double*>NULL)
                 else:
                     with parallel(num_threads=nt):
-                        _team(a, split, <const double*>NULL)
+                        _team(a, split, parts, <const double*>NULL)
         if self._n_threads > 1:
             _last_end = fg_wtime()
             dt = _last_end - t0
