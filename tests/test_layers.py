@@ -297,6 +297,11 @@ def test_step_matches_forward(cls, kw, num_layers):
     for t in range(T):
         yt, st = layer.step(x[t, 0], st)
     assert np.allclose(yt, y1[-1], atol=1e-13)
+    # a batched (L, 1, F) state with an unbatched x is refused, as forward and torch do
+    batched = np.zeros((num_layers, 1, st[0].shape[-1] if cls is fastgru.LSTM else H))
+    with pytest.raises(ValueError, match="for unbatched x"):
+        layer.step(x[0, 0], (batched, np.zeros((num_layers, 1, H)))
+                   if cls is fastgru.LSTM else batched)
 
 
 def test_step_sees_parameter_updates_and_rejects_bidirectional():

@@ -693,8 +693,8 @@ class RNNBase(Module):
         L = self._L
         if s is None:
             return np.zeros((L, B, F), self.dtype)
-        if not (type(s) is np.ndarray and s.dtype == self._store.dtype and s.shape == (L, B, F)
-                and s.flags.c_contiguous):
+        if unbatched or not (type(s) is np.ndarray and s.dtype == self._store.dtype
+                             and s.shape == (L, B, F) and s.flags.c_contiguous):
             s = V.float_array(name, s, self.dtype)
             letter = "H" if F == self._H else "P"  # LSTM h with proj_size: P wide
             if unbatched:
