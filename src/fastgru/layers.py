@@ -162,7 +162,7 @@ class GRU(_LayerInterop, RNNBase):
 
         x: (B, I) (or (I,)); h: (L, B, H) state from the previous step, None for zeros.
         Returns (y (B, H), h_new (L, B, H)): y is the last layer's new hidden state.
-        Stepping through a sequence gives the same numbers as forward() on it."""
+        Stepping through a sequence gives forward()'s numbers to rounding (~1e-7 float32)."""
         if self._reverse or self._bidirectional:
             self._streamable()
         steppers = self._steppers or self._stepper_list()
