@@ -30,7 +30,7 @@ def test_onnx_round_trip_is_exact(cls, kw):
     extra = dict(linear_before_reset=int(m.reset_after)) if cls is fastgru.GRU else {}
     back = cls.from_onnx(W, R, Bias, direction="bidirectional" if D == 2 else "forward", **extra)
     assert np.array_equal(back.flat_parameters(), m.flat_parameters())
-    assert back.get_config() == m.get_config()
+    assert back.get_config() == {k: v for k, v in m.get_config().items() if k != "seed"}
 
 
 def test_onnx_gate_order_on_known_blocks():

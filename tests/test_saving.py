@@ -298,3 +298,29 @@ def test_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):
              lambda n, d: _npy(np.frombuffer(deep, np.uint8)) if n == "__meta__.json.npy" else d)
     with pytest.raises(fastgru.CheckpointError, match="corrupt metadata"):
         fastgru.load_model(tmp_path / "bad.npz")
+
+
+def test_dropout_masks_after_load_and_copy(tmp_path):
+    """A loaded layer draws the masks a fresh layer of its seed draws (the seed is in its
+    config); deepcopy and pickle carry the generator's position: copy and original draw the
+    same masks next."""
+    import copy
+    import pickle
+
+    x = np.random.default_rng(0).standard_normal((5, 2, I))
+
+    def make():
+        return fastgru.GRU(I, H, num_layers=2, dropout=0.5, dtype="float64", seed=7)
+
+    m = make()
+    first = m(x)[0]  # the generator has moved on
+    assert m.get_config()["seed"] == 7 and "seed" not in fastgru.GRU(I, H).get_config()
+    m.save(tmp_path / "m.npz")
+    a, b = fastgru.load(tmp_path / "m.npz"), fastgru.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(a(x)[0], first)
+    np.testing.assert_array_equal(b(x)[0], first)
+    c1, c2 = copy.deepcopy(m), pickle.loads(pickle.dumps(m))
+    y = m(x)[0]
+    assert not np.array_equal(y, first)
+    np.testing.assert_array_equal(c1(x)[0], y)
+    np.testing.assert_array_equal(c2(x)[0], y)

@@ -239,14 +239,19 @@ class Module:
     def __reduce__(self):
         # copy.copy / deepcopy / pickle rebuild the module so that the named arrays stay views
         # of one flat buffer (copying the views one by one would cut them loose)
+        # (and the dropout generator's position: a copy draws the masks the original would)
+        rng = getattr(self, "_rng", None)
         return (_restore, (type(self), self.get_config(), self._store.flat.copy(),
-                           self._store.gflat.copy(), self.training))
+                           self._store.gflat.copy(), self.training,
+                           None if rng is None else rng.bit_generator.state))
 
 
-def _restore(cls, config, flat, gflat, training):
+def _restore(cls, config, flat, gflat, training, rng_state=None):
     m = rebuild(cls, config)
     m._store.flat[...] = flat
     m._store.gflat[...] = gflat
+    if rng_state is not None:
+        m._rng.bit_generator.state = rng_state
     return m.train(training)
 
 

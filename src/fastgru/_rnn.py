@@ -203,6 +203,8 @@ class RNNBase(Module):
         else:
             cfg["proj_size"] = self._proj
         cfg.update(dtype=str(self.dtype), backend=self._backend, n_threads=self._n_threads)
+        if isinstance(self._seed, int):  # a loaded layer's dropout masks start from it again
+            cfg["seed"] = self._seed
         return cfg
 
     def __repr__(self) -> str:
