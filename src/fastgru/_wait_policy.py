@@ -17,8 +17,15 @@ count fastgru uses (300000 restores libgomp's default).
 
 A runtime another library loaded first under the same name (PyTorch's wheel ships
 `libgomp.so.1`, which the loader then hands to fastgru too) has read its settings already:
-fastgru's spin does not apply there, and `describe()` says so (import fastgru first, or set
-GOMP_SPINCOUNT=1000 in the environment, to get it back).
+fastgru's spin does not apply there, and `describe()` says so (GOMP_SPINCOUNT=1000 in the
+environment gets it back).
+
+The catch: a runtime shared by name is shared in both directions. PyTorch's libtorch_cpu needs
+`libgomp.so.1`; where fastgru's kernels link that same name (a source build; a wheel repaired
+by auditwheel carries a private, renamed copy in fastgru.libs), a torch imported after fastgru
+gets fastgru's short spin too, and its 2-thread small ops were measured 1.2-1.6x slower. So
+where torch is installed and the runtime would be shared, fastgru leaves libgomp's defaults
+(300,000 spins) unless FASTGRU_SPINCOUNT asks: importing fastgru never slows another library.
 
 A streaming step after an idle gap longer than the spin runs on the calling thread (the team
 is asleep; waking it costs more than the step): `step_wake_gap()` is that gap.
@@ -99,8 +106,36 @@ def before_openmp_starts() -> Iterator[None]:
             _state["spins"] = None
             _state["policy"] = ("the runtime's defaults: " + ", ".join(sorted(
                 os.path.basename(p) for p in before)) + " was loaded before fastgru (by "
-                "another library, e.g. torch) and had read its settings; import fastgru "
-                "first, or set GOMP_SPINCOUNT=1000, for fastgru's short spin")
+                "another library, e.g. torch) and had read its settings; set "
+                "GOMP_SPINCOUNT=1000 before Python starts for fastgru's short spin")
+
+
+DEFAULT_SPINS = 300000  # libgomp's count without OMP_WAIT_POLICY
+SHARED_WITH_TORCH = ("the runtime's defaults: torch is installed and would share this OpenMP "
+                     "runtime, which fastgru's short spin would slow for torch too "
+                     "(FASTGRU_SPINCOUNT=1000 sets it anyway)")
+
+
+def _private_runtime() -> bool:
+    """Whether fastgru carries its own renamed OpenMP runtime (auditwheel's fastgru.libs)."""
+    libs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "fastgru.libs")
+    try:
+        return any(n.startswith(_RUNTIME_NAMES) for n in os.listdir(libs))
+    except OSError:
+        return False
+
+
+def _torch_would_share() -> bool:
+    """torch is installed and would use the runtime fastgru is about to start."""
+    import importlib.util
+
+    if _private_runtime():
+        return False
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def _set_policy() -> Iterator[None]:
@@ -108,6 +143,11 @@ def _set_policy() -> Iterator[None]:
         _state["spins"] = _user_spins()
         _state["policy"] = "the user's: " + ", ".join(
             f"{k}={os.environ[k]}" for k in _USER_KEYS if k in os.environ)
+        yield
+        return
+    if "FASTGRU_SPINCOUNT" not in os.environ and _torch_would_share():
+        _state["spins"] = float(DEFAULT_SPINS)
+        _state["policy"] = SHARED_WITH_TORCH
         yield
         return
     n = _spincount()
