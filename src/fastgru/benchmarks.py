@@ -128,13 +128,26 @@ def _stepper(cell, x, w, threads):
     return lambda: lst.step(x0, h, c)
 
 
-def _reference(cell, mode, x, w, L, threads):
-    from threadpoolctl import threadpool_limits
+_controller: Any = None
 
+
+def blas_limit(threads: int):
+    """A context limiting the BLAS to `threads`: a controller found once (threadpool_limits()
+    looks for the libraries again at every call, ~1 ms here, which was timed with the
+    reference and the SGEMM baseline: 7% of a 1-thread SGEMM, most of a reference S5 step)."""
+    global _controller
+    if _controller is None:
+        from threadpoolctl import ThreadpoolController
+
+        _controller = ThreadpoolController()
+    return _controller.limit(limits=threads, user_api="blas")
+
+
+def _reference(cell, mode, x, w, L, threads):
     from fastgru import reference as ref
 
     def run():
-        with threadpool_limits(limits=threads, user_api="blas"):
+        with blas_limit(threads):
             if cell == "gru":
                 y, _, c = ref.gru_forward(x, None, *w, lengths=L, training=mode == "train")
                 return ref.gru_backward(c, np.ones_like(y)) if mode == "train" else y
@@ -242,14 +255,13 @@ def _ort(cell, x, w, L, threads):
 def sgemm_runner(threads: int, n: int = 1024) -> Callable[[], object]:
     """C = A @ B, float32 (n, n), through scipy's BLAS (the one fastgru calls)."""
     from scipy.linalg.blas import sgemm
-    from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng(0)
     a = np.asfortranarray(rng.standard_normal((n, n)).astype(np.float32))
     b = np.asfortranarray(rng.standard_normal((n, n)).astype(np.float32))
 
     def run():
-        with threadpool_limits(limits=threads, user_api="blas"):
+        with blas_limit(threads):
             return sgemm(1.0, a, b)
     return run
 
@@ -289,7 +301,11 @@ def training_memory_bytes(impl: str, cell: str, shape, lengths=None) -> int | No
             y, _, _, c = ops.lstm_forward(x, None, None, *w, lengths=L)
         assert c is not None
         pc = c.packed
-        return int(sum(a.nbytes for a in (pc.cache, pc.hprev, pc.m) if a is not None))
+        # every array the cache holds that is not the caller's x or weights (the packed copy
+        # of x counts: torch keeps x by reference)
+        kept = [getattr(pc, k) for k in pc.__slots__]
+        return int(sum(a.nbytes for a in kept if isinstance(a, np.ndarray)
+                       and not any(np.shares_memory(a, b) for b in [x, *w])))
     if impl == "torch" and available("torch"):
         import torch
 
