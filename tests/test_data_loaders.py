@@ -56,6 +56,11 @@ def test_tsv_csv_with_header_and_string_labels(tmp_path):
     write(str(tmp_path / "d.csv"), 'review,sentiment\n"good, really",1\nbad,0\n')
     ds = fastgru.load_delimited(str(tmp_path / "d.csv"), ",")
     assert ds.x_train == ["good, really", "bad"]
+    # a UTF-8 byte order mark (Excel, Notepad) is not part of the header's first name
+    (tmp_path / "bom.tsv").write_bytes("text\tlabel\ngood movie\tpos\nbad film\tneg\n"
+                                       .encode("utf-8-sig"))
+    ds = fastgru.load_delimited(str(tmp_path / "bom.tsv"))
+    assert ds.x_train == ["good movie", "bad film"] and list(ds.y_train) == ["pos", "neg"]
     write(str(tmp_path / "bad.tsv"), "only one field\n")
     with pytest.raises(DataError, match="bad.tsv:1: expected 2 fields"):
         fastgru.load_delimited(str(tmp_path / "bad.tsv"))

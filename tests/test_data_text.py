@@ -64,6 +64,17 @@ def test_pad_sequences():
     np.testing.assert_array_equal(x, [[1, 2, 3], [0, 0, 4]])
     with pytest.raises(ValueError):
         fastgru.pad_sequences([[1]], maxlen=0)
+    # as keras.utils.pad_sequences: floats kept with a float dtype, sequences of vectors
+    x, L = fastgru.pad_sequences([[0.5, 1.5], [2.7]], dtype="float32")
+    np.testing.assert_array_equal(x, np.array([[0.5, 1.5], [2.7, 0]], np.float32))
+    x, L = fastgru.pad_sequences([np.ones((2, 3)), np.full((1, 3), 2.0), []], dtype="float64",
+                                 padding="pre")
+    assert x.shape == (3, 2, 3) and list(L) == [2, 1, 0]
+    np.testing.assert_array_equal(x[1], [[0, 0, 0], [2, 2, 2]])
+    with pytest.raises(TypeError, match="float dtype"):
+        fastgru.pad_sequences([[0.5, 1.5]])
+    with pytest.raises(ValueError, match="items of shape"):
+        fastgru.pad_sequences([np.ones((2, 3)), np.ones((2, 4))], dtype="float32")
 
 
 def test_encode_labels():

@@ -223,7 +223,7 @@ def load_aclimdb(path: str) -> Dataset:
         for sub, lab in (("neg", 0), ("pos", 1)):
             files = sorted(glob.glob(os.path.join(root, part, sub, "*.txt")))
             for f in files:
-                with open(f, encoding="utf-8", errors="replace") as fh:
+                with open(f, encoding="utf-8-sig", errors="replace") as fh:
                     texts.append(fh.read())
             labels += [lab] * len(files)
         parts[part] = (texts, np.array(labels, np.int64))
@@ -346,7 +346,7 @@ def load_delimited(path: str, delimiter: str = "\t") -> Dataset:
     if os.path.isdir(path):
         raise DataError(f"{path!r} is a folder; the tsv/csv formats read one file")
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             content = f.read()
     except UnicodeDecodeError:
         with open(path, encoding="latin-1", newline="") as f:

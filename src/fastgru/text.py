@@ -50,16 +50,28 @@ def pad_sequences(seqs: Sequence[Any], maxlen: int | None = None,
                   dtype: Any = np.int32) -> tuple[np.ndarray, np.ndarray]:
     """Lists of ids -> ((N, T) array, (N,) lengths). T = maxlen or the longest sequence.
     truncating "pre" keeps the end of a long sequence (Keras' default), "post" its start;
-    padding "post" puts `value` after the tokens, "pre" before."""
+    padding "post" (unlike Keras' "pre": fastgru's layers take lengths) puts `value` after
+    the tokens, "pre" before. Rows may be sequences of vectors (N, T, ...), and values keep
+    their type up to `dtype` (floats with a float dtype), as in keras.utils.pad_sequences."""
     if padding not in ("pre", "post") or truncating not in ("pre", "post"):
         raise ValueError("padding and truncating must be 'pre' or 'post'")
     if maxlen is not None and (not isinstance(maxlen, (int, np.integer)) or maxlen < 1):
         raise ValueError(f"maxlen must be a positive int or None, got {maxlen!r}")
-    arrs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in seqs]
+    arrs = [np.asarray(s) for s in seqs]
+    if any(a.ndim == 0 for a in arrs):
+        raise ValueError("pad_sequences takes a list of sequences; an element is a scalar")
+    sample = next((a.shape[1:] for a in arrs if len(a)), ())
+    for i, a in enumerate(arrs):
+        if len(a) and a.shape[1:] != sample:
+            raise ValueError(f"sequence {i} has items of shape {a.shape[1:]}, the first "
+                             f"non-empty one {sample}")
+        if np.dtype(dtype).kind in "iu" and a.dtype.kind == "f" and np.any(a != np.round(a)):
+            raise TypeError(f"sequence {i} holds non-integer values; pass a float dtype "
+                            f"(dtype={np.dtype(dtype)} would truncate them)")
     lengths = np.array([len(s) for s in arrs], np.int64)
     T = int(maxlen) if maxlen is not None else int(lengths.max(initial=1)) or 1
     T = max(T, 1)
-    out = np.full((len(arrs), T), value, dtype=dtype)
+    out = np.full((len(arrs), T) + sample, value, dtype=dtype)
     for i, s in enumerate(arrs):
         if len(s) > T:
             s = s[-T:] if truncating == "pre" else s[:T]
