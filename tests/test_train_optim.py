@@ -254,14 +254,14 @@ def test_clip_grad_norm_zero_zeroes_like_torch():
 
 
 @pytest.mark.parametrize("loss,pred,target,match", [
-    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0, -1]), "class ids"),
-    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0, 3]), "class ids"),
-    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0.5, 1]), "class ids"),
-    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.array([0, 1, 2]), "shape"),
-    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), -np.ones((2, 3)), ">= 0"),
-    (fastgru.CategoricalCrossentropy(), np.zeros((2, 3)), np.ones((3, 2)), "shape"),
-    (fastgru.BinaryCrossentropy(), np.zeros((2, 1)), np.array([0, 2]), r"in \[0, 1\]"),
-    (fastgru.BinaryCrossentropy(), np.zeros((2, 1)), np.array([0, 1, 1]), "shape"),
+    (fastgru.CategoricalCrossentropy(True), np.zeros((2, 3)), np.array([0, -1]), "class ids"),
+    (fastgru.CategoricalCrossentropy(True), np.zeros((2, 3)), np.array([0, 3]), "class ids"),
+    (fastgru.CategoricalCrossentropy(True), np.zeros((2, 3)), np.array([0.5, 1]), "class ids"),
+    (fastgru.CategoricalCrossentropy(True), np.zeros((2, 3)), np.array([0, 1, 2]), "shape"),
+    (fastgru.CategoricalCrossentropy(True), np.zeros((2, 3)), -np.ones((2, 3)), ">= 0"),
+    (fastgru.CategoricalCrossentropy(True), np.zeros((2, 3)), np.ones((3, 2)), "shape"),
+    (fastgru.BinaryCrossentropy(True), np.zeros((2, 1)), np.array([0, 2]), r"in \[0, 1\]"),
+    (fastgru.BinaryCrossentropy(True), np.zeros((2, 1)), np.array([0, 1, 1]), "shape"),
     (fastgru.MeanSquaredError(), np.zeros((2, 3)), np.zeros((3, 2)), "shape"),
 ])
 def test_losses_reject_bad_targets(loss, pred, target, match):
@@ -271,8 +271,58 @@ def test_losses_reject_bad_targets(loss, pred, target, match):
 
 def test_losses_accept_their_target_forms():
     z = np.array([[0.3], [-1.2]])
-    v, g = fastgru.BinaryCrossentropy()(z, np.array([1, 0]))  # (N,) targets for (N, 1) logits
+    v, g = fastgru.BinaryCrossentropy(True)(z, np.array([1, 0]))  # (N,) targets, (N, 1) logits
     assert np.isfinite(v) and g.shape == z.shape
     zk = np.zeros((2, 4, 3))
-    v, _ = fastgru.CategoricalCrossentropy()(zk, np.zeros((2, 4), np.int64))
+    v, _ = fastgru.CategoricalCrossentropy(True)(zk, np.zeros((2, 4), np.int64))
     assert v == pytest.approx(np.log(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_losses_called_directly_take_probabilities_like_keras(dtype):
+    """from_logits=False (the default): pred are probabilities, clipped to [1e-7, 1 - 1e-7]
+    (Keras' formulas; gradients by finite differences away from the clip). They were once
+    taken as logits: BCE 0.53 against Keras' 0.28."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, (6, 1)).astype(dtype)
+    y = rng.integers(0, 2, 6)
+    v, g = fastgru.BinaryCrossentropy()(p, y)
+    yy = y[:, None].astype(np.float64)
+    ref = -np.mean(yy * np.log(p.astype(np.float64)) + (1 - yy) * np.log(1 - p.astype(np.float64)))
+    assert v == pytest.approx(ref, rel=1e-6) and g.dtype == dtype
+    assert fastgru.BinaryCrossentropy()(np.array([[1.0], [0.0]]), np.array([0, 1]))[0] \
+        == pytest.approx(-np.log(1e-7), rel=1e-6)  # clipped, not inf
+    P = rng.dirichlet(np.ones(4), 5).astype(dtype) * 2  # Keras normalises the rows first
+    t = rng.integers(0, 4, 5)
+    v_sparse, g_sparse = fastgru.CategoricalCrossentropy()(P, t)
+    v_hot, g_hot = fastgru.CategoricalCrossentropy()(P, np.eye(4)[t])
+    ref = -np.mean(np.log((P / P.sum(-1, keepdims=True)).astype(np.float64)[np.arange(5), t]))
+    assert v_sparse == pytest.approx(ref, rel=1e-6) and v_hot == pytest.approx(ref, rel=1e-6)
+    np.testing.assert_allclose(g_sparse, g_hot, rtol=1e-6)
+    if dtype is np.float64:  # finite differences of the value
+        for loss, x, tgt, grad in ((fastgru.BinaryCrossentropy(), p, y, g),
+                                   (fastgru.CategoricalCrossentropy(), P, t, g_sparse)):
+            num = np.zeros_like(x)
+            for i in np.ndindex(x.shape):
+                e = np.zeros_like(x)
+                e[i] = 1e-6
+                num[i] = (loss(x + e, tgt)[0] - loss(x - e, tgt)[0]) / 2e-6
+            np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-9)
+
+
+def test_mae_mse_metrics_compare_probabilities_with_cross_entropy():
+    from fastgru.losses import get_metric
+
+    z = np.array([[2.0], [-1.0], [0.5]])
+    y = np.array([1, 0, 0])
+    m = get_metric("mae", "binary")
+    m.update(z, y, None)
+    p = 1 / (1 + np.exp(-z[:, 0]))
+    assert m.result() == pytest.approx(np.mean(np.abs(p - y)))
+    m = get_metric("mse", "multiclass")
+    zk = np.array([[1.0, 0.0, -1.0]])
+    m.update(zk, np.array([[0, 1, 0]]), None)
+    sm = np.exp(zk) / np.exp(zk).sum()
+    assert m.result() == pytest.approx(np.mean((sm - [0, 1, 0]) ** 2))
+    with pytest.raises(ValueError, match="one-hot targets"):
+        get_metric("mae", "multiclass").update(zk, np.array([1]), None)

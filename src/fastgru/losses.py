@@ -45,8 +45,23 @@ class Loss:
                  mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
+    def on_logits(self, pred: np.ndarray, target: np.ndarray,
+                  mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """The loss of a model output in logit space (what fit() hands over, the final
+        sigmoid/softmax fused in); a user's subclass implements __call__ only."""
+        return self(pred, target, mask)
+
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
+
+
+def on_model_output(loss: Loss, pred, target, mask=None) -> tuple[float, np.ndarray]:
+    """The loss of a model's output (logits, the final activation fused in): on_logits for the
+    built-in cross-entropies, __call__ for a user's loss that defines its own (which has
+    always been handed the model output as it is)."""
+    if isinstance(loss, _Crossentropy) and type(loss).__call__ is _Crossentropy.__call__:
+        return loss.on_logits(pred, target, mask)
+    return loss(pred, target, mask)
 
 
 def _same_shape(pred: np.ndarray, target: np.ndarray, name: str) -> None:
@@ -57,12 +72,27 @@ def _same_shape(pred: np.ndarray, target: np.ndarray, name: str) -> None:
                          + (f" or {pred.shape[:-1]}" if pred.shape[-1:] == (1,) else ""))
 
 
+EPSILON = 1e-7  # Keras' backend epsilon: probabilities are clipped to [eps, 1 - eps]
+
+
 class _Crossentropy(Loss):
     """from_logits=False (Keras' default) means the model ends with the matching sigmoid or
-    softmax; the model then fuses that activation into the loss and hands it logits."""
+    softmax; the model then fuses that activation into the loss and hands it logits
+    (on_logits). Called directly, loss(pred, target) takes probabilities when from_logits is
+    False, clipped to [1e-7, 1 - 1e-7] as Keras does, and logits when it is True."""
 
     def __init__(self, from_logits: bool = False) -> None:
         self.from_logits = bool(from_logits)
+
+    def __call__(self, pred, target, mask=None):
+        pred = np.asarray(pred)
+        if self.from_logits:
+            return self.on_logits(pred, target, mask)
+        return self._on_probabilities(pred, np.asarray(target), mask)
+
+    def _on_probabilities(self, pred: np.ndarray, target: np.ndarray,
+                          mask: np.ndarray | None) -> tuple[float, np.ndarray]:
+        raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "from_logits": self.from_logits}
@@ -75,7 +105,13 @@ class BinaryCrossentropy(_Crossentropy):
     name = "binary_crossentropy"
     task = "binary"
 
-    def __call__(self, pred, target, mask=None):
+    def _on_probabilities(self, pred, target, mask):
+        p = np.clip(pred, EPSILON, 1 - EPSILON)
+        value, g = self.on_logits(np.log(p) - np.log1p(-p), target, mask)  # dL/dz
+        inside = (pred > EPSILON) & (pred < 1 - EPSILON)
+        return value, np.where(inside, g / (p * (1 - p)), 0).astype(pred.dtype)
+
+    def on_logits(self, pred, target, mask=None):
         _same_shape(pred, target, self.name)
         if target.size and not (target.min() >= 0 and target.max() <= 1):  # (NaN fails too)
             raise ValueError(f"{self.name}: targets must be in [0, 1], got values in "
@@ -95,7 +131,22 @@ class CategoricalCrossentropy(_Crossentropy):
     name = "categorical_crossentropy"
     task = "multiclass"
 
-    def __call__(self, pred, target, mask=None):
+    def _on_probabilities(self, pred, target, mask):
+        # Keras: q = pred / sum(pred), clipped to [eps, 1 - eps]; loss -sum(t log q)
+        tot = pred.sum(axis=-1, keepdims=True)
+        q = pred / tot
+        qc = np.clip(q, EPSILON, 1 - EPSILON)
+        self.on_logits(np.log(qc), target, mask)  # checks the target's shape and values
+        if target.ndim == pred.ndim:
+            t = target.astype(pred.dtype, copy=False)
+        else:
+            t = np.zeros_like(qc)
+            np.put_along_axis(t, target.astype(np.intp)[..., None], 1, -1)
+        value, w = _reduce(-(t * np.log(qc)).sum(axis=-1), mask)
+        dq = np.where((q > EPSILON) & (q < 1 - EPSILON), -t / qc, 0) * w[..., None]
+        return value, ((dq - (dq * q).sum(axis=-1, keepdims=True)) / tot).astype(pred.dtype)
+
+    def on_logits(self, pred, target, mask=None):
         zmax = pred.max(axis=-1, keepdims=True)
         e = np.exp(pred - zmax)
         s = e.sum(axis=-1, keepdims=True)
@@ -167,7 +218,8 @@ def get_loss(loss: Any) -> Loss:
 # ------------------------------------------------------------------------------------------
 class Metric:
     """A streaming metric: update(pred, target, mask) per batch, result() at the end.
-    pred is the model output in the loss's space (logits for the cross-entropies)."""
+    pred is the model output in the loss's space (logits for the cross-entropies; mae and mse
+    then compare the probabilities, as Keras does)."""
 
     def __init__(self, name: str, task: str) -> None:
         self.name, self.task = name, task
@@ -198,6 +250,14 @@ class Metric:
                 t = target.argmax(-1) if target.ndim == pred.ndim else target
                 return (pred.argmax(-1) == t).astype(np.float64)
             raise ValueError("accuracy needs a classification loss")
+        if self.task == "binary":  # the model output is a logit: compare probabilities
+            pred = expit(pred)
+        elif self.task == "multiclass":
+            e = np.exp(pred - pred.max(axis=-1, keepdims=True))
+            pred = e / e.sum(axis=-1, keepdims=True)
+            if target.ndim != pred.ndim:
+                raise ValueError(f"metric {self.name!r} with a multiclass loss needs one-hot "
+                                 f"targets {pred.shape}, got class ids {target.shape}")
         d = pred - target.astype(pred.dtype, copy=False).reshape(pred.shape)
         return np.abs(d) if self.name == "mae" else d * d
 

@@ -31,6 +31,7 @@ from scipy.special import expit
 from fastgru._validation import check_int
 from fastgru.callbacks import BackupAndRestore, Callback, History
 from fastgru.data import encode_labels, length_batches, pad_ragged
+from fastgru.losses import on_model_output
 from fastgru.nn import Embedding, valid_mask
 
 __all__ = ["fit", "evaluate", "predict", "VerificationError", "verify_tolerance"]
@@ -577,7 +578,7 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
             def step(xb=xb, Lb=Lb, yb=yb, mask=mask):
                 model.zero_grad()
                 out = model.forward(xb, Lb, training=True, rng=rng)
-                value, dout = model.loss(out, yb, mask)
+                value, dout = on_model_output(model.loss, out, yb, mask)
                 model.backward(dout)
                 return out, value
 
@@ -645,7 +646,7 @@ def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool,
             continue
         xb, Lb, yb, mask = _batch(p, idx, seq_y)
         out = model.forward(xb, Lb, training=False)
-        value, _ = model.loss(out, yb, mask)
+        value, _ = on_model_output(model.loss, out, yb, mask)
         n = loss_count(model.loss, out, yb, mask)
         loss_sum += value * n
         loss_n += n
