@@ -145,3 +145,12 @@ def test_synthetic_tasks():
     assert 0.05 < float(np.std(x[:, 1:] - t[:, :-1])) < 0.15
     s = fastgru.make_pattern_text(20)
     assert s.count(".") == 20
+
+
+def test_decode_refuses_ids_outside_the_vocabulary():
+    v = fastgru.Vocabulary.build(["a b c"])
+    assert v.decode([v.index["a"], 0, v.index["c"]]) == ["a", "c"]
+    with pytest.raises(ValueError, match="ids must be in"):
+        v.decode([-1])
+    with pytest.raises(ValueError, match="ids must be in"):
+        v.decode([len(v)])

@@ -139,7 +139,11 @@ class Vocabulary:
 
     def decode(self, ids: Iterable[int], skip_pad: bool = True) -> list[str]:
         """Ids -> tokens (the pad id dropped unless skip_pad=False)."""
-        return [self.tokens[int(i)] for i in ids if not (skip_pad and int(i) == self.PAD_ID)]
+        ids = [int(i) for i in ids]
+        bad = [i for i in ids if not 0 <= i < len(self.tokens)]
+        if bad:  # a negative id would index from the end
+            raise ValueError(f"ids must be in [0, {len(self.tokens)}), got {bad[:5]}")
+        return [self.tokens[i] for i in ids if not (skip_pad and i == self.PAD_ID)]
 
     # -- persistence ------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
