@@ -136,7 +136,7 @@ class CategoricalCrossentropy(_Crossentropy):
         tot = pred.sum(axis=-1, keepdims=True)
         q = pred / tot
         qc = np.clip(q, EPSILON, 1 - EPSILON)
-        self.on_logits(np.log(qc), target, mask)  # checks the target's shape and values
+        self._check_target(pred, target)
         if target.ndim == pred.ndim:
             t = target.astype(pred.dtype, copy=False)
         else:
@@ -146,31 +146,37 @@ class CategoricalCrossentropy(_Crossentropy):
         dq = np.where((q > EPSILON) & (q < 1 - EPSILON), -t / qc, 0) * w[..., None]
         return value, ((dq - (dq * q).sum(axis=-1, keepdims=True)) / tot).astype(pred.dtype)
 
-    def on_logits(self, pred, target, mask=None):
-        zmax = pred.max(axis=-1, keepdims=True)
-        e = np.exp(pred - zmax)
-        s = e.sum(axis=-1, keepdims=True)
-        lse = np.log(s) + zmax  # (..., 1)
-        p = e / s
-        if target.ndim == pred.ndim:  # one-hot or probabilities
+    def _check_target(self, pred, target) -> None:
+        """One-hot / probability targets (..., K) >= 0, or integer class ids (...) in [0, K)."""
+        if target.ndim == pred.ndim:
             if target.shape != pred.shape:
                 raise ValueError(f"{self.name}: one-hot target has shape {target.shape}, "
                                  f"expected {pred.shape}")
             if target.size and not target.min() >= 0:
                 raise ValueError(f"{self.name}: target probabilities must be >= 0, got "
                                  f"{target.min()}")
+            return
+        K = pred.shape[-1]
+        if target.shape != pred.shape[:-1]:
+            raise ValueError(f"{self.name}: class-id target has shape {target.shape}, "
+                             f"expected {pred.shape[:-1]}")
+        if target.size and not (target.min() >= 0 and target.max() < K and (
+                target.dtype.kind in "iu" or np.array_equal(target, np.floor(target)))):
+            raise ValueError(f"{self.name}: class ids must be integers in [0, {K}), got "
+                             f"values in [{target.min()}, {target.max()}]")
+
+    def on_logits(self, pred, target, mask=None):
+        zmax = pred.max(axis=-1, keepdims=True)
+        e = np.exp(pred - zmax)
+        s = e.sum(axis=-1, keepdims=True)
+        lse = np.log(s) + zmax  # (..., 1)
+        p = e / s
+        self._check_target(pred, target)
+        if target.ndim == pred.ndim:  # one-hot or probabilities
             t = target.astype(pred.dtype, copy=False)
             per = (t * (lse - pred)).sum(axis=-1)
             g = p * t.sum(axis=-1, keepdims=True) - t
         else:
-            K = pred.shape[-1]
-            if target.shape != pred.shape[:-1]:
-                raise ValueError(f"{self.name}: class-id target has shape {target.shape}, "
-                                 f"expected {pred.shape[:-1]}")
-            if target.size and not (target.min() >= 0 and target.max() < K and (
-                    target.dtype.kind in "iu" or np.array_equal(target, np.floor(target)))):
-                raise ValueError(f"{self.name}: class ids must be integers in [0, {K}), got "
-                                 f"values in [{target.min()}, {target.max()}]")
             t = target.astype(np.intp, copy=False)
             zy = np.take_along_axis(pred, t[..., None], axis=-1)
             per = (lse - zy)[..., 0]
@@ -253,11 +259,11 @@ class Metric:
         if self.task == "binary":  # the model output is a logit: compare probabilities
             pred = expit(pred)
         elif self.task == "multiclass":
-            e = np.exp(pred - pred.max(axis=-1, keepdims=True))
-            pred = e / e.sum(axis=-1, keepdims=True)
             if target.ndim != pred.ndim:
                 raise ValueError(f"metric {self.name!r} with a multiclass loss needs one-hot "
                                  f"targets {pred.shape}, got class ids {target.shape}")
+            e = np.exp(pred - pred.max(axis=-1, keepdims=True))
+            pred = e / e.sum(axis=-1, keepdims=True)
         d = pred - target.astype(pred.dtype, copy=False).reshape(pred.shape)
         return np.abs(d) if self.name == "mae" else d * d
 

@@ -205,7 +205,6 @@ cdef void _team(StepArgs* a, int split_units, int parts, const floating* _t) noe
     can depend on its width, so this keeps both ways bit-identical."""
     cdef int tid = fg_thread_num(), team = fg_team_size(), k
     cdef unsigned long long fp = fg_fp_enter()
-    cdef floating* scr = <floating*>a.scratch + tid * a.scratch_stride
     if split_units:
         if team == 1:
             for k in range(parts):
@@ -214,9 +213,10 @@ cdef void _team(StepArgs* a, int split_units, int parts, const floating* _t) noe
                        <floating*>a.scratch + k * a.scratch_stride, _t)
         else:
             _units(a, <int>(<Py_ssize_t>a.H * tid // team),
-                   <int>(<Py_ssize_t>a.H * (tid + 1) // team), scr, _t)
+                   <int>(<Py_ssize_t>a.H * (tid + 1) // team),
+                   <floating*>a.scratch + tid * a.scratch_stride, _t)
     elif tid == 0:
-        _serial_rest(a, scr, _t)
+        _serial_rest(a, <floating*>a.scratch, _t)
     fg_fp_exit(fp)
 
 
