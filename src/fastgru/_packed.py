@@ -485,13 +485,13 @@ def gru_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray,
         grads = dict(w_ih=np.empty_like(c.w_ih), w_hh=np.empty_like(c.w_hh),
                      b_ih=np.empty((D, G), dt), b_hh=np.empty((D, G), dt))
         accumulate = False
-    dgx = _workspace.get("dgx", (N, D * G), dt)
-    dgh = _workspace.get("dgh", (N, D * G), dt) if c.reset_after else None
+    dgx = _workspace.get("gx", (N, D * G), dt)  # the forward's input projection is free now
+    dan = _workspace.get("dan", (N, D * H), dt) if c.reset_after else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
     nsl, wp = backward_weights(plan, c.w_hh, team, cols, c.reset_after)
     with _threads.kernel_guard():
-        _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dgh, dx,
+        _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dan, dx,
                       grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], scratch,
                       plan.bsz, plan.off, c.rev, tasks, c.reset_after, accumulate, team, cols,
                       wp, cols_slices=nsl)
@@ -557,7 +557,7 @@ def lstm_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray, dc: np.
         if c.w_hr is not None:
             grads["w_hr"] = np.empty_like(c.w_hr)
         accumulate = False
-    dg = _workspace.get("dgx", (N, D * G), dt)
+    dg = _workspace.get("gx", (N, D * G), dt)  # the forward's input projection is free now
     dhp = _workspace.get("dhp", (N, D * P), dt) if c.w_hr is not None else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)

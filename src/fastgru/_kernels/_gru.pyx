@@ -20,6 +20,12 @@ Design
     gx    (N, D*G)           x W_ih^T of both directions, one GEMM before the time loop
     cache (N, D*4H)          training only: r|z|hn|n (reset after) or r|z|rh|n (reset before)
     hprev (N, D*H)           training only: h_{t-1} of every packed row
+    dgx   (N, D*G)           backward: gate gradients on the input side [dar|daz|dan]
+                             (_packed.py hands it the forward's gx buffer, idle by then)
+    dan   (N, D*H)           backward, reset after: the time loop writes the recurrent side
+                             dgh = [dar|daz|dan*r] into dgx's buffer and dan here; once dW_hh
+                             and the bias sums have read dgh, dan is copied over its n blocks,
+                             turning it into dgx: one (N, 3H) buffer, not two (S4: -75 MB)
   GEMMs: forward = one input GEMM + one recurrent GEMM per step (two with reset before);
     backward = one GEMM per step (dh += dG W_hh; reset before: two) and, after the reversed
     loop, large GEMMs for dx, dW_ih, dW_hh over all N rows.
@@ -109,7 +115,8 @@ cdef struct Layer:
     const void* dy
     void* dh
     void* dgx
-    void* dgh
+    void* dgh               # reset after: dgx's buffer during the time loop (see dan)
+    void* dan
     void* dx
     void* dw_ih
     void* dw_hh
@@ -379,7 +386,8 @@ def forward(const floating[:, ::1] x, const floating[:, ::1] wt_ih,
 
 
 cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) noexcept nogil:
-    """Reversed time loop of one task; fills dgx (and dgh) rows, carries dh in place."""
+    """Reversed time loop of one task; fills dgx (reset after: dgh and dan) rows, carries dh
+    in place."""
     cdef int d = L.tasks[3 * k], r0 = L.tasks[3 * k + 1], r1 = L.tasks[3 * k + 2]
     cdef int H = L.H, G = 3 * L.H, D = L.D, B = S.B
     cdef int s, t, nb
@@ -406,7 +414,8 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         dgxp = <floating*>L.dgx + row * ldg + d * G
         if L.reset_after:
             dghp = <floating*>L.dgh + row * ldg + d * G
-            gru_bwd_ra(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg, dghp, ldg)
+            gru_bwd_ra(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H,
+                       <floating*>L.dan + row * ldy + d * H, ldy, dghp, ldg)
             # dh[nb, H] += dgh[nb, 3H] @ W_hh[3H, H]
             if L.wp_hh != NULL:
                 mm_packed(nb, H, G, dghp, ldg,
@@ -446,7 +455,7 @@ cdef void _bwd_unit(Layer* L, const Seq* S, int u, int k, const floating* _t) no
         if j1 > j0:
             gru_bwd_ra(nb, j1 - j0, H, <const floating*>L.cache + row * ldc + j0, ldc,
                        <const floating*>L.hprev + row * ldy + j0, ldy, dyp, ldy, dh + j0, H,
-                       <floating*>L.dgx + row * ldg + j0, ldg,
+                       <floating*>L.dan + row * ldy + j0, ldy,
                        <floating*>L.dgh + row * ldg + j0, ldg)
 
 
@@ -465,30 +474,11 @@ cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _
     run_units(fn, L, S, S.T + 1, tid, team, L.nsl, L.share, NULL)
 
 
-cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
-    cdef int tid = fg_thread_num(), team = fg_team_size(), k, d, a0, a1, c0, c1
-    cdef int H = L.H, G = 3 * L.H, D = L.D, nI = L.nI, GD = 3 * L.H * L.D
-    cdef floating one = 1, zero = 0
-    cdef floating beta = one if L.accumulate else zero
+cdef void _dw_hh(Layer* L, const Seq* S, int tid, int team, floating beta) noexcept nogil:
+    """dW_hh of every direction, this thread's share of its rows."""
+    cdef int d, a0, a1, H = L.H, G = 3 * L.H, D = L.D, GD = 3 * L.H * L.D
     cdef const floating* dgh
     cdef const floating* hsrc
-    cdef unsigned long long fp = fg_fp_enter()
-    if L.cols:
-        _bwd_cols(L, S, tid, team, _t)
-    else:
-        k = tid
-        while k < L.ntasks:
-            _bwd_task(L, S, k, tid, _t)
-            k += team
-    fg_barrier()
-    # dx[N, I] = dgx[N, D*3H] @ W_ih[D*3H, I]       (both directions summed by the GEMM)
-    split(S.N, tid, team, &a0, &a1)
-    mm(a1 - a0, nI, GD, <const floating*>L.dgx + <Py_ssize_t>a0 * GD, GD,
-       <const floating*>L.w_ih, nI, False, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
-    # dW_ih[D*3H, I] (+)= dgx[N, D*3H].T @ x[N, I]
-    split(GD, tid, team, &a0, &a1)
-    mm_tn(a1 - a0, nI, S.N, <const floating*>L.dgx + a0, GD,
-         <const floating*>L.x, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI, nI)
     for d in range(D):
         split(G, tid, team, &a0, &a1)
         dgh = (<const floating*>L.dgh if L.reset_after else <const floating*>L.dgx) + d * G
@@ -507,28 +497,73 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
             hsrc = <const floating*>L.cache + d * 4 * H + 2 * H
             mm_tn(a1 - a0, H, S.N, dgh + a0, GD,
                  hsrc, D * 4 * H, beta, <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
-    # db_ih = column sums of dgx; db_hh: the same sums, except reset after's n blocks, which
-    # are the sums of dgh (dgh equals dgx in the r and z blocks): one pass over dG, not two.
+
+
+cdef void _bias_sums(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
+    """db_ih = column sums of dgx; db_hh: the same sums, except reset after's n blocks, which
+    are the sums of dgh (dgh equals dgx in the r and z blocks): one pass over dG, not two.
+    Reset after runs this before dgx is assembled: dgx's n blocks are read from dan."""
+    cdef int d, k, a0, a1, c0, c1, H = L.H, G = 3 * L.H, D = L.D, GD = 3 * L.H * L.D
+    cdef const floating* dg = <const floating*>(L.dgh if L.reset_after else L.dgx)
     for d in range(D):
         for k in range(3):
             split(H, tid, team, &a0, &a1)
             c0 = d * G + k * H + a0
             c1 = d * G + k * H + a1
             if L.reset_after and k == 2:
-                colsum_rows(<const floating*>L.dgx, S.N, GD, c0, c1, <floating*>L.db_ih, NULL,
-                            L.accumulate)
-                colsum_rows(<const floating*>L.dgh, S.N, GD, c0, c1, <floating*>L.db_hh, NULL,
-                            L.accumulate)
+                # db_ih[d, 2H + j] (+)= dan[:, d*H + j].sum(0)
+                colsum_rows(<const floating*>L.dan, S.N, D * H, d * H + a0, d * H + a1,
+                            <floating*>L.db_ih + d * G + 2 * H - d * H, NULL, L.accumulate)
+                colsum_rows(dg, S.N, GD, c0, c1, <floating*>L.db_hh, NULL, L.accumulate)
             else:
-                colsum_rows(<const floating*>L.dgx, S.N, GD, c0, c1, <floating*>L.db_ih,
-                            <floating*>L.db_hh, L.accumulate)
+                colsum_rows(dg, S.N, GD, c0, c1, <floating*>L.db_ih, <floating*>L.db_hh,
+                            L.accumulate)
+
+
+cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k, d, a0, a1
+    cdef int H = L.H, G = 3 * L.H, D = L.D, nI = L.nI, GD = 3 * L.H * L.D
+    cdef Py_ssize_t n
+    cdef floating one = 1, zero = 0
+    cdef floating beta = one if L.accumulate else zero
+    cdef unsigned long long fp = fg_fp_enter()
+    if L.cols:
+        _bwd_cols(L, S, tid, team, _t)
+    else:
+        k = tid
+        while k < L.ntasks:
+            _bwd_task(L, S, k, tid, _t)
+            k += team
+    fg_barrier()
+    if L.reset_after:
+        # everything that reads dgh first, then dgx[:, n blocks] = dan in the same buffer
+        _dw_hh(L, S, tid, team, beta)
+        _bias_sums(L, S, tid, team, _t)
+        fg_barrier()
+        split(S.N, tid, team, &a0, &a1)
+        for n in range(a0, a1):
+            for d in range(D):
+                memcpy(<floating*>L.dgx + n * GD + d * G + 2 * H,
+                       <const floating*>L.dan + (n * D + d) * H, H * sizeof(floating))
+        fg_barrier()
+    # dx[N, I] = dgx[N, D*3H] @ W_ih[D*3H, I]       (both directions summed by the GEMM)
+    split(S.N, tid, team, &a0, &a1)
+    mm(a1 - a0, nI, GD, <const floating*>L.dgx + <Py_ssize_t>a0 * GD, GD,
+       <const floating*>L.w_ih, nI, False, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
+    # dW_ih[D*3H, I] (+)= dgx[N, D*3H].T @ x[N, I]
+    split(GD, tid, team, &a0, &a1)
+    mm_tn(a1 - a0, nI, S.N, <const floating*>L.dgx + a0, GD,
+         <const floating*>L.x, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI, nI)
+    if not L.reset_after:
+        _dw_hh(L, S, tid, team, beta)
+        _bias_sums(L, S, tid, team, _t)
     fg_fp_exit(fp)
 
 
 def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
              const floating[:, :, ::1] w_hh, const floating[:, ::1] cache,
              const floating[:, ::1] hprev, const floating[:, ::1] dy,
-             floating[:, :, ::1] dh, floating[:, ::1] dgx, floating[:, ::1] dgh,
+             floating[:, :, ::1] dh, floating[:, ::1] dgx, floating[:, ::1] dan,
              floating[:, ::1] dx, floating[:, :, ::1] dw_ih, floating[:, :, ::1] dw_hh,
              floating[:, ::1] db_ih, floating[:, ::1] db_hh, floating[:, ::1] scratch,
              const int[::1] bsz, const Py_ssize_t[::1] off, const int[::1] rev,
@@ -536,8 +571,9 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
              bint cols=False, const floating[:, :, ::1] wp_hh=None, int cols_slices=0):
     """Backward of one GRU layer; dh holds dh_n on entry and dh0 on return (in place).
 
-    dy: None when no output gradient. dgh: None with reset_after=False. accumulate: add the
-    parameter gradients into dw_*/db_* instead of overwriting them. dx is always overwritten.
+    dy: None when no output gradient. dgx: (N, D*3H) scratch. dan: (N, D*H) scratch with
+    reset_after, None without. accumulate: add the parameter gradients into dw_*/db_* instead
+    of overwriting them. dx is always overwritten.
     cols: the team shares each step (one direction, reset after; see the module docstring).
     wp_hh: W_hh packed in panels for the per-step product (float32; _packed.pack_panels_bwd,
     reset after; in cols mode each of cols_slices slices' columns, _packed.pack_cols), or None.
@@ -575,7 +611,11 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.dy = &dy[0, 0] if dy is not None else NULL
     L.dh = &dh[0, 0, 0]
     L.dgx = &dgx[0, 0]
-    L.dgh = &dgh[0, 0] if dgh is not None else NULL
+    if reset_after:
+        if dan is None:
+            raise ValueError("reset_after needs the dan buffer")
+        L.dan = &dan[0, 0]
+        L.dgh = L.dgx
     L.dx = &dx[0, 0]
     L.dw_ih = &dw_ih[0, 0, 0]
     L.dw_hh = &dw_hh[0, 0, 0]

@@ -286,18 +286,18 @@ static void fg_gru_fwd_rb2_f64(int nb, int W, int H, const double *gx, ptrdiff_t
 
 static void fg_gru_bwd_ra_f64(int nb, int W, int H, const double *c, ptrdiff_t ldc, const double *hp,
                               ptrdiff_t ldhp, const double *dy, ptrdiff_t lddy, double *dh,
-                              ptrdiff_t lddh, double *dgx, ptrdiff_t lddgx, double *dgh,
+                              ptrdiff_t lddh, double *dan, ptrdiff_t lddan, double *dgh,
                               ptrdiff_t lddgh) {
     for (int i = 0; i < nb; i++) {
         const double *c_ = c + i * ldc, *hp_ = hp + i * ldhp, *dy_ = dy ? dy + i * lddy : NULL;
-        double *dh_ = dh + i * lddh, *dx_ = dgx + i * lddgx, *dg_ = dgh + i * lddgh;
+        double *dh_ = dh + i * lddh, *da_ = dan + i * lddan, *dg_ = dgh + i * lddgh;
         for (int j = 0; j < W; j++) {
             double r = c_[j], z = c_[H + j], hn = c_[2 * H + j], n = c_[3 * H + j];
             double g = dh_[j] + (dy_ ? dy_[j] : 0.0);
             double dan = g * (1.0 - z) * (1.0 - n * n);
             double daz = g * (hp_[j] - n) * z * (1.0 - z);
             double dar = dan * hn * r * (1.0 - r);
-            dx_[j] = dar; dx_[H + j] = daz; dx_[2 * H + j] = dan;
+            da_[j] = dan;
             dg_[j] = dar; dg_[H + j] = daz; dg_[2 * H + j] = dan * r;
             dh_[j] = g * z;
         }

@@ -106,12 +106,12 @@ cdef inline void gru_fwd_rb2(int nb, int W, int GS, const floating* gx, Py_ssize
 
 cdef inline void gru_bwd_ra(int nb, int W, int GS, const floating* c, Py_ssize_t ldc,
                             const floating* hp, Py_ssize_t ldhp, const floating* dy,
-                            Py_ssize_t lddy, floating* dh, Py_ssize_t lddh, floating* dgx,
-                            Py_ssize_t lddgx, floating* dgh, Py_ssize_t lddgh) noexcept nogil:
+                            Py_ssize_t lddy, floating* dh, Py_ssize_t lddh, floating* dan,
+                            Py_ssize_t lddan, floating* dgh, Py_ssize_t lddgh) noexcept nogil:
     if floating is float:
-        fg_simd.gru_bwd_ra(nb, W, GS, c, ldc, hp, ldhp, dy, lddy, dh, lddh, dgx, lddgx, dgh, lddgh)
+        fg_simd.gru_bwd_ra(nb, W, GS, c, ldc, hp, ldhp, dy, lddy, dh, lddh, dan, lddan, dgh, lddgh)
     else:
-        fg_gru_bwd_ra_f64(nb, W, GS, c, ldc, hp, ldhp, dy, lddy, dh, lddh, dgx, lddgx, dgh, lddgh)
+        fg_gru_bwd_ra_f64(nb, W, GS, c, ldc, hp, ldhp, dy, lddy, dh, lddh, dan, lddan, dgh, lddgh)
 
 
 cdef inline void gru_bwd_rb1(int nb, int W, int GS, const floating* c, Py_ssize_t ldc,

@@ -159,12 +159,12 @@ FG_TARGET static void FGL(fg_gru_fwd_rb2)(int nb, int W, int GS, const float *gx
 
 FG_TARGET static void FGL(fg_gru_bwd_ra)(int nb, int W, int GS, const float *c, ptrdiff_t ldc,
                                          const float *hp, ptrdiff_t ldhp, const float *dy,
-                                         ptrdiff_t lddy, float *dh, ptrdiff_t lddh, float *dgx,
-                                         ptrdiff_t lddgx, float *dgh, ptrdiff_t lddgh) {
+                                         ptrdiff_t lddy, float *dh, ptrdiff_t lddh, float *dan,
+                                         ptrdiff_t lddan, float *dgh, ptrdiff_t lddgh) {
     for (int i = 0; i < nb; i++) {
         const float *dy_ = dy ? dy + i * lddy : NULL;
         FG_ROW_LOOP(fg_gru_bwd_ra_chunk, c + i * ldc, hp + i * ldhp, dy_, dh + i * lddh,
-                    dgx + i * lddgx, dgh + i * lddgh);
+                    dan + i * lddan, dgh + i * lddgh);
     }
 }
 

@@ -124,10 +124,12 @@ FG_TARGET FG_INL void FGF(fg_gru_fwd_rb2_chunk)(const float *gx, const float *gh
  *   from (4): dn = g (1 - z), dz = g (h - n), dh_prev (direct) = g z
  *   from (3): dan = dn (1 - n^2), dr = dan hn, dhn = dan r
  *   from (1), (2): dar = dr r (1 - r), daz = dz z (1 - z)
- * dgx <- [dar | daz | dan] (input side), dgh <- [dar | daz | dan r] (recurrent side);
- * dh <- g z; the caller then adds dgh W_hh (the recurrent path) with one GEMM.            */
+ * dgh <- [dar | daz | dan r] (recurrent side), dan <- dan (the input side's n block: the
+ * input side is dgh with dan in place of dan r, assembled by the caller after the loop, so the
+ * backward holds one (N, 3H) buffer, not two); dh <- g z; the caller then adds dgh W_hh (the
+ * recurrent path) with one GEMM.                                                         */
 FG_TARGET FG_INL void FGF(fg_gru_bwd_ra_chunk)(const float *c, const float *hp, const float *dy,
-                                               float *dh, float *dgx, float *dgh, int H, int j) {
+                                               float *dh, float *dan_out, float *dgh, int H, int j) {
     FG_V r = FG_LD(c + j), z = FG_LD(c + H + j), hn = FG_LD(c + 2 * H + j);
     FG_V n = FG_LD(c + 3 * H + j);
     FG_V g = FG_LD(dh + j);
@@ -135,9 +137,7 @@ FG_TARGET FG_INL void FGF(fg_gru_bwd_ra_chunk)(const float *c, const float *hp, 
     FG_V dan = g * (1.0f - z) * (1.0f - n * n);
     FG_V daz = g * (FG_LD(hp + j) - n) * z * (1.0f - z);
     FG_V dar = dan * hn * r * (1.0f - r);
-    FG_ST(dgx + j, dar);
-    FG_ST(dgx + H + j, daz);
-    FG_ST(dgx + 2 * H + j, dan);
+    FG_ST(dan_out + j, dan);
     FG_ST(dgh + j, dar);
     FG_ST(dgh + H + j, daz);
     FG_ST(dgh + 2 * H + j, dan * r);
