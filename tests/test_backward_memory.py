@@ -59,7 +59,7 @@ def test_training_steps_of_two_layers_may_interleave(make, lengths):
         alone.append(grads(layer, step(layer, seed), seed))
     ya, yb = step(a, 0), step(b, 1)
     together = [grads(a, ya, 0), grads(b, yb, 1)]
-    for (dx1, g1), (dx2, g2) in zip(alone, together):
+    for (dx1, g1), (dx2, g2) in zip(alone, together, strict=True):
         assert np.array_equal(dx1, dx2)
         assert np.array_equal(g1, g2)
         assert np.any(g1)
