@@ -114,8 +114,7 @@ cdef struct Layer:
     # backward only
     const void* dy
     void* dh
-    void* dgx
-    void* dgh               # reset after: dgx's buffer during the time loop (see dan)
+    void* dgx               # reset after: holds dgh until the time loop's sums are done (dan)
     void* dan
     void* dx
     void* dw_ih
@@ -399,7 +398,6 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef const floating* hp
     cdef const floating* dyp
     cdef floating* dgxp
-    cdef floating* dghp
     cdef int ldg = D * G, ldy = D * H, ldc = D * 4 * H
     cdef floating one = 1, zero = 0
     for s in range(S.T):
@@ -413,15 +411,15 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
         dyp = (<const floating*>L.dy + row * ldy + d * H) if L.dy != NULL else NULL
         dgxp = <floating*>L.dgx + row * ldg + d * G
         if L.reset_after:
-            dghp = <floating*>L.dgh + row * ldg + d * G
+            # dgx's rows take the recurrent side dgh here (_bwd_team assembles dgx later)
             gru_bwd_ra(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H,
-                       <floating*>L.dan + row * ldy + d * H, ldy, dghp, ldg)
+                       <floating*>L.dan + row * ldy + d * H, ldy, dgxp, ldg)
             # dh[nb, H] += dgh[nb, 3H] @ W_hh[3H, H]
             if L.wp_hh != NULL:
-                mm_packed(nb, H, G, dghp, ldg,
+                mm_packed(nb, H, G, dgxp, ldg,
                           <const floating*>L.wp_hh + <Py_ssize_t>d * L.wp_dstride, True, dh, H)
             else:
-                mm(nb, H, G, dghp, ldg, w_hh, H, True, dh, H)
+                mm(nb, H, G, dgxp, ldg, w_hh, H, True, dh, H)
         else:
             gru_bwd_rb1(nb, H, H, cp, ldc, hp, ldy, dyp, ldy, dh, H, dgxp, ldg)
             # drh[nb, H] = dan[nb, H] @ W_hn[H, H]
@@ -444,7 +442,7 @@ cdef void _bwd_unit(Layer* L, const Seq* S, int u, int k, const floating* _t) no
         s = u - 1
         t = s if L.rev[0] else S.T - 1 - s
         # dh[nb, slice k's units] += dgh[nb, 3H] @ W_hh[3H, slice k's units]
-        cols_dh(S.bsz[t], H, 3, <const floating*>L.dgh + S.off[t] * ldg, ldg,
+        cols_dh(S.bsz[t], H, 3, <const floating*>L.dgx + S.off[t] * ldg, ldg,
                 <const floating*>L.w_hh, <const floating*>L.wp_hh, k, L.nsl, L.nsl, True, dh)
     if u < S.T:
         t = u if L.rev[0] else S.T - 1 - u
@@ -456,7 +454,7 @@ cdef void _bwd_unit(Layer* L, const Seq* S, int u, int k, const floating* _t) no
             gru_bwd_ra(nb, j1 - j0, H, <const floating*>L.cache + row * ldc + j0, ldc,
                        <const floating*>L.hprev + row * ldy + j0, ldy, dyp, ldy, dh + j0, H,
                        <floating*>L.dan + row * ldy + j0, ldy,
-                       <floating*>L.dgh + row * ldg + j0, ldg)
+                       <floating*>L.dgx + row * ldg + j0, ldg)
 
 
 cdef void _bwd_unit_f(void* L, const void* S, int u, int k, void* scr) noexcept nogil:
@@ -481,7 +479,7 @@ cdef void _dw_hh(Layer* L, const Seq* S, int tid, int team, floating beta) noexc
     cdef const floating* hsrc
     for d in range(D):
         split(G, tid, team, &a0, &a1)
-        dgh = (<const floating*>L.dgh if L.reset_after else <const floating*>L.dgx) + d * G
+        dgh = <const floating*>L.dgx + d * G  # reset after: still dgh (see _bwd_team)
         if L.reset_after or a1 <= 2 * H:
             # dW_hh[d][3H, H] (+)= dgh_d[N, 3H].T @ hprev_d[N, H]
             mm_tn(a1 - a0, H, S.N, dgh + a0, GD,
@@ -504,7 +502,7 @@ cdef void _bias_sums(Layer* L, const Seq* S, int tid, int team, const floating* 
     are the sums of dgh (dgh equals dgx in the r and z blocks): one pass over dG, not two.
     Reset after runs this before dgx is assembled: dgx's n blocks are read from dan."""
     cdef int d, k, a0, a1, c0, c1, H = L.H, G = 3 * L.H, D = L.D, GD = 3 * L.H * L.D
-    cdef const floating* dg = <const floating*>(L.dgh if L.reset_after else L.dgx)
+    cdef const floating* dg = <const floating*>L.dgx  # reset after: still dgh
     for d in range(D):
         for k in range(3):
             split(H, tid, team, &a0, &a1)
@@ -615,7 +613,6 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
         if dan is None:
             raise ValueError("reset_after needs the dan buffer")
         L.dan = &dan[0, 0]
-        L.dgh = L.dgx
     L.dx = &dx[0, 0]
     L.dw_ih = &dw_ih[0, 0, 0]
     L.dw_hh = &dw_hh[0, 0, 0]
