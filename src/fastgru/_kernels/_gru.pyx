@@ -57,7 +57,7 @@ from fastgru._kernels._matmul cimport (mm, mm_w, mm_tn, mm_packed, project, proj
 from fastgru._kernels._openmp cimport (fg_thread_num, fg_team_size, fg_barrier,
                                       fg_steal_spins)
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
-                                     fg_mm_own_level, fg_mm_own_max_k,
+                                     fg_simd_level, fg_mm_own_level, fg_mm_own_max_k,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_units, unit_fn, cols_copy,
@@ -74,6 +74,38 @@ def _set_steal_spins(int spins):
     """Spins before a cols-mode step's unclaimed slices are taken over (tests: 0)."""
     global fg_steal_spins
     fg_steal_spins = spins
+
+
+# Chunked backward (one thread, one task, float32): the weight-gradient and dx products of each
+# chunk of about _bwd_chunk_rows packed rows run right after the time loop has produced their
+# gate gradients, while those rows are in cache, instead of over all N rows afterwards, when
+# the N x 3H gate gradients come back from memory (S2: 49 MB, read three times). Only where
+# those products run on the own kernel (small C, mm_tn) and the weights stay cache-resident.
+cdef Py_ssize_t _bwd_chunk_rows = 256
+cdef Py_ssize_t _bwd_chunk_max_w = 262144   # G * (H + I) elements (1 MiB of float32)
+
+
+cdef bint _chunked(Py_ssize_t N, int H, int nI) noexcept nogil:
+    cdef Py_ssize_t G = 3 * H
+    return (N > _bwd_chunk_rows and G * (H + nI) <= _bwd_chunk_max_w
+            and fg_simd_level() >= fg_mm_own_level and nI >= 16 and H >= 16)
+
+
+cdef Py_ssize_t _last_chunk = 0
+
+
+def _last_bwd_chunk():
+    """The chunk rows of the last backward (0: not chunked), for tests."""
+    return _last_chunk
+
+
+def _set_bwd_chunk(Py_ssize_t rows, Py_ssize_t max_w):
+    """Chunked backward rows (0: off) and the largest G*(H+I) it is used for (tests, bench)."""
+    global _bwd_chunk_rows, _bwd_chunk_max_w
+    old = (_bwd_chunk_rows, _bwd_chunk_max_w)
+    _bwd_chunk_rows = rows
+    _bwd_chunk_max_w = max_w
+    return old
 
 
 def _set_mm_own(int level, int max_k):
@@ -121,6 +153,7 @@ cdef struct Layer:
     void* dw_hh
     void* db_ih
     void* db_hh
+    Py_ssize_t chunk        # one thread, one task: run _bwd_sums every chunk rows (0: off)
 
 
 # ------------------------------------------------------------------------------------------
@@ -400,12 +433,23 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
     cdef floating* dgxp
     cdef int ldg = D * G, ldy = D * H, ldc = D * 4 * H
     cdef floating one = 1, zero = 0
+    cdef Py_ssize_t lo = 0, hi = 0   # chunked: rows whose sums are pending (steps adjoin)
+    cdef bint first = True
     for s in range(S.T):
         t = s if L.rev[d] else S.T - 1 - s
         nb = min(r1, S.bsz[t]) - r0
         if nb <= 0:
             continue
         row = S.off[t] + r0
+        if L.chunk:
+            if hi - lo >= L.chunk:
+                _bwd_sums(L, lo, hi, 0, 1, first, _t)
+                first = False
+                hi = lo = row
+            if hi == lo:
+                lo, hi = row, row + nb
+            else:
+                lo, hi = min(lo, row), max(hi, row + nb)
         cp = <const floating*>L.cache + row * ldc + d * 4 * H
         hp = <const floating*>L.hprev + row * ldy + d * H
         dyp = (<const floating*>L.dy + row * ldy + d * H) if L.dy != NULL else NULL
@@ -427,6 +471,8 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             gru_bwd_rb2(nb, H, H, cp, ldc, hp, ldy, scr, H, dh, H, dgxp, ldg)
             # dh[nb, H] += [dar|daz][nb, 2H] @ W_h{r,z}[2H, H]
             mm(nb, H, 2 * H, dgxp, ldg, w_hh, H, True, dh, H)
+    if L.chunk and (hi > lo or first):  # (first: no rows at all, the gradients are zeroed)
+        _bwd_sums(L, lo, hi, 0, 1, first, _t)
 
 
 cdef void _bwd_unit(Layer* L, const Seq* S, int u, int k, const floating* _t) noexcept nogil:
@@ -472,37 +518,40 @@ cdef void _bwd_cols(Layer* L, const Seq* S, int tid, int team, const floating* _
     run_units(fn, L, S, S.T + 1, tid, team, L.nsl, L.share, NULL)
 
 
-cdef void _dw_hh(Layer* L, const Seq* S, int tid, int team, floating beta) noexcept nogil:
-    """dW_hh of every direction, this thread's share of its rows."""
+cdef void _dw_hh(Layer* L, Py_ssize_t r0, Py_ssize_t n, int tid, int team,
+                 floating beta) noexcept nogil:
+    """dW_hh of every direction over packed rows r0 .. r0 + n - 1, this thread's share of its
+    rows."""
     cdef int d, a0, a1, H = L.H, G = 3 * L.H, D = L.D, GD = 3 * L.H * L.D
     cdef const floating* dgh
+    cdef const floating* hp = <const floating*>L.hprev + r0 * D * H
     cdef const floating* hsrc
     for d in range(D):
         split(G, tid, team, &a0, &a1)
-        dgh = <const floating*>L.dgx + d * G  # reset after: still dgh (see _bwd_team)
+        dgh = <const floating*>L.dgx + r0 * GD + d * G  # reset after: still dgh (_bwd_sums)
         if L.reset_after or a1 <= 2 * H:
-            # dW_hh[d][3H, H] (+)= dgh_d[N, 3H].T @ hprev_d[N, H]
-            mm_tn(a1 - a0, H, S.N, dgh + a0, GD,
-                 <const floating*>L.hprev + d * H, D * H, beta,
-                 <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
+            # dW_hh[d][3H, H] (+)= dgh_d[n, 3H].T @ hprev_d[n, H]
+            mm_tn(a1 - a0, H, n, dgh + a0, GD, hp + d * H, D * H, beta,
+                  <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
         else:
             # reset before: rows of W_hr, W_hz see h_{t-1}; rows of W_hn see r*h_{t-1}
             if a0 < 2 * H:
-                mm_tn(2 * H - a0, H, S.N, dgh + a0, GD,
-                     <const floating*>L.hprev + d * H, D * H, beta,
-                     <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
+                mm_tn(2 * H - a0, H, n, dgh + a0, GD, hp + d * H, D * H, beta,
+                      <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
                 a0 = 2 * H
-            hsrc = <const floating*>L.cache + d * 4 * H + 2 * H
-            mm_tn(a1 - a0, H, S.N, dgh + a0, GD,
-                 hsrc, D * 4 * H, beta, <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
+            hsrc = <const floating*>L.cache + r0 * D * 4 * H + d * 4 * H + 2 * H
+            mm_tn(a1 - a0, H, n, dgh + a0, GD, hsrc, D * 4 * H, beta,
+                  <floating*>L.dw_hh + (<Py_ssize_t>d * G + a0) * H, H)
 
 
-cdef void _bias_sums(Layer* L, const Seq* S, int tid, int team, const floating* _t) noexcept nogil:
-    """db_ih = column sums of dgx; db_hh: the same sums, except reset after's n blocks, which
-    are the sums of dgh (dgh equals dgx in the r and z blocks): one pass over dG, not two.
-    Reset after runs this before dgx is assembled: dgx's n blocks are read from dan."""
+cdef void _bias_sums(Layer* L, Py_ssize_t r0, Py_ssize_t n, int tid, int team, int accumulate,
+                     const floating* _t) noexcept nogil:
+    """db_ih = column sums of dgx over packed rows r0 .. r0 + n - 1; db_hh: the same sums,
+    except reset after's n blocks, which are the sums of dgh (dgh equals dgx in the r and z
+    blocks): one pass over dG, not two. Reset after runs this before dgx is assembled: dgx's n
+    blocks are read from dan."""
     cdef int d, k, a0, a1, c0, c1, H = L.H, G = 3 * L.H, D = L.D, GD = 3 * L.H * L.D
-    cdef const floating* dg = <const floating*>L.dgx  # reset after: still dgh
+    cdef const floating* dg = <const floating*>L.dgx + r0 * GD  # reset after: still dgh
     for d in range(D):
         for k in range(3):
             split(H, tid, team, &a0, &a1)
@@ -510,20 +559,52 @@ cdef void _bias_sums(Layer* L, const Seq* S, int tid, int team, const floating* 
             c1 = d * G + k * H + a1
             if L.reset_after and k == 2:
                 # db_ih[d, 2H + j] (+)= dan[:, d*H + j].sum(0)
-                colsum_rows(<const floating*>L.dan, S.N, D * H, d * H + a0, d * H + a1,
-                            <floating*>L.db_ih + d * G + 2 * H - d * H, NULL, L.accumulate)
-                colsum_rows(dg, S.N, GD, c0, c1, <floating*>L.db_hh, NULL, L.accumulate)
+                colsum_rows(<const floating*>L.dan + r0 * D * H, n, D * H, d * H + a0,
+                            d * H + a1, <floating*>L.db_ih + d * G + 2 * H - d * H, NULL,
+                            accumulate)
+                colsum_rows(dg, n, GD, c0, c1, <floating*>L.db_hh, NULL, accumulate)
             else:
-                colsum_rows(dg, S.N, GD, c0, c1, <floating*>L.db_ih, <floating*>L.db_hh,
-                            L.accumulate)
+                colsum_rows(dg, n, GD, c0, c1, <floating*>L.db_ih, <floating*>L.db_hh,
+                            accumulate)
+
+
+cdef void _bwd_sums(Layer* L, Py_ssize_t r0, Py_ssize_t r1, int tid, int team, bint first,
+                    const floating* _t) noexcept nogil:
+    """Everything after the time loop for packed rows r0 .. r1 - 1: dW_hh, the bias sums, dx
+    and dW_ih, this thread's share. The team runs it once over all rows; chunked (L.chunk),
+    the one thread runs it on each chunk of rows while they are still in cache. first: the
+    first call of a backward (it overwrites the parameter gradients unless L.accumulate)."""
+    cdef int d, a0, a1, H = L.H, G = 3 * L.H, D = L.D, nI = L.nI, GD = 3 * L.H * L.D
+    cdef Py_ssize_t n = r1 - r0, i
+    cdef int acc = L.accumulate or not first
+    cdef floating beta = 1 if acc else 0
+    if L.reset_after:
+        # everything that reads dgh first, then dgx[:, n blocks] = dan in the same buffer
+        _dw_hh(L, r0, n, tid, team, beta)
+        _bias_sums(L, r0, n, tid, team, acc, _t)
+        fg_barrier()
+        split(n, tid, team, &a0, &a1)
+        for i in range(r0 + a0, r0 + a1):
+            for d in range(D):
+                memcpy(<floating*>L.dgx + i * GD + d * G + 2 * H,
+                       <const floating*>L.dan + (i * D + d) * H, H * sizeof(floating))
+        fg_barrier()
+    # dx[n, I] = dgx[n, D*3H] @ W_ih[D*3H, I]       (both directions summed by the GEMM)
+    split(n, tid, team, &a0, &a1)
+    mm(a1 - a0, nI, GD, <const floating*>L.dgx + (r0 + a0) * GD, GD,
+       <const floating*>L.w_ih, nI, False, <floating*>L.dx + (r0 + a0) * nI, nI)
+    # dW_ih[D*3H, I] (+)= dgx[n, D*3H].T @ x[n, I]
+    split(GD, tid, team, &a0, &a1)
+    mm_tn(a1 - a0, nI, n, <const floating*>L.dgx + r0 * GD + a0, GD,
+          <const floating*>L.x + r0 * nI, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI,
+          nI)
+    if not L.reset_after:
+        _dw_hh(L, r0, n, tid, team, beta)
+        _bias_sums(L, r0, n, tid, team, acc, _t)
 
 
 cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
-    cdef int tid = fg_thread_num(), team = fg_team_size(), k, d, a0, a1
-    cdef int H = L.H, G = 3 * L.H, D = L.D, nI = L.nI, GD = 3 * L.H * L.D
-    cdef Py_ssize_t n
-    cdef floating one = 1, zero = 0
-    cdef floating beta = one if L.accumulate else zero
+    cdef int tid = fg_thread_num(), team = fg_team_size(), k
     cdef unsigned long long fp = fg_fp_enter()
     if L.cols:
         _bwd_cols(L, S, tid, team, _t)
@@ -532,29 +613,9 @@ cdef void _bwd_team(Layer* L, const Seq* S, const floating* _t) noexcept nogil:
         while k < L.ntasks:
             _bwd_task(L, S, k, tid, _t)
             k += team
-    fg_barrier()
-    if L.reset_after:
-        # everything that reads dgh first, then dgx[:, n blocks] = dan in the same buffer
-        _dw_hh(L, S, tid, team, beta)
-        _bias_sums(L, S, tid, team, _t)
+    if not L.chunk:
         fg_barrier()
-        split(S.N, tid, team, &a0, &a1)
-        for n in range(a0, a1):
-            for d in range(D):
-                memcpy(<floating*>L.dgx + n * GD + d * G + 2 * H,
-                       <const floating*>L.dan + (n * D + d) * H, H * sizeof(floating))
-        fg_barrier()
-    # dx[N, I] = dgx[N, D*3H] @ W_ih[D*3H, I]       (both directions summed by the GEMM)
-    split(S.N, tid, team, &a0, &a1)
-    mm(a1 - a0, nI, GD, <const floating*>L.dgx + <Py_ssize_t>a0 * GD, GD,
-       <const floating*>L.w_ih, nI, False, <floating*>L.dx + <Py_ssize_t>a0 * nI, nI)
-    # dW_ih[D*3H, I] (+)= dgx[N, D*3H].T @ x[N, I]
-    split(GD, tid, team, &a0, &a1)
-    mm_tn(a1 - a0, nI, S.N, <const floating*>L.dgx + a0, GD,
-         <const floating*>L.x, nI, beta, <floating*>L.dw_ih + <Py_ssize_t>a0 * nI, nI)
-    if not L.reset_after:
-        _dw_hh(L, S, tid, team, beta)
-        _bias_sums(L, S, tid, team, _t)
+        _bwd_sums(L, 0, S.N, tid, team, True, _t)
     fg_fp_exit(fp)
 
 
@@ -625,6 +686,11 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.ntasks = tasks.shape[0]
     if cols:
         L.share = new_share(L.nsl)
+    if (floating is float and n_threads <= 1 and not cols and L.ntasks == 1
+            and _bwd_chunk_rows > 0 and _chunked(S.N, L.H, L.nI)):
+        L.chunk = _bwd_chunk_rows
+    global _last_chunk
+    _last_chunk = L.chunk
     cdef int saved = blas_hold()
     with nogil:
         if n_threads <= 1:
