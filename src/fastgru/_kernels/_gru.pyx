@@ -28,7 +28,9 @@ Design
                              turning it into dgx: one (N, 3H) buffer, not two (S4: -75 MB)
   GEMMs: forward = one input GEMM + one recurrent GEMM per step (two with reset before);
     backward = one GEMM per step (dh += dG W_hh; reset before: two) and, after the reversed
-    loop, large GEMMs for dx, dW_ih, dW_hh over all N rows.
+    loop, large GEMMs for dx, dW_ih, dW_hh over all N rows; on one thread with small weights
+    these run inside the loop on each chunk of ~256 rows while those are still in cache
+    (L.chunk, _bwd_sums; S2: 112 -> 97 ms).
   Threads: one OpenMP team runs everything. Big GEMMs are split by rows across the team (BLAS
     is kept single-threaded: OpenBLAS's pool beside ours was measured 29x slower).
     The recurrence is split into tasks (direction, row block): each thread runs whole time loops
