@@ -59,12 +59,12 @@ from fastgru._kernels._matmul cimport (mm, mm_w, mm_tn, mm_packed, project, proj
 from fastgru._kernels._openmp cimport (fg_thread_num, fg_team_size, fg_barrier,
                                       fg_steal_spins)
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
-                                     fg_simd_level, fg_mm_own_level, fg_mm_own_max_k,
+                                     fg_mm_own_level, fg_mm_own_max_k,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_units, unit_fn, cols_copy,
                                       cols_panels, cols_gh, cols_dh, zero_rows,
-                                      colsum_rows)
+                                      colsum_rows, bwd_chunk)
 
 
 def _select_simd(int level):
@@ -78,19 +78,9 @@ def _set_steal_spins(int spins):
     fg_steal_spins = spins
 
 
-# Chunked backward (one thread, one task, float32): the weight-gradient and dx products of each
-# chunk of about _bwd_chunk_rows packed rows run right after the time loop has produced their
-# gate gradients, while those rows are in cache, instead of over all N rows afterwards, when
-# the N x 3H gate gradients come back from memory (S2: 49 MB, read three times). Only where
-# those products run on the own kernel (small C, mm_tn) and the weights stay cache-resident.
+# Chunked backward (_common.pxd bwd_chunk): chunk rows and the largest G*(I+H) it is used for
 cdef Py_ssize_t _bwd_chunk_rows = 256
-cdef Py_ssize_t _bwd_chunk_max_w = 262144   # G * (H + I) elements (1 MiB of float32)
-
-
-cdef bint _chunked(Py_ssize_t N, int H, int nI) noexcept nogil:
-    cdef Py_ssize_t G = 3 * H
-    return (N > _bwd_chunk_rows and G * (H + nI) <= _bwd_chunk_max_w
-            and fg_simd_level() >= fg_mm_own_level and nI >= 16 and H >= 16)
+cdef Py_ssize_t _bwd_chunk_max_w = 262144   # elements (1 MiB of float32)
 
 
 cdef Py_ssize_t _last_chunk = 0
@@ -688,9 +678,9 @@ def backward(const floating[:, ::1] x, const floating[:, :, ::1] w_ih,
     L.ntasks = tasks.shape[0]
     if cols:
         L.share = new_share(L.nsl)
-    if (floating is float and n_threads <= 1 and not cols and L.ntasks == 1
-            and _bwd_chunk_rows > 0 and _chunked(S.N, L.H, L.nI)):
-        L.chunk = _bwd_chunk_rows
+    if floating is float and n_threads <= 1 and not cols and L.ntasks == 1:
+        L.chunk = bwd_chunk(S.N, 3 * L.H, L.nI + L.H, L.H, L.nI, _bwd_chunk_rows,
+                            _bwd_chunk_max_w)
     global _last_chunk
     _last_chunk = L.chunk
     cdef int saved = blas_hold()
