@@ -26,6 +26,26 @@ cdef inline void split(Py_ssize_t n, int tid, int team, int* a0, int* a1) noexce
     a1[0] = <int>(n * (tid + 1) // team)
 
 
+cdef enum:
+    BWD_CHUNK_ROWS = 256        # default rows per chunk of the chunked backward (bwd_chunk)
+    BWD_CHUNK_MAX_W = 262144    # default largest G*K it is used for (1 MiB of float32)
+
+
+cdef inline void chunk_extend(Py_ssize_t* lo, Py_ssize_t* hi, Py_ssize_t row,
+                              int nb) noexcept nogil:
+    """Add a step's packed rows [row, row + nb) to the chunked backward's pending rows
+    [lo, hi): one task's steps are adjacent rows in either time direction, so the range stays
+    contiguous; an empty range starts at the step."""
+    if hi[0] == lo[0]:
+        lo[0] = row
+        hi[0] = row + nb
+    else:
+        if row < lo[0]:
+            lo[0] = row
+        if row + nb > hi[0]:
+            hi[0] = row + nb
+
+
 cdef inline Py_ssize_t bwd_chunk(Py_ssize_t N, Py_ssize_t G, Py_ssize_t K, int H, int nI,
                                  Py_ssize_t rows, Py_ssize_t max_w) noexcept nogil:
     """Rows per chunk of the chunked backward (0: none) for N packed rows and gate weights of

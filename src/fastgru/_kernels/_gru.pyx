@@ -64,7 +64,8 @@ from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_units, unit_fn, cols_copy,
                                       cols_panels, cols_gh, cols_dh, zero_rows,
-                                      colsum_rows, bwd_chunk)
+                                      colsum_rows, bwd_chunk, chunk_extend,
+                                      BWD_CHUNK_ROWS, BWD_CHUNK_MAX_W)
 
 
 def _select_simd(int level):
@@ -79,8 +80,9 @@ def _set_steal_spins(int spins):
 
 
 # Chunked backward (_common.pxd bwd_chunk): chunk rows and the largest G*(I+H) it is used for
-cdef Py_ssize_t _bwd_chunk_rows = 256
-cdef Py_ssize_t _bwd_chunk_max_w = 262144   # elements (1 MiB of float32)
+# (per module: the kernels read them; _set_bwd_chunk changes them)
+cdef Py_ssize_t _bwd_chunk_rows = BWD_CHUNK_ROWS
+cdef Py_ssize_t _bwd_chunk_max_w = BWD_CHUNK_MAX_W
 
 
 cdef Py_ssize_t _last_chunk = 0
@@ -437,11 +439,8 @@ cdef void _bwd_task(Layer* L, const Seq* S, int k, int tid, const floating* _t) 
             if hi - lo >= L.chunk:
                 _bwd_sums(L, lo, hi, 0, 1, first, _t)
                 first = False
-                hi = lo = row
-            if hi == lo:
-                lo, hi = row, row + nb
-            else:
-                lo, hi = min(lo, row), max(hi, row + nb)
+                lo = hi
+            chunk_extend(&lo, &hi, row, nb)
         cp = <const floating*>L.cache + row * ldc + d * 4 * H
         hp = <const floating*>L.hprev + row * ldy + d * H
         dyp = (<const floating*>L.dy + row * ldy + d * H) if L.dy != NULL else NULL
