@@ -66,3 +66,16 @@ def tol(dtype, T):
 
 
 THREADS = [1, 2, 3]
+
+
+def onnx_model(graph, opset=17):
+    """helper.make_model with the IR version pinned as fastgru's exporter pins it: make_model
+    stamps the onnx package's newest IR version (14 with onnx 1.23), which an older ONNX Runtime
+    refuses ("Unsupported model IR version: 14, max supported IR version: 13")."""
+    from onnx import helper
+
+    from fastgru.onnx_export import _IR_FOR_OPSET
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = _IR_FOR_OPSET[opset]
+    return model

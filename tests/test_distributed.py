@@ -369,10 +369,10 @@ print("finished", rank, "equal" if same[0] == same[1] else "different", flush=Tr
 @pytest.mark.parametrize("how", ["raise", "exit", "kill"])
 def test_a_failing_rank_ends_the_job(tmp_path, how):
     (tmp_path / "failing.py").write_text(FAILING)
-    rc, out, err, secs = mpirun([tmp_path / "failing.py", how], timeout=60)
+    # a job left hanging fails inside mpirun (its timeout kills the process group)
+    rc, out, err, _ = mpirun([tmp_path / "failing.py", how], timeout=60)
     assert rc != 0, (out, err)
-    assert "finished" not in out  # 50 epochs would take far longer: the job was ended
-    assert secs < 30, secs
+    assert "finished" not in out  # the surviving rank did not train on: the job was ended
     if how == "raise":
         assert "rank 1 of 2" in err and "RuntimeError: injected failure on rank 1" in err, err
         assert "aborting all ranks" in err, err

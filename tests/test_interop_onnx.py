@@ -8,7 +8,7 @@ import pytest
 
 import fastgru
 
-from helpers import rel_err
+from helpers import onnx_model, rel_err
 
 I, H, B, T = 4, 5, 3, 6
 
@@ -126,7 +126,7 @@ def test_onnx_reference_evaluator_agrees(cell, lbr):
     graph = helper.make_graph([node], "g", vi,
                               [helper.make_tensor_value_info(n, TensorProto.DOUBLE, None)
                                for n in outs])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx_model(graph)
     got = ReferenceEvaluator(model).run(None, dict(X=x, W=W, R=R, B=Bias))
     assert m.dtype == np.float64
     y, st = m(x)
@@ -239,7 +239,7 @@ def _one_node_model(cell, W, R, Bias, attrs, with_b=True, const_nodes=False, P=N
     graph = helper.make_graph(
         nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in outs], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx_model(graph)
 
 
 @pytest.mark.parametrize("cell,attrs", [
@@ -416,7 +416,7 @@ def _two_gru_model(between, initial_h=None, seq_lens=None):
                                                                          None)],
                               [helper.make_tensor_value_info("Yb", TensorProto.FLOAT, None)],
                               inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx_model(graph)
 
 
 def test_model_import_checks_that_the_nodes_form_a_stack():
@@ -469,7 +469,7 @@ def _gru_graph(nodes_before, x_name, extra_inits=(), bidirectional_pair=None, h0
                                                                          None)],
                               [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)],
                               inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return onnx_model(graph)
 
 
 def test_model_import_warns_about_a_computed_initial_state():

@@ -9,7 +9,7 @@ import pytest
 
 import fastgru
 
-from helpers import rel_err
+from helpers import onnx_model, rel_err
 
 I, H, T, B = 5, 7, 9, 4
 
@@ -103,7 +103,7 @@ def test_reverse_matches_onnxruntime(tmp_path, cell, with_lengths):
         [node], "g", inputs, [helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
                               for n in outs],
         [numpy_helper.from_array(a, n) for a, n in ((W, "W"), (R, "R"), (Bias, "B"))])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnx_model(graph)
     x = rng.standard_normal((T, B, I)).astype(np.float32)
     lengths = np.array([9, 3, 6, 1], np.int32)
     feed = {"X": x, **({"seq": lengths} if with_lengths else {})}
