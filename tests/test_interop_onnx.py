@@ -336,11 +336,13 @@ def test_model_import_refuses_what_fastgru_cannot_compute():
         fastgru.GRU.from_onnx_model(a)
 
 
-@pytest.mark.filterwarnings("ignore")  # the exporter's tracing warnings
 @pytest.mark.parametrize("batch_first", [False, True])
-def test_model_import_of_torch_export(tmp_path, batch_first):
+@pytest.mark.parametrize("dynamic_batch", [False, True])
+def test_model_import_of_torch_export(tmp_path, batch_first, dynamic_batch):
     """A torch.nn.GRU / nn.LSTM exported by torch.onnx.export (when that works here) loads
-    with the same outputs."""
+    with the same outputs, and without a warning: the zero initial state torch builds in the
+    graph for a call without h0 (Expand / ConstantOfShape, sliced per layer) is what a fastgru
+    call without h0 uses."""
     torch = pytest.importorskip("torch")
     pytest.importorskip("onnx")
     for cls, tcls in ((fastgru.GRU, torch.nn.GRU), (fastgru.LSTM, torch.nn.LSTM)):
@@ -348,11 +350,18 @@ def test_model_import_of_torch_export(tmp_path, batch_first):
         mod = tcls(I, H, num_layers=2, bidirectional=True, batch_first=batch_first).eval()
         x = torch.randn((B, T, I) if batch_first else (T, B, I))
         path = tmp_path / f"{cls.__name__}.onnx"
+        dyn = {"x": {0 if batch_first else 1: "B"}} if dynamic_batch else None
         try:
-            torch.onnx.export(mod, (x,), str(path), dynamo=False)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the exporter's tracing warnings
+                torch.onnx.export(mod, (x,), str(path), dynamo=False, input_names=["x"],
+                                  dynamic_axes=dyn)
         except Exception as exc:  # exporter dependencies missing in this environment
             pytest.skip(f"torch.onnx.export failed here: {type(exc).__name__}: {exc}")
-        m = cls.from_onnx_model(path)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = cls.from_onnx_model(path)
+        assert not caught, [str(w.message) for w in caught]
         assert m.batch_first == batch_first
         with torch.no_grad():
             ty, _ = mod(x)
@@ -483,6 +492,31 @@ def test_model_import_warns_about_a_computed_initial_state():
     expand = helper.make_node("Expand", ["h0p", "shp"], ["h0"])
     with pytest.warns(UserWarning, match="initial_h is computed in the graph .* h0="):
         fastgru.GRU.from_onnx_model(_gru_graph([expand], "X", inits, h0_name="h0"))
+
+
+@pytest.mark.parametrize("value, warns", [(None, False), (0.0, False), (0.5, True)])
+def test_model_import_zero_state_built_in_the_graph(value, warns):
+    """ConstantOfShape (default value 0) -> Concat -> Slice -> Expand as initial_h: zeros, no
+    warning; a non-zero fill is a state the layer cannot hold, so it warns."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    fill = {} if value is None else {
+        "value": helper.make_tensor("v", TensorProto.FLOAT, [1], [value])}
+    inits = [numpy_helper.from_array(np.array([1, 1, 4], np.int64), "s1"),
+             numpy_helper.from_array(np.zeros((1, 1, 4), np.float32), "z"),
+             numpy_helper.from_array(np.array([0], np.int64), "st"),
+             numpy_helper.from_array(np.array([1], np.int64), "en"),
+             numpy_helper.from_array(np.array([1, 2, 4], np.int64), "shp")]
+    pre = [helper.make_node("ConstantOfShape", ["s1"], ["c"], **fill),
+           helper.make_node("Concat", ["c", "z"], ["cz"], axis=0),
+           helper.make_node("Slice", ["cz", "st", "en"], ["cs"]),
+           helper.make_node("Expand", ["cs", "shp"], ["h0"])]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fastgru.GRU.from_onnx_model(_gru_graph(pre, "X", inits, h0_name="h0"))
+    got = [str(w.message) for w in caught if "initial_h" in str(w.message)]
+    assert bool(got) == warns, got
 
 
 def test_model_import_batch_first_after_another_op():

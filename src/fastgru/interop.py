@@ -704,16 +704,43 @@ def _from_graph_input(name: str, made_by: dict, inputs: set, consts: dict) -> bo
     return False
 
 
+# ops whose output is all zeros when their first input is (torch.onnx.export builds the zero
+# state of a call without h0 as Expand / ConstantOfShape, sliced per layer)
+_ONNX_ZERO_KEEPING_OPS = _ONNX_SLICE_OPS | {"Expand", "Tile", "Cast"}
+
+
+def _zeros_in_graph(name: str, made_by: dict, consts: dict, depth: int = 16) -> bool:
+    """Whether name is provably all zeros: a zero constant, ConstantOfShape of 0 (its
+    default), or such a value expanded, tiled, cast, sliced, reshaped or concatenated."""
+    if name in consts:
+        return not np.any(consts[name])
+    src = made_by.get(name)
+    if src is None or depth <= 0:
+        return False
+    if src.op_type == "ConstantOfShape":
+        from onnx import numpy_helper
+
+        value = [a.t for a in src.attribute if a.name == "value"]
+        return not value or not np.any(numpy_helper.to_array(value[0]))
+    if src.op_type == "Concat":
+        return all(_zeros_in_graph(i, made_by, consts, depth - 1) for i in src.input)
+    return (src.op_type in _ONNX_ZERO_KEEPING_OPS and len(src.input) > 0
+            and _zeros_in_graph(src.input[0], made_by, consts, depth - 1))
+
+
 def _warn_onnx_state_constants(n: Any, consts: dict, inputs: set, where: str,
                                made_by: dict) -> None:
     """A sequence_lens / initial_h / initial_c that the graph supplies (a constant, or computed:
     a learned initial state expanded to the batch) is not part of a fastgru layer (they are
-    per-call arguments): say so instead of dropping it silently. All-zero constant initial
-    states are what a call without them uses; graph inputs are the caller's anyway."""
+    per-call arguments): say so instead of dropping it silently. All-zero initial states
+    (constant, or built in the graph as torch.onnx.export does for a call without h0) are what
+    a call without them uses; graph inputs are the caller's anyway."""
     for k, what, arg in ((4, "sequence_lens", "lengths"), (5, "initial_h", "h0"),
                          (6, "initial_c", "c0")):
         name = n.input[k] if len(n.input) > k else ""
         if not name or _from_graph_input(name, made_by, inputs, consts):
+            continue
+        if k > 4 and _zeros_in_graph(name, made_by, consts):
             continue
         if name not in consts:
             eg = ", e.g. a learned initial state expanded to the batch" if k > 4 else ""
