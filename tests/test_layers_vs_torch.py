@@ -194,6 +194,13 @@ def test_torch_state_dict_errors_name_the_key():
         fastgru.GRU.from_torch(torch.nn.LSTM(I, H))
     with pytest.raises(ValueError, match="reset_after"):
         fastgru.GRU(I, H, reset_after=False).to_torch_state_dict()
+    # weight_norm renames the parametrized weights: the error says how to get plain ones
+    normed = torch.nn.utils.parametrizations.weight_norm(torch.nn.GRU(I, H), "weight_hh_l0")
+    with pytest.raises(ValueError, match="remove_parametrizations"):
+        fastgru.GRU.from_torch(normed)
+    torch.nn.utils.parametrize.remove_parametrizations(normed, "weight_hh_l0")
+    assert np.array_equal(fastgru.GRU.from_torch(normed).parameters()["weight_hh_l0"],
+                          normed.weight_hh_l0.detach().numpy())
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])

@@ -121,8 +121,12 @@ class ParamStore:
         missing = [k for k in self.named if k not in sd]
         unexpected = [k for k in sd if k not in self.named]
         if strict and (missing or unexpected):
+            hint = ("; the module has parametrizations (e.g. weight_norm): call "
+                    "torch.nn.utils.parametrize.remove_parametrizations(module, name) for each "
+                    "parametrized weight first" if any(".original" in k or "parametrizations."
+                                                       in k for k in unexpected) else "")
             raise ValueError(f"{what} does not match this layer: missing keys {missing}, "
-                             f"unexpected keys {unexpected}")
+                             f"unexpected keys {unexpected}{hint}")
         staged = []
         for name, dst in self.named.items():
             if name not in sd:
