@@ -179,6 +179,13 @@ def test_keras_configs_that_differ_warn_or_explain(keras):
     stateful(x)
     with pytest.warns(UserWarning, match="stateful=True"):
         fastgru.GRU.from_keras(stateful)
+    for cls, kcls in ((fastgru.GRU, keras.layers.GRU), (fastgru.LSTM, keras.layers.LSTM)):
+        dropped = kcls(H, dropout=0.3, recurrent_dropout=0.5)
+        dropped(x)
+        with pytest.warns(UserWarning, match="dropout=0.3, recurrent_dropout=0.5"):
+            m = cls.from_keras(dropped)
+        y = np.random.default_rng(0).standard_normal((2, 3, I)).astype(np.float32)
+        assert rel_err(m(y)[0][:, -1], np.asarray(dropped(y))) < 1e-5  # same at inference
     mixed = keras.layers.LSTM(H, dtype="mixed_float16")
     mixed(x)
     with pytest.warns(UserWarning, match="float16"):

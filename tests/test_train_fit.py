@@ -105,9 +105,22 @@ def test_string_labels_and_predict_classes():
     m.fit(texts, labels, epochs=5, verbose=0)
     assert m.classes_ == ["neg", "pos"]
     pred = m.predict_classes(texts)
-    assert set(pred) <= {"neg", "pos"}
+    assert set(pred) <= {"neg", "pos"} and pred.dtype.kind == "U"
     assert np.mean(pred == labels) > 0.85
     assert m.evaluate(texts, labels, return_dict=True)["accuracy"] > 0.85
+
+
+@pytest.mark.parametrize("labels", [[1, 2], [3, 5, 7]])
+def test_predict_classes_of_integer_labels_are_integers(labels):
+    """Integer labels other than 0..K-1 come back as int64 (np.bincount works), not objects."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((60, 5, 3)).astype(np.float32)
+    y = np.array(labels * (60 // len(labels)))
+    m = fastgru.SequenceClassifier(3, num_classes=len(labels), hidden_size=4, seed=0)
+    m.fit(x, y, epochs=1, verbose=0)
+    pred = m.predict_classes(x)
+    assert pred.dtype == np.int64 and set(pred.tolist()) <= set(labels)
+    assert np.bincount(pred).sum() == len(x)
 
 
 def test_multiclass_digits_like_features():

@@ -329,6 +329,13 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
                        f"(a function named {expected!r} that is not Keras' {expected})")
             raise ValueError(f"Keras {want}{where} with {key}={got} is not supported "
                              f"(fastgru computes {key}={expected!r})")
+    drops = {k: cfg.get(k, 0.0) for k in ("dropout", "recurrent_dropout") if cfg.get(k, 0.0)}
+    if drops:
+        told = ", ".join(f"{k}={v}" for k, v in drops.items())
+        warnings.warn(f"Keras {want}{where} has {told}: fastgru has no dropout inside a layer's "
+                      f"steps (its dropout= acts between stacked layers, as in PyTorch), so the "
+                      f"converted layer computes the same outputs at inference but trains "
+                      f"without this dropout", UserWarning, stacklevel=5)
     if cfg.get("stateful", False):
         warnings.warn(f"Keras {want}{where} has stateful=True: fastgru layers keep no state "
                       f"between calls and its current states are not copied; pass h_n (and "

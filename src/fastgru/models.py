@@ -350,7 +350,7 @@ class Sequential:
         else:
             ids = p.argmax(-1)
         if self.classes_ is not None:
-            return np.asarray(self.classes_, dtype=object)[ids]
+            return _label_array(self.classes_)[ids]
         return ids
 
     # -- description ----------------------------------------------------------------------
@@ -758,3 +758,13 @@ def load_model(path: str | os.PathLike, compile: bool = True) -> Sequential:
             model.layers[-1].skip_activation = False
     model._restore(arrays, meta)
     return model
+
+
+def _label_array(classes: list[Any]) -> np.ndarray:
+    """The classes as an array for indexing: int64 when all are integers, str when all are
+    strings (as the labels fit() was given), object only for a mix."""
+    if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool) for c in classes):
+        return np.asarray(classes, dtype=np.int64)
+    if all(isinstance(c, str) for c in classes):
+        return np.asarray(classes, dtype=str)
+    return np.asarray(classes, dtype=object)
