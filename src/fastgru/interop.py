@@ -757,8 +757,6 @@ def _warn_onnx_state_constants(n: Any, consts: dict, inputs: set, where: str,
                           UserWarning, stacklevel=4)
             continue
         v = consts[name]
-        if k > 4 and not np.any(v):
-            continue
         warnings.warn(f"{where}input {what} is a constant of the graph (shape {list(v.shape)}); "
                       f"a fastgru layer takes it per call: pass it as {arg}=... (layer(x, "
                       f"{arg}=...)) to get the model's outputs", UserWarning, stacklevel=4)
