@@ -63,6 +63,10 @@ def test_from_keras_weights_is_batch_first_like_from_keras():
     for bad in (dict(hidden_size=H + 1), dict(input_size=I)):
         with pytest.raises(ValueError, match="come from the weights"):
             fastgru.GRU.from_keras_weights(*w, **bad)
+    # a constructor argument that would load the weights into another function
+    for bad in (dict(reverse=True), dict(bidirectional=True), dict(num_layers=2)):
+        with pytest.raises(ValueError, match="contradicts the weights"):
+            fastgru.GRU.from_keras_weights(*w, **bad)
 
 
 def test_keras_weight_errors():

@@ -96,8 +96,15 @@ def test_from_onnx_takes_reset_after_as_a_synonym_and_refuses_clashes():
     with pytest.raises(ValueError, match="contradicts linear_before_reset"):
         fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=0, reset_after=True)
     for bad in (dict(hidden_size=H + 1), dict(bidirectional=True), dict(bias=False)):
-        with pytest.raises(ValueError, match="come from W, R, B"):
+        with pytest.raises(ValueError, match="come from W, R, B|contradicts the ONNX weights"):
             fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1, **bad)
+    for bad in (dict(reverse=True), dict(bidirectional=False, reverse=True)):
+        with pytest.raises(ValueError, match="reverse=True contradicts"):
+            fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1, **bad)
+    # repeating what W, R, B and direction say is fine
+    same = fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1, bidirectional=False,
+                                 reverse=False)
+    np.testing.assert_array_equal(same(x)[0], g(x)[0])
     assert fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1, batch_first=True).batch_first
 
 
@@ -602,3 +609,64 @@ def test_model_import_of_bytes_that_are_no_model():
     pytest.importorskip("onnx")
     with pytest.raises(ValueError, match="empty graph|cannot read an ONNX model"):
         fastgru.GRU.from_onnx_model(b"not onnx")
+
+
+def test_model_import_with_a_fixed_shape_reshape_between_layers():
+    """An exporter with static T and B writes the stack's Reshape as a constant [T, B, D*H]:
+    still a stack (checked at that T and B; matches ONNX Runtime); a fixed Reshape that mixes
+    the directions into the batch rows is refused."""
+    pytest.importorskip("onnx")
+    from onnx import helper, numpy_helper
+
+    fixed = numpy_helper.from_array(np.array([5, 3, 8], np.int64), "fixed")
+    good = [helper.make_node("Transpose", ["Ya"], ["t"], perm=[0, 2, 1, 3]),
+            helper.make_node("Reshape", ["t", "fixed"], ["r"])]
+    model = _gru_graph([], "X", [fixed], bidirectional_pair=good)
+    m = fastgru.GRU.from_onnx_model(model)
+    assert m.num_layers == 2 and m.bidirectional
+    bad = [helper.make_node("Reshape", ["Ya", "fixed"], ["r"])]
+    with pytest.raises(ValueError, match="do not turn Y into the next layer's input"):
+        fastgru.GRU.from_onnx_model(_gru_graph([], "X", [fixed], bidirectional_pair=bad))
+    ort = pytest.importorskip("onnxruntime")
+    x = np.random.default_rng(3).standard_normal((5, 3, 3)).astype(np.float32)
+    yo = ort.InferenceSession(model.SerializeToString()).run(None, {"X": x})[0]
+    assert rel_err(m(x)[0], yo.transpose(0, 2, 1, 3).reshape(5, 3, 8)) < 1e-5
+
+
+def test_model_import_refuses_kwargs_that_contradict_the_nodes():
+    """kwargs may add constructor arguments (batch_first, n_threads) or repeat what the nodes
+    say; one that contradicts them (it would load the weights into another function) raises."""
+    pytest.importorskip("onnx")
+    model = _gru_graph([], "X")  # linear_before_reset=1, forward, with B absent (no biases)
+    for bad in (dict(reset_after=False), dict(reverse=True), dict(bidirectional=True),
+                dict(hidden_size=5), dict(num_layers=2), dict(bias=True)):
+        with pytest.raises(ValueError, match="contradicts the ONNX model's GRU nodes"):
+            fastgru.GRU.from_onnx_model(model, **bad)
+    m = fastgru.GRU.from_onnx_model(model, reset_after=True, reverse=False, n_threads=1)
+    assert m.reset_after and not m.reverse
+
+
+def test_from_onnx_peepholes_argument_checks():
+    g = fastgru.GRU(I, H, seed=0)
+    with pytest.raises(TypeError, match="P .peepholes. is an ONNX LSTM input"):
+        fastgru.GRU.from_onnx(*g.to_onnx(), linear_before_reset=1, P=np.zeros((1, 3 * H)))
+    lstm = fastgru.LSTM(I, H, seed=0)
+    with pytest.raises(ValueError, match=r"P must have shape"):
+        fastgru.LSTM.from_onnx(*lstm.to_onnx(), P=np.zeros(7))
+    back = fastgru.LSTM.from_onnx(*lstm.to_onnx(), P=np.zeros((1, 3 * H)))
+    x = np.random.default_rng(0).standard_normal((T, B, I)).astype(np.float32)
+    np.testing.assert_array_equal(back(x)[0], lstm(x)[0])
+
+
+def test_model_import_weights_given_as_graph_inputs():
+    """W fed as a graph input (the model does not carry the weights): a clear message, not
+    "computed in the graph"."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    model = _gru_graph([], "X")
+    w = [t for t in model.graph.initializer if t.name == "W"][0]
+    model.graph.initializer.remove(w)
+    model.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, None))
+    with pytest.raises(ValueError, match="is an input of the graph, not a constant"):
+        fastgru.GRU.from_onnx_model(model)

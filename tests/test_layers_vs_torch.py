@@ -177,6 +177,22 @@ def test_torch_round_trip_is_exact():
         assert np.array_equal(other.parameters()[k], v.double().numpy())
 
 
+def test_from_torch_refuses_kwargs_that_contradict_the_module():
+    """kwargs add constructor arguments (n_threads, batch_first) or repeat the module's; one
+    that would load the weights into another function (reset-before GRU, reverse) raises."""
+    import torch
+
+    tmod = torch.nn.GRU(I, H, num_layers=2)
+    for bad in (dict(reset_after=False), dict(reverse=True), dict(bias=False),
+                dict(num_layers=1)):
+        with pytest.raises(ValueError, match="contradicts the PyTorch module"):
+            fastgru.GRU.from_torch(tmod, **bad)
+    with pytest.raises(ValueError, match="reset_after=False contradicts"):
+        fastgru.GRUCell.from_torch(torch.nn.GRUCell(I, H), reset_after=False)
+    m = fastgru.GRU.from_torch(tmod, n_threads=1, reset_after=True, num_layers=2)
+    assert m.num_layers == 2 and m.reset_after
+
+
 def test_torch_state_dict_errors_name_the_key():
     import torch
 

@@ -78,6 +78,27 @@ def _refuse_reset_before(m, what: str) -> None:
             "no such variant. Use state_dict()/load_state_dict() for raw fastgru arrays.")
 
 
+# constructor arguments that define the function a converted layer computes: a kwarg may
+# repeat what the source says, never contradict it (the weights would load and give other
+# numbers); defaults for the ones a source config may leave out
+_DEFINING = {"input_size": None, "hidden_size": None, "num_layers": 1, "bias": True,
+             "bidirectional": False, "reset_after": True, "reverse": False, "proj_size": 0}
+
+
+def _with_kwargs(where: str, cfg: dict, kwargs: dict, source: str) -> dict:
+    """cfg updated with kwargs; a kwarg in _DEFINING that differs from cfg raises ValueError."""
+    for k, v in kwargs.items():
+        if k not in _DEFINING or (k not in cfg and _DEFINING[k] is None):
+            continue
+        have = cfg.get(k, _DEFINING[k])
+        if k == "reset_after" and "reset_after" not in cfg:
+            continue  # an LSTM: the constructor refuses it
+        if v != have:
+            raise ValueError(f"{where}: {k}={v!r} contradicts the {source} ({k}={have!r}); "
+                             f"leave it out")
+    return {**cfg, **kwargs}
+
+
 def from_torch(cls, module: Any, dtype: Any = None, **kwargs):
     """A new fastgru module with the configuration, weights and train/eval mode of a PyTorch
     module (torch.nn.GRU/LSTM/GRUCell/LSTMCell). dtype: None keeps float32/float64 weights
@@ -93,9 +114,11 @@ def from_torch(cls, module: Any, dtype: Any = None, **kwargs):
                    dropout=float(module.dropout), bidirectional=bool(module.bidirectional))
         if getattr(module, "proj_size", 0):
             cfg["proj_size"] = int(module.proj_size)
+    if cls._cell == "gru":
+        cfg["reset_after"] = True  # PyTorch's only GRU
     sd = {k: to_numpy(k, v) for k, v in module.state_dict().items()}
     cfg["dtype"] = _dtype_of(list(sd.values()), dtype)
-    cfg.update(kwargs)
+    cfg = _with_kwargs("from_torch", cfg, kwargs, "PyTorch module")
     m = rebuild(cls, cfg)  # torch warned already about dropout with one layer
     m.load_state_dict(sd)
     return m.train(bool(module.training))
@@ -277,7 +300,7 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
     if clash:
         raise ValueError(f"from_keras_weights: {', '.join(clash)} come from the weights; "
                          "do not pass them")
-    cfg.update(kwargs)
+    cfg = _with_kwargs("from_keras_weights", cfg, kwargs, "weights")
     m = cls(**cfg)
     load_keras_weights(m, [kernel, recurrent_kernel] + ([bias] if bias is not None else []))
     return m
@@ -425,7 +448,7 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
         new["zero_output_for_mask"] = True
     if cls._cell == "gru":
         new["reset_after"] = bool(cfg.get("reset_after", True))
-    new.update(kwargs)
+    new = _with_kwargs("from_keras", new, kwargs, "Keras layer")
     m = cls(**new)
     load_keras_weights(m, weights)
     return m
@@ -570,14 +593,21 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int | None = None,
             linear_before_reset = 1 if ra else 0
         cfg["reset_after"] = _check_lbr(0 if linear_before_reset is None
                                         else linear_before_reset)
-    elif P is not None and np.any(to_numpy("P", P)):
-        raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
-                                  "counterpart")
-    clash = sorted(k for k in kwargs if k in cfg and k != "dtype")
+    if cls._cell == "gru" and P is not None:
+        raise TypeError("from_onnx: P (peepholes) is an ONNX LSTM input; a GRU has none")
+    if P is not None:
+        P = to_numpy("P", P)
+        if P.shape != (D, 3 * H):
+            raise ValueError(f"P must have shape (num_directions, 3*hidden_size) = "
+                             f"{(D, 3 * H)}, got {P.shape}")
+        if np.any(P):
+            raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
+                                      "counterpart")
+    clash = sorted(k for k in kwargs if k in ("input_size", "hidden_size", "bias"))
     if clash:
         raise ValueError(f"from_onnx: {', '.join(clash)} come from W, R, B and direction; "
                          "do not pass them")
-    cfg.update(kwargs)
+    cfg = _with_kwargs("from_onnx", cfg, kwargs, "ONNX weights and direction")
     m = cls(**cfg)
     m.load_state_dict(_onnx_state(m, 0, W, R, B, _onnx_order(cls)))
     return m
@@ -646,15 +676,33 @@ def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str, consts: dict
             f"nodes one by one with from_onnx(W, R, B, ...) and apply those ops yourself")
 
 
+# most elements of the Y that _chain_stacks replays (a Reshape to a fixed [T, B, ...] needs
+# the model's own T and B)
+_CHAIN_MAX_ELEMENTS = 1 << 24
+
+
 def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int) -> bool:
     """Whether the layout ops `chain` (in graph order) map a Y of distinct values to the stack's
     next input, by running them on a small Y in NumPy. A Reshape to a shape computed in the
     graph (as exporters write [T, B, -1]) is taken, when it is the last op, to keep the first
     axis and give D*H features: the next node needs a 3-D input of that width, and a shape
-    that moves the first axis would not be a stack. Other computed shapes or axes: False."""
+    that moves the first axis would not be a stack. Other computed shapes or axes: False.
+    A Reshape to a fixed shape (an exporter's static T and B) is replayed at the T and B its
+    first two entries give."""
+    sizes = [(2, 3)]
+    for n in chain:
+        shape = consts.get(n.input[1]) if n.op_type == "Reshape" and len(n.input) > 1 else None
+        if shape is not None and np.size(shape) >= 2:
+            u, v = (int(w) for w in np.ravel(shape)[:2])
+            if u > 0 and v > 0 and u * v * D * H <= _CHAIN_MAX_ELEMENTS:
+                sizes += [(u, v), (v, u)]
+    return any(_chain_stacks_at(chain, consts, layout, D, H, T, B) for T, B in sizes)
+
+
+def _chain_stacks_at(chain: list, consts: dict, layout: int, D: int, H: int, T: int,
+                     B: int) -> bool:
     from onnx import helper
 
-    T, B = 2, 3
     y = np.arange(T * D * B * H).reshape(T, D, B, H)
     want = y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
     if layout == 1:  # Y [B, T, D, H], X [B, T, I]
@@ -814,6 +862,10 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
             name = n.input[k] if len(n.input) > k else ""
             if not name:
                 return None
+            if name not in consts and name in graph_inputs:
+                raise ValueError(f"{where}input {what} ({name!r}) is an input of the graph, "
+                                 "not a constant: fastgru needs the weights in the model "
+                                 "(as initializers; export with the parameters included)")
             if name not in consts:
                 raise ValueError(f"{where}input {what} ({name!r}) is computed in the graph, "
                                  "not a constant (export with constant folding)")
@@ -880,7 +932,7 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         cfg["reverse"] = True
     if op == "GRU":
         cfg["reset_after"] = first["lbr"]
-    cfg.update(kwargs)
+    cfg = _with_kwargs("from_onnx_model", cfg, kwargs, f"ONNX model's {op} nodes")
     m = cls(**cfg)
     sd: dict[str, np.ndarray] = {}
     for l, ly in enumerate(layers):
