@@ -202,6 +202,79 @@ def test_packed_recurrent_weights_bidirectional(cls, kw, n_threads, monkeypatch)
         assert rel_err(a, b) <= 10 * tol(np.float32, 7)
 
 
+def test_big_weight_rule_routing():
+    """The big-weight rule (on by default on Intel cores only): 64 or more rows over a weight
+    of big_kn elements or more go to BLAS; fewer rows, smaller weights, or the rule off keep
+    the other routing rules; packing follows the rows of a task, not the batch."""
+    from fastgru import _packed
+
+    default = _blas.mm_big_kn()[1]
+    _config._set_own_matmul(big_kn=8192)
+    try:
+        assert _blas.mm_big_kn()[0] == 8192
+        assert _blas.mm_big(64, 256, 32) and not _blas.mm_big(63, 256, 32)
+        assert not _blas.mm_big(64, 255, 32)
+        if HAVE_AVX512:
+            assert _blas.mm_route(64, 256, 32) == "blas"
+            assert _blas.mm_route(64, 256, 32, big=False) == "own"
+            assert _blas.mm_route(63, 256, 32) == "own"
+            assert _blas.mm_route(1, 256, 32) == "own"  # one row: always own
+            w = np.zeros((1, 256, 32), np.float32)
+            assert not _packed.packs(w, 64, True)
+            assert _packed.packs(w, 64, True, rows=32)  # a team's tasks of 32 rows
+            assert not _packed.packs(w, 64, True, rows=64)
+            wb = np.zeros((1, 256, 64), np.float32)  # backward: dh (M, 64) = dG (M, 256) @ W
+            assert _packed.packs_bwd(wb, True, rows=63)
+            assert not _packed.packs_bwd(wb, True, rows=64)
+        _config._set_own_matmul(big_kn=0)
+        assert not _blas.mm_big(10**6, 4096, 4096)
+    finally:
+        _config._set_own_matmul()
+    assert _blas.mm_big_kn() == (default, default)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_layers_under_the_big_weight_rule(cell, n_threads, monkeypatch):
+    """With the rule forced on at a small threshold (as on Intel cores at S4), a layer of 70
+    rows runs its products on BLAS at one thread (W_hh not packed) and on the own kernel in
+    tasks of 35 rows at two (packed), forward and backward, with lengths: both agree with the
+    float64 reference and with the rule off."""
+    from fastgru import _packed
+
+    calls = []
+    real, real_bwd = _packed.pack_panels, _packed.pack_panels_bwd
+    monkeypatch.setattr(_packed, "pack_panels", lambda w: calls.append("f") or real(w))
+    monkeypatch.setattr(_packed, "pack_panels_bwd", lambda w: calls.append("b") or real_bwd(w))
+    T, B, I, H = 6, 70, 40, 64
+    p = make_problem(cell, T, B, I, H, dtype=np.float32, seed=5, lengths=True)
+    p64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype == np.float32
+               else v) for k, v in p.items()}
+
+    def run(mod, prob, **extra):
+        out = call_forward(mod, cell, prob, **extra)
+        dy = np.sin(np.arange(out[0].size)).reshape(out[0].shape).astype(out[0].dtype)
+        g = (mod.gru_backward if cell == "gru" else mod.lstm_backward)(out[-1], dy)
+        return list(out[:-1]) + [g[k] for k in sorted(g)]
+
+    ref = run(reference, p64)
+    _config._set_own_matmul(big_kn=8192)
+    try:
+        big = run(ops, p, n_threads=n_threads)
+    finally:
+        _config._set_own_matmul()
+    if HAVE_AVX512:
+        assert calls == ([] if n_threads == 1 else ["f", "b"])
+    _config._set_own_matmul(big_kn=0)
+    try:
+        off = run(ops, p, n_threads=n_threads)
+    finally:
+        _config._set_own_matmul()
+    for a, r, b in zip(big, ref, off, strict=True):
+        assert rel_err(a, r) <= 10 * tol(np.float32, T)
+        assert rel_err(a, b) <= 10 * tol(np.float32, T)
+
+
 def test_packed_weights_refused_for_float64():
     """The packed product exists for float32 only: the kernels refuse a float64 call that asks
     for it instead of leaving the output unwritten."""

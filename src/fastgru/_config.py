@@ -31,12 +31,14 @@ OWN_MATMUL_DEFAULT = (2, 1024)
 
 
 def _set_own_matmul(level: int = OWN_MATMUL_DEFAULT[0],
-                    max_k: int = OWN_MATMUL_DEFAULT[1]) -> None:
+                    max_k: int = OWN_MATMUL_DEFAULT[1], big_kn: int | None = None) -> None:
     """Route the per-step float32 products to fastgru's own kernel from SIMD level `level` up
-    for K <= max_k (see _kernels/_matmul.pxd); level 99 keeps them on BLAS. Tests and A/B
-    benchmarks only: the default is the measured best."""
+    for K <= max_k (see _kernels/_matmul.pxd); level 99 keeps them on BLAS. big_kn: weights of
+    this many elements or more go to BLAS from 64 rows (0: never; None: this CPU's default,
+    Intel cores only). Tests and A/B benchmarks only: the default is the measured best."""
+    kn = _blas.mm_big_kn()[1] if big_kn is None else int(big_kn)
     for mod in (_blas, _gru, _lstm):
-        mod._set_mm_own(int(level), int(max_k))
+        mod._set_mm_own(int(level), int(max_k), kn)
 
 
 def simd_level() -> str:
@@ -93,6 +95,9 @@ def config() -> dict[str, Any]:
         "dtypes": ["float32", "float64"],
         "blas": blas,
         "blas_guard": _threads._GUARD["enabled"],
+        # products of 64+ rows over a weight of this many elements run on BLAS (Intel cores)
+        "blas_big_weights": (f">= {_blas.mm_big_kn()[0]} elements, 64+ rows"
+                             if _blas.mm_big_kn()[0] > 0 else "off"),
     }
 
 

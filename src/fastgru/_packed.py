@@ -152,21 +152,26 @@ def pack_cols(w_hh: np.ndarray, slices: int, bwd: bool = False) -> np.ndarray:
     return out
 
 
-def packs_bwd(w_hh: np.ndarray, ok: bool) -> bool:
+def packs_bwd(w_hh: np.ndarray, ok: bool, rows: int = 5) -> bool:
     """Whether the backward's per-step product dh = dG @ W_hh runs on packed panels: float32,
     a full-width variant (reset-after GRU / LSTM, not cols), the own kernel's level, N = K of
     w_hh >= 64 and a product that is not tiny. Any G (K-blocked in the kernel): at S4's
-    G = 4096 OpenBLAS was the alternative."""
+    G = 4096 OpenBLAS was the alternative. rows: the most rows of a task (M > 4 stands for
+    any batch but where big weights go to BLAS from many rows: _matmul.pxd mm_own)."""
     D, G, K = w_hh.shape
-    return ok and w_hh.dtype == np.float32 and _blas.mm_route(5, K, min(G, 1024)) == "own"
+    return (ok and w_hh.dtype == np.float32 and _blas.mm_route(5, K, min(G, 1024)) == "own"
+            and not _blas.mm_big(rows, K, G))
 
 
-def packs(w_hh: np.ndarray, B: int, ok: bool) -> bool:
+def packs(w_hh: np.ndarray, B: int, ok: bool, rows: int | None = None) -> bool:
     """Whether the forward's per-step product runs on packed weights: float32, every full-width
-    product on the own kernel (_matmul.pxd mm_own; M > 4 stands for any batch), and the caller's
-    variant uses full-width products (reset-after GRU / LSTM, tasks not cols mode)."""
+    product on the own kernel (_matmul.pxd mm_own; M > 4 stands for any batch; the big-weight
+    rule by the most rows of a task), and the caller's variant uses full-width products
+    (reset-after GRU / LSTM, tasks not cols mode)."""
     D, G, K = w_hh.shape
-    return ok and w_hh.dtype == np.float32 and _blas.mm_route(max(B, 5), G, K) == "own"
+    return (ok and w_hh.dtype == np.float32
+            and _blas.mm_route(max(B, 5), G, K, big=False) == "own"
+            and not _blas.mm_big(B if rows is None else rows, G, K))
 
 
 # Input projection per step (gx_step in the forward kernels): each task multiplies its rows of
@@ -178,6 +183,11 @@ def packs(w_hh: np.ndarray, B: int, ok: bool) -> bool:
 # 6 MB: 0.95x) or few rows share it (B = 1: 0.84x).
 GX_STEP_MAX_BYTES = 1 << 20
 GX_STEP_MIN_ROWS = 4
+
+
+def task_rows(tasks: np.ndarray) -> int:
+    """The most batch rows of one task (tasks: rows (direction, first row, end row))."""
+    return int((tasks[:, 2] - tasks[:, 1]).max())
 
 
 def gx_per_step(I: int, dt: np.dtype, G: int, tasks: np.ndarray, cols: bool,  # noqa: E741
@@ -225,18 +235,18 @@ def _in_place(plan: SeqPlan, w_hh: np.ndarray, team: int) -> bool:
 
 
 def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False,
-                    cols_slices: int = 0, team: int = 0):
+                    cols_slices: int = 0, team: int = 0, rows: int | None = None):
     """(wt flag, w_ih, w_hh, w_hr, packed) as the forward kernels take them: transposed copies
     for sequences of TRANSPOSE_MIN_T steps or more (two where _copy_at_two says so; w_hh
     packed in panels where packs() says so, or per slice in cols mode: cols_slices > 0,
     float32), else (also for short sequences of few rows: _in_place) the PyTorch layout as is
-    (no copy)."""
+    (no copy). rows: the most rows of a task (default: the batch)."""
     if ((plan.T >= TRANSPOSE_MIN_T or _copy_at_two(plan, w_hh, team))
             and not _in_place(plan, w_hh, team)):
         if cols_slices and w_hh.dtype == np.float32:
             whh, packed = pack_cols(w_hh, cols_slices), True
         else:
-            packed = packs(w_hh, plan.B, pack_ok)
+            packed = packs(w_hh, plan.B, pack_ok, rows)
             whh = pack_panels(w_hh) if packed else transposed("wt_hh", w_hh)
         return (True, transposed("wt_ih", w_ih), whh,
                 None if w_hr is None else transposed("wt_hr", w_hr), packed)
@@ -245,7 +255,7 @@ def forward_weights(plan: SeqPlan, w_ih, w_hh, w_hr=None, pack_ok: bool = False,
 
 
 def backward_weights(plan: SeqPlan, w_hh: np.ndarray, team: int, cols: bool,
-                     full_width: bool) -> tuple[int, np.ndarray | None]:
+                     full_width: bool, rows: int = 5) -> tuple[int, np.ndarray | None]:
     """(cols slices, packed W_hh or None) for the backward's per-step product dh = dG @ W_hh:
     in cols mode each slice's columns (pack_cols, float32, TRANSPOSE_MIN_T steps or more, as
     in the forward), else panels where packs_bwd says so (TRANSPOSE_MIN_T steps or more)."""
@@ -255,7 +265,7 @@ def backward_weights(plan: SeqPlan, w_hh: np.ndarray, team: int, cols: bool,
         return nsl, pack_cols(w_hh, nsl, bwd=True) if ok else None
     # packing is one pass over W_hh: worth it only over several steps (T = 1 training at S5:
     # the pack was 33 of 193 us)
-    pack = plan.T >= TRANSPOSE_MIN_T and packs_bwd(w_hh, full_width)
+    pack = plan.T >= TRANSPOSE_MIN_T and packs_bwd(w_hh, full_width, rows)
     return 0, pack_panels_bwd(w_hh) if pack else None
 
 
@@ -455,7 +465,8 @@ def gru_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarray
     nsl = cols_slices(team) if cols else 0
     wt, fw_ih, fw_hh, _, packed = forward_weights(plan, w_ih, w_hh,
                                                   pack_ok=reset_after and not cols,
-                                                  cols_slices=nsl, team=team)
+                                                  cols_slices=nsl, team=team,
+                                                  rows=task_rows(tasks))
     gxs = gx_per_step(I, x.dtype, G, tasks, cols, wt)
     io = PaddedIO(plan, x, padded_in, padded_out, gxs, cols, D * H, dt)
     x = io.x
@@ -489,7 +500,7 @@ def gru_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray,
     dan = _workspace.get("dan", (N, D * H), dt) if c.reset_after else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    nsl, wp = backward_weights(plan, c.w_hh, team, cols, c.reset_after)
+    nsl, wp = backward_weights(plan, c.w_hh, team, cols, c.reset_after, task_rows(tasks))
     with _threads.kernel_guard():
         _gru.backward(x, c.w_ih, c.w_hh, c.cache, c.hprev, dy, dh, dgx, dan, dx,
                       grads["w_ih"], grads["w_hh"], grads["b_ih"], grads["b_hh"], scratch,
@@ -524,7 +535,8 @@ def lstm_forward(x: np.ndarray, plan: SeqPlan, w_ih: np.ndarray, w_hh: np.ndarra
     hbuf = _workspace.get("hbuf", (2, B, H), dt) if cols else None
     nsl = cols_slices(team) if cols else 0
     wt, fw_ih, fw_hh, fw_hr, packed = forward_weights(plan, w_ih, w_hh, w_hr, pack_ok=not cols,
-                                                      cols_slices=nsl, team=team)
+                                                      cols_slices=nsl, team=team,
+                                                      rows=task_rows(tasks))
     gxs = gx_per_step(I, x.dtype, G, tasks, cols, wt)
     io = PaddedIO(plan, x, padded_in, padded_out, gxs, cols, D * P, dt)
     x = io.x
@@ -561,7 +573,7 @@ def lstm_backward(c: PackedCache, dy: np.ndarray | None, dh: np.ndarray, dc: np.
     dhp = _workspace.get("dhp", (N, D * P), dt) if c.w_hr is not None else None
     dx = np.empty((N, I), dt)
     scratch = _workspace.get("scratch", (team, B * 5 * H), dt)
-    nsl, wp = backward_weights(plan, c.w_hh, team, cols, True)
+    nsl, wp = backward_weights(plan, c.w_hh, team, cols, True, task_rows(tasks))
     with _threads.kernel_guard():
         _lstm.backward(x, c.w_ih, c.w_hh, c.w_hr, c.cache, c.hprev, c.m, dy, dh, dc, dg, dhp, dx,
                        grads["w_ih"], grads["w_hh"], grads.get("w_hr"), grads["b_ih"],

@@ -2,10 +2,12 @@
 """BLAS thread hold (shared by all kernel modules) and test hooks for the BLAS shim."""
 from cython cimport floating
 from fastgru._kernels._blas cimport gemm
-from fastgru._kernels._matmul cimport mm, mm_own, mm_tn, nt_dot, PACK_PANEL as _PACK_PANEL
+from fastgru._kernels._matmul cimport (mm, mm_own_kn, mm_big_blas, mm_tn, nt_dot,
+                                      PACK_PANEL as _PACK_PANEL)
 
 PACK_PANEL = _PACK_PANEL  # columns per panel of packed recurrent weights (_packed.pack_panels)
-from fastgru._kernels._simd cimport fg_simd_select, fg_mm_own_level, fg_mm_own_max_k
+from fastgru._kernels._simd cimport (fg_simd_select, fg_mm_own_level, fg_mm_own_max_k,
+                                     fg_mm_big_kn, fg_mm_big_kn_default)
 
 
 def gemm_memview(str ta, str tb, double alpha, const floating[:, ::1] A,
@@ -37,9 +39,15 @@ def mm_tn_memview(const floating[:, ::1] A, const floating[:, ::1] W, floating[:
               beta, &C[0, 0], C.shape[1])
 
 
-def mm_route(int M, int N, int K):
-    """"own" or "blas": where a float32 per-step product of this shape runs (tests)."""
-    return "own" if mm_own(M, N, K) else "blas"
+def mm_route(int M, int N, int K, bint big=True):
+    """"own" or "blas": where a float32 per-step product of this shape runs; big=False: as if
+    the big-weight rule were off (_packed decides it by the rows of a task)."""
+    return "own" if mm_own_kn(M, N, K, fg_mm_big_kn if big else 0) else "blas"
+
+
+def mm_big(int M, int N, int K):
+    """Whether the big-weight rule sends this product to BLAS (Intel cores; _matmul.pxd)."""
+    return mm_big_blas(M, <Py_ssize_t>K * N, fg_mm_big_kn)
 
 
 def nt_route(int M, int N, int K):
@@ -71,11 +79,18 @@ def _select_simd(int level):
     return fg_simd_select(level)
 
 
-def _set_mm_own(int level, int max_k):
-    """Per-step products on fastgru's own kernel from SIMD level `level` up, for K <= max_k."""
-    global fg_mm_own_level, fg_mm_own_max_k
+def _set_mm_own(int level, int max_k, int big_kn):
+    """Per-step products on fastgru's own kernel from SIMD level `level` up, for K <= max_k;
+    weights of big_kn elements or more on BLAS from 64 rows (0: never)."""
+    global fg_mm_own_level, fg_mm_own_max_k, fg_mm_big_kn
     fg_mm_own_level = level
     fg_mm_own_max_k = max_k
+    fg_mm_big_kn = big_kn
+
+
+def mm_big_kn():
+    """(in use, this CPU's default): weight elements from which 64+ rows go to BLAS (0: never)."""
+    return fg_mm_big_kn, fg_mm_big_kn_default()
 
 
 ctypedef int (*get_threads_t)() noexcept nogil

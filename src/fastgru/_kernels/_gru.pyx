@@ -59,7 +59,7 @@ from fastgru._kernels._matmul cimport (mm, mm_w, mm_tn, mm_packed, project, proj
 from fastgru._kernels._openmp cimport (fg_thread_num, fg_team_size, fg_barrier,
                                       fg_steal_spins)
 from fastgru._kernels._simd cimport (fg_fp_enter, fg_fp_exit, fg_simd_select,
-                                     fg_mm_own_level, fg_mm_own_max_k,
+                                     fg_mm_own_level, fg_mm_own_max_k, fg_mm_big_kn,
                                      gru_fwd_ra, gru_fwd_rb1, gru_fwd_rb2,
                                      gru_bwd_ra, gru_bwd_rb1, gru_bwd_rb2)
 from fastgru._kernels._common cimport (Seq, split, new_share, run_units, unit_fn, cols_copy,
@@ -102,11 +102,13 @@ def _set_bwd_chunk(Py_ssize_t rows, Py_ssize_t max_w):
     return old
 
 
-def _set_mm_own(int level, int max_k):
-    """Per-step products on fastgru's own kernel from SIMD level `level` up, for K <= max_k."""
-    global fg_mm_own_level, fg_mm_own_max_k
+def _set_mm_own(int level, int max_k, int big_kn):
+    """Per-step products on fastgru's own kernel from SIMD level `level` up, for K <= max_k;
+    weights of big_kn elements or more on BLAS from 64 rows (0: never)."""
+    global fg_mm_own_level, fg_mm_own_max_k, fg_mm_big_kn
     fg_mm_own_level = level
     fg_mm_own_max_k = max_k
+    fg_mm_big_kn = big_kn
 
 
 cdef struct Layer:

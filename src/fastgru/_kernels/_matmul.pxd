@@ -8,7 +8,8 @@
 from cython cimport floating
 from libc.string cimport memcpy
 from fastgru._kernels._blas cimport gemm
-from fastgru._kernels._simd cimport fg_simd, fg_simd_level, fg_mm_own_level, fg_mm_own_max_k
+from fastgru._kernels._simd cimport (fg_simd, fg_simd_level, fg_mm_own_level, fg_mm_own_max_k,
+                                     fg_mm_big_kn)
 
 # When the own kernel is used:
 # - one row always (it is at the L2 streaming limit, ~100 GB/s, with no call set-up), and up
@@ -18,7 +19,10 @@ from fastgru._kernels._simd cimport fg_simd, fg_simd_level, fg_mm_own_level, fg_
 #   4x4-vector tile spills and OpenBLAS was 1.2x faster) when K <= fg_mm_own_max_k (a K x 64
 #   panel stays in L2; at S4's K = 4096 backward OpenBLAS's blocking wins) and the product is
 #   not tiny (N >= 64, K*N >= 8192: there OpenBLAS's small-matrix kernels were up to 1.2x faster
-#   at 32-64 rows; with 256 rows or more the own kernel was 1.12-1.23x faster from K*N = 2048).
+#   at 32-64 rows; with 256 rows or more the own kernel was 1.12-1.23x faster from K*N = 2048);
+# - except, on Intel AVX-512 cores, products of 64 rows or more over a weight beyond L2
+#   (fg_mm_big_kn in _simd.h: there OpenBLAS's kernel was faster; few rows per task, as at 16
+#   threads, stayed faster on the own kernel).
 cdef enum:
     SMALL_M = 4
     BIG_W = 262144      # elements of W (1 MiB of float32)
@@ -29,14 +33,26 @@ cdef enum:
     OWN_TN_MIN_N = 16
     PACK_PANEL = 64         # columns per packed panel (4 AVX-512 vectors: one register tile)
     OWN_TN_MAX_MN = 262144  # C (1 MiB) stays in L2 across K-blocks; S4's 16 MiB C: BLAS won
+    BIG_ROWS_M = 64         # rows from which weights of fg_mm_big_kn elements go to BLAS
+
+
+cdef inline bint mm_big_blas(int M, Py_ssize_t kn, int big_kn) noexcept nogil:
+    """Whether M rows over a weight of kn elements go to BLAS for its size (big_kn > 0)."""
+    return big_kn > 0 and M >= BIG_ROWS_M and kn >= big_kn
+
+
+cdef inline bint mm_own_kn(int M, int N, int K, int big_kn) noexcept nogil:
+    """mm_own with the big-weight rule's threshold given (0: off)."""
+    cdef Py_ssize_t kn = <Py_ssize_t>K * N
+    return (M == 1 or (M <= SMALL_M and kn >= BIG_W)
+            or (K <= fg_mm_own_max_k and N >= OWN_MIN_N
+                and kn >= (OWN_ROWS_MIN_KN if M >= OWN_ROWS_M else OWN_MIN_KN)
+                and fg_simd_level() >= fg_mm_own_level and not mm_big_blas(M, kn, big_kn)))
 
 
 cdef inline bint mm_own(int M, int N, int K) noexcept nogil:
     """Whether a float32 product of this shape runs on the own kernel (else BLAS)."""
-    return (M == 1 or (M <= SMALL_M and <Py_ssize_t>K * N >= BIG_W)
-            or (K <= fg_mm_own_max_k and N >= OWN_MIN_N
-                and <Py_ssize_t>K * N >= (OWN_ROWS_MIN_KN if M >= OWN_ROWS_M else OWN_MIN_KN)
-                and fg_simd_level() >= fg_mm_own_level))
+    return mm_own_kn(M, N, K, fg_mm_big_kn)
 
 
 cdef inline void mm(int M, int N, int K, const floating* A, int lda, const floating* W, int ldw,

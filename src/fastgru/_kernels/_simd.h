@@ -191,6 +191,31 @@ static const fg_simd_table *fg_tables[3] = {
 static const fg_simd_table *fg_simd = &fg_table_base;
 static int fg_simd_level_now = 0;
 
+/* Per-step products: fastgru's own kernel (mm_small) for every row count when the level is at
+ * least fg_mm_own_level and K <= fg_mm_own_max_k; else only for the few-row cases. */
+#if defined(FG_GNU)
+#define FG_UNUSED __attribute__((unused))
+#else
+#define FG_UNUSED
+#endif
+static int fg_mm_own_level FG_UNUSED = 2;
+static int fg_mm_own_max_k FG_UNUSED = 1024;
+/* Weights of at least this many elements go to BLAS when 64 or more rows share them (0: never;
+ * -1: not chosen yet, set by fg_simd_select). On Intel AVX-512 cores (two 512-bit FMA units)
+ * the own 4 x 64 tile needs 32 bytes of W per cycle from L2 and reached ~80 GFLOP/s against
+ * OpenBLAS's 107-120, and all-BLAS was 1.4-1.5x faster end to end at S4, 1 thread (a 16-core
+ * Xeon); on Zen 4 (one 512-bit FMA per cycle) the own tile wins. 2 MiB of float32. */
+#define FG_MM_BIG_KN_INTEL 524288
+static int fg_mm_big_kn FG_UNUSED = -1;
+
+static int fg_mm_big_kn_default(void) {
+#if defined(FG_GNU) && defined(FG_X86)
+    __builtin_cpu_init();
+    if (__builtin_cpu_is("intel")) return FG_MM_BIG_KN_INTEL;
+#endif
+    return 0;
+}
+
 /* Highest level this CPU (and build) supports. */
 static int fg_simd_supported(void) {
 #if defined(FG_GNU) && defined(FG_X86)
@@ -210,20 +235,12 @@ static int fg_simd_select(int requested) {
     int lvl = (requested < 0 || requested > sup) ? sup : requested;
     fg_simd = fg_tables[lvl];
     fg_simd_level_now = lvl;
+    if (fg_mm_big_kn < 0) fg_mm_big_kn = fg_mm_big_kn_default();
     return lvl;
 }
 
 static int fg_simd_level(void) { return fg_simd_level_now; }
 
-/* Per-step products: fastgru's own kernel (mm_small) for every row count when the level is at
- * least fg_mm_own_level and K <= fg_mm_own_max_k; else only for the few-row cases. */
-#if defined(FG_GNU)
-#define FG_UNUSED __attribute__((unused))
-#else
-#define FG_UNUSED
-#endif
-static int fg_mm_own_level FG_UNUSED = 2;
-static int fg_mm_own_max_k FG_UNUSED = 1024;
 static const char *fg_simd_name(void) { return fg_simd->name; }
 
 /* ------------------------------------------------------------------------------------------ */

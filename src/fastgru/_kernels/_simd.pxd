@@ -46,6 +46,8 @@ cdef extern from "_simd.h" nogil:
     int fg_simd_level()
     int fg_mm_own_level
     int fg_mm_own_max_k
+    int fg_mm_big_kn
+    int fg_mm_big_kn_default()
     const char* fg_simd_name()
     unsigned long long fg_fp_enter()
     void fg_fp_exit(unsigned long long old)
