@@ -1,7 +1,8 @@
 """Data-parallel training over MPI (fastgru.distributed, issue 7).
 
 - N steps on 2 ranks with per-rank batch b give the parameters (and the History) of 1 process
-  with batch 2b, within float rounding: float64 and float32, an Embedding with lazy Adam rows,
+  with batch 2b, within float rounding: float64 and float32, an Embedding with lazy Adam rows
+  and a dense one,
   LSTM and GRU, per-step targets with padding (token-count weighting), a last batch that does
   not split evenly (and one that leaves rank 1 nothing), gradient clipping, weight decay,
   validation; one Allreduce per step. A rank seeded otherwise ends with rank 0's result (the
@@ -118,6 +119,16 @@ def gru_float64(seed=3):
     return m, x, y, dict(epochs=2, validation_data=(x[:40], y[:40]))
 
 
+def dense_embedding_float64():
+    # a dense Embedding (sparse_embedding=False): its whole gradient travels, and momentum
+    # moves rows that a batch misses, on every rank as in one process
+    V, x, y = text_data(120, 3)
+    m = fastgru.TextClassifier(V, embed_dim=8, hidden_size=8, dropout=0.0, seed=5,
+                               dtype="float64", sparse_embedding=False)
+    m.compile(fastgru.SGD(0.5, momentum=0.9), m.loss, ["accuracy"])
+    return m, x, y, dict(epochs=2)
+
+
 def lstm_float32():
     # 193 samples: the last global batch holds 1 sample, so rank 1 has none
     V, x, y = text_data(193, 2)
@@ -150,6 +161,7 @@ def multiclass_float64():
 # name: (builder, per-rank batch size, steps per epoch on 2 ranks, validation?)
 CASES = {"gru_float64": (gru_float64, 8, 13, True),
          "lstm_float32": (lstm_float32, 8, 13, False),
+         "dense_embedding_float64": (dense_embedding_float64, 8, 8, False),
          "regressor_float64": (regressor_float64, 6, 7, True),
          "multiclass_float64": (multiclass_float64, 5, 9, False)}
 '''

@@ -86,7 +86,7 @@ def test_activation_gradcheck(activation):
 
 
 def test_embedding_gradcheck_with_repeats_lengths_and_padding():
-    e = Embedding(7, 3, padding_idx=0)
+    e = Embedding(7, 3, padding_idx=0, sparse=True)
     build(e, Spec(1, integer=True))
     x = np.array([[3, 3, 1, 5], [2, 6, 0, 0], [4, 4, 4, 0]])
     L = np.array([4, 2, 3])
@@ -118,7 +118,7 @@ def test_embedding_gradcheck_with_repeats_lengths_and_padding():
 
 
 def test_embedding_sparse_zero_grad_touches_only_rows():
-    e = Embedding(1000, 4)
+    e = Embedding(1000, 4, sparse=True)
     build(e, Spec(1, integer=True))
     x = np.array([[5, 9, 5]])
     e.forward(x, Ctx())
@@ -130,6 +130,81 @@ def test_embedding_sparse_zero_grad_touches_only_rows():
     e.zero_grad()
     assert not e.grads()["weight"].any()
     assert e.sparse_rows()["weight"].size == 0
+
+
+def test_embedding_dense_by_default():
+    """sparse=False (default, as PyTorch's nn.Embedding and Keras): no row-sparse gradient for
+    the optimizer, the same gradient values, zero_grad clears every row."""
+    e, es = Embedding(50, 4), Embedding(50, 4, sparse=True)
+    assert not e.sparse and e.get_config()["sparse"] is False
+    for layer in (e, es):
+        build(layer, Spec(1, integer=True))
+    es.params["weight"][...] = e.params["weight"]
+    x = np.array([[5, 9, 5]])
+    for layer in (e, es):
+        layer.forward(x, Ctx())
+        layer.backward(np.ones((1, 3, 4)))
+    assert e.sparse_rows() == {}
+    np.testing.assert_array_equal(es.sparse_rows()["weight"], [5, 9])
+    np.testing.assert_array_equal(e.grads()["weight"], es.grads()["weight"])
+    np.testing.assert_array_equal(e.touched_rows(), [5, 9])
+    e.grads()["weight"][3] = 1.0  # e.g. written by an allreduce
+    e.zero_grad()
+    assert not e.grads()["weight"].any()
+    with pytest.raises(TypeError, match="sparse must be a bool"):
+        Embedding(5, 2, sparse="yes")
+
+
+@pytest.mark.parametrize("opt", ["sgd_momentum", "adam", "adamw"])
+def test_dense_embedding_training_matches_torch(opt):
+    """Mini-batches that miss some rows: a dense Embedding trained with momentum SGD / Adam /
+    AdamW (torch's epsilon form) follows torch.nn.Embedding + torch.optim step by step (the
+    rows absent from a batch move too); the lazy sparse=True one does not."""
+    torch = pytest.importorskip("torch")
+    V, E = 12, 3
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(1, V, size=(2, 3)) for _ in range(6)]
+    Gs = [rng.standard_normal((2, 3, E)) for _ in range(6)]
+
+    def make(sparse):
+        e = Embedding(V, E, sparse=sparse)
+        build(e, Spec(1, integer=True))
+        return e
+
+    def fast_opt():
+        if opt == "sgd_momentum":
+            return fastgru.SGD(0.1, momentum=0.9, weight_decay=0.01)
+        cls = fastgru.Adam if opt == "adam" else fastgru.AdamW
+        return cls(0.05, epsilon=1e-8, epsilon_form="torch", weight_decay=0.01)
+
+    def run_fast(sparse):
+        e, o = make(sparse), fast_opt()
+        w0 = e.params["weight"].copy()
+        for x, G in zip(batches, Gs, strict=True):
+            e.zero_grad()
+            e.forward(x, Ctx())
+            e.backward(G)
+            o.step(e.params, e.grads(), e.sparse_rows())
+        return w0, e.params["weight"]
+
+    w0, dense = run_fast(False)
+    _, lazy = run_fast(True)
+    te = torch.nn.Embedding(V, E, padding_idx=0, dtype=torch.float64)
+    with torch.no_grad():
+        te.weight.copy_(torch.from_numpy(w0))
+    if opt == "sgd_momentum":
+        to = torch.optim.SGD(te.parameters(), lr=0.1, momentum=0.9, weight_decay=0.01)
+    elif opt == "adam":
+        to = torch.optim.Adam(te.parameters(), lr=0.05, eps=1e-8, weight_decay=0.01)
+    else:
+        to = torch.optim.AdamW(te.parameters(), lr=0.05, eps=1e-8, weight_decay=0.01)
+    for x, G in zip(batches, Gs, strict=True):
+        to.zero_grad()
+        (te(torch.from_numpy(x)) * torch.from_numpy(G)).sum().backward()
+        to.step()
+    want = te.weight.detach().numpy()
+    np.testing.assert_allclose(dense, want, rtol=1e-10, atol=1e-12)
+    assert np.abs(lazy - want).max() > 1e-3
 
 
 def test_embedding_rejects_bad_ids():

@@ -521,12 +521,13 @@ class GradientReducer:
 
 def touched_rows(model: Any, x: np.ndarray, lengths: np.ndarray | None) -> dict[str, np.ndarray]:
     """The Embedding rows that backward on token ids x (B, T) with lengths (B,) touches: the
-    sorted unique valid, non-padding ids ({} when the model does not start with an
-    Embedding). Given the GLOBAL batch, these are the rows any rank touches."""
+    sorted unique valid, non-padding ids ({} when the model does not start with a sparse=True
+    Embedding: a dense one's whole gradient travels). Given the GLOBAL batch, these are the
+    rows any rank touches."""
     from fastgru.nn import Embedding, valid_mask
 
     first = model.layers[0]
-    if not isinstance(first, Embedding):
+    if not isinstance(first, Embedding) or not first.sparse:
         return {}
     mask = valid_mask(lengths, *x.shape[:2]) if x.ndim == 2 else None
     ids = x[mask] if mask is not None else x.reshape(-1)

@@ -562,8 +562,10 @@ class TextClassifier(_Preset):
     predict(): (N, 1) P(class 1) for two classes, (N, K) softmax otherwise.
     dropout: on the embeddings, between stacked recurrent layers and before the Dense.
     pooling: "last" (final state; [forward last, reverse first] when bidirectional), "mean"
-    or "max" over valid steps. The defaults are `fastgru train`'s text recipe (tuned on MR:
-    78.8-80.3% test accuracy over 5 seeds)."""
+    or "max" over valid steps. sparse_embedding: lazy updates of the embedding rows in each
+    batch (Embedding(sparse=True); False: every row, as a dense PyTorch/Keras training). The
+    defaults are `fastgru train`'s text recipe (tuned on MR: 78.8-80.3% test accuracy over 5
+    seeds)."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 128, hidden_size: int = 64,
                  cell: str = "gru", num_layers: int = 1, bidirectional: bool = True,
@@ -571,14 +573,15 @@ class TextClassifier(_Preset):
                  learning_rate: float = 2e-3, dtype: Any = "float32",
                  seed: int | None = None, name: str | None = None,
                  vocab: Vocabulary | dict[str, Any] | None = None,
-                 max_len: int | None = None) -> None:
+                 max_len: int | None = None, sparse_embedding: bool = True) -> None:
         args: dict[str, Any]
         args = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
                     cell=cell, num_layers=num_layers, bidirectional=bidirectional,
                     dropout=float(dropout), pooling=pooling, num_classes=num_classes,
                     learning_rate=learning_rate, dtype=str(check_dtype(dtype)), seed=seed,
-                    name=name, max_len=max_len)
-        layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding")]
+                    name=name, max_len=max_len, sparse_embedding=sparse_embedding)
+        layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding",
+                                         sparse=sparse_embedding)]
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="embedding_dropout"))
         layers.append(_rnn_stack(args, embed_dim))
@@ -645,19 +648,23 @@ class SequenceRegressor(_Preset):
 class LanguageModel(_Preset):
     """Next-token model: token ids (B, T) -> Embedding -> GRU/LSTM -> Dense softmax over the
     vocabulary at every step, trained with (sparse) categorical cross-entropy on targets
-    (B, T) = the inputs shifted by one. generate() samples text with a temperature."""
+    (B, T) = the inputs shifted by one. generate() samples text with a temperature.
+    sparse_embedding: as in TextClassifier (lazy updates of the rows in each batch)."""
 
     def __init__(self, vocab_size: int, embed_dim: int = 64, hidden_size: int = 128,
                  cell: str = "gru", num_layers: int = 1, dropout: float = 0.0,
                  learning_rate: float = 3e-3, dtype: Any = "float32",
                  seed: int | None = None, name: str | None = None,
-                 vocab: Vocabulary | dict[str, Any] | None = None) -> None:
+                 vocab: Vocabulary | dict[str, Any] | None = None,
+                 sparse_embedding: bool = True) -> None:
         args: dict[str, Any]
         args = dict(vocab_size=vocab_size, embed_dim=embed_dim, hidden_size=hidden_size,
                     cell=cell, num_layers=num_layers,
                     dropout=float(dropout), learning_rate=learning_rate,
-                    dtype=str(check_dtype(dtype)), seed=seed, name=name)
-        layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding")]
+                    dtype=str(check_dtype(dtype)), seed=seed, name=name,
+                    sparse_embedding=sparse_embedding)
+        layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding",
+                                         sparse=sparse_embedding)]
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="embedding_dropout"))
         layers.append(_rnn_stack(dict(args, bidirectional=False), embed_dim))

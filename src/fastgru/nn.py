@@ -148,16 +148,24 @@ class Embedding(Layer):
     vectors let a recurrent layer trained from scratch with Adam learn much faster; measured
     on MR (GRU 128, Adam 2e-3): 77-78% test accuracy after 3 epochs at 0.1, 70% at 1.0.
 
-    The gradient is row-sparse: backward touches only the rows of ids in the batch (summing
-    repeated ids), `sparse_rows()` lists them, the optimizers update only those rows (lazy
-    Adam, like PyTorch's SparseAdam) and zero_grad clears only them. A batch therefore costs
-    O(B*T*E), not O(V*E)."""
+    Backward adds into the rows of ids in the batch (summing repeated ids). sparse=False (the
+    default, as PyTorch's nn.Embedding and Keras): the gradient is an ordinary dense one, zero
+    outside those rows, and the optimizer updates every row (momentum, Adam moments and
+    weight decay move rows absent from the batch too), as torch.optim and Keras do.
+    sparse=True: `sparse_rows()` lists the rows, the optimizers update only them (lazy updates,
+    like PyTorch's sparse=True with SparseAdam) and zero_grad clears only them, so a batch
+    costs O(B*T*E), not O(V*E): much faster for a big vocabulary, but other numbers than a
+    dense PyTorch/Keras training as soon as a batch misses some rows (plain SGD excepted)."""
 
     kind = "Embedding"
 
     def __init__(self, input_dim: int, output_dim: int, padding_idx: int | None = 0,
-                 init_scale: float = 0.1, name: str | None = None) -> None:
+                 init_scale: float = 0.1, name: str | None = None,
+                 sparse: bool = False) -> None:
         super().__init__(name)
+        if not isinstance(sparse, (bool, np.bool_)):
+            raise TypeError(f"sparse must be a bool, got {type(sparse).__name__}")
+        self.sparse = bool(sparse)
         self.input_dim = check_int("input_dim", input_dim, 1)
         self.output_dim = check_int("output_dim", output_dim, 1)
         if padding_idx is not None and not 0 <= int(padding_idx) < self.input_dim:
@@ -168,7 +176,7 @@ class Embedding(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return dict(name=self.name, input_dim=self.input_dim, output_dim=self.output_dim,
-                    padding_idx=self.padding_idx, init_scale=self.init_scale)
+                    padding_idx=self.padding_idx, init_scale=self.init_scale, sparse=self.sparse)
 
     def build(self, spec: Spec, dtype: np.dtype, rng: np.random.Generator) -> Spec:
         super().build(spec, dtype, rng)
@@ -208,16 +216,24 @@ class Embedding(Layer):
         self._rows.append(rows)
         return None
 
-    def sparse_rows(self) -> dict[str, np.ndarray]:
+    def touched_rows(self) -> np.ndarray:
+        """The rows backward added into since zero_grad (sorted, unique)."""
         if not self._rows:
-            return {"weight": np.zeros(0, np.int64)}
+            return np.zeros(0, np.int64)
         if len(self._rows) == 1:
-            return {"weight": self._rows[0]}
-        return {"weight": np.unique(np.concatenate(self._rows))}
+            return self._rows[0]
+        return np.unique(np.concatenate(self._rows))
+
+    def sparse_rows(self) -> dict[str, np.ndarray]:
+        return {"weight": self.touched_rows()} if self.sparse else {}
 
     def zero_grad(self) -> None:
-        if self._rows:
-            self.grads_["weight"][self.sparse_rows()["weight"]] = 0
+        if self.sparse:
+            if self._rows:
+                self.grads_["weight"][self.touched_rows()] = 0
+        elif self.grads_:
+            # dense: an allreduce (distributed) or a caller may have written any row
+            self.grads_["weight"][...] = 0
         self._rows = []
 
 
