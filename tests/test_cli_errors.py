@@ -117,3 +117,22 @@ def test_sentiment_example_reports_bad_data_in_one_line(tmp_path):
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not exist" in lines[0], r.stderr
+
+
+def test_mr_format_given_a_file_says_it_reads_a_folder(tmp_path, capsys):
+    data = _tsv(tmp_path / "one.tsv")
+    rc = main(["train", "--data", data, "--format", "mr", "--out", str(tmp_path / "o")] + SMALL)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "the MR format reads a folder" in err and "rt-polarity.neg" in err
+
+
+def test_resume_with_fewer_epochs_than_done_says_nothing_is_left(tmp_path, capsys):
+    data, out = _tsv(tmp_path / "d.tsv"), str(tmp_path / "o")
+    assert main(["train", "--data", data, "--out", out, "--epochs", "2", "--hidden", "8",
+                 "--embed-dim", "8", "--verbose", "1"]) == 0
+    capsys.readouterr()
+    assert main(["train", "--data", data, "--out", out, "--epochs", "1", "--hidden", "8",
+                 "--embed-dim", "8", "--verbose", "1", "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "the checkpoint already holds 2 epochs (--epochs 1): nothing left to train" in said

@@ -154,3 +154,12 @@ def test_decode_refuses_ids_outside_the_vocabulary():
         v.decode([-1])
     with pytest.raises(ValueError, match="ids must be in"):
         v.decode([len(v)])
+
+
+def test_a_pad_sequences_tuple_given_as_x_gets_a_clear_error():
+    """pad_sequences returns (x, lengths), Keras' returns x: passing the tuple on says so."""
+    m = fastgru.TextClassifier(20, embed_dim=4, hidden_size=3, seed=0)
+    padded = fastgru.pad_sequences([[5, 6, 7], [8, 9]])
+    with pytest.raises(TypeError, match=r"x is a tuple \(padded array, lengths\)"):
+        m.predict(padded)
+    np.testing.assert_array_equal(m.predict(padded[0]), m.predict([[5, 6, 7], [8, 9]]))

@@ -270,6 +270,9 @@ def test_model_checkpoint_best_only(sentiment, tmp_path):
     best_epoch = int(np.argmax(h.history["val_accuracy"])) + 1
     assert f"best-{best_epoch}.npz" in files
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
+    bad = fastgru.ModelCheckpoint(str(tmp_path / "e{epoch}_{foo}.npz"))
+    with pytest.raises(ValueError, match="names 'foo', which is neither 'epoch' nor in the logs"):
+        m.fit(x[:50], y[:50], epochs=1, verbose=0, callbacks=[bad])
 
 
 class _Interrupt(fastgru.Callback):

@@ -292,6 +292,11 @@ def test_losses_called_directly_take_probabilities_like_keras(dtype):
     assert v == pytest.approx(ref, rel=1e-6) and g.dtype == dtype
     assert fastgru.BinaryCrossentropy()(np.array([[1.0], [0.0]]), np.array([0, 1]))[0] \
         == pytest.approx(-np.log(1e-7), rel=1e-6)  # clipped, not inf
+    # Keras' argument order (y_true, y_pred) with integer labels: refused, not a wrong value
+    with pytest.raises(TypeError, match=r"loss\(pred, target\), the model's output first"):
+        fastgru.BinaryCrossentropy()(y, p)
+    with pytest.raises(TypeError, match="integer dtype"):
+        fastgru.CategoricalCrossentropy()(np.array([1, 0]), np.array([[0.3, 0.7], [0.6, 0.4]]))
     P = rng.dirichlet(np.ones(4), 5).astype(dtype) * 2  # Keras normalises the rows first
     t = rng.integers(0, 4, 5)
     v_sparse, g_sparse = fastgru.CategoricalCrossentropy()(P, t)

@@ -160,7 +160,11 @@ class ModelCheckpoint(Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        path = self.filepath.format(epoch=epoch + 1, **logs)
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except (KeyError, IndexError) as exc:
+            raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} names {exc}, which is "
+                             f"neither 'epoch' nor in the logs ({sorted(logs)})") from None
         if self.save_best_only:
             v = logs.get(self.monitor)
             if v is None:

@@ -420,7 +420,8 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     if val_split and patience is not None:
         callbacks.append(fastgru.EarlyStopping("val_loss", patience=patience,
                                                restore_best_weights=True))
-    callbacks.append(fastgru.BackupAndRestore(ckpt_path, delete_checkpoint=False))
+    backup = fastgru.BackupAndRestore(ckpt_path, delete_checkpoint=False)
+    callbacks.append(backup)
     if root and not args.resume and os.path.exists(ckpt_path):
         os.unlink(ckpt_path)  # a fresh run never continues a stale checkpoint
     if root:
@@ -458,6 +459,11 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
                                 "of the interrupted run)") from None
             raise
         fit_seconds = time.perf_counter() - t_fit
+        done = backup.restored_epoch
+        if args.resume and done is not None and done >= r["epochs"]:
+            say(f"--resume: the checkpoint already holds {done} epoch" + "s" * (done != 1)
+                + f" (--epochs {r['epochs']}): nothing left to train; give --epochs > {done} "
+                "to train on. The outputs are written again from the checkpoint.")
         test = model.evaluate(x_te, y_te, return_dict=True, distributed=ctx)
     if not root:
         return 0

@@ -199,7 +199,10 @@ def load_mr(path: str) -> Dataset:
     for name, lab in (("rt-polarity.neg", 0), ("rt-polarity.pos", 1)):
         f = os.path.join(d, name)
         if not os.path.isfile(f):
-            raise DataError(f"MR format needs {name} in {d!r}")
+            where = (f"the folder {d!r}" if os.path.isdir(path) else
+                     f"the folder of {path!r} ({os.path.abspath(d)!r}; the MR format reads a "
+                     f"folder: give it as the data path)")
+            raise DataError(f"MR format needs {name} in {where}")
         with open(f, encoding="latin-1") as fh:
             lines = [ln.strip() for ln in fh if ln.strip()]
         texts += lines
@@ -457,6 +460,12 @@ def lm_windows(ids: Any, seq_len: int, step: int | None = None
 
 def pad_ragged(seqs: Sequence[Any], dtype: Any) -> tuple[np.ndarray, np.ndarray]:
     """A list of (T_i,) or (T_i, F) arrays -> ((N, T, ...) zero-padded array, (N,) lengths)."""
+    if (isinstance(seqs, tuple) and len(seqs) == 2 and isinstance(seqs[0], np.ndarray)
+            and isinstance(seqs[1], np.ndarray) and seqs[0].ndim >= 2 and seqs[1].ndim == 1
+            and len(seqs[1]) == len(seqs[0]) and seqs[1].dtype.kind in "iu"):
+        raise TypeError("x is a tuple (padded array, lengths), as fastgru.pad_sequences and "
+                        "Vocabulary.encode return: pass the array, x[0] (the model finds the "
+                        "lengths from the padding) or the list of sequences")
     arrs = [np.asarray(s) for s in seqs]
     if not arrs:
         raise ValueError("x is empty")

@@ -86,6 +86,10 @@ class _Crossentropy(Loss):
 
     def __call__(self, pred, target, mask=None):
         pred = np.asarray(pred)
+        if pred.dtype.kind in "biu":  # most likely Keras' order, (y_true, y_pred)
+            raise TypeError(f"{self.name}: pred has integer dtype {pred.dtype}; a fastgru loss "
+                            "is called as loss(pred, target), the model's output first "
+                            "(Keras' order is (y_true, y_pred))")
         if self.from_logits:
             return self.on_logits(pred, target, mask)
         return self._on_probabilities(pred, np.asarray(target), mask)
