@@ -249,3 +249,14 @@ def test_from_keras_takes_bfloat16_layers(keras):
     assert m.dtype == np.float32
     for a, b in zip(m.to_keras_weights(), kl.get_weights(), strict=True):
         np.testing.assert_array_equal(a, np.asarray(b, np.float32))
+
+
+def test_load_keras_weights_names_the_wrong_kernel():
+    """A transposed kernel is reported as the kernel (with the layer's (I, 3H)), not as a
+    recurrent_kernel of a size derived from it."""
+    for m in (fastgru.GRU(I, H), fastgru.LSTM(I, H, num_layers=2), fastgru.GRUCell(I, H)):
+        w = m.to_keras_weights()
+        gk = 3 if m._cell == "gru" else 4
+        with pytest.raises(ValueError, match=rf"kernel \(weights\[0:3\].* must have shape "
+                                             rf"\(I, {gk}H\) = \({I}, {gk * H}\)"):
+            m.load_keras_weights([w[0].T] + list(w[1:]))

@@ -567,3 +567,18 @@ def test_empty_cache_releases_pooled_training_buffers():
     g = fastgru.GRU(16, 32, seed=0)  # and everything still works afterwards
     y, _ = g(np.ones((20, 4, 16), np.float32))
     assert np.isfinite(g.backward(np.ones_like(y))[0]).all()
+
+
+def test_dtype_none_is_float32_as_in_torch():
+    """torch.nn.GRU(dtype=None) is float32 (NumPy's np.dtype(None) would be float64)."""
+    for m in (fastgru.GRU(3, 4, dtype=None), fastgru.LSTM(3, 4, dtype=None),
+              fastgru.GRUCell(3, 4, dtype=None), fastgru.LSTMCell(3, 4, dtype=None)):
+        assert m.dtype == np.float32
+    assert fastgru.Sequential([fastgru.Dense(2)], dtype=None).dtype == np.float32
+
+
+def test_projected_lstm_dy_error_says_d_times_p():
+    lstm = fastgru.LSTM(3, 5, proj_size=2)
+    y, _ = lstm(np.ones((4, 2, 3), np.float32))
+    with pytest.raises(ValueError, match=r"dy must have shape \(T, B, D\*P\) like y = \(4, 2, 2\)"):
+        lstm.backward(np.ones((4, 2, 5), np.float32))

@@ -39,8 +39,11 @@ def check_size(name: str, v: Any, minimum: int = 1) -> int:
 
 
 def check_dtype(dtype: Any) -> np.dtype:
-    """"float32"/"float64" (or a NumPy/torch float dtype) as a NumPy dtype; TypeError otherwise."""
-    if dtype is not None and not isinstance(dtype, (str, type, np.dtype)):
+    """"float32"/"float64" (or a NumPy/torch float dtype) as a NumPy dtype; TypeError otherwise.
+    None is float32, as torch's dtype=None (NumPy's np.dtype(None) would be float64)."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    if not isinstance(dtype, (str, type, np.dtype)):
         dtype = str(dtype).replace("torch.", "")  # torch.float32 -> "float32"
     try:
         dt = np.dtype(dtype)

@@ -490,14 +490,15 @@ class RNNBase(Module):
         dy3 = None
         if dy is not None:
             dy = V.float_array("dy", dy, self.dtype)
+            u = "P" if P != H else "H"  # an LSTM with proj_size gives y of D*P features
             if c.unbatched:
-                V.check_shape("dy", dy, (T, D * P), "(T, D*H) like y")
+                V.check_shape("dy", dy, (T, D * P), f"(T, D*{u}) like y")
                 dy3 = dy[:, None, :]
             elif c.batch_first:
-                V.check_shape("dy", dy, (B, T, D * P), "(B, T, D*H) like y")
+                V.check_shape("dy", dy, (B, T, D * P), f"(B, T, D*{u}) like y")
                 dy3 = dy.transpose(1, 0, 2)
             else:
-                V.check_shape("dy", dy, (T, B, D * P), "(T, B, D*H) like y")
+                V.check_shape("dy", dy, (T, B, D * P), f"(T, B, D*{u}) like y")
                 dy3 = dy
         dh = self._state("dh_n", dh_n, B, P, c.unbatched)
         dc = self._state("dc_n", dc_n, B, H, c.unbatched) if self._cell == "lstm" else None

@@ -207,12 +207,17 @@ def to_keras_weights(m) -> list[np.ndarray]:
     return out
 
 
-def _keras_to_torch(cell: str, kernel, rk, bias, reset_after: bool, where: str
+def _keras_to_torch(cell: str, kernel, rk, bias, reset_after: bool, where: str,
+                    want: tuple[int, int] | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """One Keras unit -> (w_ih, w_hh, b_ih, b_hh) in PyTorch layout, with shape checks."""
+    """One Keras unit -> (w_ih, w_hh, b_ih, b_hh) in PyTorch layout, with shape checks. want:
+    the (I, H) of the unit the weights go into, when known."""
     kernel = to_numpy(f"kernel{where}", kernel)
     rk = to_numpy(f"recurrent_kernel{where}", rk)
     gk = 3 if cell == "gru" else 4
+    if want is not None and kernel.shape != (want[0], gk * want[1]):
+        raise ValueError(f"kernel{where} must have shape (I, {gk}H) = "
+                         f"{(want[0], gk * want[1])}, got {kernel.shape}")
     if kernel.ndim != 2 or kernel.shape[1] % gk or kernel.shape[1] == 0:
         raise ValueError(f"kernel{where} must have shape (I, {gk}H), got {kernel.shape}")
     H = kernel.shape[1] // gk
@@ -267,8 +272,10 @@ def load_keras_weights(m, weights: list[Any]) -> None:
     for k, (l, d) in enumerate(units):
         w = weights[per * k:per * (k + 1)]
         where = f" (weights[{per * k}:{per * (k + 1)}], layer {l}, direction {d})"
+        n_in = m.input_size if l == 0 else m.hidden_size * (2 if m.bidirectional else 1)
         w_ih, w_hh, b_ih, b_hh = _keras_to_torch(m._cell, w[0], w[1], w[2] if m.bias else None,
-                                                 getattr(m, "_reset_after", True), where)
+                                                 getattr(m, "_reset_after", True), where,
+                                                 (n_in, m.hidden_size))
         for role, a in (("w_ih", w_ih), ("w_hh", w_hh), ("b_ih", b_ih), ("b_hh", b_hh)):
             if a is not None:
                 sd[_name(m, l, role, d)] = a

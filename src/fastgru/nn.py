@@ -57,7 +57,9 @@ class Ctx:
 
 
 def check_dtype(dtype: Any) -> np.dtype:
-    """float32 or float64 as a np.dtype; TypeError otherwise."""
+    """float32 or float64 as a np.dtype (None: float32, as torch); TypeError otherwise."""
+    if dtype is None:
+        return np.dtype(np.float32)
     try:
         dt = np.dtype(dtype)
     except TypeError:
