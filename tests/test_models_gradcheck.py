@@ -442,3 +442,12 @@ def test_time_major_recurrent_layer_in_a_model():
     x = [[1, 2, 3], [4, 5], [6]]
     np.testing.assert_array_equal(models[0].predict(x), models[1].predict(x))
     model_gradcheck(models[1], x, np.array([0.5, -1.0, 2.0]))
+
+
+def test_presets_sparse_embedding_argument():
+    assert fastgru.TextClassifier(20, embed_dim=4, hidden_size=3).layers[0].sparse
+    assert not fastgru.LanguageModel(20, embed_dim=4, hidden_size=3,
+                                     sparse_embedding=False).layers[0].sparse
+    for cls in (fastgru.TextClassifier, fastgru.LanguageModel):
+        with pytest.raises(TypeError, match="sparse_embedding must be True or False"):
+            cls(20, embed_dim=4, hidden_size=3, sparse_embedding="no")

@@ -2,6 +2,8 @@
 exact enough against float64 at every shape class it takes (full 64-column panels, 16-column
 vectors, masked tails, 1-6 row groups, accumulate), and whole layers running on it agree with the
 reference and with the BLAS route."""
+import contextlib
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,16 @@ from helpers import call_forward, make_problem, rel_err, tol
 
 HAVE_AVX512 = "avx512" in fastgru.available_simd_levels()
 needs_avx512 = pytest.mark.skipif(not HAVE_AVX512, reason="own route is AVX-512 only")
+
+
+@contextlib.contextmanager
+def own_matmul(*args, **kwargs):
+    """The product route of _config._set_own_matmul(*args, **kwargs) inside, the default after."""
+    _config._set_own_matmul(*args, **kwargs)
+    try:
+        yield
+    finally:
+        _config._set_own_matmul()
 
 
 def _at_level(level, hook, A, W, C0, accumulate):
@@ -92,11 +104,8 @@ def test_routing_thresholds():
     assert _blas.mm_route(6400, 64, 32) == "own"
     assert _blas.mm_route(255, 192, 32) == "blas"      # fewer rows: K*N >= 8192 needed
     assert _blas.mm_route(256, 64, 31) == "blas"
-    _config._set_own_matmul(99, 0)
-    try:
+    with own_matmul(99, 0):
         assert _blas.mm_route(64, 512, 128) == "blas"
-    finally:
-        _config._set_own_matmul()
     assert _blas.mm_route(64, 512, 128) == "own"
 
 
@@ -123,11 +132,8 @@ def test_layers_on_the_own_route(cell, variant, n_threads):
 
     own = run(ops, p, n_threads=n_threads)
     ref = run(reference, p64)
-    _config._set_own_matmul(99, 0)
-    try:
+    with own_matmul(99, 0):
         blas = run(ops, p, n_threads=n_threads)
-    finally:
-        _config._set_own_matmul()
     for a, r, b in zip(own, ref, blas, strict=True):
         assert rel_err(a, r) <= 10 * tol(np.float32, T)
         assert rel_err(a, b) <= 10 * tol(np.float32, T)
@@ -191,13 +197,10 @@ def test_packed_recurrent_weights_bidirectional(cls, kw, n_threads, monkeypatch)
     own = run()
     assert calls and all(s[0] == 2 for s in calls)  # both directions packed, every layer
     assert len(bwd_calls) == 2 and all(s[0] == 2 for s in bwd_calls)
-    _config._set_own_matmul(99, 0)
-    try:
+    with own_matmul(99, 0):
         n, nb = len(calls), len(bwd_calls)
         blas = run()
         assert len(calls) == n and len(bwd_calls) == nb  # the BLAS route does not pack
-    finally:
-        _config._set_own_matmul()
     for a, b in zip(own, blas, strict=True):
         assert rel_err(a, b) <= 10 * tol(np.float32, 7)
 
@@ -258,18 +261,12 @@ def test_layers_under_the_big_weight_rule(cell, n_threads, monkeypatch):
         return list(out[:-1]) + [g[k] for k in sorted(g)]
 
     ref = run(reference, p64)
-    _config._set_own_matmul(big_kn=8192)
-    try:
+    with own_matmul(big_kn=8192):
         big = run(ops, p, n_threads=n_threads)
-    finally:
-        _config._set_own_matmul()
     if HAVE_AVX512:
         assert calls == ([] if n_threads == 1 else ["f", "b"])
-    _config._set_own_matmul(big_kn=0)
-    try:
+    with own_matmul(big_kn=0):
         off = run(ops, p, n_threads=n_threads)
-    finally:
-        _config._set_own_matmul()
     for a, r, b in zip(big, ref, off, strict=True):
         assert rel_err(a, r) <= 10 * tol(np.float32, T)
         assert rel_err(a, b) <= 10 * tol(np.float32, T)

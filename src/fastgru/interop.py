@@ -610,7 +610,7 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int | None = None,
         if np.any(P):
             raise NotImplementedError("ONNX LSTM peepholes (input P) have no fastgru/PyTorch "
                                       "counterpart")
-    clash = sorted(k for k in kwargs if k in ("input_size", "hidden_size", "bias"))
+    clash = sorted(k for k in kwargs if k in ("input_size", "hidden_size"))
     if clash:
         raise ValueError(f"from_onnx: {', '.join(clash)} come from W, R, B and direction; "
                          "do not pass them")

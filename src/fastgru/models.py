@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from fastgru import checkpoint as ckpt
+from fastgru._validation import check_bool
 from fastgru.losses import Loss, Metric, get_loss, get_metric
 from fastgru.nn import (
     RNN,
@@ -579,9 +580,10 @@ class TextClassifier(_Preset):
                     cell=cell, num_layers=num_layers, bidirectional=bidirectional,
                     dropout=float(dropout), pooling=pooling, num_classes=num_classes,
                     learning_rate=learning_rate, dtype=str(check_dtype(dtype)), seed=seed,
-                    name=name, max_len=max_len, sparse_embedding=sparse_embedding)
+                    name=name, max_len=max_len,
+                    sparse_embedding=check_bool("sparse_embedding", sparse_embedding))
         layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding",
-                                         sparse=sparse_embedding)]
+                                         sparse=args["sparse_embedding"])]
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="embedding_dropout"))
         layers.append(_rnn_stack(args, embed_dim))
@@ -662,9 +664,9 @@ class LanguageModel(_Preset):
                     cell=cell, num_layers=num_layers,
                     dropout=float(dropout), learning_rate=learning_rate,
                     dtype=str(check_dtype(dtype)), seed=seed, name=name,
-                    sparse_embedding=sparse_embedding)
+                    sparse_embedding=check_bool("sparse_embedding", sparse_embedding))
         layers: list[Layer] = [Embedding(vocab_size, embed_dim, name="embedding",
-                                         sparse=sparse_embedding)]
+                                         sparse=args["sparse_embedding"])]
         if args["dropout"] > 0:
             layers.append(Dropout(args["dropout"], name="embedding_dropout"))
         layers.append(_rnn_stack(dict(args, bidirectional=False), embed_dim))
