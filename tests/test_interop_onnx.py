@@ -670,3 +670,60 @@ def test_model_import_weights_given_as_graph_inputs():
     model.graph.input.append(helper.make_tensor_value_info("W", TensorProto.FLOAT, None))
     with pytest.raises(ValueError, match="is an input of the graph, not a constant"):
         fastgru.GRU.from_onnx_model(model)
+
+
+@pytest.mark.parametrize("cls,kw", [(fastgru.GRUCell, dict(reset_after=True)),
+                                    (fastgru.GRUCell, dict(reset_after=False, bias=False)),
+                                    (fastgru.LSTMCell, dict()),
+                                    (fastgru.LSTMCell, dict(bias=False))])
+def test_cell_onnx_weights_run_one_onnxruntime_step(cls, kw):
+    """A cell's to_onnx() is one forward ONNX step; from_onnx() of it is the same cell."""
+    pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    cell = cls(I, H, seed=3, **kw)
+    W, R, Bias = cell.to_onnx()
+    lbr = dict(linear_before_reset=int(cell.reset_after)) if cls is fastgru.GRUCell else {}
+    back = cls.from_onnx(W, R, Bias, **lbr)
+    assert back.get_config() == cell.get_config()
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((B, I)).astype(np.float32)
+    h = rng.standard_normal((B, H)).astype(np.float32)
+    state = (h, rng.standard_normal((B, H)).astype(np.float32)) if cls is fastgru.LSTMCell else h
+    ours, again = cell(x, state), back(x, state)
+    ours, again = (ours, again) if isinstance(ours, tuple) else ((ours,), (again,))
+    for a, b in zip(ours, again, strict=True):
+        np.testing.assert_array_equal(a, b)
+    name = "gru" if cls is fastgru.GRUCell else "lstm"
+    model = _one_node_model(name, W, R, Bias, dict(lbr, hidden_size=H), with_b=Bias is not None)
+    from onnx import TensorProto, helper
+
+    node, feeds = model.graph.node[-1], {"X": x[None], "h0": h[None]}
+    # inputs X, W, R, B, sequence_lens, initial_h (, initial_c, LSTM)
+    node.input.extend([""] * (5 - len(node.input)) + ["h0"])
+    if cls is fastgru.LSTMCell:
+        node.input.append("c0")
+        feeds["c0"] = state[1][None]
+    for n in feeds:
+        if n != "X":
+            model.graph.input.append(helper.make_tensor_value_info(n, TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = sess.run(None, feeds)
+    assert rel_err(ours[0], got[1][0]) < 1e-5
+    if cls is fastgru.LSTMCell:
+        assert rel_err(ours[1], got[2][0]) < 1e-5
+
+
+def test_cell_from_onnx_bad_arguments():
+    g, lstm = fastgru.GRUCell(I, H, seed=0), fastgru.LSTMCell(I, H, seed=0)
+    with pytest.raises(ValueError, match="direction must be 'forward' for a cell"):
+        fastgru.GRUCell.from_onnx(*g.to_onnx(), linear_before_reset=1, direction="reverse")
+    with pytest.raises(ValueError, match=r"W must have shape \[D, 4H, I\] with D = 1"):
+        fastgru.LSTMCell.from_onnx(*fastgru.LSTM(I, H, bidirectional=True).to_onnx())
+    with pytest.raises(TypeError, match="linear_before_reset is an ONNX GRU attribute"):
+        fastgru.LSTMCell.from_onnx(*lstm.to_onnx(), linear_before_reset=1)
+    with pytest.raises(TypeError, match="linear_before_reset is an ONNX GRU attribute"):
+        fastgru.LSTM.from_onnx(*fastgru.LSTM(I, H).to_onnx(), linear_before_reset=0)
+    with pytest.raises(ValueError, match="contradicts linear_before_reset"):
+        fastgru.GRUCell.from_onnx(*g.to_onnx(), linear_before_reset=0, reset_after=True)
+    with pytest.warns(UserWarning, match="linear_before_reset not given"):
+        assert not fastgru.GRUCell.from_onnx(*g.to_onnx()).reset_after

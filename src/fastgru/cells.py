@@ -16,7 +16,7 @@ import numpy as np
 from fastgru import _validation as V
 from fastgru._module import Module, ParamStore, check_dtype, check_size, optional_seed
 from fastgru._step import GRUStepper, LSTMStepper
-from fastgru.interop import InteropMixin
+from fastgru.interop import InteropMixin, from_onnx, to_onnx
 
 
 def gru_stepper(w_ih, w_hh, b_ih, b_hh, reset_after: bool, n_threads: int | None = None):
@@ -61,6 +61,19 @@ class _CellBase(InteropMixin, Module):
         """Draw every parameter from U(-1/sqrt(H), 1/sqrt(H)) (PyTorch's initialisation)."""
         k = 1.0 / math.sqrt(self._H)
         self._store.flat[...] = self._rng.uniform(-k, k, self._store.flat.size)
+
+    def to_onnx(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """ONNX GRU/LSTM operator inputs W [1, G, I], R [1, G, H], B [1, 2G] (None without
+        bias): GRU gates z, r, h with linear_before_reset = int(reset_after), LSTM i, o, f, c.
+        One ONNX step (T = 1, direction "forward") computes this cell."""
+        return to_onnx(self, 0)
+
+    @classmethod
+    def from_onnx(cls, W: Any, R: Any, B: Any = None, dtype: Any = None, **kwargs: Any):
+        """A cell from forward ONNX GRU/LSTM inputs W [1, G, I], R [1, G, H], B [1, 2G] (None:
+        zero biases, gives bias=False). GRU: linear_before_reset=1 gives reset_after=True, 0
+        (ONNX's default; a warning when not given) reset_after=False. See fastgru.GRU.from_onnx."""
+        return from_onnx(cls, W, R, B, dtype=dtype, **kwargs)
 
     input_size = property(lambda self: self._I, doc="I, input features.")
     hidden_size = property(lambda self: self._H, doc="H, hidden units.")

@@ -580,9 +580,14 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int | None = None,
     """A one-layer fastgru module from ONNX GRU/LSTM inputs (see to_onnx). ONNX B=None means
     zero biases (gives bias=False). direction "forward", "bidirectional" or "reverse" (gives
     reverse=True)."""
+    cell = cls.__name__.endswith("Cell")
+    if cell and direction != "forward":
+        raise ValueError(f"direction must be 'forward' for a cell (one step, one direction), "
+                         f"got {direction!r}")
     W, R, B, D, H, I = _check_onnx(cls, W, R, B, direction)
-    cfg = dict(input_size=I, hidden_size=H, bidirectional=D == 2, bias=B is not None,
-               dtype=_dtype_of([W], dtype))
+    cfg = dict(input_size=I, hidden_size=H, bias=B is not None, dtype=_dtype_of([W], dtype))
+    if not cell:
+        cfg["bidirectional"] = D == 2
     if direction == "reverse":
         cfg["reverse"] = True
     if cls._cell == "gru":
@@ -600,6 +605,9 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int | None = None,
             linear_before_reset = 1 if ra else 0
         cfg["reset_after"] = _check_lbr(0 if linear_before_reset is None
                                         else linear_before_reset)
+    if cls._cell != "gru" and linear_before_reset is not None:
+        raise TypeError("from_onnx: linear_before_reset is an ONNX GRU attribute; an LSTM has "
+                        "none")
     if cls._cell == "gru" and P is not None:
         raise TypeError("from_onnx: P (peepholes) is an ONNX LSTM input; a GRU has none")
     if P is not None:
