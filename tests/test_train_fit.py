@@ -477,3 +477,15 @@ def test_validation_split_of_class_sorted_data_warns(sentiment):
         m.fit(x[order], y[order], epochs=1, verbose=0, validation_split=0.1)
     with pytest.raises(TypeError, match="validation_split must be a number"):
         m.fit(x[:50], y[:50], epochs=1, verbose=0, validation_split="a")
+
+
+def test_build_takes_input_dim_or_a_keras_input_shape():
+    for arg in (3, (None, 3), [None, 7, 3]):
+        m = fastgru.Sequential([fastgru.Dense(2)], seed=0)
+        m.build(arg)
+        assert m.built and m.layers[0].params["weight"].shape == (2, 3)
+    for bad in ("3", 0, 2.0, (None, None)):
+        with pytest.raises(ValueError, match="input_dim must be an integer >= 1"):
+            fastgru.Sequential([fastgru.Dense(2)]).build(bad)
+    with pytest.raises(ValueError, match="input_dim must be an integer >= 1"):
+        fastgru.Sequential([fastgru.Dense(2)], input_dim=-1)

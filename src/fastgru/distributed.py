@@ -599,6 +599,9 @@ class DataParallel:
         mine["training samples"] = len(p)
         mine["training data"] = _digest(p.x, p.lengths, p.y)
         mine["validation data"] = None if val is None else _digest(val.x, val.lengths, val.y)
+        mine["sample weights"] = (None if p.sw is None else _digest(p.sw, None, None),
+                                  None if val is None or val.sw is None
+                                  else _digest(val.sw, None, None))
         mine["parameters"] = [(k, tuple(v.shape), str(v.dtype))
                               for k, v in model.parameters().items()]
         mine["optimizer"] = model.optimizer.get_config()

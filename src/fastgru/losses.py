@@ -10,6 +10,7 @@ shape (mean over the last axis when pred has one more axis than mask, Keras' con
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -19,8 +20,22 @@ __all__ = ["Loss", "BinaryCrossentropy", "CategoricalCrossentropy", "MeanSquared
            "get_loss", "Metric", "get_metric"]
 
 
-def _reduce(per: np.ndarray, mask: np.ndarray | None) -> tuple[float, np.ndarray]:
-    """Mean of per-element losses over valid elements, and d(mean)/d(per) as weights."""
+def _reduce(per: np.ndarray, mask: np.ndarray | None,
+            sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """Mean of per-element losses over valid elements, and d(mean)/d(per) as weights.
+    sample_weight (B,) scales each sample's terms; the divisor stays the number of valid terms
+    (Keras' "sum_over_batch_size": weights 2 and 0 average to 1, not 2)."""
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, per.dtype)
+        sw = sw.reshape(sw.shape + (1,) * (per.ndim - sw.ndim))
+        if mask is not None:
+            mask = mask.reshape(mask.shape + (1,) * (per.ndim - mask.ndim))
+            n = int(np.broadcast_to(mask, per.shape).sum())
+            m = np.broadcast_to(mask * sw, per.shape)
+        else:
+            n, m = per.size, np.broadcast_to(sw, per.shape)
+        return (float((per * m).sum(dtype=np.float64) / max(n, 1)),
+                m.astype(per.dtype) / max(n, 1))
     if mask is None:
         n = per.size
         return float(per.sum(dtype=np.float64) / max(n, 1)), np.full(per.shape, 1.0 / max(n, 1),
@@ -41,27 +56,46 @@ class Loss:
     task = "regression"
     from_logits = True
 
-    def __call__(self, pred: np.ndarray, target: np.ndarray,
-                 mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    def __call__(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
+                 sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+        """A user's subclass may leave out sample_weight (B,) (then fit(class_weight=...,
+        sample_weight=...) refuses it)."""
         raise NotImplementedError
 
-    def on_logits(self, pred: np.ndarray, target: np.ndarray,
-                  mask: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    def on_logits(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
+                  sample_weight: np.ndarray | None = None) -> tuple[float, np.ndarray]:
         """The loss of a model output in logit space (what fit() hands over, the final
         sigmoid/softmax fused in); a user's subclass implements __call__ only."""
-        return self(pred, target, mask)
+        return self(pred, target, mask, sample_weight)
 
     def get_config(self) -> dict[str, Any]:
         return {"name": self.name}
 
 
-def on_model_output(loss: Loss, pred, target, mask=None) -> tuple[float, np.ndarray]:
+def on_model_output(loss: Loss, pred, target, mask=None,
+                    sample_weight=None) -> tuple[float, np.ndarray]:
     """The loss of a model's output (logits, the final activation fused in): on_logits for the
     built-in cross-entropies, __call__ for a user's loss that defines its own (which has
     always been handed the model output as it is)."""
+    if sample_weight is None:
+        if isinstance(loss, _Crossentropy) and type(loss).__call__ is _Crossentropy.__call__:
+            return loss.on_logits(pred, target, mask)
+        return loss(pred, target, mask)
     if isinstance(loss, _Crossentropy) and type(loss).__call__ is _Crossentropy.__call__:
-        return loss.on_logits(pred, target, mask)
-    return loss(pred, target, mask)
+        return loss.on_logits(pred, target, mask, sample_weight)
+    return loss(pred, target, mask, sample_weight)
+
+
+def takes_sample_weight(loss: Loss) -> bool:
+    """Whether loss(pred, target, mask, sample_weight) works (a user's loss may predate it)."""
+    try:
+        params = inspect.signature(loss.__call__).parameters
+    except (TypeError, ValueError):
+        return False
+    kinds = [p.kind for p in params.values()]
+    return inspect.Parameter.VAR_POSITIONAL in kinds or sum(
+        k in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        for k in kinds) >= 4
 
 
 def _same_shape(pred: np.ndarray, target: np.ndarray, name: str) -> None:
@@ -84,18 +118,18 @@ class _Crossentropy(Loss):
     def __init__(self, from_logits: bool = False) -> None:
         self.from_logits = bool(from_logits)
 
-    def __call__(self, pred, target, mask=None):
+    def __call__(self, pred, target, mask=None, sample_weight=None):
         pred = np.asarray(pred)
         if pred.dtype.kind in "biu":  # most likely Keras' order, (y_true, y_pred)
             raise TypeError(f"{self.name}: pred has integer dtype {pred.dtype}; a fastgru loss "
                             "is called as loss(pred, target), the model's output first "
                             "(Keras' order is (y_true, y_pred))")
         if self.from_logits:
-            return self.on_logits(pred, target, mask)
-        return self._on_probabilities(pred, np.asarray(target), mask)
+            return self.on_logits(pred, target, mask, sample_weight)
+        return self._on_probabilities(pred, np.asarray(target), mask, sample_weight)
 
-    def _on_probabilities(self, pred: np.ndarray, target: np.ndarray,
-                          mask: np.ndarray | None) -> tuple[float, np.ndarray]:
+    def _on_probabilities(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None,
+                          sample_weight: np.ndarray | None) -> tuple[float, np.ndarray]:
         raise NotImplementedError
 
     def get_config(self) -> dict[str, Any]:
@@ -109,13 +143,13 @@ class BinaryCrossentropy(_Crossentropy):
     name = "binary_crossentropy"
     task = "binary"
 
-    def _on_probabilities(self, pred, target, mask):
+    def _on_probabilities(self, pred, target, mask, sample_weight):
         p = np.clip(pred, EPSILON, 1 - EPSILON)
-        value, g = self.on_logits(np.log(p) - np.log1p(-p), target, mask)  # dL/dz
+        value, g = self.on_logits(np.log(p) - np.log1p(-p), target, mask, sample_weight)
         inside = (pred > EPSILON) & (pred < 1 - EPSILON)
         return value, np.where(inside, g / (p * (1 - p)), 0).astype(pred.dtype)
 
-    def on_logits(self, pred, target, mask=None):
+    def on_logits(self, pred, target, mask=None, sample_weight=None):
         _same_shape(pred, target, self.name)
         if target.size and not (target.min() >= 0 and target.max() <= 1):  # (NaN fails too)
             raise ValueError(f"{self.name}: targets must be in [0, 1], got values in "
@@ -123,7 +157,7 @@ class BinaryCrossentropy(_Crossentropy):
         z = pred.reshape(target.shape) if pred.size == target.size else pred
         y = target.astype(z.dtype, copy=False)
         per = np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z)))
-        value, w = _reduce(per, mask)
+        value, w = _reduce(per, mask, sample_weight)
         return value, ((expit(z) - y) * w).reshape(pred.shape)
 
 
@@ -135,7 +169,7 @@ class CategoricalCrossentropy(_Crossentropy):
     name = "categorical_crossentropy"
     task = "multiclass"
 
-    def _on_probabilities(self, pred, target, mask):
+    def _on_probabilities(self, pred, target, mask, sample_weight):
         # Keras: q = pred / sum(pred), clipped to [eps, 1 - eps]; loss -sum(t log q)
         tot = pred.sum(axis=-1, keepdims=True)
         q = pred / tot
@@ -146,7 +180,7 @@ class CategoricalCrossentropy(_Crossentropy):
         else:
             t = np.zeros_like(qc)
             np.put_along_axis(t, target.astype(np.intp)[..., None], 1, -1)
-        value, w = _reduce(-(t * np.log(qc)).sum(axis=-1), mask)
+        value, w = _reduce(-(t * np.log(qc)).sum(axis=-1), mask, sample_weight)
         dq = np.where((q > EPSILON) & (q < 1 - EPSILON), -t / qc, 0) * w[..., None]
         return value, ((dq - (dq * q).sum(axis=-1, keepdims=True)) / tot).astype(pred.dtype)
 
@@ -169,7 +203,7 @@ class CategoricalCrossentropy(_Crossentropy):
             raise ValueError(f"{self.name}: class ids must be integers in [0, {K}), got "
                              f"values in [{target.min()}, {target.max()}]")
 
-    def on_logits(self, pred, target, mask=None):
+    def on_logits(self, pred, target, mask=None, sample_weight=None):
         zmax = pred.max(axis=-1, keepdims=True)
         e = np.exp(pred - zmax)
         s = e.sum(axis=-1, keepdims=True)
@@ -186,7 +220,7 @@ class CategoricalCrossentropy(_Crossentropy):
             per = (lse - zy)[..., 0]
             g = p
             np.put_along_axis(g, t[..., None], np.take_along_axis(g, t[..., None], -1) - 1, -1)
-        value, w = _reduce(per, mask)
+        value, w = _reduce(per, mask, sample_weight)
         return value, g * w[..., None]
 
 
@@ -197,12 +231,12 @@ class MeanSquaredError(Loss):
     name = "mean_squared_error"
     task = "regression"
 
-    def __call__(self, pred, target, mask=None):
+    def __call__(self, pred, target, mask=None, sample_weight=None):
         _same_shape(pred, target, self.name)
         t = target.astype(pred.dtype, copy=False).reshape(pred.shape)
         d = pred - t
         per = d * d
-        value, w = _reduce(per, mask)
+        value, w = _reduce(per, mask, sample_weight)
         return value, 2 * d * w
 
 

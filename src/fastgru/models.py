@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from fastgru import checkpoint as ckpt
-from fastgru._validation import check_bool
+from fastgru._validation import check_bool, check_int
 from fastgru.losses import Loss, Metric, get_loss, get_metric
 from fastgru.nn import (
     RNN,
@@ -97,7 +97,7 @@ class Sequential:
         self.seed = None if seed is None else int(seed)
         self.name = name or _snake(type(self).__name__)
         self.layers: list[Layer] = []
-        self.input_dim = input_dim
+        self.input_dim = None if input_dim is None else check_int("input_dim", input_dim, 1)
         self.built = False
         self._init_rng = np.random.default_rng(sub_seed(self.seed, 0))
         #: the training generator: shuffling, dropout masks, recurrent-dropout seeds
@@ -163,10 +163,13 @@ class Sequential:
         self._params = {f"{l.name}.{k}": v for l in self.layers for k, v in l.parameters().items()}
         self._grads = {f"{l.name}.{k}": v for l in self.layers for k, v in l.grads().items()}
 
-    def build(self, input_dim: int | None = None) -> None:
-        """Create the parameters now (automatic when the input size is known)."""
+    def build(self, input_dim: Any = None) -> None:
+        """Create the parameters now (automatic when the input size is known). input_dim: the
+        features of the input, or a Keras input shape such as (None, T, F) (F is used)."""
         if input_dim is not None:
-            self.input_dim = input_dim
+            if isinstance(input_dim, (tuple, list)) and len(input_dim):
+                input_dim = input_dim[-1]
+            self.input_dim = check_int("input_dim", input_dim, 1)
         self._try_build()
         if not self.built:
             raise ValueError("cannot build: give input_dim (features of the input)")

@@ -54,6 +54,7 @@ class Prepared:
     lengths: np.ndarray | None
     y: np.ndarray | None = None
     order: np.ndarray | None = None
+    sw: np.ndarray | None = None  # per-sample loss weights (N,) (sample_weight, class_weight)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -209,6 +210,73 @@ def prepare_y(model: Any, y: Any, p: Prepared, fit: bool = False) -> np.ndarray:
     K = 2 if task == "binary" else units
     ids = _map_labels(model, y, K, fit)
     return ids.astype(model.dtype) if task == "binary" else ids
+
+
+def prepare_sample_weight(model: Any, sample_weight: Any, N: int,
+                          name: str = "sample_weight") -> np.ndarray | None:
+    """(N,) finite non-negative weights in the model's dtype, or None."""
+    if sample_weight is None:
+        return None
+    from fastgru.losses import takes_sample_weight
+
+    if not takes_sample_weight(model.loss):
+        raise TypeError(f"{name}: the loss {type(model.loss).__name__} does not take a "
+                        "sample_weight argument (loss(pred, target, mask, sample_weight))")
+    if isinstance(sample_weight, (str, bytes, dict)):
+        raise TypeError(f"{name} must be an array of N = {N} numbers, got "
+                        f"{type(sample_weight).__name__}")
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold numbers, got dtype {w.dtype}")
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.shape != (N,):
+        raise ValueError(f"{name} must have shape (N,) = ({N},), one weight per sample, got "
+                         f"{w.shape}")
+    w = w.astype(model.dtype)
+    if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
+        raise ValueError(f"{name} must be finite and >= 0")
+    return w
+
+
+def class_sample_weight(model: Any, class_weight: Any, y: np.ndarray) -> np.ndarray | None:
+    """Per-sample weights from {class: weight} (Keras: unlisted classes weigh 1). Keys are the
+    labels given to fit (model.classes_ when it mapped them) or class ids."""
+    if class_weight is None:
+        return None
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be a dict {{class: weight}}, got "
+                        f"{type(class_weight).__name__}")
+    task = model.loss.task
+    if task == "regression":
+        raise ValueError("class_weight needs a classification loss (binary_crossentropy or "
+                         "categorical_crossentropy); use sample_weight for regression")
+    if model.output_spec.sequence:
+        raise ValueError("class_weight is for one label per sample; per-step targets are not "
+                         "supported (as in Keras)")
+    K = 2 if task == "binary" else model.output_spec.features
+    labels = list(model.classes_) if model.classes_ is not None else None
+    table = np.ones(K, np.float64)
+    for key, weight in class_weight.items():
+        if labels is not None and key in labels:
+            k = labels.index(key)
+        elif (isinstance(key, (int, np.integer)) and not isinstance(key, bool)
+              and 0 <= key < K and labels is None):
+            k = int(key)
+        else:
+            have = labels if labels is not None else f"class ids 0..{K - 1}"
+            raise ValueError(f"class_weight has key {key!r}, which is not a class of the "
+                             f"training data ({have})")
+        try:
+            wk = float(weight)
+        except (TypeError, ValueError):
+            raise TypeError(f"class_weight[{key!r}] must be a number, got {weight!r}") from None
+        if not (math.isfinite(wk) and wk >= 0):
+            raise ValueError(f"class_weight[{key!r}] must be finite and >= 0, got {weight!r}")
+        table[k] = wk
+    prepare_sample_weight(model, np.ones(len(y)), len(y), "class_weight")  # the loss check
+    ids = (y.argmax(-1) if y.ndim == 2 else np.round(y)).astype(np.int64)
+    return table[ids].astype(model.dtype)
 
 
 def _finite(y: np.ndarray) -> np.ndarray:
@@ -378,8 +446,16 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
         validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None,
         shuffle: bool = True, initial_epoch: int = 0, bucket: bool = True,
         validation_batch_size: int | None = None, verify: bool | int = False,
-        backend: str | None = None, distributed: Any = None) -> History:
+        backend: str | None = None, distributed: Any = None, class_weight: Any = None,
+        sample_weight: Any = None) -> History:
     """Train `model` (compiled) on (x, y). Keras' arguments and behaviour, plus:
+
+    class_weight: {class: weight} for classification (labels as given to fit, or class ids;
+        unlisted classes weigh 1), or sample_weight: (N,) non-negative weights. Either scales
+        each sample's loss term (not the divisor: Keras' sum_over_batch_size); metrics stay
+        unweighted (Keras' metrics=, not weighted_metrics=). validation_split splits
+        sample_weight too; validation_data may be (x_val, y_val, sample_weight_val).
+        class_weight weighs the training data only, as in Keras.
 
     bucket: batch sequences of similar length (no compute on padding either way).
     verify: True checks the first batch's gradients against fastgru.reference; an int N
@@ -410,7 +486,8 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastgru Callback instances, got {cb!r}")
-        p, val = _fit_data(model, x, y, validation_split, validation_data)
+        p, val = _fit_data(model, x, y, validation_split, validation_data, class_weight,
+                           sample_weight)
 
     history = History()
     all_cbs: list[Callback] = [history] + callbacks
@@ -496,8 +573,11 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
 
 
 def _fit_data(model: Any, x: Any, y: Any, validation_split: float,
-              validation_data: tuple[Any, Any] | None) -> tuple[Prepared, Prepared | None]:
+              validation_data: tuple[Any, ...] | None, class_weight: Any = None,
+              sample_weight: Any = None) -> tuple[Prepared, Prepared | None]:
     """The prepared training data and validation data (None without)."""
+    if class_weight is not None and sample_weight is not None:
+        raise ValueError("give class_weight or sample_weight, not both (as in Keras)")
     try:
         vs = float(validation_split)
     except (TypeError, ValueError):
@@ -507,12 +587,18 @@ def _fit_data(model: Any, x: Any, y: Any, validation_split: float,
         raise ValueError(f"validation_split must be in [0, 1), got {validation_split!r}")
     p = prepare_x(model, x)
     p.y = prepare_y(model, y, p, fit=True)
+    p.sw = (prepare_sample_weight(model, sample_weight, len(p)) if class_weight is None
+            else class_sample_weight(model, class_weight, p.y))
     val = None
     if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a tuple (x_val, y_val)")
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+            raise ValueError("validation_data must be a tuple (x_val, y_val) or (x_val, y_val, "
+                             "sample_weight_val)")
         val = prepare_x(model, validation_data[0])
         val.y = prepare_y(model, validation_data[1], val)
+        if len(validation_data) == 3:
+            val.sw = prepare_sample_weight(model, validation_data[2], len(val),
+                                           "validation_data's sample_weight")
     elif validation_split > 0:
         n_val = int(math.floor(len(p) * float(validation_split)))
         if n_val < 1 or n_val >= len(p):
@@ -520,8 +606,10 @@ def _fit_data(model: Any, x: Any, y: Any, validation_split: float,
                              f"training samples out of {len(p)}")
         cut = len(p) - n_val  # Keras: the last samples, before any shuffling
         sl = lambda a, s: None if a is None else a[s]  # noqa: E731
-        val = Prepared(p.x[cut:], sl(p.lengths, slice(cut, None)), p.y[cut:])
-        p = Prepared(p.x[:cut], sl(p.lengths, slice(None, cut)), p.y[:cut])
+        val = Prepared(p.x[cut:], sl(p.lengths, slice(cut, None)), p.y[cut:],
+                       sw=None if sample_weight is None else sl(p.sw, slice(cut, None)))
+        p = Prepared(p.x[:cut], sl(p.lengths, slice(None, cut)), p.y[:cut],
+                     sw=sl(p.sw, slice(None, cut)))
         _warn_one_class_validation(model, p.y, val.y)
     return p, val
 
@@ -573,12 +661,13 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
             dist.reducer.clear()
         if len(idx):
             xb, Lb, yb, mask = _batch(p, idx, seq_y)
+            swb = None if p.sw is None else p.sw[idx]
             state: dict[str, Any] = rng.bit_generator.state if check else {}
 
-            def step(xb=xb, Lb=Lb, yb=yb, mask=mask):
+            def step(xb=xb, Lb=Lb, yb=yb, mask=mask, swb=swb):
                 model.zero_grad()
                 out = model.forward(xb, Lb, training=True, rng=rng)
-                value, dout = on_model_output(model.loss, out, yb, mask)
+                value, dout = on_model_output(model.loss, out, yb, mask, swb)
                 model.backward(dout)
                 return out, value
 
@@ -646,7 +735,8 @@ def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool,
             continue
         xb, Lb, yb, mask = _batch(p, idx, seq_y)
         out = model.forward(xb, Lb, training=False)
-        value, _ = on_model_output(model.loss, out, yb, mask)
+        value, _ = on_model_output(model.loss, out, yb, mask,
+                                   None if p.sw is None else p.sw[idx])
         n = loss_count(model.loss, out, yb, mask)
         loss_sum += value * n
         loss_n += n
@@ -660,10 +750,11 @@ def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool,
 
 
 def evaluate(model: Any, x: Any, y: Any = None, batch_size: int = 256, verbose: int = 0,
-             return_dict: bool = False, distributed: Any = None
+             return_dict: bool = False, distributed: Any = None, sample_weight: Any = None
              ) -> float | list[float] | dict[str, float]:
     """Loss and metrics on (x, y) in inference mode (no dropout). Keras' return: the loss alone
     without metrics, else [loss, *metrics]; return_dict=True gives {"loss": .., "accuracy": ..}.
+    sample_weight (N,): weighs the loss as in fit (metrics stay unweighted).
     distributed: as in fit: every rank passes the same data, evaluates its share (batch_size
     per rank) and gets the result for all of it."""
     if not model.compiled:
@@ -673,6 +764,7 @@ def evaluate(model: Any, x: Any, y: Any = None, batch_size: int = 256, verbose: 
         batch_size = check_int("batch_size", batch_size, 1)
         p = prepare_x(model, x)
         p.y = prepare_y(model, y, p)
+        p.sw = prepare_sample_weight(model, sample_weight, len(p))
     with _guard(dist, "evaluation"):
         res = _evaluate_prepared(model, p, batch_size, model.output_spec.sequence, dist)
     if verbose and (dist is None or dist.is_root):
