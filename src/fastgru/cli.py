@@ -1,4 +1,5 @@
-"""The `fastgru` console command: `fastgru train`, `fastgru bench`, `fastgru info`.
+"""The `fastgru` console command: `fastgru train`, `fastgru predict`, `fastgru bench`,
+`fastgru info`.
 
 Each subcommand lives in its own module (cli_train.py, cli_bench.py) and exposes
 `add_arguments(parser)` and `run(args) -> int`. User mistakes end in a one-line error message
@@ -13,6 +14,7 @@ import sys
 
 SUBCOMMANDS = {
     "train": ("fastgru.cli_train", "train a GRU/LSTM sequence classifier"),
+    "predict": ("fastgru.cli_predict", "predict with a trained model (texts or arrays)"),
     "bench": ("fastgru.cli_bench", "time fastgru against PyTorch / ONNX Runtime on this machine"),
     "info": ("fastgru.cli_info", "print version, OpenMP, SIMD and BLAS configuration"),
 }
