@@ -622,8 +622,24 @@ def test_model_import_with_a_fixed_shape_reshape_between_layers():
     good = [helper.make_node("Transpose", ["Ya"], ["t"], perm=[0, 2, 1, 3]),
             helper.make_node("Reshape", ["t", "fixed"], ["r"])]
     model = _gru_graph([], "X", [fixed], bidirectional_pair=good)
-    m = fastgru.GRU.from_onnx_model(model)
+    with pytest.warns(UserWarning, match="fixes the shape to T = 5, B = 3"):
+        m = fastgru.GRU.from_onnx_model(model)  # X has no declared shape: T, B from the Reshape
     assert m.num_layers == 2 and m.bidirectional
+    declared = _gru_graph([], "X", [fixed], bidirectional_pair=good)
+    declared.graph.input[0].type.tensor_type.shape.dim.add().dim_value = 5
+    declared.graph.input[0].type.tensor_type.shape.dim.add().dim_value = 3
+    declared.graph.input[0].type.tensor_type.shape.dim.add().dim_value = 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fastgru.GRU.from_onnx_model(declared).num_layers == 2
+    # the same Reshape target with T and B swapped in the declared input ([3, 5, .]): the
+    # Reshape then reorders the data (it gives the next node the batch axis as time)
+    swapped = _gru_graph([], "X", [numpy_helper.from_array(np.array([3, 5, 8], np.int64),
+                                                           "fixed")], bidirectional_pair=good)
+    for v in (5, 3, 3):
+        swapped.graph.input[0].type.tensor_type.shape.dim.add().dim_value = v
+    with pytest.raises(ValueError, match="do not turn Y into the next layer's input"):
+        fastgru.GRU.from_onnx_model(swapped)
     bad = [helper.make_node("Reshape", ["Ya", "fixed"], ["r"])]
     with pytest.raises(ValueError, match="do not turn Y into the next layer's input"):
         fastgru.GRU.from_onnx_model(_gru_graph([], "X", [fixed], bidirectional_pair=bad))
@@ -644,6 +660,32 @@ def test_model_import_refuses_kwargs_that_contradict_the_nodes():
             fastgru.GRU.from_onnx_model(model, **bad)
     m = fastgru.GRU.from_onnx_model(model, reset_after=True, reverse=False, n_threads=1)
     assert m.reset_after and not m.reverse
+
+
+def test_onnx_argument_types_and_unknown_attributes():
+    g = fastgru.GRU(I, H, seed=0)
+    W, R, Bias = g.to_onnx()
+    with pytest.raises(ValueError, match="direction must be 'forward', 'reverse' or"):
+        fastgru.GRU.from_onnx(W, R, Bias, linear_before_reset=1, direction=["forward"])
+    with pytest.raises(TypeError, match="^B must be a float array, got dtype int64"):
+        fastgru.GRU.from_onnx(W, R, Bias.astype(np.int64), linear_before_reset=1)
+    pytest.importorskip("onnx")
+    rng = np.random.default_rng(0)
+    G = 4 * H
+    W4, R4 = rng.uniform(-1, 1, (1, G, I)), rng.uniform(-1, 1, (1, G, H))
+    for attrs, P, match in ((dict(foo=1), None, "attribute foo is not in the ONNX LSTM"),
+                            (dict(linear_before_reset=1), None,
+                             "attribute linear_before_reset is not in the ONNX LSTM"),
+                            ({}, np.zeros((1, 4 * H)), r"P must have shape \[num_directions, "
+                                                       r"3\*hidden_size\] = \[1, 15\]")):
+        model = _one_node_model("lstm", W4, R4, None, dict(attrs, hidden_size=H),
+                                with_b=False, P=P)
+        if P is not None:  # the P input sits at index 7; B is absent
+            node = model.graph.node[-1]
+            del node.input[:]
+            node.input.extend(["X", "W", "R", "", "", "", "", "P"])
+        with pytest.raises(ValueError, match=match):
+            fastgru.LSTM.from_onnx_model(model)
 
 
 def test_from_onnx_peepholes_argument_checks():

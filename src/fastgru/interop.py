@@ -541,7 +541,7 @@ def to_onnx(m, layer: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray | Non
 
 def _check_onnx(cls, W, R, B, direction: str, where: str = ""):
     """(W, R, B, D, H, I) after checking ONNX GRU/LSTM inputs against `direction`."""
-    if direction not in DIRECTIONS:
+    if not isinstance(direction, str) or direction not in DIRECTIONS:
         raise ValueError(f"{where}direction must be 'forward', 'reverse' or 'bidirectional', "
                          f"got {direction!r}")
     D = DIRECTIONS[direction]
@@ -559,6 +559,8 @@ def _check_onnx(cls, W, R, B, direction: str, where: str = ""):
                          f"{list(R.shape)}")
     if B is not None:
         B = to_numpy("B", B)
+        if B.dtype.kind != "f":
+            raise TypeError(f"{where}B must be a float array, got dtype {B.dtype}")
         if B.shape != (D, 2 * gk * H):
             raise ValueError(f"{where}B must have shape [D, {2 * gk}H] = {[D, 2 * gk * H]}, got "
                              f"{list(B.shape)}")
@@ -581,7 +583,7 @@ def from_onnx(cls, W, R, B=None, linear_before_reset: int | None = None,
     zero biases (gives bias=False). direction "forward", "bidirectional" or "reverse" (gives
     reverse=True)."""
     cell = cls.__name__.endswith("Cell")
-    if cell and direction != "forward":
+    if cell and (not isinstance(direction, str) or direction != "forward"):
         raise ValueError(f"direction must be 'forward' for a cell (one step, one direction), "
                          f"got {direction!r}")
     W, R, B, D, H, I = _check_onnx(cls, W, R, B, direction)
@@ -643,6 +645,10 @@ def _onnx_state(m, l: int, W, R, B, order) -> dict[str, np.ndarray]:
 
 
 _ONNX_ACTIVATIONS = {"gru": ["sigmoid", "tanh"], "lstm": ["sigmoid", "tanh", "tanh"]}
+_ONNX_COMMON = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+                "hidden_size", "layout"}
+_ONNX_ATTRIBUTES = {"GRU": _ONNX_COMMON | {"linear_before_reset"},
+                    "LSTM": _ONNX_COMMON | {"input_forget"}}
 
 
 def _onnx_text(v):
@@ -664,7 +670,7 @@ _ONNX_LAYOUT_OPS = frozenset({"Squeeze", "Unsqueeze", "Transpose", "Reshape", "I
 
 
 def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str, consts: dict,
-                      layout: int, D: int, H: int) -> None:
+                      layout: int, D: int, H: int, tb: tuple[int, int] | None = None) -> None:
     """node must read prev's output Y through layout ops only: then the two are consecutive
     layers of one stack (anything else between them, or another source, is not a fastgru
     layer's computation)."""
@@ -683,7 +689,7 @@ def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str, consts: dict
         path.append(src.op_type)
         chain.append(src)
         name = src.input[0]
-    if chain and not _chain_stacks(chain[::-1], consts, layout, D, H):
+    if chain and not _chain_stacks(chain[::-1], consts, layout, D, H, tb):
         raise ValueError(
             f"the ops between {op} nodes {prev.name!r} and {node.name!r} "
             f"({' -> '.join(path[::-1])}) do not turn Y into the next layer's input as a stack "
@@ -696,22 +702,58 @@ def _check_onnx_chain(prev: Any, node: Any, made_by: dict, op: str, consts: dict
 _CHAIN_MAX_ELEMENTS = 1 << 24
 
 
-def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int) -> bool:
+def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int,
+                  tb: tuple[int, int] | None = None) -> bool:
     """Whether the layout ops `chain` (in graph order) map a Y of distinct values to the stack's
     next input, by running them on a small Y in NumPy. A Reshape to a shape computed in the
     graph (as exporters write [T, B, -1]) is taken, when it is the last op, to keep the first
     axis and give D*H features: the next node needs a 3-D input of that width, and a shape
     that moves the first axis would not be a stack. Other computed shapes or axes: False.
     A Reshape to a fixed shape (an exporter's static T and B) is replayed at the T and B its
-    first two entries give."""
+    first two entries give in the node's layout ([T, B, .] for layout 0, [B, T, .] for 1).
+    tb: the model's own (T, B) when its input declares them: then only those count (a fixed
+    Reshape to [B, T, .] of a [T, B, .] input reorders the data, it is no stack)."""
+    if tb is not None and tb[0] * tb[1] * D * H <= _CHAIN_MAX_ELEMENTS:
+        return _chain_stacks_at(chain, consts, layout, D, H, *tb)
     sizes = [(2, 3)]
     for n in chain:
         shape = consts.get(n.input[1]) if n.op_type == "Reshape" and len(n.input) > 1 else None
         if shape is not None and np.size(shape) >= 2:
             u, v = (int(w) for w in np.ravel(shape)[:2])
             if u > 0 and v > 0 and u * v * D * H <= _CHAIN_MAX_ELEMENTS:
-                sizes += [(u, v), (v, u)]
-    return any(_chain_stacks_at(chain, consts, layout, D, H, T, B) for T, B in sizes)
+                sizes.append((u, v) if layout == 0 else (v, u))
+    for T, B in sizes:
+        if _chain_stacks_at(chain, consts, layout, D, H, T, B):
+            if (T, B) != sizes[0]:
+                warnings.warn(f"a Reshape between stacked nodes fixes the shape to T = {T}, "
+                              f"B = {B} (the model's input does not declare its shape): the "
+                              f"model is a stack at that T and B, which the fastgru layer "
+                              f"computes; at other T and B the ONNX model reorders (or "
+                              f"refuses) its data", UserWarning, stacklevel=5)
+            return True
+    return False
+
+
+def _declared_tb(graph: Any, made_by: dict, name: str, layout: int) -> tuple[int, int] | None:
+    """(T, B) of the first node's input when the graph declares them (a static shape on a
+    graph input or value_info, or on the graph input that a (1, 0, 2) Transpose feeds in)."""
+    from onnx import helper
+
+    shapes = {}
+    for v in list(graph.input) + list(graph.value_info):
+        dims = v.type.tensor_type.shape.dim if v.type.HasField("tensor_type") else []
+        if len(dims) == 3 and all(d.HasField("dim_value") and d.dim_value > 0 for d in dims):
+            shapes[v.name] = tuple(int(d.dim_value) for d in dims)
+    swap = layout == 1
+    if name not in shapes:
+        src = made_by.get(name)
+        perm = ([list(helper.get_attribute_value(x)) for x in src.attribute if x.name == "perm"]
+                if src is not None and src.op_type == "Transpose" else [])
+        if perm != [[1, 0, 2]] or src.input[0] not in shapes:
+            return None
+        name, swap = src.input[0], not swap
+    d0, d1, _ = shapes[name]
+    return (d1, d0) if swap else (d0, d1)
 
 
 def _chain_stacks_at(chain: list, consts: dict, layout: int, D: int, H: int, T: int,
@@ -887,6 +929,11 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
             return consts[name]
 
         a = {x.name: _onnx_text(helper.get_attribute_value(x)) for x in n.attribute}
+        unknown = sorted(set(a) - _ONNX_ATTRIBUTES[op])
+        if unknown:  # onnx.checker and ONNX Runtime refuse the model too
+            raise ValueError(f"{where}attribute{'s' * (len(unknown) > 1)} {', '.join(unknown)} "
+                             f"{'are' if len(unknown) > 1 else 'is'} not in the ONNX {op} "
+                             f"operator (it has {', '.join(sorted(_ONNX_ATTRIBUTES[op]))})")
         direction = a.get("direction", "forward")
         if "clip" in a:
             raise NotImplementedError(f"{where}clip={a['clip']} has no fastgru/PyTorch "
@@ -905,6 +952,9 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
                                       "counterpart")
         W, R, B, D, H, I = _check_onnx(cls, const(1, "W"), const(2, "R"), const(3, "B"),
                                        direction, where)
+        if P is not None and P.shape != (D, 3 * H):
+            raise ValueError(f"{where}P must have shape [num_directions, 3*hidden_size] = "
+                             f"{[D, 3 * H]}, got {list(P.shape)}")
         if "hidden_size" in a and a["hidden_size"] != H:
             raise ValueError(f"{where}hidden_size={a['hidden_size']} but W has shape "
                              f"{list(W.shape)}")
@@ -915,8 +965,9 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
         _warn_onnx_state_constants(n, consts, graph_inputs, where, made_by)
         layers.append(dict(where=where, W=W, R=R, B=B, D=D, H=H, I=I, lbr=lbr, layout=layout,
                            direction=direction))
+    tb = _declared_tb(graph, made_by, nodes[0].input[0], layers[0]["layout"])
     for (prev, node), ly in zip(zip(nodes, nodes[1:], strict=False), layers, strict=False):
-        _check_onnx_chain(prev, node, made_by, op, consts, ly["layout"], ly["D"], ly["H"])
+        _check_onnx_chain(prev, node, made_by, op, consts, ly["layout"], ly["D"], ly["H"], tb)
     first = layers[0]
     for prev, ly in zip(layers, layers[1:], strict=False):
         for key in ("direction", "H", "lbr", "layout"):
