@@ -749,7 +749,7 @@ def _declared_tb(graph: Any, made_by: dict, name: str, layout: int) -> tuple[int
         src = made_by.get(name)
         perm = ([list(helper.get_attribute_value(x)) for x in src.attribute if x.name == "perm"]
                 if src is not None and src.op_type == "Transpose" else [])
-        if perm != [[1, 0, 2]] or src.input[0] not in shapes:
+        if src is None or perm != [[1, 0, 2]] or src.input[0] not in shapes:
             return None
         name, swap = src.input[0], not swap
     d0, d1, _ = shapes[name]
