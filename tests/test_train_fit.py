@@ -489,3 +489,90 @@ def test_build_takes_input_dim_or_a_keras_input_shape():
             fastgru.Sequential([fastgru.Dense(2)]).build(bad)
     with pytest.raises(ValueError, match="input_dim must be an integer >= 1"):
         fastgru.Sequential([fastgru.Dense(2)], input_dim=-1)
+
+
+def _tiny_seq_model(loss):
+    m = fastgru.Sequential([fastgru.GRU(3, 4, batch_first=True, seed=0), fastgru.LastState(),
+                            fastgru.Dense(1)], seed=0)
+    m.compile(fastgru.SGD(0.1), loss)
+    return m
+
+
+class _SeenTargets(fastgru.losses.MeanSquaredError):
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, pred, target, mask=None, sample_weight=None):
+        self.seen.append(np.asarray(target).ravel().astype(int).tolist())
+        return super().__call__(pred, target, mask, sample_weight)
+
+
+@pytest.mark.parametrize("N,split", [(48, 0.2), (48, 0.3), (40, 0.02), (10, 0.25), (7, 0.5)])
+def test_validation_split_sizes_are_keras(N, split):
+    """Keras trains on the first floor(N * (1 - split)) samples (48 x 0.3: 33 / 15, not
+    34 / 14; 40 x 0.02: 39 / 1, which was refused)."""
+    x = np.random.default_rng(0).standard_normal((N, 4, 3)).astype(np.float32)
+    loss = _SeenTargets()
+    m = _tiny_seq_model(loss)
+    m.fit(x, np.arange(N, dtype=np.float32)[:, None], batch_size=1000, shuffle=False,
+          validation_split=split, verbose=0)
+    n_fit = int(np.floor(N * (1 - split)))
+    assert loss.seen[0] == list(range(n_fit)) and loss.seen[-1] == list(range(n_fit, N))
+    try:
+        from keras.src.trainers.data_adapters.array_slicing import train_validation_split
+    except ImportError:
+        return
+    (xt, _), (xv, _) = train_validation_split((x, x[:, 0]), split)
+    assert (len(xt), len(xv)) == (n_fit, N - n_fit)
+
+
+def test_shuffle_false_keeps_the_data_order_in_training_batches():
+    """Keras' shuffle=False: batches in data order (bucketing by length is for shuffled
+    training unless asked for)."""
+    ids = np.random.default_rng(0).integers(1, 20, (8, 6)).astype(np.int32)
+    for i, L in enumerate([6, 2, 5, 3, 6, 2, 4, 1]):
+        ids[i, L:] = 0
+    y = np.arange(8, dtype=np.float32)[:, None]
+
+    def run(**kw):
+        loss = _SeenTargets()
+        m = fastgru.Sequential([fastgru.Embedding(20, 4), fastgru.GRU(4, 4, batch_first=True,
+                                                                      seed=0),
+                                fastgru.LastState(), fastgru.Dense(1)], seed=0)
+        m.compile(fastgru.SGD(0.01), loss)
+        m.fit(ids, y, batch_size=4, verbose=0, **kw)
+        return loss.seen
+
+    assert run(shuffle=False) == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert run(shuffle=False, bucket=True) == [[7, 1, 5, 3], [6, 2, 0, 4]]  # sorted by length
+    with pytest.raises(TypeError, match="bucket must be True or False"):
+        run(bucket="yes")
+
+
+def test_early_stopping_instance_reused_for_a_new_fit_starts_afresh():
+    """Keras resets EarlyStopping at train begin: a reused instance once compared the second
+    model with the first one's best loss and put the first model's weights into it."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 5, 3)).astype(np.float32)
+    y = (x.sum((1, 2)) > 0).astype(int)
+
+    def make():
+        m = fastgru.Sequential([fastgru.GRU(3, 8, batch_first=True, seed=0), fastgru.LastState(),
+                                fastgru.Dense(1, activation="sigmoid")], seed=0)
+        m.compile(fastgru.Adam(1e-2), "binary_crossentropy", metrics="accuracy")
+        return m
+
+    es = fastgru.EarlyStopping(monitor="val_loss", patience=1, restore_best_weights=True)
+    m1 = make()
+    h1 = m1.fit(x, y, epochs=30, validation_split=0.25, callbacks=[es], verbose=0)
+    m2 = make()
+    x2 = x[::-1].copy()  # other data: another trajectory
+    h2 = m2.fit(x2, y[::-1], epochs=30, validation_split=0.25, callbacks=es, verbose=0)
+    fresh = make()
+    h3 = fresh.fit(x2, y[::-1], epochs=30, validation_split=0.25, verbose=0,
+                   callbacks=[fastgru.EarlyStopping(monitor="val_loss", patience=1,
+                                                    restore_best_weights=True)])
+    assert h2.history == h3.history and len(h1.epoch) >= 2
+    for k, v in fresh.get_weights().items():
+        np.testing.assert_array_equal(m2.get_weights()[k], v)
+    assert list(h2.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]

@@ -107,6 +107,11 @@ class EarlyStopping(Callback):
         self.mode = _mode(monitor, mode)
         self.restore_best_weights = bool(restore_best_weights)
         self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, 0)
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None):
+        # a fresh count on every fit, as in Keras (the instance may be reused for another
+        # model); BackupAndRestore puts a resumed run's state back after this
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self.stopped_epoch = 0, -1, -1
         self.best_weights: dict[str, np.ndarray] | None = None

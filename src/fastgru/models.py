@@ -281,6 +281,8 @@ class Sequential:
         self._try_build()
         self.optimizer = get_optimizer(optimizer)
         self.loss = get_loss(loss)
+        if isinstance(metrics, str):  # one name (Keras wants a list; the intent is clear)
+            metrics = [metrics]
         self.metrics = [get_metric(m, self.loss.task) for m in (metrics or [])]
         self._setup_head()
 

@@ -5,7 +5,8 @@ moved to the front and its length counted, so Keras' pre- or post-padding both w
 array (N, T, F) (all steps valid); a list of variable-length sequences; or a list of texts when
 the model has a vocabulary. Every batch is trimmed to its longest sequence and the lengths go
 to the recurrent layers, which compute nothing past each sequence's end; with bucket=True
-(default) sequences of similar length share a batch, so little padding is even stored.
+(the default when shuffling) sequences of similar length share a batch, so little padding
+is even stored.
 
 verify=True recomputes the first training batch (verify=N: also every N-th batch) with the
 recurrent layers on fastgru.reference and raises VerificationError when a gradient deviates
@@ -28,7 +29,7 @@ from typing import Any, cast
 import numpy as np
 from scipy.special import expit
 
-from fastgru._validation import check_int
+from fastgru._validation import check_bool, check_int
 from fastgru.callbacks import BackupAndRestore, Callback, History
 from fastgru.data import encode_labels, length_batches, pad_ragged
 from fastgru.losses import on_model_output
@@ -444,7 +445,7 @@ def _guard(dist: Any, what: str) -> Any:
 def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1,
         verbose: int | str = "auto", callbacks: Sequence[Callback] | None = None,
         validation_split: float = 0.0, validation_data: tuple[Any, Any] | None = None,
-        shuffle: bool = True, initial_epoch: int = 0, bucket: bool = True,
+        shuffle: bool = True, initial_epoch: int = 0, bucket: bool | None = None,
         validation_batch_size: int | None = None, verify: bool | int = False,
         backend: str | None = None, distributed: Any = None, class_weight: Any = None,
         sample_weight: Any = None) -> History:
@@ -457,7 +458,9 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
         sample_weight too; validation_data may be (x_val, y_val, sample_weight_val).
         class_weight weighs the training data only, as in Keras.
 
-    bucket: batch sequences of similar length (no compute on padding either way).
+    bucket: batch sequences of similar length (no compute on padding either way). None (the
+        default) buckets when shuffling; shuffle=False then keeps the data's order in the
+        batches, as Keras does.
     verify: True checks the first batch's gradients against fastgru.reference; an int N
         checks the first and every N-th batch (VerificationError on a deviation).
     backend: "reference" trains on fastgru.reference for this call (slow; debugging).
@@ -482,7 +485,11 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
             verify_every = 0 if not verify else -1  # -1: first batch only
         else:
             verify_every = check_int("verify", verify, 1)
+        if isinstance(callbacks, Callback):  # one callback, as Keras takes it
+            callbacks = [callbacks]
         callbacks = list(callbacks or [])
+        shuffle = check_bool("shuffle", shuffle)
+        bucket = shuffle if bucket is None else check_bool("bucket", bucket)
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise TypeError(f"callbacks must be fastgru Callback instances, got {cb!r}")
@@ -600,11 +607,11 @@ def _fit_data(model: Any, x: Any, y: Any, validation_split: float,
             val.sw = prepare_sample_weight(model, validation_data[2], len(val),
                                            "validation_data's sample_weight")
     elif validation_split > 0:
-        n_val = int(math.floor(len(p) * float(validation_split)))
-        if n_val < 1 or n_val >= len(p):
+        # Keras: the last samples, before any shuffling, from floor(N * (1 - split)) on
+        cut = int(math.floor(len(p) * (1.0 - vs)))
+        if cut < 1 or cut >= len(p):
             raise ValueError(f"validation_split={validation_split} leaves no validation or no "
                              f"training samples out of {len(p)}")
-        cut = len(p) - n_val  # Keras: the last samples, before any shuffling
         sl = lambda a, s: None if a is None else a[s]  # noqa: E731
         val = Prepared(p.x[cut:], sl(p.lengths, slice(cut, None)), p.y[cut:],
                        sw=None if sample_weight is None else sl(p.sw, slice(cut, None)))
