@@ -260,3 +260,48 @@ def test_load_keras_weights_names_the_wrong_kernel():
         with pytest.raises(ValueError, match=rf"kernel \(weights\[0:3\].* must have shape "
                                              rf"\(I, {gk}H\) = \({I}, {gk * H}\)"):
             m.load_keras_weights([w[0].T] + list(w[1:]))
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru_reset_before", "gru_reset_after"])
+@pytest.mark.parametrize("route", ["layer", "weights"])
+def test_keras_layer_fine_tunes_at_keras_rate(kind, route, tmp_path):
+    """Keras' LSTM and reset_after=False GRU have one bias; fastgru splits it into bias_ih and
+    a zero bias_hh. Training both moved their sum at twice Keras' rate (every bias update
+    exactly 2x after one SGD step); from_keras keeps bias_hh fixed for those layers."""
+    keras = pytest.importorskip("keras")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((8, 5, 3)).astype(np.float32)
+    t = rng.standard_normal((8, 4)).astype(np.float32)
+    kl = (keras.layers.LSTM(4) if kind == "lstm"
+          else keras.layers.GRU(4, reset_after=kind == "gru_reset_after"))
+    km = keras.Sequential([keras.Input((5, 3)), kl])
+    km.compile(keras.optimizers.SGD(0.5), "mse")
+    cls = fastgru.LSTM if kind == "lstm" else fastgru.GRU
+    if route == "layer":
+        layer = cls.from_keras(kl)
+    else:
+        kw = {} if kind == "lstm" else dict(reset_after=kind == "gru_reset_after")
+        layer = cls.from_keras_weights(*kl.get_weights(), **kw)
+    assert layer.train_bias_hh == (kind == "gru_reset_after")
+    fm = fastgru.Sequential([layer, fastgru.LastState()], seed=0)
+    fm.compile(fastgru.SGD(0.5), "mse")
+    for _ in range(2):
+        km.fit(x, t, batch_size=8, verbose=0, shuffle=False)
+        fm.fit(x, t, batch_size=8, verbose=0, shuffle=False)
+    for got, want in zip(layer.to_keras_weights(), kl.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    # kept through save / load (the layer config)
+    layer.save(tmp_path / "l.npz")
+    assert fastgru.load(tmp_path / "l.npz").train_bias_hh == layer.train_bias_hh
+
+
+def test_train_bias_hh_false_leaves_bias_hh_unchanged():
+    m = fastgru.LSTM(3, 4, num_layers=2, bidirectional=True, seed=0, train_bias_hh=False)
+    x = np.random.default_rng(1).standard_normal((5, 2, 3)).astype(np.float32)
+    y, _ = m(x)
+    m.backward(np.ones_like(y))
+    g = m.grads()
+    assert all(not np.any(v) for k, v in g.items() if k.startswith("bias_hh"))
+    assert all(np.any(v) for k, v in g.items() if not k.startswith("bias_hh"))
+    with pytest.raises(TypeError, match="train_bias_hh must be True or False"):
+        fastgru.GRU(3, 4, train_bias_hh="no")

@@ -189,6 +189,18 @@ class RNNBase(Module):
         self._n_threads = V.check_n_threads(n)
         self._steppers = None  # rebuilt with the new team size on the next step()
 
+    @property
+    def train_bias_hh(self) -> bool:
+        """False: bias_hh keeps its value in training (its gradient is left at zero). Keras'
+        LSTM and reset_after=False GRU have ONE bias, which fastgru splits into bias_ih and a
+        zero bias_hh; training both would move their sum at twice Keras' rate, so from_keras
+        and from_keras_weights set this for those layers."""
+        return self._train_bias_hh
+
+    @train_bias_hh.setter
+    def train_bias_hh(self, v: bool) -> None:
+        self._train_bias_hh = V.check_bool("train_bias_hh", v)
+
     def get_config(self) -> dict:
         cfg: dict[str, Any] = dict(input_size=self._I, hidden_size=self._H, num_layers=self._L,
                                    bias=self._bias,
@@ -203,6 +215,8 @@ class RNNBase(Module):
         else:
             cfg["proj_size"] = self._proj
         cfg.update(dtype=str(self.dtype), backend=self._backend, n_threads=self._n_threads)
+        if not self._train_bias_hh:
+            cfg["train_bias_hh"] = False
         if isinstance(self._seed, int):  # a loaded layer's dropout masks start from it again
             cfg["seed"] = self._seed
         return cfg
@@ -509,6 +523,9 @@ class RNNBase(Module):
             dx, dh0, dc0 = self._backward_rows(c, dy3, dh, dc)
         else:
             dx, dh0, dc0 = self._backward_masked(c, dy3, dh, dc)
+        if self._bias and not self._train_bias_hh:
+            for g in self._store.gblocks:
+                g["b_hh"].fill(0)
         dx = self._output(dx, c.unbatched, c.batch_first)
         if c.unbatched:
             dh0 = dh0[:, 0]

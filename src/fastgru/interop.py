@@ -303,6 +303,8 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
         cfg["reset_after"] = reset_after
     if not cls.__name__.endswith("Cell"):
         cfg["batch_first"] = True  # Keras data is (B, T, I), as from_keras gives
+        if bias is not None and not cfg.get("reset_after", False):
+            cfg["train_bias_hh"] = False  # Keras' one bias: see RNNBase.train_bias_hh
     clash = sorted(k for k in kwargs if k in ("input_size", "hidden_size"))
     if clash:
         raise ValueError(f"from_keras_weights: {', '.join(clash)} come from the weights; "
@@ -455,6 +457,8 @@ def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
         new["zero_output_for_mask"] = True
     if cls._cell == "gru":
         new["reset_after"] = bool(cfg.get("reset_after", True))
+    if new["bias"] and not new.get("reset_after", False):  # Keras' one bias: see train_bias_hh
+        new["train_bias_hh"] = False
     new = _with_kwargs("from_keras", new, kwargs, "Keras layer")
     m = cls(**new)
     load_keras_weights(m, weights)

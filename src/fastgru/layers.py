@@ -94,6 +94,9 @@ class GRU(_LayerInterop, RNNBase):
         zero_output_for_mask: with mask= (Keras semantics), y is 0 past each sequence's end
             instead of the carried state (Keras' argument of the same name; Bidirectional
             layers always give 0 there). Calls with lengths= always give 0 there.
+        train_bias_hh: False keeps bias_hh fixed in training (gradient left at zero): Keras'
+            single bias, which from_keras splits into bias_ih and a zero bias_hh (set there
+            for LSTM and reset_after=False GRU, so fine-tuning moves it at Keras' rate).
 
     Shapes: x (T, B, I) (or (B, T, I), or (T, I) unbatched); h0, h_n (L*D, B, H); y (T, B, D*H).
     Parameters (PyTorch names): weight_ih_l{k}[_reverse] (3H, I or D*H), weight_hh_l{k} (3H, H),
@@ -106,7 +109,9 @@ class GRU(_LayerInterop, RNNBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  reset_after: bool = True, dtype: Any = "float32", seed: Any = None, *,
                  backend: str = "fast", n_threads: int | None = None,
-                 reverse: bool = False, zero_output_for_mask: bool = False) -> None:
+                 reverse: bool = False, zero_output_for_mask: bool = False,
+                 train_bias_hh: bool = True) -> None:
+        self.train_bias_hh = train_bias_hh
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                     bidirectional, 0, reset_after, dtype, seed, backend, n_threads, reverse,
                     zero_output_for_mask)
@@ -212,7 +217,9 @@ class LSTM(_LayerInterop, RNNBase):
                  batch_first: bool = False, dropout: float = 0.0, bidirectional: bool = False,
                  proj_size: int = 0, dtype: Any = "float32", seed: Any = None, *,
                  backend: str = "fast", n_threads: int | None = None,
-                 reverse: bool = False, zero_output_for_mask: bool = False) -> None:
+                 reverse: bool = False, zero_output_for_mask: bool = False,
+                 train_bias_hh: bool = True) -> None:
+        self.train_bias_hh = train_bias_hh
         self._setup(input_size, hidden_size, num_layers, bias, batch_first, dropout,
                     bidirectional, proj_size, True, dtype, seed, backend, n_threads, reverse,
                     zero_output_for_mask)
