@@ -305,3 +305,12 @@ def test_train_bias_hh_false_leaves_bias_hh_unchanged():
     assert all(np.any(v) for k, v in g.items() if not k.startswith("bias_hh"))
     with pytest.raises(TypeError, match="train_bias_hh must be True or False"):
         fastgru.GRU(3, 4, train_bias_hh="no")
+
+
+def test_from_keras_of_a_whole_model_says_to_pass_its_layers():
+    keras = pytest.importorskip("keras")
+    m = keras.Sequential([keras.Input((5, 3)), keras.layers.GRU(4, return_sequences=True),
+                          keras.layers.Dense(2)])
+    with pytest.raises(TypeError, match=r"got Sequential; for the GRU layers of a model pass "
+                                        r"them.*\(this model has GRU\)"):
+        fastgru.GRU.from_keras(m)

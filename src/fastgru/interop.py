@@ -344,8 +344,15 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
     computes the same function."""
     want = "GRU" if cls._cell == "gru" else "LSTM"
     if type(inner).__name__ != want:
+        hint = ""
+        if isinstance(getattr(inner, "layers", None), list):  # a keras Model / Sequential
+            rnn = [type(l).__name__ for l in inner.layers
+                   if type(l).__name__ in (want, "Bidirectional")]
+            hint = (f"; for the {want} layers of a model pass them: from_keras(["
+                    f"layer for layer in model.layers if ...]) (this model has "
+                    f"{', '.join(rnn) or f'no {want} layer'})")
         raise TypeError(f"keras_layer{where} must be a keras.layers.{want} (or a Bidirectional "
-                        f"of one), got {type(inner).__name__}")
+                        f"of one), got {type(inner).__name__}{hint}")
     cfg = inner.get_config()
     checks: tuple = (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
     if go_backwards is not None:  # None: either (a standalone layer maps it to reverse=True)
