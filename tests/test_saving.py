@@ -270,12 +270,10 @@ def test_errors_name_the_users_path_and_the_right_loader(tmp_path, monkeypatch):
     assert e.value.filename == str(tmp_path)
     with pytest.raises(fastgru.CheckpointError, match="is a directory"):
         fastgru.load_model(tmp_path)
-    import tempfile
+    def refuse(path, *args, **kw):  # creating the temporary file beside the target
+        raise PermissionError(13, "Permission denied", path)
 
-    def refuse(**kw):
-        raise PermissionError(13, "Permission denied", os.path.join(kw["dir"], ".m.npz.x.tmp"))
-
-    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(os, "open", refuse)
     with pytest.raises(PermissionError, match="cannot write in") as e:
         m.save(tmp_path / "m.npz")
     assert e.value.filename == str(tmp_path / "m.npz")
@@ -286,6 +284,22 @@ def test_errors_name_the_users_path_and_the_right_loader(tmp_path, monkeypatch):
         fastgru.load(tmp_path / "model.npz")
     with pytest.raises(fastgru.CheckpointError, match=r"fastgru.load\(\)"):
         fastgru.load_model(tmp_path / "layer.npz")
+
+
+def test_saving_leaves_the_process_umask_alone(tmp_path, monkeypatch):
+    """A new file gets 0666 less the umask from the kernel: save() once read the umask with
+    os.umask(0), which for a moment made other threads' new files world-writable."""
+    calls = []
+    real = os.umask
+    monkeypatch.setattr(os, "umask", lambda m: calls.append(m) or real(m))
+    old = real(0o027)
+    try:
+        fastgru.GRUCell(2, 2, seed=0).save(tmp_path / "c.npz")
+    finally:
+        real(old)
+    assert calls == []
+    assert (tmp_path / "c.npz").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["c.npz"]  # no temporary file left
 
 
 def test_deeply_nested_metadata_is_a_checkpoint_error(tmp_path):

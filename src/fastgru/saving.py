@@ -16,8 +16,8 @@ import errno
 import hashlib
 import json
 import os
+import secrets
 import stat
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from typing import Any
@@ -80,23 +80,32 @@ def write_atomic(path: Any, write) -> None:
     if not os.path.isdir(folder):
         raise FileNotFoundError(errno.ENOENT, f"no such directory: {folder!r}", path)
     try:
-        mode = stat.S_IMODE(os.stat(path).st_mode)
+        mode: int | None = stat.S_IMODE(os.stat(path).st_mode)  # keep a replaced file's mode
     except OSError:
-        umask = os.umask(0)  # a new file: 0666 less the umask, not mkstemp's 0600
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    try:
-        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                                   dir=folder)
-    except OSError as exc:
-        raise type(exc)(exc.errno, f"cannot write in {folder!r} ({exc.strerror})",
-                        path) from None
+        mode = None  # a new file: 0666 less the umask, applied by the kernel at creation (not
+        # os.umask(0), which would change it for the whole process while other threads run)
+    fd, tmp = -1, ""
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY | getattr(os, "O_BINARY", 0),
+                         0o666)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise type(exc)(exc.errno, f"cannot write in {folder!r} ({exc.strerror})",
+                            path) from None
+    if fd < 0:
+        raise FileExistsError(errno.EEXIST, f"cannot create a temporary file in {folder!r}",
+                              path)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:
