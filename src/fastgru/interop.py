@@ -745,10 +745,19 @@ def _chain_stacks(chain: list, consts: dict, layout: int, D: int, H: int,
     return False
 
 
+def _transpose_perm(node: Any) -> list[int] | None:
+    """The perm of a Transpose node (None for anything else, or a Transpose without one)."""
+    if node is None or node.op_type != "Transpose":
+        return None
+    from onnx import helper
+
+    perms = [list(helper.get_attribute_value(x)) for x in node.attribute if x.name == "perm"]
+    return perms[0] if perms else None
+
+
 def _declared_tb(graph: Any, made_by: dict, name: str, layout: int) -> tuple[int, int] | None:
     """(T, B) of the first node's input when the graph declares them (a static shape on a
     graph input or value_info, or on the graph input that a (1, 0, 2) Transpose feeds in)."""
-    from onnx import helper
 
     shapes = {}
     for v in list(graph.input) + list(graph.value_info):
@@ -758,9 +767,7 @@ def _declared_tb(graph: Any, made_by: dict, name: str, layout: int) -> tuple[int
     swap = layout == 1
     if name not in shapes:
         src = made_by.get(name)
-        perm = ([list(helper.get_attribute_value(x)) for x in src.attribute if x.name == "perm"]
-                if src is not None and src.op_type == "Transpose" else [])
-        if src is None or perm != [[1, 0, 2]] or src.input[0] not in shapes:
+        if src is None or _transpose_perm(src) != [1, 0, 2] or src.input[0] not in shapes:
             return None
         name, swap = src.input[0], not swap
     d0, d1, _ = shapes[name]
@@ -991,16 +998,14 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
     # batch_first: layout=1, or (as export_onnx and torch write it) the input transposed from
     # (B, T, I) to (T, B, I) right before the first node: the layer then takes what the
     # Transpose takes (a graph input, or another op's batch-major output)
-    feed = made_by.get(nodes[0].input[0])
-    perm = [list(helper.get_attribute_value(x)) for x in feed.attribute if x.name == "perm"] \
-        if feed is not None and feed.op_type == "Transpose" else []
-    if first["layout"] == 1 and perm == [[1, 0, 2]]:
+    perm = _transpose_perm(made_by.get(nodes[0].input[0]))
+    if first["layout"] == 1 and perm == [1, 0, 2]:
         raise NotImplementedError(
             f"{first['where']}layout=1 reads a (1, 0, 2) Transpose of the graph's input: the "
             f"two cancel, so the model takes time-major input but gives batch-major outputs; "
             f"a fastgru layer has one layout for both (batch_first): import the node with "
             f"from_onnx(W, R, B, ...) and transpose yourself")
-    batch_first = first["layout"] == 1 or perm == [[1, 0, 2]]
+    batch_first = first["layout"] == 1 or perm == [1, 0, 2]
     cfg = dict(input_size=first["I"], hidden_size=first["H"], num_layers=len(layers),
                bidirectional=first["D"] == 2, batch_first=batch_first,
                bias=any(ly["B"] is not None for ly in layers),

@@ -25,28 +25,21 @@ def _reduce(per: np.ndarray, mask: np.ndarray | None,
     """Mean of per-element losses over valid elements, and d(mean)/d(per) as weights.
     sample_weight (B,) scales each sample's terms; the divisor stays the number of valid terms
     (Keras' "sum_over_batch_size": weights 2 and 0 average to 1, not 2)."""
-    if sample_weight is not None:
-        sw = np.asarray(sample_weight, per.dtype)
-        sw = sw.reshape(sw.shape + (1,) * (per.ndim - sw.ndim))
-        if mask is not None:
-            mask = mask.reshape(mask.shape + (1,) * (per.ndim - mask.ndim))
-            n = int(np.broadcast_to(mask, per.shape).sum())
-            m = np.broadcast_to(mask * sw, per.shape)
-        else:
-            n, m = per.size, np.broadcast_to(sw, per.shape)
-        return (float((per * m).sum(dtype=np.float64) / max(n, 1)),
-                m.astype(per.dtype) / max(n, 1))
-    if mask is None:
+    if mask is None and sample_weight is None:
         n = per.size
         return float(per.sum(dtype=np.float64) / max(n, 1)), np.full(per.shape, 1.0 / max(n, 1),
                                                                       per.dtype)
-    if mask.shape != per.shape:
-        mask = mask.reshape(mask.shape + (1,) * (per.ndim - mask.ndim))
-    m = np.broadcast_to(mask, per.shape)
-    n = int(m.sum())
-    w = m.astype(per.dtype) / max(n, 1)
-    return float((per * m).sum(dtype=np.float64) / max(n, 1)), w
-
+    m = mask
+    if m is not None and m.shape != per.shape:
+        m = m.reshape(m.shape + (1,) * (per.ndim - m.ndim))
+    n = per.size if m is None else int(np.broadcast_to(m, per.shape).sum())
+    if sample_weight is not None:
+        sw = np.asarray(sample_weight, per.dtype)
+        sw = sw.reshape(sw.shape + (1,) * (per.ndim - sw.ndim))
+        m = sw if m is None else m * sw
+    assert m is not None  # a mask or weights (the plain mean returned above)
+    m = np.broadcast_to(m, per.shape)
+    return float((per * m).sum(dtype=np.float64) / max(n, 1)), m.astype(per.dtype) / max(n, 1)
 
 class Loss:
     """Base class: __call__(pred, target, mask=None) -> (mean loss, d mean / d pred)."""

@@ -218,11 +218,7 @@ def prepare_sample_weight(model: Any, sample_weight: Any, N: int,
     """(N,) finite non-negative weights in the model's dtype, or None."""
     if sample_weight is None:
         return None
-    from fastgru.losses import takes_sample_weight
-
-    if not takes_sample_weight(model.loss):
-        raise TypeError(f"{name}: the loss {type(model.loss).__name__} does not take a "
-                        "sample_weight argument (loss(pred, target, mask, sample_weight))")
+    _check_loss_takes_weights(model, name)
     if isinstance(sample_weight, (str, bytes, dict)):
         raise TypeError(f"{name} must be an array of N = {N} numbers, got "
                         f"{type(sample_weight).__name__}")
@@ -238,6 +234,14 @@ def prepare_sample_weight(model: Any, sample_weight: Any, N: int,
     if not np.all(np.isfinite(w)) or (w.size and w.min() < 0):
         raise ValueError(f"{name} must be finite and >= 0")
     return w
+
+
+def _check_loss_takes_weights(model: Any, name: str) -> None:
+    from fastgru.losses import takes_sample_weight
+
+    if not takes_sample_weight(model.loss):
+        raise TypeError(f"{name}: the loss {type(model.loss).__name__} does not take a "
+                        "sample_weight argument (loss(pred, target, mask, sample_weight))")
 
 
 def class_sample_weight(model: Any, class_weight: Any, y: np.ndarray) -> np.ndarray | None:
@@ -275,7 +279,7 @@ def class_sample_weight(model: Any, class_weight: Any, y: np.ndarray) -> np.ndar
         if not (math.isfinite(wk) and wk >= 0):
             raise ValueError(f"class_weight[{key!r}] must be finite and >= 0, got {weight!r}")
         table[k] = wk
-    prepare_sample_weight(model, np.ones(len(y)), len(y), "class_weight")  # the loss check
+    _check_loss_takes_weights(model, "class_weight")
     ids = (y.argmax(-1) if y.ndim == 2 else np.round(y)).astype(np.int64)
     return table[ids].astype(model.dtype)
 
