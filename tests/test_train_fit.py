@@ -220,6 +220,26 @@ def test_early_stopping_counts_like_keras(patience, stops_after):
     assert k.stopped_epoch == es.stopped_epoch
 
 
+def test_missing_monitor_warns_and_carries_on_like_keras(sentiment, tmp_path):
+    """Keras warns when the monitored value is not in the logs (val_loss without validation
+    data) and trains on; so does fastgru: no early stop, no best-only checkpoint."""
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    es = fastgru.EarlyStopping(patience=0)
+    ck = fastgru.ModelCheckpoint(str(tmp_path / "best.npz"), save_best_only=True)
+    with pytest.warns(UserWarning) as rec:
+        h = m.fit(x[:64], y[:64], epochs=3, batch_size=32, verbose=0, callbacks=[es, ck])
+    msgs = [str(r.message) for r in rec]
+    assert sum("EarlyStopping monitors 'val_loss'" in s and "validation data" in s
+               for s in msgs) == 3
+    assert sum("ModelCheckpoint monitors 'val_loss'" in s for s in msgs) == 3
+    assert h.epoch == [0, 1, 2] and es.stopped_epoch == -1
+    assert not (tmp_path / "best.npz").exists()
+    with pytest.warns(UserWarning, match="ModelCheckpoint monitors 'val_acc'.*saves nothing"):
+        fastgru.ModelCheckpoint(str(tmp_path / "b.npz"), monitor="val_acc",
+                                save_best_only=True).on_epoch_end(0, {"loss": 1.0})
+
+
 @pytest.mark.parametrize("bad", [-1, 1.5, "a", True])
 def test_early_stopping_rejects_bad_patience(bad):
     with pytest.raises(ValueError, match="patience must be an integer >= 0"):

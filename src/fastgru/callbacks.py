@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -88,6 +89,17 @@ def _real(name: str, value: Any) -> float:
     return v
 
 
+def _monitored(cb: Any, logs: Logs | None, who: str, consequence: str) -> float | None:
+    """The monitored value, or None with a warning when the logs lack it (Keras warns and
+    carries on too: a script that monitors val_loss without validation data still trains)."""
+    v = (logs or {}).get(cb.monitor)
+    if v is None:
+        hint = "; pass validation data for val_ metrics" if cb.monitor.startswith("val_") else ""
+        warnings.warn(f"{who} monitors {cb.monitor!r}, which is not in the logs "
+                      f"({', '.join(sorted(logs or {}))}){hint}: it {consequence}", stacklevel=3)
+    return v
+
+
 def _improved(mode: str, value: float, best: float, min_delta: float) -> bool:
     return value < best - min_delta if mode == "min" else value > best + min_delta
 
@@ -117,10 +129,9 @@ class EarlyStopping(Callback):
         self.best_weights: dict[str, np.ndarray] | None = None
 
     def on_epoch_end(self, epoch, logs=None):
-        v = (logs or {}).get(self.monitor)
+        v = _monitored(self, logs, "EarlyStopping", "does nothing this epoch")
         if v is None:
-            raise KeyError(f"EarlyStopping monitors {self.monitor!r}, which is not in the logs "
-                           f"({sorted(logs or {})}); pass validation data for val_ metrics")
+            return
         if epoch < self.start_from_epoch:
             return
         if self.restore_best_weights and self.best_weights is None:
@@ -171,11 +182,8 @@ class ModelCheckpoint(Callback):
             raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} names {exc}, which is "
                              f"neither 'epoch' nor in the logs ({sorted(logs)})") from None
         if self.save_best_only:
-            v = logs.get(self.monitor)
-            if v is None:
-                raise KeyError(f"ModelCheckpoint monitors {self.monitor!r}, which is not in the "
-                               f"logs ({sorted(logs)})")
-            if not _improved(self.mode, v, self.best, 0.0):
+            v = _monitored(self, logs, "ModelCheckpoint", "saves nothing this epoch")
+            if v is None or not _improved(self.mode, v, self.best, 0.0):
                 return
             if self.verbose:
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
