@@ -596,3 +596,69 @@ def test_early_stopping_instance_reused_for_a_new_fit_starts_afresh():
     for k, v in fresh.get_weights().items():
         np.testing.assert_array_equal(m2.get_weights()[k], v)
     assert list(h2.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+class _FakeOptModel:
+    stop_training = False
+
+    def __init__(self, opt):
+        self.optimizer = opt
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' own np.array(Variable)
+@pytest.mark.parametrize("kw", [dict(patience=0), dict(patience=2, cooldown=1),
+                                dict(patience=1, min_lr=0.02, factor=0.5),
+                                dict(patience=1, min_delta=0.05, cooldown=2)])
+def test_reduce_lr_on_plateau_follows_keras(kw):
+    losses = [1.0, 0.9, 0.95, 0.96, 0.89, 0.97, 0.98, 0.99, 0.99, 0.5, 0.6, 0.7, 0.8, 0.9]
+    cb = fastgru.ReduceLROnPlateau(**kw)
+    cb.set_model(_FakeOptModel(fastgru.SGD(0.1)))
+    ours = []
+    for epoch, v in enumerate(losses):
+        logs = {"val_loss": v}
+        cb.on_epoch_end(epoch, logs)
+        assert logs["learning_rate"] == (ours[-1] if ours else 0.1)
+        ours.append(cb.model.optimizer.learning_rate)
+    assert ours[-1] < 0.1
+    keras = pytest.importorskip("keras")
+    k = keras.callbacks.ReduceLROnPlateau(**kw)
+    k.set_model(type("M", (), {"optimizer": keras.optimizers.SGD(0.1),
+                               "stop_training": False})())
+    k.on_train_begin()
+    theirs = []
+    for epoch, v in enumerate(losses):
+        k.on_epoch_end(epoch, {"val_loss": v})
+        theirs.append(float(np.asarray(k.model.optimizer.learning_rate)))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+
+
+def test_reduce_lr_on_plateau_in_fit_history_and_resume(sentiment, tmp_path):
+    vocab, _, x, y = sentiment
+    fit_kw = dict(epochs=4, batch_size=32, verbose=0, validation_data=(x[500:], y[500:]))
+
+    def cb():  # patience 0 with a huge min_delta: a reduction after every epoch
+        return fastgru.ReduceLROnPlateau(patience=0, min_delta=10.0, factor=0.5)
+
+    full = small_clf(vocab, seed=2, learning_rate=0.05)
+    h_full = full.fit(x[:200], y[:200], callbacks=[cb()], **fit_kw)
+    # the rate each epoch trained with; the first epoch is the first best (Keras' logs too)
+    assert h_full.history["learning_rate"] == [0.05, 0.05, 0.025, 0.0125]
+    assert full.optimizer.learning_rate == 0.00625
+    path = str(tmp_path / "b.npz")
+    first = small_clf(vocab, seed=2, learning_rate=0.05)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(x[:200], y[:200], callbacks=[cb(), fastgru.BackupAndRestore(path),
+                                               _Interrupt(1)], **fit_kw)
+    resumed = small_clf(vocab, seed=2, learning_rate=0.05)
+    h = resumed.fit(x[:200], y[:200], callbacks=[cb(), fastgru.BackupAndRestore(path),
+                                                  _Interrupt(-1)], **fit_kw)
+    assert h.history == h_full.history
+    for k, v in full.get_weights().items():
+        np.testing.assert_array_equal(v, resumed.get_weights()[k])
+    sched = small_clf(vocab, learning_rate=fastgru.StepDecay(0.1, 10))
+    with pytest.raises(ValueError, match="LearningRateSchedule"):
+        sched.fit(x[:64], y[:64], callbacks=[cb()], **fit_kw)
+    for bad in (dict(factor=1.0), dict(factor=-0.1), dict(patience=-1), dict(min_lr=-1.0),
+                dict(cooldown=0.5), dict(mode="up")):
+        with pytest.raises(ValueError):
+            fastgru.ReduceLROnPlateau(**bad)

@@ -235,10 +235,14 @@ def test_state_dict_roundtrip_continues_identically(problem):
     lambda: fastgru.Adam(-1.0), lambda: fastgru.Adam(0.1, beta_1=1.0),
     lambda: fastgru.SGD(0.1, momentum=1.5), lambda: fastgru.SGD(0.1, nesterov=True),
     lambda: fastgru.Adam(float("nan")), lambda: fastgru.StepDecay(1.0, 0),
-    lambda: fastgru.CosineDecay(1.0, 10, alpha=2.0), lambda: get_optimizer("rmsprop"),
+    lambda: fastgru.CosineDecay(1.0, 10, alpha=2.0), lambda: get_optimizer("adagrad"),
     lambda: fastgru.SGD(0.1, global_clipnorm=0.0), lambda: fastgru.AdamW(weight_decay=-1),
     lambda: fastgru.StepDecay(0.1, 2.7), lambda: fastgru.SGD(0.1, momentum="a"),
     lambda: fastgru.clip_grad_norm({"w": np.ones(2)}, -1.0),
+    lambda: fastgru.SGD(0.1, clipnorm=1.0, clipvalue=1.0), lambda: fastgru.Adam(clipnorm=0.0),
+    lambda: fastgru.Adam(global_clipnorm=1.0, clipnorm=1.0), lambda: fastgru.RMSprop(rho=1.0),
+    lambda: fastgru.RMSprop(momentum=1.0), lambda: fastgru.RMSprop(epsilon_form="tf"),
+    lambda: fastgru.RMSprop(epsilon=0.0),
 ])
 def test_bad_arguments(bad):
     with pytest.raises((ValueError, TypeError)):
@@ -331,3 +335,113 @@ def test_mae_mse_metrics_compare_probabilities_with_cross_entropy():
     assert m.result() == pytest.approx(np.mean((sm - [0, 1, 0]) ** 2))
     with pytest.raises(ValueError, match="one-hot targets"):
         get_metric("mae", "multiclass").update(zk, np.array([1]), None)
+
+
+def keras_steps(make, grads_seq, p0):
+    """Keras' optimizer driven by the same gradients (skips when Keras is absent)."""
+    keras = pytest.importorskip("keras")
+    w = keras.Variable(p0.copy(), dtype=p0.dtype.name)
+    b = keras.Variable(p0[0].copy(), dtype=p0.dtype.name)
+    opt = make()
+    for g in grads_seq:
+        opt.apply_gradients([(g.copy(), w), (g[0].copy(), b)])
+    return np.asarray(w), np.asarray(b)
+
+
+@requires_torch
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+def test_rmsprop_torch_form_equals_torch(problem, centered, momentum, wd):
+    import torch
+
+    p0, gs = problem
+    ours = run_steps(fastgru.RMSprop(0.01, rho=0.99, momentum=momentum, epsilon=1e-8,
+                                     centered=centered, weight_decay=wd, epsilon_form="torch"),
+                     gs, p0)
+    w, b = torch_steps(lambda ps: torch.optim.RMSprop(
+        ps, lr=0.01, alpha=0.99, eps=1e-8, momentum=momentum, centered=centered,
+        weight_decay=wd), gs, p0)
+    np.testing.assert_allclose(ours["w"], w, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ours["b"], b, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("centered", [False, True])
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_rmsprop_equals_keras(problem, centered, momentum):
+    p0, gs = f32(problem)  # Keras on JAX computes in float32
+    gs = gs + [g * np.float32(1e-4) for g in gs]  # small: where epsilon's placement shows
+    ours = run_steps(fastgru.RMSprop(0.01, momentum=momentum, centered=centered), gs, p0)
+    keras = pytest.importorskip("keras")
+    w, b = keras_steps(lambda: keras.optimizers.RMSprop(0.01, momentum=momentum,
+                                                        centered=centered), gs, p0)
+    np.testing.assert_allclose(ours["w"], w, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["b"], b, rtol=2e-5, atol=1e-6)
+
+
+def f32(problem):
+    p0, gs = problem
+    return p0.astype(np.float32), [g.astype(np.float32) for g in gs]
+
+
+def test_rmsprop_closed_form_and_lazy_rows():
+    """First step from zero state: p -= lr g / sqrt((1 - rho) g^2 + eps); rows touch only
+    their rows of the parameter and the slots."""
+    g = np.array([[0.5, -2.0], [1e-3, 4.0], [7.0, -7.0]])
+    p = {"w": np.ones((3, 2))}
+    fastgru.RMSprop(0.1, rho=0.9, epsilon=1e-7).step(p, {"w": g.copy()})
+    np.testing.assert_allclose(p["w"], 1 - 0.1 * g / np.sqrt(0.1 * g * g + 1e-7), rtol=1e-13)
+    for opt in (fastgru.RMSprop(0.1, momentum=0.9, centered=True),
+                fastgru.RMSprop(0.1, momentum=0.5, epsilon_form="torch")):
+        p = {"w": np.ones((3, 2))}
+        opt.step(p, {"w": g.copy()}, {"w": np.array([0, 2])})
+        np.testing.assert_array_equal(p["w"][1], [1.0, 1.0])
+        assert all(np.all(a[1] == 0) for a in (d["w"] for d in opt.slots.values()))
+        full = {"w": np.ones((3, 2))}
+        type(opt)(**{k: v for k, v in opt.get_config().items() if k != "name"}).step(
+            full, {"w": np.where([[1], [0], [1]], g, 0.0)})
+        np.testing.assert_allclose(p["w"][[0, 2]], full["w"][[0, 2]], rtol=1e-14)
+
+
+@requires_torch
+def test_clipvalue_and_clipnorm_equal_torch_and_keras_rules():
+    import torch
+
+    rng = np.random.default_rng(3)
+    grads = {"w": rng.standard_normal((4, 5)) * 3, "b": rng.standard_normal(5) * 0.1}
+    # clipvalue: torch.nn.utils.clip_grad_value_
+    p = {k: np.zeros_like(v) for k, v in grads.items()}
+    fastgru.SGD(1.0, clipvalue=0.5).step(p, {k: v.copy() for k, v in grads.items()})
+    for k, v in grads.items():
+        t = torch.tensor(v.copy())
+        t.grad = t.clone()
+        torch.nn.utils.clip_grad_value_([t], 0.5)
+        np.testing.assert_allclose(-p[k], t.grad.numpy(), rtol=1e-15)
+    # clipnorm: each gradient on its own to norm <= 1 (Keras); the small one is left alone
+    p = {k: np.zeros_like(v) for k, v in grads.items()}
+    opt = fastgru.SGD(1.0, clipnorm=1.0)
+    opt.step(p, {k: v.copy() for k, v in grads.items()})
+    np.testing.assert_allclose(np.linalg.norm(p["w"]), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(-p["w"], grads["w"] / np.linalg.norm(grads["w"]), rtol=1e-12)
+    np.testing.assert_array_equal(-p["b"], grads["b"])
+    cfg = opt.get_config()
+    assert cfg["clipnorm"] == 1.0 and get_optimizer(cfg).clipnorm == 1.0
+    # rows: the norm and the clip are over the touched rows only
+    p = {"w": np.zeros((4, 5))}
+    g = grads["w"].copy()
+    fastgru.SGD(1.0, clipnorm=1.0).step(p, {"w": g}, {"w": np.array([1, 3])})
+    np.testing.assert_allclose(np.linalg.norm(p["w"][[1, 3]]), 1.0, rtol=1e-12)
+    assert not p["w"][[0, 2]].any()
+
+
+def test_clipnorm_and_clipvalue_equal_keras(problem):
+    keras = pytest.importorskip("keras")
+    p0, gs = f32(problem)
+    gs = [g * np.float32(5) for g in gs]
+    for kw in ({"clipnorm": 1.0}, {"clipvalue": 0.3}):
+        ours = run_steps(fastgru.Adam(0.01, **kw), gs, p0)
+        w, b = keras_steps(lambda kw=kw: keras.optimizers.Adam(0.01, **kw), gs, p0)
+        np.testing.assert_allclose(ours["w"], w, rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(ours["b"], b, rtol=2e-5, atol=1e-6)
+        plain = run_steps(fastgru.Adam(0.01), gs, p0)
+        assert np.abs(plain["w"] - ours["w"]).max() > 1e-4  # the clip mattered

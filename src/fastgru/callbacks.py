@@ -1,5 +1,5 @@
-"""Keras-style training callbacks: History, EarlyStopping, ModelCheckpoint, BackupAndRestore,
-LambdaCallback.
+"""Keras-style training callbacks: History, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau,
+BackupAndRestore, LambdaCallback.
 
 Hooks (all optional): on_train_begin(logs), on_epoch_begin(epoch, logs),
 on_train_batch_end(batch, logs), on_epoch_end(epoch, logs), on_train_end(logs). `epoch` counts
@@ -21,8 +21,8 @@ import numpy as np
 
 from fastgru._validation import check_int
 
-__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "BackupAndRestore",
-           "LambdaCallback"]
+__all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
+           "BackupAndRestore", "LambdaCallback"]
 
 Logs = dict[str, float]
 
@@ -196,6 +196,72 @@ class ModelCheckpoint(Callback):
 
     def set_state(self, scalars, arrays):
         self.best = float(scalars["best"])
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the optimizer's learning rate by `factor` when `monitor` has not improved by
+    more than min_delta for `patience` epochs, down to min_lr; then wait `cooldown` epochs
+    before counting again. Keras' callback (its defaults and rules; torch's ReduceLROnPlateau
+    with threshold_mode="abs"). Adds "learning_rate" to the epoch's logs, so that the history
+    records it. The optimizer must have a constant learning rate (not a schedule)."""
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 verbose: int = 0, mode: str = "auto", min_delta: float = 1e-4,
+                 cooldown: int = 0, min_lr: float = 0.0) -> None:
+        self.monitor = monitor
+        self.factor = _real("factor", factor)
+        if not 0.0 <= self.factor < 1.0:
+            raise ValueError(f"factor must be in [0, 1) (a reduction), got {factor!r}")
+        self.patience = check_int("patience", patience, 0)
+        self.cooldown = check_int("cooldown", cooldown, 0)
+        self.min_delta = abs(_real("min_delta", min_delta))
+        self.min_lr = _real("min_lr", min_lr)
+        if self.min_lr < 0:
+            raise ValueError(f"min_lr must be >= 0, got {min_lr!r}")
+        self.mode = _mode(monitor, mode)
+        self.verbose = int(verbose)
+        self.on_train_begin()
+
+    def on_train_begin(self, logs=None):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = self.cooldown_counter = 0
+        opt = getattr(self.model, "optimizer", None)
+        if opt is not None and getattr(opt, "schedule", None) is not None:
+            raise ValueError("ReduceLROnPlateau sets the optimizer's learning rate, but it was "
+                             "given a LearningRateSchedule: use a constant learning rate")
+
+    def on_epoch_end(self, epoch, logs=None):
+        opt = self.model.optimizer
+        if logs is not None:
+            logs["learning_rate"] = float(opt.learning_rate)
+        v = _monitored(self, logs, "ReduceLROnPlateau", "leaves the learning rate alone")
+        if v is None:
+            return
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if _improved(self.mode, v, self.best, self.min_delta):
+            self.best, self.wait = float(v), 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                old = float(opt.learning_rate)
+                if old > float(np.float32(self.min_lr)):  # Keras' test
+                    new = max(old * self.factor, self.min_lr)
+                    opt.learning_rate = new
+                    if self.verbose:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate "
+                              f"to {new}.")
+                    self.cooldown_counter, self.wait = self.cooldown, 0
+
+    def get_state(self):
+        return {"best": self.best, "wait": self.wait, "cooldown_counter": self.cooldown_counter,
+                "learning_rate": float(self.model.optimizer.learning_rate)}, {}
+
+    def set_state(self, scalars, arrays):
+        self.best, self.wait = float(scalars["best"]), int(scalars["wait"])
+        self.cooldown_counter = int(scalars["cooldown_counter"])
+        self.model.optimizer.learning_rate = float(scalars["learning_rate"])
 
 
 class BackupAndRestore(Callback):

@@ -1,5 +1,6 @@
-"""Optimizers (SGD with momentum / Nesterov, Adam, AdamW), learning-rate schedules and global-norm
-gradient clipping, on dicts of NumPy arrays updated in place.
+"""Optimizers (SGD with momentum / Nesterov, Adam, AdamW, RMSprop), learning-rate schedules and
+gradient clipping (global norm, per-parameter norm, value), on dicts of NumPy arrays updated in
+place.
 
 `opt.step(params, grads, rows)`: params and grads are {name: array}; rows {name: row indices}
 marks row-sparse gradients (an Embedding's): only those rows of the parameter and of its
@@ -20,7 +21,7 @@ import numpy as np
 
 from fastgru._validation import check_int
 
-__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "get_optimizer", "clip_grad_norm",
+__all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer", "clip_grad_norm",
            "LearningRateSchedule", "StepDecay", "CosineDecay"]
 
 
@@ -131,9 +132,32 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
     return norm
 
 
+def _clip_each(grads: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray],
+               clipnorm: float | None, clipvalue: float | None) -> dict[str, np.ndarray]:
+    """Keras' clipnorm (each gradient scaled to norm <= clipnorm: g * c / max(|g|, c)) or
+    clipvalue (np.clip), in place; rows: only those rows are read and written."""
+    for k, g in grads.items():
+        r = rows.get(k)
+        gr = g if r is None else g[r]
+        if clipnorm is not None:
+            norm = math.sqrt(float(np.dot(gr.ravel(), gr.ravel())))
+            if norm > clipnorm:
+                gr = gr * g.dtype.type(clipnorm / norm)
+        elif clipvalue is not None:
+            gr = np.clip(gr, -clipvalue, clipvalue, out=gr if r is None else None)
+        if r is None:
+            g[...] = gr
+        else:
+            g[r] = gr
+    return dict(grads)
+
+
 class Optimizer:
     """Base class. learning_rate: a float or a LearningRateSchedule of the step count.
-    global_clipnorm: clip the global gradient norm before each step (None: off).
+    Gradient clipping before each step, at most one of (Keras' three): global_clipnorm (the
+    norm of all gradients together; torch's clip_grad_norm_), clipnorm (each parameter's
+    gradient on its own), clipvalue (each element to [-clipvalue, clipvalue]; torch's
+    clip_grad_value_). None: off.
     weight_decay: applied to every parameter, biases included, as torch.optim and Keras do
     (L2 added to the gradient in SGD/Adam, decoupled in AdamW); exclude_from_weight_decay:
     substrings of parameter names to leave undecayed (Keras' rule), e.g. ("bias",)."""
@@ -143,7 +167,8 @@ class Optimizer:
 
     def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3,
                  global_clipnorm: float | None = None, weight_decay: float = 0.0,
-                 exclude_from_weight_decay: Sequence[str] = ()) -> None:
+                 exclude_from_weight_decay: Sequence[str] = (), clipnorm: float | None = None,
+                 clipvalue: float | None = None) -> None:
         if isinstance(learning_rate, LearningRateSchedule):
             self.schedule: LearningRateSchedule | None = learning_rate
             self._lr = learning_rate.initial_learning_rate  # type: ignore[attr-defined]
@@ -152,6 +177,13 @@ class Optimizer:
             self._lr = _positive("learning_rate", learning_rate)
         self.global_clipnorm = None if global_clipnorm is None else _positive(
             "global_clipnorm", global_clipnorm)
+        self.clipnorm = None if clipnorm is None else _positive("clipnorm", clipnorm)
+        self.clipvalue = None if clipvalue is None else _positive("clipvalue", clipvalue)
+        given = [n for n, v in (("global_clipnorm", global_clipnorm), ("clipnorm", clipnorm),
+                                ("clipvalue", clipvalue)) if v is not None]
+        if len(given) > 1:
+            raise ValueError(f"give at most one of global_clipnorm, clipnorm and clipvalue "
+                             f"(as Keras), got {' and '.join(given)}")
         self.weight_decay = _nonneg("weight_decay", weight_decay)
         self._wd_exclude: tuple[str, ...] = ()
         self.exclude_from_weight_decay(var_names=exclude_from_weight_decay)
@@ -188,6 +220,8 @@ class Optimizer:
         rows = rows or {}
         if self.global_clipnorm is not None:
             self.last_grad_norm = clip_grad_norm(grads, self.global_clipnorm, rows)
+        elif self.clipnorm is not None or self.clipvalue is not None:
+            grads = _clip_each(grads, rows, self.clipnorm, self.clipvalue)
         lr = self.learning_rate
         self.iterations += 1
         for k, p in params.items():
@@ -206,6 +240,7 @@ class Optimizer:
     # -- state ----------------------------------------------------------------------------
     def get_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = dict(name=self.name, global_clipnorm=self.global_clipnorm,
+                                   clipnorm=self.clipnorm, clipvalue=self.clipvalue,
                                    weight_decay=self.weight_decay,
                                    exclude_from_weight_decay=list(self._wd_exclude))
         cfg["learning_rate"] = self.schedule.get_config() if self.schedule else self._lr
@@ -344,11 +379,87 @@ class AdamW(Adam):
         super().__init__(learning_rate, weight_decay=weight_decay, **kw)
 
 
-_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+class RMSprop(Optimizer):
+    """RMSprop: v = rho v + (1 - rho) g^2 (centered: also a = rho a + (1 - rho) g, and
+    v - a^2 in place of v); p -= lr g / sqrt(v + epsilon). Keras' defaults and update
+    (momentum: m = momentum m + lr g / sqrt(...); p -= m). epsilon_form="torch" is
+    torch.optim.RMSprop's update (epsilon added after the square root, momentum buffer
+    without the learning rate; torch's alpha is rho here, its defaults rho=0.99,
+    epsilon=1e-8). weight_decay is L2 added to the gradient (torch's weight_decay; Keras'
+    decoupled decay has no counterpart here)."""
+
+    name = "rmsprop"
+
+    def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3, rho: float = 0.9,
+                 momentum: float = 0.0, epsilon: float = 1e-7, centered: bool = False,
+                 epsilon_form: str = "keras", **kw: Any) -> None:
+        if not 0.0 <= float(rho) < 1.0:
+            raise ValueError(f"rho must be in [0, 1), got {rho!r}")
+        m = _nonneg("momentum", momentum)
+        if m >= 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
+        if epsilon_form not in ("keras", "torch"):
+            raise ValueError(f"epsilon_form must be 'keras' or 'torch', got {epsilon_form!r}")
+        self.rho, self.momentum, self.centered = float(rho), m, bool(centered)
+        self.epsilon, self.epsilon_form = _positive("epsilon", epsilon), epsilon_form
+        self.SLOTS = ("v",) + (("momentum",) if m > 0 else ()) + (("a",) if centered else ())
+        super().__init__(learning_rate, **kw)
+
+    def get_config(self) -> dict[str, Any]:
+        return dict(super().get_config(), rho=self.rho, momentum=self.momentum,
+                    epsilon=self.epsilon, centered=self.centered,
+                    epsilon_form=self.epsilon_form)
+
+    def _update(self, k, p, g, r, lr, decay):
+        ty = p.dtype.type
+        rho = ty(self.rho)
+        slots = {s: self.slots[s][k] for s in self.SLOTS}
+        if r is not None:  # lazy: gathered copies of the rows, scattered back below
+            g, p_r = g[r], p[r]
+            sl = {s: a[r] for s, a in slots.items()}
+        else:
+            p_r, sl = p, slots
+        if decay:
+            g = g + ty(self.weight_decay) * p_r
+        v = sl["v"]
+        v *= rho
+        v += ty(1 - self.rho) * (g * g)
+        den = v.copy()
+        if self.centered:
+            a = sl["a"]
+            a *= rho
+            a += ty(1 - self.rho) * g
+            den -= a * a
+        if self.epsilon_form == "torch":
+            np.sqrt(den, out=den)
+            den += ty(self.epsilon)
+        else:
+            den += ty(self.epsilon)
+            np.sqrt(den, out=den)
+        inc = np.divide(g, den, out=den)  # g / sqrt(...)
+        if self.momentum > 0:
+            mb = sl["momentum"]
+            mb *= ty(self.momentum)
+            if self.epsilon_form == "torch":  # buf = momentum buf + g / avg; p -= lr buf
+                mb += inc
+                p_r -= ty(lr) * mb
+            else:  # m = momentum m + lr g / sqrt(...); p -= m
+                mb += ty(lr) * inc
+                p_r -= mb
+        else:
+            p_r -= ty(lr) * inc
+        if r is not None:
+            p[r] = p_r
+            for s, a in slots.items():
+                a[r] = sl[s]
+
+
+_OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}
 
 
 def get_optimizer(opt: Any) -> Optimizer:
-    """An Optimizer from an instance, a name ("sgd", "adam", "adamw") or a get_config() dict."""
+    """An Optimizer from an instance, a name ("sgd", "adam", "adamw", "rmsprop") or a
+    get_config() dict."""
     if isinstance(opt, Optimizer):
         return opt
     if isinstance(opt, str) and opt.lower() in _OPTIMIZERS:

@@ -501,7 +501,8 @@ def fit(model: Any, x: Any, y: Any = None, batch_size: int = 32, epochs: int = 1
                            sample_weight)
 
     history = History()
-    all_cbs: list[Callback] = [history] + callbacks
+    # History last, as in Keras: it records what the others add to the logs (learning_rate)
+    all_cbs: list[Callback] = callbacks + [history]
     for cb in all_cbs:
         cb.set_model(model)
         if isinstance(cb, BackupAndRestore):

@@ -13,6 +13,7 @@ from fastgru.callbacks import (
                                History,
                                LambdaCallback,
                                ModelCheckpoint,
+                               ReduceLROnPlateau,
 )
 from fastgru.checkpoint import CheckpointError
 from fastgru.data import (
@@ -50,7 +51,7 @@ from fastgru.nn import (
                                LastState,
                                TimePooling,
 )
-from fastgru.optim import SGD, Adam, AdamW, CosineDecay, StepDecay, clip_grad_norm
+from fastgru.optim import SGD, Adam, AdamW, CosineDecay, RMSprop, StepDecay, clip_grad_norm
 from fastgru.plotting import plot_history
 from fastgru.text import Tokenizer, Vocabulary, pad_sequences
 from fastgru.trainer import VerificationError
@@ -64,9 +65,10 @@ __all__ = [
     "GlobalAveragePooling1D", "GlobalMaxPooling1D",
     # losses, optimizers, schedules
     "BinaryCrossentropy", "CategoricalCrossentropy", "MeanSquaredError",
-    "SGD", "Adam", "AdamW", "StepDecay", "CosineDecay", "clip_grad_norm",
+    "SGD", "Adam", "AdamW", "RMSprop", "StepDecay", "CosineDecay", "clip_grad_norm",
     # callbacks
-    "Callback", "History", "EarlyStopping", "ModelCheckpoint", "BackupAndRestore",
+    "Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
+    "BackupAndRestore",
     "LambdaCallback",
     # data and text
     "Tokenizer", "Vocabulary", "pad_sequences", "Dataset", "DataError", "load_aclimdb",
