@@ -445,3 +445,34 @@ def test_clipnorm_and_clipvalue_equal_keras(problem):
         np.testing.assert_allclose(ours["b"], b, rtol=2e-5, atol=1e-6)
         plain = run_steps(fastgru.Adam(0.01), gs, p0)
         assert np.abs(plain["w"] - ours["w"]).max() > 1e-4  # the clip mattered
+
+
+@pytest.mark.parametrize("name,kw", [("SGD", dict(momentum=0.9)), ("SGD", dict(momentum=0.0)),
+                                     ("SGD", dict(momentum=0.9, nesterov=True)),
+                                     ("RMSprop", dict(momentum=0.5)), ("Adam", {})])
+def test_decoupled_weight_decay_equals_keras(problem, name, kw):
+    """Keras 3 decays the weights directly (p -= lr wd p) in every optimizer:
+    decoupled_weight_decay=True is that, for each of ours."""
+    keras = pytest.importorskip("keras")
+    p0, gs = f32(problem)
+    ours = run_steps(getattr(fastgru, name)(0.05, weight_decay=0.1, decoupled_weight_decay=True,
+                                            **kw), gs, p0)
+    w, b = keras_steps(lambda: getattr(keras.optimizers, name)(0.05, weight_decay=0.1, **kw),
+                       gs, p0)
+    np.testing.assert_allclose(ours["w"], w, rtol=2e-5, atol=1e-6)
+    np.testing.assert_allclose(ours["b"], b, rtol=2e-5, atol=1e-6)
+
+
+def test_decoupled_weight_decay_flag(problem):
+    p0, gs = problem
+    a = run_steps(fastgru.Adam(0.01, weight_decay=0.1, decoupled_weight_decay=True), gs, p0)
+    w = run_steps(fastgru.AdamW(0.01, weight_decay=0.1), gs, p0)
+    np.testing.assert_array_equal(a["w"], w["w"])
+    l2 = run_steps(fastgru.Adam(0.01, weight_decay=0.1), gs, p0)
+    assert np.abs(l2["w"] - w["w"]).max() > 1e-6
+    opt = fastgru.SGD(0.1, weight_decay=0.1, decoupled_weight_decay=True)
+    assert get_optimizer(opt.get_config()).decoupled
+    with pytest.raises(ValueError, match="AdamW decays the weights decoupled"):
+        fastgru.AdamW(decoupled_weight_decay=False)
+    with pytest.raises(TypeError, match="decoupled_weight_decay must be True or False"):
+        fastgru.SGD(decoupled_weight_decay="yes")
