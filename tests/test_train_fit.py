@@ -662,3 +662,41 @@ def test_reduce_lr_on_plateau_in_fit_history_and_resume(sentiment, tmp_path):
                 dict(cooldown=0.5), dict(mode="up")):
         with pytest.raises(ValueError):
             fastgru.ReduceLROnPlateau(**bad)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Keras' own np.array(Variable)
+def test_learning_rate_scheduler_and_csv_logger_like_keras(sentiment, tmp_path):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab, learning_rate=0.1)
+    sched = fastgru.LearningRateScheduler(lambda epoch, lr: lr * 0.5 if epoch else lr)
+    log = tmp_path / "log.csv"
+    h = m.fit(x[:64], y[:64], epochs=3, batch_size=32, verbose=0,
+              callbacks=[sched, fastgru.CSVLogger(str(log))])
+    assert h.history["learning_rate"] == [0.1, 0.05, 0.025]
+    rows = log.read_text().splitlines()
+    assert rows[0] == "epoch,accuracy,learning_rate,loss,val_accuracy,val_learning_rate,val_loss"
+    assert len(rows) == 4 and rows[3].startswith("2,") and rows[3].endswith(",NA,NA,NA")
+    assert float(rows[1].split(",")[3]) == h.history["loss"][0]
+    # append: no second header; a function of the epoch alone works too
+    m.fit(x[:64], y[:64], epochs=1, batch_size=32, verbose=0,
+          callbacks=[fastgru.LearningRateScheduler(lambda e: 0.01),
+                     fastgru.CSVLogger(str(log), append=True)])
+    assert len(log.read_text().splitlines()) == 5 and m.optimizer.learning_rate == 0.01
+    with pytest.raises(TypeError, match="must return a number"):
+        m.fit(x[:64], y[:64], epochs=1, verbose=0,
+              callbacks=[fastgru.LearningRateScheduler(lambda e, lr: "fast")])
+    with pytest.raises(TypeError, match="schedule must be a function"):
+        fastgru.LearningRateScheduler(0.1)
+    keras = pytest.importorskip("keras")
+    k = keras.callbacks.CSVLogger(str(tmp_path / "k.csv"))
+    k.set_model(type("M", (), {"stop_training": False})())
+    k.on_train_begin()
+    for e in range(3):
+        k.on_epoch_end(e, {n: h.history[n][e] for n in ("loss", "accuracy", "learning_rate")})
+    k.on_train_end()
+    ours = fastgru.CSVLogger(str(tmp_path / "o.csv"))
+    ours.on_train_begin()
+    for e in range(3):
+        ours.on_epoch_end(e, {n: h.history[n][e] for n in ("loss", "accuracy", "learning_rate")})
+    ours.on_train_end()
+    assert (tmp_path / "o.csv").read_bytes() == (tmp_path / "k.csv").read_bytes()

@@ -1,5 +1,5 @@
 """Keras-style training callbacks: History, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau,
-BackupAndRestore, LambdaCallback.
+LearningRateScheduler, CSVLogger, BackupAndRestore, LambdaCallback.
 
 Hooks (all optional): on_train_begin(logs), on_epoch_begin(epoch, logs),
 on_train_batch_end(batch, logs), on_epoch_end(epoch, logs), on_train_end(logs). `epoch` counts
@@ -11,6 +11,7 @@ A callback with state that matters for an exact resume implements get_state() ->
 """
 from __future__ import annotations
 
+import csv
 import math
 import os
 import warnings
@@ -22,7 +23,7 @@ import numpy as np
 from fastgru._validation import check_int
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
-           "BackupAndRestore", "LambdaCallback"]
+           "LearningRateScheduler", "CSVLogger", "BackupAndRestore", "LambdaCallback"]
 
 Logs = dict[str, float]
 
@@ -262,6 +263,89 @@ class ReduceLROnPlateau(Callback):
         self.best, self.wait = float(scalars["best"]), int(scalars["wait"])
         self.cooldown_counter = int(scalars["cooldown_counter"])
         self.model.optimizer.learning_rate = float(scalars["learning_rate"])
+
+
+class LearningRateScheduler(Callback):
+    """Set the optimizer's learning rate at the start of each epoch to schedule(epoch, lr)
+    (or schedule(epoch)), epoch from 0, lr the current rate: Keras' callback. Adds
+    "learning_rate" to the epoch's logs."""
+
+    def __init__(self, schedule: Callable[..., float], verbose: int = 0) -> None:
+        if not callable(schedule):
+            raise TypeError(f"schedule must be a function of (epoch, lr), got {schedule!r}")
+        self.schedule, self.verbose = schedule, int(verbose)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model.optimizer
+        lr = float(opt.learning_rate)
+        try:
+            new = self.schedule(epoch, lr)
+        except TypeError:  # Keras' fallback for a function of the epoch alone
+            new = self.schedule(epoch)
+        if isinstance(new, (bool, np.bool_)) or not isinstance(new, (int, float, np.number)):
+            raise TypeError(f"LearningRateScheduler: the schedule returned {new!r} for epoch "
+                            f"{epoch}; it must return a number")
+        opt.learning_rate = float(new)  # a positive finite number, or the setter says so
+        if self.verbose:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler setting learning rate to "
+                  f"{float(new)}.")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(self.model.optimizer.learning_rate)
+
+    def get_state(self):  # a schedule of the current rate needs it back on resume
+        return {"learning_rate": float(self.model.optimizer.learning_rate)}, {}
+
+    def set_state(self, scalars, arrays):
+        self.model.optimizer.learning_rate = float(scalars["learning_rate"])
+
+
+class CSVLogger(Callback):
+    """Append each epoch's logs to a CSV file, as Keras' CSVLogger writes it: a header
+    "epoch" + the sorted log names (and val_ columns holding "NA" when there is no
+    validation), then one row per epoch. append: continue an existing file (no second
+    header). Runs on rank 0 only in distributed training."""
+
+    rank0_only = True
+
+    def __init__(self, filename: str, separator: str = ",", append: bool = False) -> None:
+        self.filename, self.sep, self.append = os.fspath(filename), separator, bool(append)
+        if not isinstance(separator, str) or len(separator) != 1:
+            raise ValueError(f"separator must be one character, got {separator!r}")
+        self._file: Any = None
+        self.keys: list[str] | None = None
+
+    def on_train_begin(self, logs=None):
+        header = True
+        if self.append and os.path.exists(self.filename):
+            with open(self.filename, encoding="utf-8") as f:
+                header = not f.readline()
+        self._close()
+        self._file = open(self.filename, "a" if self.append else "w", newline="",
+                          encoding="utf-8")
+        self._header, self.keys = header, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.keys is None:
+            self.keys = sorted(logs)
+            if self.keys and not any(k.startswith("val_") for k in self.keys):
+                self.keys += [f"val_{k}" for k in self.keys]
+        w = csv.writer(self._file, delimiter=self.sep, lineterminator="\r\n")
+        if self._header:
+            w.writerow(["epoch"] + self.keys)
+            self._header = False
+        w.writerow([epoch] + [logs.get(k, "NA") for k in self.keys])
+        self._file.flush()
+
+    def on_train_end(self, logs=None):
+        self._close()
+
+    def _close(self) -> None:
+        if self._file is not None and not self._file.closed:
+            self._file.close()
+        self._file = None
 
 
 class BackupAndRestore(Callback):

@@ -178,7 +178,7 @@ class Optimizer:
             self._lr = learning_rate.initial_learning_rate  # type: ignore[attr-defined]
         else:
             self.schedule = None
-            self._lr = _positive("learning_rate", learning_rate)
+            self._lr = _nonneg("learning_rate", learning_rate)
         self.global_clipnorm = None if global_clipnorm is None else _positive(
             "global_clipnorm", global_clipnorm)
         self.clipnorm = None if clipnorm is None else _positive("clipnorm", clipnorm)
@@ -211,7 +211,7 @@ class Optimizer:
     @learning_rate.setter
     def learning_rate(self, v: float) -> None:
         self.schedule = None
-        self._lr = _positive("learning_rate", v)
+        self._lr = _nonneg("learning_rate", v)
 
     def exclude_from_weight_decay(self, var_names: Sequence[str] | None = None) -> None:
         """Leave parameters whose name contains any of var_names undecayed (adds to earlier

@@ -9,9 +9,11 @@ See docs/training.md for the tour.
 from fastgru.callbacks import (
                                BackupAndRestore,
                                Callback,
+                               CSVLogger,
                                EarlyStopping,
                                History,
                                LambdaCallback,
+                               LearningRateScheduler,
                                ModelCheckpoint,
                                ReduceLROnPlateau,
 )
@@ -68,7 +70,7 @@ __all__ = [
     "SGD", "Adam", "AdamW", "RMSprop", "StepDecay", "CosineDecay", "clip_grad_norm",
     # callbacks
     "Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
-    "BackupAndRestore",
+    "LearningRateScheduler", "CSVLogger", "BackupAndRestore",
     "LambdaCallback",
     # data and text
     "Tokenizer", "Vocabulary", "pad_sequences", "Dataset", "DataError", "load_aclimdb",
