@@ -402,17 +402,26 @@ class TimePooling(Layer):
         self._shape, self._L = x.shape, L
         rows = np.arange(B)
         if self.mode == "last":
+            # a row without valid steps (L = 0) pools to zeros: its layer's zero state
+            last = np.maximum(L - 1, 0)
             if self.directions == 2:
                 h = F // 2
-                return np.concatenate([x[rows, L - 1, :h], x[:, 0, h:]], axis=1)
-            return x[:, 0].copy() if self.reverse else x[rows, L - 1]
+                out = np.concatenate([x[rows, last, :h], x[:, 0, h:]], axis=1)
+            else:
+                out = x[:, 0].copy() if self.reverse else x[rows, last]
+            if not L.all():
+                out[L < 1] = 0
+            return out
         mask = valid_mask(L, B, T)
         if self.mode == "mean":
             s = x.sum(axis=1) if mask is None else np.einsum("btf,bt->bf", x, mask.astype(x.dtype))
-            return s / L[:, None].astype(x.dtype)
+            return s / np.maximum(L, 1)[:, None].astype(x.dtype)
         xm = x if mask is None else np.where(mask[:, :, None], x, -np.inf)
         self._arg = xm.argmax(axis=1)  # (B, F): the step each maximum came from
-        return np.take_along_axis(x, self._arg[:, None, :], axis=1)[:, 0]
+        out = np.take_along_axis(x, self._arg[:, None, :], axis=1)[:, 0]
+        if not L.all():
+            out[L < 1] = 0
+        return out
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         B, T, F = self._shape
@@ -420,21 +429,26 @@ class TimePooling(Layer):
         dx = np.zeros((B, T, F), dy.dtype)
         rows = np.arange(B)
         if self.mode == "last":
+            if not L.all():
+                dy = np.where((L > 0)[:, None], dy, 0)
+            last = np.maximum(L - 1, 0)
             if self.directions == 2:
                 h = F // 2
-                dx[rows, L - 1, :h] = dy[:, :h]
+                dx[rows, last, :h] = dy[:, :h]
                 dx[:, 0, h:] += dy[:, h:]
             elif self.reverse:
                 dx[:, 0] = dy
             else:
-                dx[rows, L - 1] = dy
+                dx[rows, last] = dy
         elif self.mode == "mean":
             mask = valid_mask(L, B, T)
-            g = dy / L[:, None].astype(dy.dtype)
+            g = dy / np.maximum(L, 1)[:, None].astype(dy.dtype)
             dx[...] = g[:, None, :]
             if mask is not None:
                 dx *= mask[:, :, None]
         else:
+            if not L.all():
+                dy = np.where((L > 0)[:, None], dy, 0)
             np.put_along_axis(dx, self._arg[:, None, :], dy[:, None, :], axis=1)
         return dx
 
@@ -538,12 +552,24 @@ class RNN(Layer):
             self.layer.manual_seed(int(ctx.rng.integers(2**63 - 1)))
         bf = bool(getattr(self.layer, "batch_first", False))
         xin = x if bf else np.ascontiguousarray(x.transpose(1, 0, 2))
-        out = self.layer(xin, None, ctx.lengths)
-        y = out[0]
-        return y if bf else y.transpose(1, 0, 2)
+        L, self._empty = ctx.lengths, None
+        if L is not None and bool(np.any(L < 1)):
+            # A row of padding only (Keras: a fully masked row) keeps its zero initial state:
+            # the layer runs one step there, whose outputs are zeroed here and whose gradient
+            # is cut in backward, so it changes neither the result nor the weights.
+            self._empty, L = L < 1, np.maximum(L, 1)
+        y = self.layer(xin, None, L)[0]
+        y = y if bf else y.transpose(1, 0, 2)
+        if self._empty is not None:
+            y = y.copy()
+            y[self._empty] = 0
+        return y
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         bf = bool(getattr(self.layer, "batch_first", False))
+        if getattr(self, "_empty", None) is not None:
+            dy = dy.copy()
+            dy[self._empty] = 0
         dyin = dy if bf else np.ascontiguousarray(dy.transpose(1, 0, 2))
         dx = self.layer.backward(dyin)
         if isinstance(dx, tuple):  # (dx, dh0)

@@ -48,7 +48,8 @@ class VerificationError(RuntimeError):
 
 @dataclass
 class Prepared:
-    """x padded to the longest sequence, lengths (N,) >= 1, y aligned with x (or None).
+    """x padded to the longest sequence, lengths (N,) (0: a row of padding only), y aligned
+    with x (or None).
     order: the per-row permutation that moved tokens to the front (None: not needed)."""
 
     x: np.ndarray
@@ -86,12 +87,12 @@ def prepare_x(model: Any, x: Any) -> Prepared:
                 raise ValueError("texts as x need a model with a vocabulary (vocab=...); "
                                  "encode them with Vocabulary.encode first")
             ids, L = model.vocab.encode(x, max_len=model.max_len)
-            return _check_ids(model, Prepared(ids, np.maximum(L, 1)))
+            return _check_ids(model, Prepared(ids, L))
         if spec.sequence:
             xs, L = pad_ragged(x, np.int64 if spec.integer else model.dtype)
             if spec.integer and model.max_len is not None and xs.shape[1] > model.max_len:
                 xs, L = _truncate(xs, L, model.max_len)
-            p = Prepared(xs, np.maximum(L, 1))
+            p = Prepared(xs, L)
             return _check_ids(model, p) if spec.integer else _check_float(model, p)
         x = np.asarray(x)
     x = np.asarray(x)
@@ -141,7 +142,7 @@ def _compact(model: Any, x: np.ndarray) -> Prepared:
     x = np.ascontiguousarray(x[:, :Tm])
     if model.max_len is not None and Tm > model.max_len:
         x, L = _truncate(x, L, model.max_len)
-    return Prepared(x, np.maximum(L, 1), order=order)
+    return Prepared(x, L, order=order)
 
 
 def _check_ids(model: Any, p: Prepared) -> Prepared:
@@ -324,7 +325,7 @@ def _batch(p: Prepared, idx: np.ndarray, seq_y: bool):
     if p.lengths is None:
         return p.x[idx], None, None if p.y is None else p.y[idx], None
     L = p.lengths[idx]
-    T = int(L.max())
+    T = max(int(L.max()), 1)  # a batch of empty token rows still runs one (discarded) step
     xb = p.x[idx, :T]
     yb = None
     mask = None
