@@ -142,13 +142,20 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path, monkeypatch):
         save_arrays(path, {"o": np.array([object()])}, {})
 
 
-def test_training_state_needs_matching_callbacks(trained, tmp_path):
+def test_training_state_pairs_callbacks_by_type(trained, tmp_path):
     m, _ = trained
     path = str(tmp_path / "c.npz")
-    m.save_training_state(path, 3, [fastgru.History()])
-    with pytest.raises(CheckpointError, match="callbacks"):
-        m.load_training_state(path, [fastgru.History(), fastgru.EarlyStopping()])
-    assert m.load_training_state(path, [fastgru.History()]) == 3
+    es = fastgru.EarlyStopping()
+    es.best, es.wait = 0.25, 2
+    m.save_training_state(path, 3, [fastgru.History(), es, fastgru.LambdaCallback()])
+    with pytest.warns(UserWarning, match="the saved state of EarlyStopping is not used"):
+        assert m.load_training_state(path, [fastgru.History()]) == 3
+    es2 = fastgru.EarlyStopping()
+    assert m.load_training_state(path, [es2, fastgru.History()]) == 3  # order, no Lambda
+    assert (es2.best, es2.wait) == (0.25, 2)
+    with pytest.warns(UserWarning, match="ModelCheckpoint start"):
+        m.load_training_state(path, [fastgru.History(), fastgru.EarlyStopping(),
+                                     fastgru.ModelCheckpoint(str(tmp_path / "m.npz"))])
     m.save(str(tmp_path / "plain.npz"))
     with pytest.raises(CheckpointError, match="no training state"):
         m.load_training_state(str(tmp_path / "plain.npz"))

@@ -700,3 +700,33 @@ def test_learning_rate_scheduler_and_csv_logger_like_keras(sentiment, tmp_path):
         ours.on_epoch_end(e, {n: h.history[n][e] for n in ("loss", "accuracy", "learning_rate")})
     ours.on_train_end()
     assert (tmp_path / "o.csv").read_bytes() == (tmp_path / "k.csv").read_bytes()
+
+
+def test_resume_with_other_callbacks(sentiment, tmp_path):
+    """The backup pairs callbacks by type: a crash-injecting or logging callback may be
+    dropped on resume and the list reordered (bit-identical result); a stateful callback on
+    one side only is warned about, and nothing is restored before the pairing is known."""
+    vocab, _, x, y = sentiment
+    fit_kw = dict(epochs=3, batch_size=32, verbose=0, validation_data=(x[500:], y[500:]))
+    full = small_clf(vocab, seed=4)
+    h_full = full.fit(x[:200], y[:200], callbacks=[fastgru.EarlyStopping(patience=5)],
+                      **fit_kw)
+    path = str(tmp_path / "b.npz")
+    first = small_clf(vocab, seed=4)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(x[:200], y[:200], callbacks=[fastgru.BackupAndRestore(path),
+                                               fastgru.EarlyStopping(patience=5),
+                                               _Interrupt(1)], **fit_kw)
+    resumed = small_clf(vocab, seed=4)
+    h = resumed.fit(x[:200], y[:200], callbacks=[fastgru.EarlyStopping(patience=5),
+                                                 fastgru.BackupAndRestore(path)], **fit_kw)
+    assert h.history == h_full.history
+    for k, v in full.get_weights().items():
+        np.testing.assert_array_equal(v, resumed.get_weights()[k])
+    # a stateful callback missing from the backup starts afresh, with a warning
+    with pytest.raises(KeyboardInterrupt):
+        small_clf(vocab, seed=4).fit(x[:200], y[:200], callbacks=[
+            fastgru.BackupAndRestore(path), _Interrupt(1)], **fit_kw)
+    with pytest.warns(UserWarning, match="EarlyStopping start"):
+        small_clf(vocab, seed=4).fit(x[:200], y[:200], callbacks=[
+            fastgru.BackupAndRestore(path), fastgru.EarlyStopping(patience=5)], **fit_kw)

@@ -24,6 +24,7 @@ Parameters are visible by name as "<layer>.<parameter>" (`model.parameters()`), 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,6 +76,41 @@ def make_rnn(cell: str, input_size: int, hidden_size: int, num_layers: int = 1,
                 dropout=dropout if num_layers > 1 else 0.0, bidirectional=bidirectional,
                 dtype=dtype, seed=seed, **kw)
     return RNN(layer, name=str(cell).lower())
+
+
+def _pair_callbacks(path: str, saved: list[dict[str, Any]], callbacks: Sequence[Any],
+                    arrays: dict[str, np.ndarray]) -> list[tuple[Any, dict, dict]]:
+    """(callback, scalars, arrays) to restore: the k-th saved callback of a type goes to the
+    k-th of that type in this run, so the list may be reordered, and callbacks without state
+    (loggers, a LambdaCallback) may come or go. A stateful one on one side only is warned
+    about: it starts afresh, or its saved state is left unused."""
+    from fastgru.callbacks import Callback
+
+    def has_state(cb: Any) -> bool:
+        return type(cb).get_state is not Callback.get_state
+
+    pending: dict[str, list[tuple[int, dict]]] = {}
+    for i, m in enumerate(saved):
+        pending.setdefault(m["type"], []).append((i, m))
+    out, fresh = [], []
+    for cb in callbacks:
+        queue = pending.get(type(cb).__name__)
+        if not queue:
+            if has_state(cb):
+                fresh.append(type(cb).__name__)
+            continue
+        i, m = queue.pop(0)
+        pre = f"callback/{i}/"
+        out.append((cb, m["state"], {k[len(pre):]: v for k, v in arrays.items()
+                                     if k.startswith(pre)}))
+    unused = [m["type"] for q in pending.values() for i, m in q
+              if m["state"] or any(k.startswith(f"callback/{i}/") for k in arrays)]
+    if fresh or unused:
+        warnings.warn(f"resuming from {path!r} with other callbacks than it was written with: "
+                      + "; ".join(([f"{', '.join(fresh)} start(s) afresh"] if fresh else [])
+                                  + ([f"the saved state of {', '.join(unused)} is not used"]
+                                     if unused else [])), stacklevel=4)
+    return out
 
 
 class Sequential:
@@ -464,18 +500,11 @@ class Sequential:
         tr = meta.get("training")
         if tr is None:
             raise ckpt.CheckpointError(f"{path!r} holds a model but no training state")
+        pairs = _pair_callbacks(path, tr.get("callbacks", []), callbacks, arrays)
         self._restore(arrays, meta)
         self.rng.bit_generator.state = tr["rng"]
-        cbm = tr.get("callbacks", [])
-        if len(cbm) != len(callbacks) or any(m["type"] != type(c).__name__
-                                             for m, c in zip(cbm, callbacks, strict=True)):
-            raise ckpt.CheckpointError(
-                f"{path!r} was written with callbacks {[m['type'] for m in cbm]}, this run has "
-                f"{[type(c).__name__ for c in callbacks]}")
-        for i, (m, cb) in enumerate(zip(cbm, callbacks, strict=True)):
-            pre = f"callback/{i}/"
-            cb.set_state(m["state"], {k[len(pre):]: v for k, v in arrays.items()
-                                      if k.startswith(pre)})
+        for cb, state, cb_arrays in pairs:
+            cb.set_state(state, cb_arrays)
         self.stop_training = bool(tr.get("stopped", False))
         return int(tr["epoch"])
 
