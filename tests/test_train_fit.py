@@ -730,3 +730,40 @@ def test_resume_with_other_callbacks(sentiment, tmp_path):
     with pytest.warns(UserWarning, match="EarlyStopping start"):
         small_clf(vocab, seed=4).fit(x[:200], y[:200], callbacks=[
             fastgru.BackupAndRestore(path), fastgru.EarlyStopping(patience=5)], **fit_kw)
+
+
+def test_stop_in_a_batch_ends_the_epoch_there_like_keras(sentiment):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    seen = []
+
+    class Stop(fastgru.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append((batch, dict(logs)))
+            if batch == 1:
+                self.model.stop_training = True
+
+    h = m.fit(x[:160], y[:160], epochs=3, batch_size=32, verbose=0, callbacks=[Stop()])
+    assert [b for b, _ in seen] == [0, 1] and m.optimizer.iterations == 2
+    assert h.epoch == [0]  # the epoch still ends (its logs and callbacks), then training stops
+    # Keras' batch logs: the epoch's running loss and metrics; the last one is the epoch's
+    assert set(seen[-1][1]) == {"loss", "accuracy"}
+    assert h.history["loss"] == [seen[-1][1]["loss"]]
+
+
+def test_epoch_loss_weighs_batches_by_size_like_keras():
+    """Per-step targets of ragged lengths: each batch's loss is its mean over valid steps and
+    the epoch's loss the batches' mean weighted by their number of sequences (Keras' Mean
+    tracker), not the mean over all steps."""
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((n, 2)) for n in (5, 1, 1, 2, 1, 5)]
+    ys = [rng.standard_normal((len(a), 1)) for a in xs]
+    m = fastgru.SequenceRegressor(2, hidden_size=4, dtype="float64", seed=1)
+    batches = fastgru.length_batches(np.array([len(a) for a in xs]), 4, None, shuffle=False)
+    per = [m.evaluate([xs[i] for i in b], [ys[i] for i in b], return_dict=True)["loss"]
+           for b in batches]
+    want = sum(v * len(b) for v, b in zip(per, batches, strict=True)) / len(xs)
+    got = m.evaluate(xs, ys, batch_size=4, return_dict=True)["loss"]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    steps = sum(v * sum(len(xs[i]) for i in b) for v, b in zip(per, batches, strict=True))
+    assert abs(got - steps / sum(len(a) for a in xs)) > 1e-6  # the other weighting differs

@@ -655,17 +655,18 @@ class DataParallel:
         return int(meta["epoch"])
 
     # -- steps and epochs -------------------------------------------------------------------
-    def reduce_metrics(self, metrics: Sequence[Any], loss_sum: float,
-                       loss_n: float) -> tuple[float, float]:
-        """Sum the loss and every metric's total and count over ranks (the metrics are
-        updated in place); returns the global (loss_sum, loss_n)."""
-        vals = [loss_sum, loss_n]
+    def reduce_metrics(self, metrics: Sequence[Any], extra: Any = ()) -> np.ndarray:
+        """Sum every metric's total and count over ranks (the metrics are updated in place)
+        and the `extra` values (the loss terms) in the same Allreduce; returns those sums."""
+        extra = np.asarray(extra, np.float64).ravel()
+        vals = list(extra)
         for m in metrics:
             vals += [m.total, m.count]
         s = self.ctx.sum(vals)
+        k = len(extra)
         for i, m in enumerate(metrics):
-            m.total, m.count = float(s[2 + 2 * i]), int(round(s[3 + 2 * i]))
-        return float(s[0]), float(s[1])
+            m.total, m.count = float(s[k + 2 * i]), int(round(s[k + 1 + 2 * i]))
+        return s[:k]
 
     def stop_training(self, stop: bool) -> bool:
         """Rank 0's stop_training decision, on every rank."""

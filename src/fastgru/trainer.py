@@ -661,8 +661,10 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
                    file=sys.stderr, dynamic_ncols=True, mininterval=0.2, leave=True)
     for m in model.metrics:
         m.reset()
-    loss_sum, loss_n = 0.0, 0  # this process's samples
-    seen_sum, seen_n = 0.0, 0  # the global batches' (the progress bar)
+    # the epoch's loss: the batches' mean losses weighted by their sizes, as Keras reports it
+    # (for per-step targets that is not the mean over all valid steps); with `dist`, the
+    # global batches', the same on every rank
+    seen_sum, seen_n = 0.0, 0
     t0 = time.perf_counter()
     for b, gidx in enumerate(batches):
         idx = gidx if dist is None else dist.shard(gidx)
@@ -703,10 +705,8 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
                                                   dist.touched_rows(model, p, gidx))
             rows = dist.reducer.rows
         model.optimizer.step(model._params, model._grads, rows)
-        loss_sum += value * n
-        loss_n += n
-        seen_sum += g_value * g_n
-        seen_n += g_n
+        seen_sum += g_value * len(gidx)
+        seen_n += len(gidx)
         if out is not None:
             for m in model.metrics:
                 m.update(out, yb, mask)
@@ -716,15 +716,21 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
                 post = {"loss": f"{seen_sum / max(seen_n, 1):.4f}"}
                 post.update({m.name: f"{m.result():.4f}" for m in model.metrics})
                 bar.set_postfix(post, refresh=False)
-        if len(callbacks) > 1:
+        if len(callbacks) > 1:  # Keras' batch logs: the epoch's running loss and metrics
+            logs = {"loss": seen_sum / max(seen_n, 1)}
+            logs.update({m.name: m.result() for m in model.metrics})
             for cb in callbacks:
-                cb.on_train_batch_end(b, {"loss": g_value})
+                cb.on_train_batch_end(b, logs)
+            # a stop asked for in a batch ends the epoch there (Keras); distributed
+            # training takes it at the epoch's end, where the ranks agree on it
+            if model.stop_training and dist is None:
+                break
     seconds = time.perf_counter() - t0
     if bar is not None:
         bar.close()
     if dist is not None:
-        loss_sum, loss_n = dist.reduce_metrics(model.metrics, loss_sum, loss_n)
-    logs = {"loss": loss_sum / max(loss_n, 1)}
+        dist.reduce_metrics(model.metrics)
+    logs = {"loss": seen_sum / max(seen_n, 1)}
     logs.update({m.name: m.result() for m in model.metrics})
     return logs, seconds
 
@@ -736,13 +742,18 @@ def _train_epoch(model, p, lengths, batch_size, shuffle, bucket, seq_y, verbose,
 def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool,
                        dist: Any = None) -> dict[str, float]:
     """Loss and metrics over p; with `dist`, each rank takes its shard of every (global)
-    batch and the sums are reduced, so every rank gets the result for all of p."""
+    batch and the sums are reduced, so every rank gets the result for all of p.
+
+    The loss is the batches' mean losses weighted by their sizes (Keras' Mean tracker); with
+    `dist`, each global batch's mean is put together from the ranks' shards first (one
+    reduction at the end), so that it equals one process's value."""
     for m in model.metrics:
         m.reset()
-    loss_sum, loss_n = 0.0, 0
     W = 1 if dist is None else dist.size
     lengths = p.lengths if p.lengths is not None else np.ones(len(p), np.int64)
-    for gidx in length_batches(lengths, batch_size * W, None, shuffle=False):
+    batches = length_batches(lengths, batch_size * W, None, shuffle=False)
+    terms = np.zeros((2, len(batches)))  # per global batch: sum of loss terms, their count
+    for j, gidx in enumerate(batches):
         idx = gidx if dist is None else dist.shard(gidx)
         if len(idx) == 0:
             continue
@@ -750,14 +761,18 @@ def _evaluate_prepared(model: Any, p: Prepared, batch_size: int, seq_y: bool,
         out = model.forward(xb, Lb, training=False)
         value, _ = on_model_output(model.loss, out, yb, mask,
                                    None if p.sw is None else p.sw[idx])
-        n = loss_count(model.loss, out, yb, mask)
-        loss_sum += value * n
-        loss_n += n
+        if dist is None:
+            terms[:, j] = value, 1
+        else:
+            n = loss_count(model.loss, out, yb, mask)
+            terms[:, j] = value * n, n
         for m in model.metrics:
             m.update(out, yb, mask)
     if dist is not None:
-        loss_sum, loss_n = dist.reduce_metrics(model.metrics, loss_sum, loss_n)
-    res = {"loss": loss_sum / max(loss_n, 1)}
+        terms = dist.reduce_metrics(model.metrics, terms).reshape(2, -1)
+    sizes = np.array([len(g) for g in batches], np.float64)
+    means = terms[0] / np.maximum(terms[1], 1)
+    res = {"loss": float(means @ sizes / max(sizes.sum(), 1))}
     res.update({m.name: m.result() for m in model.metrics})
     return res
 
