@@ -767,3 +767,20 @@ def test_epoch_loss_weighs_batches_by_size_like_keras():
     np.testing.assert_allclose(got, want, rtol=1e-12)
     steps = sum(v * sum(len(xs[i]) for i in b) for v, b in zip(per, batches, strict=True))
     assert abs(got - steps / sum(len(a) for a in xs)) > 1e-6  # the other weighting differs
+
+
+def test_metric_names_are_the_log_keys_as_given(sentiment):
+    """Keras logs a metric under the name it was given: "acc" -> acc / val_acc."""
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    m.compile("adam", "binary_crossentropy", ["acc", "mean_absolute_error", "mse"])
+    h = m.fit(x[:64], y[:64], epochs=1, verbose=0, validation_data=(x[500:], y[500:]),
+              callbacks=[fastgru.EarlyStopping("val_acc", patience=3)])
+    assert set(h.history) == {"loss", "acc", "mean_absolute_error", "mse", "val_loss",
+                              "val_acc", "val_mean_absolute_error", "val_mse"}
+    r = m.evaluate(x[500:], y[500:], return_dict=True)
+    m2 = small_clf(vocab)
+    m2.set_weights(m.get_weights())
+    m2.compile("adam", "binary_crossentropy", ["accuracy", "mae"])
+    r2 = m2.evaluate(x[500:], y[500:], return_dict=True)
+    assert r["acc"] == r2["accuracy"] and r["mean_absolute_error"] == r2["mae"]

@@ -258,8 +258,11 @@ class Metric:
     pred is the model output in the loss's space (logits for the cross-entropies; mae and mse
     then compare the probabilities, as Keras does)."""
 
-    def __init__(self, name: str, task: str) -> None:
+    def __init__(self, name: str, task: str, kind: str | None = None) -> None:
+        # name: the key in the logs, as the user spelled it (Keras: "acc" logs "acc",
+        # "val_acc"); kind: what is computed ("accuracy", "mae" or "mse")
         self.name, self.task = name, task
+        self.kind = kind or _METRIC_NAMES.get(name.lower(), name)
         self.reset()
 
     def reset(self) -> None:
@@ -279,7 +282,7 @@ class Metric:
         return self.total / max(self.count, 1)
 
     def _values(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-        if self.name == "accuracy":
+        if self.kind == "accuracy":
             if self.task == "binary":
                 z = pred.reshape(target.shape) if pred.size == target.size else pred
                 return ((z > 0) == (target > 0.5)).astype(np.float64)
@@ -296,7 +299,7 @@ class Metric:
             e = np.exp(pred - pred.max(axis=-1, keepdims=True))
             pred = e / e.sum(axis=-1, keepdims=True)
         d = pred - target.astype(pred.dtype, copy=False).reshape(pred.shape)
-        return np.abs(d) if self.name == "mae" else d * d
+        return np.abs(d) if self.kind == "mae" else d * d
 
 
 _METRIC_NAMES = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae",
@@ -304,11 +307,12 @@ _METRIC_NAMES = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae",
 
 
 def get_metric(name: str, task: str) -> Metric:
-    """A Metric from a Keras name: accuracy / acc, mae, mse."""
+    """A Metric from a Keras name: accuracy / acc, mae / mean_absolute_error, mse /
+    mean_squared_error; its log key is the name as given (Keras' history keys)."""
     if not isinstance(name, str) or name.lower() not in _METRIC_NAMES:
         raise ValueError(f"metrics must be names among {sorted(_METRIC_NAMES)}, got {name!r}")
     n = _METRIC_NAMES[name.lower()]
     if n == "accuracy" and task == "regression":
         raise ValueError("metric 'accuracy' needs a classification loss "
                          "(binary_crossentropy or categorical_crossentropy)")
-    return Metric(n, task)
+    return Metric(name, task, n)
