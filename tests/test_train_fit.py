@@ -784,3 +784,35 @@ def test_metric_names_are_the_log_keys_as_given(sentiment):
     m2.compile("adam", "binary_crossentropy", ["accuracy", "mae"])
     r2 = m2.evaluate(x[500:], y[500:], return_dict=True)
     assert r["acc"] == r2["accuracy"] and r["mean_absolute_error"] == r2["mae"]
+
+
+class _Halving(fastgru.LearningRateSchedule):
+    def __call__(self, step):
+        return 0.1 * 0.5 ** step
+
+
+def test_a_users_schedule_trains_saves_and_resumes(sentiment, tmp_path):
+    vocab, _, x, y = sentiment
+    opt = fastgru.SGD(_Halving())
+    assert opt.learning_rate == 0.1
+    fit_kw = dict(epochs=3, batch_size=32, verbose=0)
+    full = small_clf(vocab, seed=2)
+    full.compile(fastgru.SGD(_Halving()), "binary_crossentropy", ["accuracy"])
+    full.fit(x[:96], y[:96], **fit_kw)
+    assert full.optimizer.learning_rate == 0.1 * 0.5 ** 9
+    path = tmp_path / "m.npz"
+    full.save(str(path))
+    with pytest.warns(UserWarning, match="_Halving.*continues at the rate"):
+        back = fastgru.load_model(str(path))
+    assert back.optimizer.learning_rate == 0.1 * 0.5 ** 9
+    backup = str(tmp_path / "b.npz")
+    first = small_clf(vocab, seed=2)
+    first.compile(fastgru.SGD(_Halving()), "binary_crossentropy", ["accuracy"])
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(x[:96], y[:96], callbacks=[fastgru.BackupAndRestore(backup), _Interrupt(1)],
+                  **fit_kw)
+    resumed = small_clf(vocab, seed=2)
+    resumed.compile(fastgru.SGD(_Halving()), "binary_crossentropy", ["accuracy"])
+    resumed.fit(x[:96], y[:96], callbacks=[fastgru.BackupAndRestore(backup)], **fit_kw)
+    for k, v in full.get_weights().items():
+        np.testing.assert_array_equal(v, resumed.get_weights()[k])

@@ -27,7 +27,10 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer", "cli
 
 # ------------------------------------------------------------------------------------------
 class LearningRateSchedule:
-    """A learning rate as a function of the optimizer step (Keras' LearningRateSchedule)."""
+    """A learning rate as a function of the optimizer step (Keras' LearningRateSchedule).
+    Subclass it and define __call__(step); a model saved with such a schedule stores the
+    rate it had then (load_model warns; BackupAndRestore resumes the schedule itself, as the
+    resumed run's optimizer brings it)."""
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError
@@ -175,7 +178,8 @@ class Optimizer:
                  decoupled_weight_decay: bool | None = None) -> None:
         if isinstance(learning_rate, LearningRateSchedule):
             self.schedule: LearningRateSchedule | None = learning_rate
-            self._lr = learning_rate.initial_learning_rate  # type: ignore[attr-defined]
+            self._lr = float(getattr(learning_rate, "initial_learning_rate", None)
+                             or learning_rate(0))
         else:
             self.schedule = None
             self._lr = _nonneg("learning_rate", learning_rate)
@@ -263,7 +267,13 @@ class Optimizer:
                                    weight_decay=self.weight_decay,
                                    decoupled_weight_decay=self.decoupled,
                                    exclude_from_weight_decay=list(self._wd_exclude))
-        cfg["learning_rate"] = self.schedule.get_config() if self.schedule else self._lr
+        if isinstance(self.schedule, (StepDecay, CosineDecay)):
+            cfg["learning_rate"] = self.schedule.get_config()
+        elif self.schedule is not None:  # a user's schedule: its rate now, and its name
+            cfg["learning_rate"] = float(self.learning_rate)
+            cfg["custom_schedule"] = type(self.schedule).__name__
+        else:
+            cfg["learning_rate"] = self._lr
         return cfg
 
     def state_dict(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -485,6 +495,14 @@ def get_optimizer(opt: Any) -> Optimizer:
     if isinstance(opt, dict) and opt.get("name") in _OPTIMIZERS:
         cfg = dict(opt)
         cls = _OPTIMIZERS[cfg.pop("name")]
+        custom = cfg.pop("custom_schedule", None)
+        if custom is not None:
+            import warnings
+
+            warnings.warn(f"the optimizer was saved with a learning-rate schedule of the user's "
+                          f"({custom}), which cannot be stored: it continues at the rate it "
+                          f"had then, {cfg.get('learning_rate')}; compile again with the "
+                          "schedule to go on with it", stacklevel=3)
         lr = cfg.pop("learning_rate", None)
         if isinstance(lr, dict):
             lr = schedule_from_config(lr)

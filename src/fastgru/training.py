@@ -53,7 +53,16 @@ from fastgru.nn import (
                                LastState,
                                TimePooling,
 )
-from fastgru.optim import SGD, Adam, AdamW, CosineDecay, RMSprop, StepDecay, clip_grad_norm
+from fastgru.optim import (
+                               SGD,
+                               Adam,
+                               AdamW,
+                               CosineDecay,
+                               LearningRateSchedule,
+                               RMSprop,
+                               StepDecay,
+                               clip_grad_norm,
+)
 from fastgru.plotting import plot_history
 from fastgru.text import Tokenizer, Vocabulary, pad_sequences
 from fastgru.trainer import VerificationError
@@ -67,7 +76,8 @@ __all__ = [
     "GlobalAveragePooling1D", "GlobalMaxPooling1D",
     # losses, optimizers, schedules
     "BinaryCrossentropy", "CategoricalCrossentropy", "MeanSquaredError",
-    "SGD", "Adam", "AdamW", "RMSprop", "StepDecay", "CosineDecay", "clip_grad_norm",
+    "SGD", "Adam", "AdamW", "RMSprop", "StepDecay", "CosineDecay", "LearningRateSchedule",
+    "clip_grad_norm",
     # callbacks
     "Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
     "LearningRateScheduler", "CSVLogger", "BackupAndRestore",
