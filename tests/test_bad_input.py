@@ -231,3 +231,18 @@ def test_bfloat16_tensor_input_is_named(make):
     with pytest.raises(TypeError, match="x must be float32 or float64, got torch dtype "
                                         "bfloat16"):
         mod(torch.zeros(shape, dtype=torch.bfloat16))
+
+
+def test_python_lists_take_the_layers_dtype():
+    """A nested list has no dtype of its own: it is read in the layer's (NumPy would pick
+    float64 and the float32 layer would refuse it)."""
+    g = fastgru.GRU(5, 7, seed=0)
+    x = np.random.default_rng(0).standard_normal((6, 3, 5)).astype(np.float32)
+    y, h = g(x.tolist())
+    np.testing.assert_array_equal(y, g(x)[0])
+    dx = g.backward(np.ones_like(y).tolist())[0]
+    assert dx.dtype == np.float32
+    assert g.step(x[0].tolist())[0].dtype == np.float32
+    assert fastgru.LSTMCell(5, 7)(x[0].tolist())[0].dtype == np.float32
+    with pytest.raises(TypeError, match="x must be a numeric array"):
+        g([["a"] * 5])

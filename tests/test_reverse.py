@@ -160,3 +160,20 @@ def test_one_step_inference_of_a_reverse_layer(cls, L, B):
     assert np.array_equal(h, h2)
     with pytest.raises(ValueError, match="streams forward"):
         m.step(x[0])
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_non_finite_padding_leaves_both_backends_finite(cell, bad):
+    """Padding is never read: NaN/inf there gives finite results and zero dx at padding on
+    the reference backend too (it used to give NaN gradients through 0 * inf)."""
+    for backend in ("fast", "reference"):
+        cls = fastgru.GRU if cell == "gru" else fastgru.LSTM
+        m = cls(2, 3, bidirectional=True, seed=0, dtype="float64", backend=backend)
+        x = np.ones((3, 2, 2))
+        x[2, 1] = bad
+        y, _ = m(x, lengths=[3, 2])
+        dx = m.backward(np.ones_like(y))[0]
+        assert np.isfinite(y).all() and np.isfinite(dx).all(), backend
+        assert not dx[2, 1].any()
+        assert all(np.isfinite(g).all() for g in m.grads().values()), backend

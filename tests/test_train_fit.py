@@ -816,3 +816,21 @@ def test_a_users_schedule_trains_saves_and_resumes(sentiment, tmp_path):
     resumed.fit(x[:96], y[:96], callbacks=[fastgru.BackupAndRestore(backup)], **fit_kw)
     for k, v in full.get_weights().items():
         np.testing.assert_array_equal(v, resumed.get_weights()[k])
+
+
+def test_one_hot_targets_of_any_number_dtype_and_clear_x_errors():
+    m = fastgru.Sequential([fastgru.GRU(2, 4, batch_first=True), fastgru.LastState(),
+                            fastgru.Dense(3, "softmax")], seed=0)
+    m.compile("adam", "categorical_crossentropy")
+    x = np.random.default_rng(0).standard_normal((4, 3, 2))
+    labels = [0, 1, 2, 0]
+    a = m.evaluate(x, labels)
+    for dt in (int, bool, np.float32):
+        assert m.evaluate(x, np.eye(3, dtype=dt)[labels]) == pytest.approx(a, rel=1e-6)
+    with pytest.raises(ValueError, match="y has 4 columns but the model has 3 outputs"):
+        m.fit(x, np.eye(4)[labels], verbose=0)
+    with pytest.raises(TypeError, match="got dict"):
+        m.fit({"x": x}, labels, verbose=0)
+    t = fastgru.TextClassifier(10, embed_dim=4, hidden_size=4, seed=0)
+    with pytest.raises(ValueError, match=r"no time steps \(shape \(3, 0\)\)"):
+        t.fit(np.zeros((3, 0), int), [0, 1, 0], verbose=0)

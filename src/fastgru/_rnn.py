@@ -252,7 +252,7 @@ class RNNBase(Module):
             raise TypeError("x is a torch PackedSequence: pass the padded tensor (e.g. from "
                             "torch.nn.utils.rnn.pad_packed_sequence) and lengths=... instead; "
                             "fastgru applies PackedSequence semantics to it")
-        x = V.float_array("x", x)
+        x = V.float_array("x", x, lists_as=self.dtype)
         if x.dtype != self.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the layer is {self.dtype}: convert x "
                             f"with x.astype(np.{self.dtype}) or the layer with "
@@ -698,7 +698,7 @@ class RNNBase(Module):
         if (type(x) is np.ndarray and x.dtype == self._store.dtype and x.ndim == 2
                 and x.shape[1] == self._I and x.shape[0] > 0 and x.flags.c_contiguous):
             return x, False  # the hot path: nothing to convert
-        x = V.float_array("x", x)
+        x = V.float_array("x", x, lists_as=self.dtype)
         if x.dtype != self.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the layer is {self.dtype}")
         if x.ndim == 1:

@@ -17,10 +17,19 @@ BLAS_INT_MAX = 2**31 - 1  # scipy's cython_blas takes 32-bit ints (LP64)
 GATES = {"gru": 3, "lstm": 4}
 
 
-def float_array(name: str, a: Any, dtype: np.dtype | None = None) -> np.ndarray:
-    """`a` as a float32/float64 ndarray (no copy when already one); TypeError otherwise."""
+def float_array(name: str, a: Any, dtype: np.dtype | None = None,
+                lists_as: np.dtype | None = None) -> np.ndarray:
+    """`a` as a float32/float64 ndarray (no copy when already one); TypeError otherwise.
+    A Python list or tuple becomes an array of `lists_as` (or `dtype`): it has no dtype of its
+    own, and NumPy's float64 default would not match a float32 layer."""
     if a is None:
         raise TypeError(f"{name} must be an array, got None")
+    to = lists_as if lists_as is not None else dtype
+    if isinstance(a, (list, tuple)) and to is not None:
+        try:
+            a = np.asarray(a, dtype=to)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be a numeric array: {exc}") from None
     if not isinstance(a, np.ndarray):
         if hasattr(a, "detach") and hasattr(a, "cpu"):  # a torch tensor: take its data
             t = a.detach().cpu()

@@ -93,7 +93,7 @@ class _CellBase(InteropMixin, Module):
         if (type(x) is np.ndarray and x.dtype == self._store.dtype and x.ndim == 2
                 and x.shape[1] == self._I and x.shape[0] > 0 and x.flags.c_contiguous):
             return x, False  # the hot path
-        x = V.float_array("x", x)
+        x = V.float_array("x", x, lists_as=self.dtype)
         if x.dtype != self.dtype:
             raise TypeError(f"x has dtype {x.dtype} but the cell is {self.dtype}")
         if x.ndim == 1:

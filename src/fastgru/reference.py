@@ -72,6 +72,8 @@ def gru_forward(x, h0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, reset_after=True
     b_hh = _zeros_if_none(a.b_hh, 3 * H, dt)
     xs = reverse_padded(a.x, a.lengths) if reverse else a.x
     act = _active(a.lengths, T, B)
+    if a.lengths is not None:  # padding never counts: NaN/inf there must not reach the grads
+        xs = np.where(act, xs, 0)
     h = _zeros_if_none(a.h0, (B, H), dt)
     y = np.zeros((T, B, H), dt)
     steps = []
@@ -158,6 +160,8 @@ def lstm_forward(x, h0, c0, w_ih, w_hh, b_ih, b_hh, *, lengths=None, training=Tr
     b = _zeros_if_none(a.b_ih, 4 * H, dt) + _zeros_if_none(a.b_hh, 4 * H, dt)
     xs = reverse_padded(a.x, a.lengths) if reverse else a.x
     act = _active(a.lengths, T, B)
+    if a.lengths is not None:  # padding never counts: NaN/inf there must not reach the grads
+        xs = np.where(act, xs, 0)
     h = _zeros_if_none(a.h0, (B, P), dt)
     cs = _zeros_if_none(a.c0, (B, H), dt)
     y = np.zeros((T, B, P), dt)

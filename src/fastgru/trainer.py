@@ -72,6 +72,9 @@ def prepare_x(model: Any, x: Any) -> Prepared:
         raise ValueError("x is None")
     if isinstance(x, str):
         raise TypeError("x must be a list of texts or an array, not one string")
+    if isinstance(x, (dict, set)) or not hasattr(x, "__len__"):
+        raise TypeError(f"x must be an array, a list of sequences or a list of texts, got "
+                        f"{type(x).__name__}")
     if isinstance(x, np.ndarray) and x.dtype == object:  # e.g. Keras' imdb arrays of lists
         x = list(x)
     model._try_build(x)
@@ -104,6 +107,9 @@ def prepare_x(model: Any, x: Any) -> Prepared:
                             f"Embedding, got dtype {x.dtype}")
         if x.ndim != 2:
             raise ValueError(f"x must be (N, T) token ids, got shape {x.shape}")
+        if x.shape[1] == 0:
+            raise ValueError(f"x has no time steps (shape {x.shape}): each row needs at least "
+                             "one token id (or padding)")
         return _check_ids(model, _compact(model, x))
     if x.dtype.kind not in "fiu":
         raise TypeError(f"x must be a float array, got dtype {x.dtype}")
@@ -203,11 +209,14 @@ def prepare_y(model: Any, y: Any, p: Prepared, fit: bool = False) -> np.ndarray:
         if y.dtype.kind not in "fiu":
             raise TypeError(f"regression targets must be numbers, got dtype {y.dtype}")
         return _finite(y.astype(model.dtype))
-    if task == "multiclass" and y.ndim == 2 and y.shape[1] == units and y.dtype.kind == "f":
-        return _finite(y.astype(model.dtype))  # one-hot / probabilities
+    if task == "multiclass" and y.ndim == 2 and y.shape[1] == units and y.dtype.kind in "fiub":
+        return _finite(y.astype(model.dtype))  # one-hot (any number dtype) / probabilities
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
+        if task == "multiclass" and y.ndim == 2:
+            raise ValueError(f"y has {y.shape[1]} columns but the model has {units} outputs: "
+                             f"give class labels (N,) or one-hot rows (N, {units})")
         raise ValueError(f"class labels must be (N,), got shape {y.shape}")
     K = 2 if task == "binary" else units
     ids = _map_labels(model, y, K, fit)
