@@ -57,6 +57,28 @@ def test_texts_on_the_command_line_and_from_a_file(text_run, capsys, tmp_path):
     assert [ln.split("\t")[0] for ln in _lines(capsys)] == want
 
 
+def test_text_files_are_decoded_as_training_reads_them(text_run, capsys, tmp_path):
+    """A byte-order mark is dropped (it would be an <unk> token), and Windows-1252 text
+    (the MR files) is read rather than refused."""
+    run, texts = text_run
+    want = _predict_lines(run, texts, capsys, tmp_path / "plain.txt", "\n".join(texts).encode())
+    bom = _predict_lines(run, texts, capsys, tmp_path / "bom.txt",
+                         b"\xef\xbb\xbf" + "\n".join(texts).encode())
+    assert bom == want
+    cp = _predict_lines(run, ["it\u2019s \u2014 fine"], capsys, tmp_path / "cp.txt",
+                        "it\u2019s \u2014 fine".encode("cp1252"))
+    assert cp[0].endswith("\tit\u2019s \u2014 fine")
+    (tmp_path / "bin.txt").write_bytes(b"a\0b")
+    assert main(["predict", str(run), "--input", str(tmp_path / "bin.txt")]) == 2
+    assert "not a text file" in capsys.readouterr().err
+
+
+def _predict_lines(run, texts, capsys, path, raw):
+    path.write_bytes(raw)
+    assert main(["predict", str(run), "--input", str(path)]) == 0
+    return _lines(capsys)
+
+
 @pytest.mark.parametrize("ext", [".csv", ".tsv", ".json", ".npy"])
 def test_output_files(text_run, capsys, tmp_path, ext):
     run, texts = text_run

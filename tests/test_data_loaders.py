@@ -48,6 +48,31 @@ def test_mr_latin1(tmp_path):
         fastgru.load_mr(str(tmp_path))
 
 
+def test_mr_windows_1252_quotes_and_named_classes(tmp_path, capsys):
+    """MR's quotes and dashes are Windows-1252 bytes: read as the characters they are (not
+    Latin-1 control codes); a byte cp1252 leaves undefined falls back to Latin-1. The CLI's
+    model names the classes negative / positive."""
+    (tmp_path / "rt-polarity.pos").write_bytes(b"it\x92s great \x97 really\nsuperb .\n"
+                                               b"fun , fun\n")
+    (tmp_path / "rt-polarity.neg").write_bytes(b"dull\x85\nbad .\nawful , awful\n")
+    ds = fastgru.load_mr(str(tmp_path))
+    assert "it\u2019s great \u2014 really" in ds.x_train and "dull\u2026" in ds.x_train
+    (tmp_path / "odd").mkdir()
+    (tmp_path / "odd" / "rt-polarity.pos").write_bytes(b"a\x81b\n")
+    (tmp_path / "odd" / "rt-polarity.neg").write_bytes(b"c\n")
+    assert "a\x81b" in fastgru.load_mr(str(tmp_path / "odd")).x_train
+    from fastgru.cli import main
+
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path), "--format", "mr", "--out", str(out),
+                 "--epochs", "1", "--hidden", "4", "--embed-dim", "4", "--verbose", "0",
+                 "--test-split", "0.34"]) == 0
+    assert fastgru.load_model(str(out / "model.npz")).classes_ == ["negative", "positive"]
+    capsys.readouterr()
+    assert main(["predict", str(out), "fun"]) == 0
+    assert capsys.readouterr().out.split("\t")[0] in ("negative", "positive")
+
+
 def test_tsv_csv_with_header_and_string_labels(tmp_path):
     write(str(tmp_path / "d.tsv"), "text\tlabel\ngood movie\tpos\nbad one\tneg\n\n")
     ds = fastgru.load_delimited(str(tmp_path / "d.tsv"))

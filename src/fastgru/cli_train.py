@@ -241,6 +241,19 @@ def _mpi_context(args: argparse.Namespace) -> Any:
         raise UserError(f"--distributed: {exc}") from None
 
 
+def _named(ds: Any, y: Any) -> Any:
+    """Label ids 0..K-1 of a loader that names its classes (MR, aclImdb: negative, positive)
+    as those names, so that the model and `fastgru predict` speak them. Only when the names
+    sort in id order: fit() numbers string labels in sorted order, so the ids stay."""
+    names = (ds.info or {}).get("classes")
+    if y is None or not names or list(names) != sorted(names):
+        return y
+    a = np.asarray(y)
+    if a.dtype.kind not in "iu" or not a.size or a.min() < 0 or a.max() >= len(names):
+        return y
+    return np.array(names, dtype=object)[a]
+
+
 def _data_name(path: str | None) -> str:
     """The data's name for runs/<name> and the reports: the file's stem or the folder's name
     (runs/reviews for reviews.tsv), not its format, so two data sets of one format keep their
@@ -326,6 +339,7 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
         raise UserError(f"the data set at {args.data!r} is empty")
     # Labels are checked here (bad or single-class data fail before any work); fit() then
     # maps the raw labels itself and keeps string labels in model.classes_.
+    ds.y_train, ds.y_test = _named(ds, ds.y_train), _named(ds, ds.y_test)
     y_ids, classes = D.encode_labels(ds.y_train)
     if ds.has_test:
         if len(ds.x_test) == 0:

@@ -192,7 +192,8 @@ def _need(path: str, what: str) -> None:
 
 def load_mr(path: str) -> Dataset:
     """Pang & Lee's sentence polarity data: a folder with rt-polarity.pos and rt-polarity.neg
-    (one snippet a line, Latin-1). Labels 1 = positive, 0 = negative; no test part."""
+    (one snippet a line, Windows-1252). Labels 1 = positive, 0 = negative (info["classes"]
+    names them); no test part."""
     _need(path, "data folder")
     d = path if os.path.isdir(path) else os.path.dirname(path)
     texts, labels = [], []
@@ -203,8 +204,13 @@ def load_mr(path: str) -> Dataset:
                      f"the folder of {path!r} ({os.path.abspath(d)!r}; the MR format reads a "
                      f"folder: give it as the data path)")
             raise DataError(f"MR format needs {name} in {where}")
-        with open(f, encoding="latin-1") as fh:
-            lines = [ln.strip() for ln in fh if ln.strip()]
+        with open(f, "rb") as fh:
+            raw = fh.read()
+        try:  # its quotes and dashes are Windows-1252 bytes (0x91-0x97), not Latin-1's controls
+            text = raw.decode("cp1252")
+        except UnicodeDecodeError:  # a byte cp1252 leaves undefined: read it as Latin-1
+            text = raw.decode("latin-1")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         texts += lines
         labels += [lab] * len(lines)
     return Dataset(texts, np.array(labels, np.int64), kind="text", name="mr",
@@ -235,7 +241,7 @@ def load_aclimdb(path: str) -> Dataset:
                         "train/neg/*.txt (the aclImdb layout)")
     te = parts["test"] if parts["test"][0] else (None, None)
     return Dataset(parts["train"][0], parts["train"][1], te[0], te[1], kind="text",
-                   name="aclimdb")
+                   name="aclimdb", info={"classes": ["negative", "positive"]})
 
 
 class _ArrayUnpickler(pickle.Unpickler):
