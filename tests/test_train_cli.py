@@ -140,6 +140,8 @@ def test_formats_csv_npz_aclimdb_and_guessing(tmp_path):
     (["--data", "{mrbad}", "--format", "mr"], "rt-polarity.neg"),
     (["--data", "{npzbad}"], "cannot read"),
     (["--data", "{tsv}", "--out", "{tsv}"], "is not a folder"),
+    (["--data", "{swapped}"], "the texts may be in the label column"),
+    (["--data", "{tsv}", "--min-freq", "100000"], "lower --min-freq"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, match):
     d = tmp_path / "dir"
@@ -157,6 +159,9 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, match):
     mr.mkdir()
     (mr / "rt-polarity.pos").write_text("good\n")
     files["mrbad"] = str(mr)
+    (tmp_path / "swapped.tsv").write_text("".join(f"{i % 2}\treview number {i}\n"
+                                                  for i in range(60)))
+    files["swapped"] = str(tmp_path / "swapped.tsv")
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     files["npzbad"] = str(tmp_path / "bad.npz")
     argv = [a.format(**files) for a in argv]
@@ -231,3 +236,21 @@ def test_unwritable_out_fails_before_training(tmp_path, capsys):
                                 "--out", str(out)] + SMALL, "is not writable")
     finally:
         out.chmod(0o700)
+
+
+def test_early_stopping_is_reported(tmp_path, capsys):
+    """An early stop and the restored epoch are said, and metrics.json records them."""
+    texts, y = fastgru.make_sentiment_texts(200, seed=1)
+    path = tmp_path / "d.tsv"
+    path.write_text("".join(f"{t}\t{v}\n" for t, v in zip(texts, y, strict=True)))
+    out = tmp_path / "o"
+    # a learning rate this high makes val_loss worsen after an early best
+    assert main(["train", "--data", str(path), "--out", str(out), "--val-split", "0.2",
+                 "--patience", "1", "--epochs", "30", "--lr", "0.5", "--hidden", "8",
+                 "--embed-dim", "8", "--verbose", "2"]) == 0
+    text = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["stopped_early"] and m["epochs"] < 30
+    assert f"stopped after epoch {m['epochs']}" in text
+    if m["best_epoch"] < m["epochs"]:
+        assert f"restored the weights of epoch {m['best_epoch']}" in text

@@ -341,6 +341,10 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     # maps the raw labels itself and keeps string labels in model.classes_.
     ds.y_train, ds.y_test = _named(ds, ds.y_train), _named(ds, ds.y_test)
     y_ids, classes = D.encode_labels(ds.y_train)
+    if len(classes) > max(20, n_all // 2) and ds.kind == "text":
+        raise UserError(f"the labels take {len(classes):,} different values over {n_all:,} "
+                        f"samples (e.g. {str(classes[0])[:40]!r}): the texts may be in the "
+                        "label column; text files need text<TAB>label (or text,label) lines")
     if ds.has_test:
         if len(ds.x_test) == 0:
             raise UserError("the data set's test part is empty")
@@ -388,7 +392,9 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
             vocab = fastgru.Vocabulary.build(x_tr, min_freq=r["min_freq"],
                                              max_size=r["vocab_size"])
             if len(vocab) <= 2:
-                raise UserError("the training texts contain no tokens")
+                raise UserError("the training texts contain no tokens" if r["min_freq"] <= 1
+                                else f"no token occurs --min-freq {r['min_freq']} times in "
+                                "the training texts: lower --min-freq")
             x_tr, _ = vocab.encode(x_tr, max_len=r["max_len"])
             x_te, _ = vocab.encode(x_te, max_len=r["max_len"])
             if x_va is not None:
@@ -431,9 +437,10 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
         model.set_threads(threads)
 
     callbacks: list[fastgru.Callback] = []
+    early = None
     if val_split and patience is not None:
-        callbacks.append(fastgru.EarlyStopping("val_loss", patience=patience,
-                                               restore_best_weights=True))
+        early = fastgru.EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+        callbacks.append(early)
     backup = fastgru.BackupAndRestore(ckpt_path, delete_checkpoint=False)
     callbacks.append(backup)
     if root and not args.resume and os.path.exists(ckpt_path):
@@ -478,6 +485,14 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
             say(f"--resume: the checkpoint already holds {done} epoch" + "s" * (done != 1)
                 + f" (--epochs {r['epochs']}): nothing left to train; give --epochs > {done} "
                 "to train on. The outputs are written again from the checkpoint.")
+        if early is not None and early.best_epoch >= 0:
+            if early.stopped_epoch >= 0:
+                say(f"early stopping: val_loss did not improve for {patience} epoch"
+                    + "s" * (patience != 1) + f" after epoch {early.best_epoch + 1}; stopped "
+                    f"after epoch {early.stopped_epoch + 1}")
+            if early.best_epoch + 1 < len(hist.epoch):
+                say(f"restored the weights of epoch {early.best_epoch + 1} (best val_loss "
+                    f"{early.best:.4f}): the test numbers below are that epoch's")
         test = model.evaluate(x_te, y_te, return_dict=True, distributed=ctx)
     if not root:
         return 0
@@ -496,6 +511,9 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
                "train_seconds": round(train_seconds, 3),
                "samples_per_second": round(n_epochs * len(x_tr) / max(train_seconds, 1e-9), 1),
                "epochs": n_epochs, "n_train": len(x_tr), "n_test": len(x_te),
+               **({} if early is None or early.best_epoch < 0 else
+                  {"best_epoch": early.best_epoch + 1,
+                   "stopped_early": early.stopped_epoch >= 0}),
                "fit_seconds": round(fit_seconds, 3), "data": name, "classes": classes,
                "recipe": dict(r, dtype=dtype, seed=seed), "threads": n_threads,
                "backend": backend, "fastgru": fastgru.__version__}
