@@ -82,6 +82,7 @@ def _model_path(path: str) -> str:
 def _read_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str] | None]:
     """(x for model.predict, the texts or None)."""
     from fastgru.cli import UserError
+    from fastgru.data import decode_text
 
     if args.texts and args.input:
         raise UserError("give texts on the command line or --input, not both")
@@ -107,7 +108,7 @@ def _read_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str] |
         texts = list(args.texts)
     elif src == "-":
         buf = getattr(sys.stdin, "buffer", None)  # absent when stdin was replaced by text
-        texts = (_decode(buf.read()) if buf is not None else sys.stdin.read()).splitlines()
+        texts = (decode_text(buf.read()) if buf is not None else sys.stdin.read()).splitlines()
     else:
         if not os.path.isfile(src):
             raise UserError(f"input {src!r} does not exist")
@@ -115,24 +116,13 @@ def _read_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str] |
             raw = f.read()
         if b"\0" in raw:
             raise UserError(f"{src!r} is not a text file (arrays go in .npy or .npz files)")
-        texts = _decode(raw).splitlines()
+        texts = decode_text(raw).splitlines()
     if getattr(model, "vocab", None) is None:
         raise UserError("this model takes arrays, not texts (it has no vocabulary): give "
                         "--input x.npy or .npz")
     if not texts:
         raise UserError("the input holds no texts")
     return texts, texts
-
-
-def _decode(raw: bytes) -> str:
-    """UTF-8 (a byte-order mark dropped), else Windows-1252 (as the MR files), else Latin-1,
-    as the training loaders read text."""
-    for enc in ("utf-8-sig", "cp1252"):
-        try:
-            return raw.decode(enc)
-        except UnicodeDecodeError:
-            pass
-    return raw.decode("latin-1")
 
 
 def _array_of(archive: Any, src: str) -> np.ndarray:

@@ -190,6 +190,18 @@ def _need(path: str, what: str) -> None:
         raise DataError(f"{what} {path!r} does not exist")
 
 
+def decode_text(raw: bytes) -> str:
+    """Text file bytes as str: UTF-8 (a byte-order mark dropped), else Windows-1252 (MR's
+    quotes and dashes, 0x91-0x97, which Latin-1 reads as control codes), else Latin-1 (for the
+    few bytes cp1252 leaves undefined). The loaders and `fastgru predict` read text so."""
+    for enc in ("utf-8-sig", "cp1252"):
+        try:
+            return raw.decode(enc)
+        except UnicodeDecodeError:
+            pass
+    return raw.decode("latin-1")
+
+
 def load_mr(path: str) -> Dataset:
     """Pang & Lee's sentence polarity data: a folder with rt-polarity.pos and rt-polarity.neg
     (one snippet a line, Windows-1252). Labels 1 = positive, 0 = negative (info["classes"]
@@ -205,11 +217,7 @@ def load_mr(path: str) -> Dataset:
                      f"folder: give it as the data path)")
             raise DataError(f"MR format needs {name} in {where}")
         with open(f, "rb") as fh:
-            raw = fh.read()
-        try:  # its quotes and dashes are Windows-1252 bytes (0x91-0x97), not Latin-1's controls
-            text = raw.decode("cp1252")
-        except UnicodeDecodeError:  # a byte cp1252 leaves undefined: read it as Latin-1
-            text = raw.decode("latin-1")
+            text = decode_text(fh.read())
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         texts += lines
         labels += [lab] * len(lines)
@@ -350,16 +358,12 @@ _HEAD_LABEL = {"label", "labels", "sentiment", "class", "target", "y", "polarity
 
 def load_delimited(path: str, delimiter: str = "\t") -> Dataset:
     """`text<delimiter>label` lines (TSV: tab, CSV: comma with quoting). A first line whose
-    fields are names like text/label is a header and skipped. UTF-8 (Latin-1 fallback)."""
+    fields are names like text/label is a header and skipped. Decoded by decode_text."""
     _need(path, "data file")
     if os.path.isdir(path):
         raise DataError(f"{path!r} is a folder; the tsv/csv formats read one file")
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            content = f.read()
-    except UnicodeDecodeError:
-        with open(path, encoding="latin-1", newline="") as f:
-            content = f.read()
+    with open(path, "rb") as f:
+        content = decode_text(f.read())
     reader = csv.reader(io.StringIO(content), delimiter=delimiter,
                         quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
     texts: list[str] = []

@@ -402,24 +402,23 @@ class TimePooling(Layer):
         self._shape, self._L = x.shape, L
         rows = np.arange(B)
         if self.mode == "last":
-            # a row without valid steps (L = 0) pools to zeros: its layer's zero state
             last = np.maximum(L - 1, 0)
             if self.directions == 2:
                 h = F // 2
                 out = np.concatenate([x[rows, last, :h], x[:, 0, h:]], axis=1)
             else:
                 out = x[:, 0].copy() if self.reverse else x[rows, last]
-            if not L.all():
-                out[L < 1] = 0
-            return out
-        mask = valid_mask(L, B, T)
-        if self.mode == "mean":
-            s = x.sum(axis=1) if mask is None else np.einsum("btf,bt->bf", x, mask.astype(x.dtype))
-            return s / np.maximum(L, 1)[:, None].astype(x.dtype)
-        xm = x if mask is None else np.where(mask[:, :, None], x, -np.inf)
-        self._arg = xm.argmax(axis=1)  # (B, F): the step each maximum came from
-        out = np.take_along_axis(x, self._arg[:, None, :], axis=1)[:, 0]
-        if not L.all():
+        else:
+            mask = valid_mask(L, B, T)
+            if self.mode == "mean":
+                s = (x.sum(axis=1) if mask is None else
+                     np.einsum("btf,bt->bf", x, mask.astype(x.dtype)))
+                out = s / np.maximum(L, 1)[:, None].astype(x.dtype)
+            else:
+                xm = x if mask is None else np.where(mask[:, :, None], x, -np.inf)
+                self._arg = xm.argmax(axis=1)  # (B, F): the step each maximum came from
+                out = np.take_along_axis(x, self._arg[:, None, :], axis=1)[:, 0]
+        if not L.all():  # a row without valid steps (L = 0) pools to zeros
             out[L < 1] = 0
         return out
 
@@ -428,9 +427,9 @@ class TimePooling(Layer):
         L = self._L
         dx = np.zeros((B, T, F), dy.dtype)
         rows = np.arange(B)
+        if not L.all():  # rows without valid steps pooled to constant zeros
+            dy = np.where((L > 0)[:, None], dy, 0)
         if self.mode == "last":
-            if not L.all():
-                dy = np.where((L > 0)[:, None], dy, 0)
             last = np.maximum(L - 1, 0)
             if self.directions == 2:
                 h = F // 2
@@ -447,8 +446,6 @@ class TimePooling(Layer):
             if mask is not None:
                 dx *= mask[:, :, None]
         else:
-            if not L.all():
-                dy = np.where((L > 0)[:, None], dy, 0)
             np.put_along_axis(dx, self._arg[:, None, :], dy[:, None, :], axis=1)
         return dx
 

@@ -14,12 +14,13 @@ a resumed training continues exactly.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from fastgru._validation import check_int
+from fastgru._validation import check_bool, check_int
 
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "get_optimizer", "clip_grad_norm",
            "LearningRateSchedule", "StepDecay", "CosineDecay"]
@@ -136,23 +137,21 @@ def clip_grad_norm(grads: Mapping[str, np.ndarray], max_norm: float,
 
 
 def _clip_each(grads: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray],
-               clipnorm: float | None, clipvalue: float | None) -> dict[str, np.ndarray]:
+               clipnorm: float | None, clipvalue: float | None) -> None:
     """Keras' clipnorm (each gradient scaled to norm <= clipnorm: g * c / max(|g|, c)) or
     clipvalue (np.clip), in place; rows: only those rows are read and written."""
     for k, g in grads.items():
         r = rows.get(k)
-        gr = g if r is None else g[r]
+        gr = g if r is None else g[r]  # the rows: a copy, written back below
         if clipnorm is not None:
             norm = math.sqrt(float(np.dot(gr.ravel(), gr.ravel())))
-            if norm > clipnorm:
-                gr = gr * g.dtype.type(clipnorm / norm)
+            if norm <= clipnorm:
+                continue
+            gr *= g.dtype.type(clipnorm / norm)
         elif clipvalue is not None:
-            gr = np.clip(gr, -clipvalue, clipvalue, out=gr if r is None else None)
-        if r is None:
-            g[...] = gr
-        else:
+            np.clip(gr, -clipvalue, clipvalue, out=gr)
+        if r is not None:
             g[r] = gr
-    return dict(grads)
 
 
 class Optimizer:
@@ -237,7 +236,7 @@ class Optimizer:
         if self.global_clipnorm is not None:
             self.last_grad_norm = clip_grad_norm(grads, self.global_clipnorm, rows)
         elif self.clipnorm is not None or self.clipvalue is not None:
-            grads = _clip_each(grads, rows, self.clipnorm, self.clipvalue)
+            _clip_each(grads, rows, self.clipnorm, self.clipvalue)
         lr = self.learning_rate
         self.iterations += 1
         for k, p in params.items():
@@ -421,14 +420,15 @@ class RMSprop(Optimizer):
     def __init__(self, learning_rate: float | LearningRateSchedule = 1e-3, rho: float = 0.9,
                  momentum: float = 0.0, epsilon: float = 1e-7, centered: bool = False,
                  epsilon_form: str = "keras", **kw: Any) -> None:
-        if not 0.0 <= float(rho) < 1.0:
+        if _nonneg("rho", rho) >= 1.0:
             raise ValueError(f"rho must be in [0, 1), got {rho!r}")
         m = _nonneg("momentum", momentum)
         if m >= 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum!r}")
         if epsilon_form not in ("keras", "torch"):
             raise ValueError(f"epsilon_form must be 'keras' or 'torch', got {epsilon_form!r}")
-        self.rho, self.momentum, self.centered = float(rho), m, bool(centered)
+        self.rho, self.momentum = float(rho), m
+        self.centered = check_bool("centered", centered)
         self.epsilon, self.epsilon_form = _positive("epsilon", epsilon), epsilon_form
         self.SLOTS = ("v",) + (("momentum",) if m > 0 else ()) + (("a",) if centered else ())
         super().__init__(learning_rate, **kw)
@@ -497,8 +497,6 @@ def get_optimizer(opt: Any) -> Optimizer:
         cls = _OPTIMIZERS[cfg.pop("name")]
         custom = cfg.pop("custom_schedule", None)
         if custom is not None:
-            import warnings
-
             warnings.warn(f"the optimizer was saved with a learning-rate schedule of the user's "
                           f"({custom}), which cannot be stored: it continues at the rate it "
                           f"had then, {cfg.get('learning_rate')}; compile again with the "
