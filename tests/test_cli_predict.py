@@ -53,7 +53,8 @@ def test_texts_on_the_command_line_and_from_a_file(text_run, capsys, tmp_path):
     got_p = np.array([float(ln[1]) for ln in lines])
     np.testing.assert_allclose(got_p, np.where(np.array(want) == "pos", p1, 1 - p1), atol=1e-4)
     (tmp_path / "t.txt").write_text("\n".join(texts) + "\n")
-    assert main(["predict", str(run / "model.npz"), "--input", str(tmp_path / "t.txt")]) == 0
+    assert main(["predict", str(run / "model.npz"), "--input", str(tmp_path / "t.txt"),
+                 "--threads", "-1"]) == 0
     assert [ln.split("\t")[0] for ln in _lines(capsys)] == want
 
 
@@ -153,3 +154,18 @@ def test_python_dash_m_fastgru(text_run):
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split("\t")[0] in ("neg", "pos")
+
+
+def test_texts_without_tokens_are_scored_with_a_warning(text_run, capsys):
+    """An empty text keeps the zero state (as a fully masked row in Keras); the user is told."""
+    run, texts = text_run
+    model = fastgru.load_model(run / "model.npz")
+    assert main(["predict", str(run), texts[0], "", "  "]) == 0
+    out = capsys.readouterr()
+    assert "warning: 2 text(s) without tokens (number 2, 3)" in out.err
+    rows = [ln.split("\t") for ln in out.out.strip("\n").split("\n")]
+    assert len(rows) == 3
+    p = model.predict([texts[0], "", "  "])[:, 0]
+    assert p[1] == p[2]
+    assert main(["predict", str(run), texts[0]]) == 0
+    assert "warning" not in capsys.readouterr().err

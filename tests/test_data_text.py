@@ -75,6 +75,13 @@ def test_pad_sequences():
         fastgru.pad_sequences([[0.5, 1.5]])
     with pytest.raises(ValueError, match="items of shape"):
         fastgru.pad_sequences([np.ones((2, 3)), np.ones((2, 4))], dtype="float32")
+    # ids beyond int32 would wrap silently in NumPy's assignment (Keras raises too)
+    with pytest.raises(ValueError, match=r"sequence 1 holds values outside int32"):
+        fastgru.pad_sequences([[1], [2**31]])
+    with pytest.raises(ValueError, match="outside uint8"):
+        fastgru.pad_sequences([[-1]], dtype="uint8")
+    x, _ = fastgru.pad_sequences([[2**31]], dtype="int64")
+    assert x[0, 0] == 2**31
 
 
 def test_encode_labels():

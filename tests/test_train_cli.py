@@ -180,9 +180,11 @@ def test_verify_and_reference_backend_flags(tmp_path):
     v = json.loads((out / "metrics.json").read_text())["verification"]
     assert v["batches_checked"] == 4  # batches 0, 2, 4, 6 of 2 epochs x 4 batches
     assert main(["train", "--data", data, "--out", str(tmp_path / "r"), "--backend",
-                 "reference", "--cell", "lstm"] + SMALL) == 0
+                 "reference", "--cell", "lstm", "--threads", "-1"] + SMALL) == 0
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["backend"] == "reference" and m["test_accuracy"] is not None
+    # --threads -1 is the default: all physical cores, as the layers' n_threads=-1
+    assert m["threads"] == fastgru._threads.default_n_threads()
 
 
 def test_module_entry_point_reports_user_errors_in_one_line(tmp_path):

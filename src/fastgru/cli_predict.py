@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", metavar="FILE", help=f"write {', '.join(OUTPUTS)} instead of "
                                                     "printing")
     p.add_argument("--batch-size", metavar="N", default="256", help="default 256")
-    p.add_argument("--threads", metavar="N", help="threads (default: fastgru's policy)")
+    p.add_argument("--threads", metavar="N", help="threads (default or -1: fastgru's policy, all "
+                   "physical cores)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,6 +123,11 @@ def _read_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str] |
                         "--input x.npy or .npz")
     if not texts:
         raise UserError("the input holds no texts")
+    empty = [i + 1 for i, t in enumerate(texts) if not model.vocab.tokenizer(t)]
+    if empty:  # scored from the zero state, which is rarely what the user meant
+        where = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
+        print(f"fastgru predict: warning: {len(empty)} text(s) without tokens (number {where}); "
+              "they are scored from the empty sequence", file=sys.stderr)
     return texts, texts
 
 
@@ -142,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     from fastgru.cli import UserError
 
     batch_size = _int_arg(args.batch_size, "--batch-size")
-    threads = None if args.threads is None else _int_arg(args.threads, "--threads")
+    threads = None if args.threads in (None, "-1") else _int_arg(args.threads, "--threads")
     if args.output and os.path.splitext(args.output)[1].lower() not in OUTPUTS:
         raise UserError(f"--output must end in one of {', '.join(OUTPUTS)}, got "
                         f"{args.output!r}")

@@ -84,9 +84,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--clipnorm", metavar="X", help="clip the global gradient norm to X")
     g.add_argument("--patience", metavar="N", help="early stopping on val_loss after N epochs "
                    "without improvement, best weights restored (needs --val-split)")
-    g.add_argument("--threads", metavar="N", help="threads for the kernels and BLAS (default: "
-                   "all physical cores; with --distributed, per rank: the node's cores shared "
-                   "among its ranks)")
+    g.add_argument("--threads", metavar="N", help="threads for the kernels and BLAS (default "
+                   "or -1: all physical cores; with --distributed, per rank: the node's cores "
+                   "shared among its ranks)")
     g.add_argument("--seed", metavar="N", default="0", help="seeds the split, initialisation, "
                    "shuffling and dropout (default 0)")
     g.add_argument("--backend", metavar="NAME", default="fast",
@@ -130,6 +130,13 @@ def _num(args: argparse.Namespace, name: str, kind: type, lo: float, hi: float |
               f"{')' if hi_open or hi is None else ']'}"
         raise UserError(f"{flag} must be in {rng}, got {raw!r}")
     return v
+
+
+def _threads(args: argparse.Namespace) -> int | None:
+    """--threads: N >= 1, or -1 / omitted for fastgru's default (all physical cores)."""
+    if getattr(args, "threads", None) is not None and str(args.threads).strip() == "-1":
+        return None
+    return _num(args, "threads", int, 1, 4096)
 
 
 def _choice(args: argparse.Namespace, name: str, choices: tuple[str, ...], default: Any) -> Any:
@@ -234,7 +241,7 @@ def _mpi_context(args: argparse.Namespace) -> Any:
     from fastgru import distributed
     from fastgru.cli import UserError
 
-    threads = _num(args, "threads", int, 1, 4096)
+    threads = _threads(args)
     try:
         return distributed.init(threads=threads)
     except distributed.MPIUnavailableError as exc:
@@ -306,7 +313,7 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     test_split = _num(args, "test_split", float, 0.0, 1.0, lo_open=True, hi_open=True)
     val_split = _num(args, "val_split", float, 0.0, 1.0, hi_open=True)
     seed = _num(args, "seed", int, 0, 2**32 - 1)
-    threads = _num(args, "threads", int, 1, 4096)
+    threads = _threads(args)
     patience = _num(args, "patience", int, 0)
     clipnorm = _num(args, "clipnorm", float, 0.0, lo_open=True)
     verify = _num(args, "verify", int, 0, default=None)  # 0: the first batch only

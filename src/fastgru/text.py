@@ -68,6 +68,11 @@ def pad_sequences(seqs: Sequence[Any], maxlen: int | None = None,
         if np.dtype(dtype).kind in "iu" and a.dtype.kind == "f" and np.any(a != np.round(a)):
             raise TypeError(f"sequence {i} holds non-integer values; pass a float dtype "
                             f"(dtype={np.dtype(dtype)} would truncate them)")
+        if np.dtype(dtype).kind in "iu" and a.dtype.kind in "iuf" and a.size:
+            info = np.iinfo(dtype)  # NumPy's array assignment would wrap them silently
+            if a.min() < info.min or a.max() > info.max:
+                raise ValueError(f"sequence {i} holds values outside {np.dtype(dtype)}'s range "
+                                 f"[{info.min}, {info.max}]; pass a wider dtype")
     lengths = np.array([len(s) for s in arrs], np.int64)
     T = int(maxlen) if maxlen is not None else int(lengths.max(initial=1)) or 1
     T = max(T, 1)
