@@ -246,3 +246,15 @@ def test_python_lists_take_the_layers_dtype():
     assert fastgru.LSTMCell(5, 7)(x[0].tolist())[0].dtype == np.float32
     with pytest.raises(TypeError, match="x must be a numeric array"):
         g([["a"] * 5])
+
+
+def test_layer_messages_name_the_unbatched_layout_tuples_and_huge_lengths():
+    g = fastgru.GRU(4, 3)
+    with pytest.raises(ValueError, match=r"T >= 1 steps, got shape \(0, 4\) \(T, I\)"):
+        g(np.zeros((0, 4), np.float32))
+    with pytest.raises(TypeError, match="h0 of a GRU is one array"):
+        g(np.zeros((2, 1, 4), np.float32), h0=(np.zeros((1, 1, 3), np.float32),))
+    with pytest.raises(ValueError, match=r"got values in \[1, 1e\+300\]$"):
+        g(np.zeros((2, 2, 4), np.float32), lengths=np.array([1e300, 1]))
+    with pytest.raises(TypeError, match="seqs must be a list of sequences, got NoneType"):
+        fastgru.pad_sequences(None)

@@ -267,7 +267,8 @@ class RNNBase(Module):
                              f"{x.shape}")
         T, B, I = x3.shape
         if T < 1:  # B = 0 is allowed (as in torch): empty outputs
-            raise ValueError(f"x must have T >= 1 steps, got shape {x.shape} {layout}")
+            raise ValueError(f"x must have T >= 1 steps, got shape {x.shape} "
+                             f"{'(T, I)' if unbatched else layout}")
         if I != self._I:
             raise ValueError(f"x must have I = input_size = {self._I} features in its last axis, "
                              f"got shape {x.shape}")

@@ -107,7 +107,10 @@ def check_lengths(lengths: Any, T: int, B: int) -> np.ndarray | None:
         return arr.astype(np.int64)
     lo, hi = int(arr.min()), int(arr.max())  # before the cast: uint64 above 2**63 would wrap
     if lo < 1 or hi > T:
-        raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got values in [{lo}, {hi}]")
+        def show(v: int) -> str:  # integers as given; a float such as 1e300 shortly
+            return f"{float(v):.3g}" if arr.dtype.kind == "f" and abs(v) >= 10**15 else str(v)
+        raise ValueError(f"lengths must lie in [1, T] = [1, {T}], got values in "
+                         f"[{show(lo)}, {show(hi)}]")
     return arr.astype(np.int64)
 
 

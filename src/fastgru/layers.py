@@ -141,7 +141,11 @@ class GRU(_LayerInterop, RNNBase):
         hx: another name for h0 (torch.nn.GRU's keyword); give one of them.
         y: (T, B, D*H) (batch_first: (B, T, D*H)); h_n: (L*D, B, H).
         """
-        y, hn, _ = self._run(x, V.state_or_hx("h0", h0, hx), None, lengths, requires_grad, mask)
+        h0 = V.state_or_hx("h0", h0, hx)
+        if isinstance(h0, tuple):  # an LSTM habit; torch refuses it too
+            raise TypeError("h0 of a GRU is one array (num_layers * num_directions, B, H), not "
+                            "a tuple (an LSTM takes (h0, c0))")
+        y, hn, _ = self._run(x, h0, None, lengths, requires_grad, mask)
         return y, hn
 
     def __call__(self, x: ArrayLike, h0: ArrayLike | None = None, lengths: Any = None, *,

@@ -57,6 +57,8 @@ def pad_sequences(seqs: Sequence[Any], maxlen: int | None = None,
         raise ValueError("padding and truncating must be 'pre' or 'post'")
     if maxlen is not None and (not isinstance(maxlen, (int, np.integer)) or maxlen < 1):
         raise ValueError(f"maxlen must be a positive int or None, got {maxlen!r}")
+    if isinstance(seqs, (str, bytes)) or not hasattr(seqs, "__iter__"):
+        raise TypeError(f"seqs must be a list of sequences, got {type(seqs).__name__}")
     arrs = [np.asarray(s) for s in seqs]
     if any(a.ndim == 0 for a in arrs):
         raise ValueError("pad_sequences takes a list of sequences; an element is a scalar")
