@@ -157,7 +157,7 @@ def test_python_dash_m_fastgru(text_run):
 
 
 def test_texts_without_tokens_are_scored_with_a_warning(text_run, capsys):
-    """An empty text keeps the zero state (as a fully masked row in Keras); the user is told."""
+    """An empty text is encoded as one <unk> (Vocabulary.encode); the user is told."""
     run, texts = text_run
     model = fastgru.load_model(run / "model.npz")
     assert main(["predict", str(run), texts[0], "", "  "]) == 0

@@ -17,6 +17,13 @@ def test_tokenizer_words_punctuation_html():
     assert tok("the film 's ending") == ["the", "film", "'s", "ending"]  # MR's split style
     assert fastgru.Tokenizer(lower=False)("Ab") == ["Ab"]
     assert fastgru.Tokenizer(char_level=True)("Ab c") == ["a", "b", " ", "c"]
+    # typographic apostrophes are apostrophes; decomposed accents are composed (NFC)
+    assert tok("It\u2019s the film\u2019s end, don\u02bct") == \
+        ["it's", "the", "film's", "end", ",", "don't"]
+    assert tok("cafe\u0301 caf\u00e9") == ["caf\u00e9", "caf\u00e9"]
+    assert fastgru.Tokenizer(char_level=True)("e\u0301\u2019") == ["\u00e9", "\u2019"]
+    raw = fastgru.Tokenizer(normalize=False)
+    assert raw("it\u2019s cafe\u0301") == ["it", "\u2019", "s", "cafe", "\u0301"]
     with pytest.raises(TypeError):
         tok(3)
 
@@ -51,7 +58,18 @@ def test_vocabulary_truncation_keeps_end_and_saves(tmp_path):
     v.save(str(path))
     w = fastgru.Vocabulary.load(str(path))
     assert w.tokens == v.tokens
-    assert json.loads(path.read_text())["tokenizer"] == {"lower": True, "char_level": False}
+    assert json.loads(path.read_text())["tokenizer"] == {"lower": True, "char_level": False,
+                                                         "normalize": True}
+    # a vocabulary saved before `normalize` existed keeps tokenizing as it was built
+    doc = json.loads(path.read_text())
+    doc["tokenizer"] = {"lower": True, "char_level": False}
+    path.write_text(json.dumps(doc))
+    old = fastgru.Vocabulary.load(str(path))
+    assert old.tokenizer("it\u2019s") == ["it", "\u2019", "s"]
+    doc["tokenizer"] = {"lower": True, "pickle": 1}
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="tokenizer settings"):
+        fastgru.Vocabulary.load(str(path))
     with pytest.raises(ValueError, match="<pad>"):
         fastgru.Vocabulary(["a", "b"])
 

@@ -124,10 +124,10 @@ def _read_inputs(args: argparse.Namespace, model: Any) -> tuple[Any, list[str] |
     if not texts:
         raise UserError("the input holds no texts")
     empty = [i + 1 for i, t in enumerate(texts) if not model.vocab.tokenizer(t)]
-    if empty:  # scored from the zero state, which is rarely what the user meant
+    if empty:  # Vocabulary.encode scores them as one <unk>: rarely what the user meant
         where = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
         print(f"fastgru predict: warning: {len(empty)} text(s) without tokens (number {where}); "
-              "they are scored from the empty sequence", file=sys.stderr)
+              "each is scored as one <unk> token", file=sys.stderr)
     return texts, texts
 
 

@@ -4,14 +4,16 @@
     ids, lengths = vocab.encode(texts, max_len=200)      # (N, T) int32, (N,) int64
     vocab.save("vocab.json"); Vocabulary.load("vocab.json")
 
-Tokenization lower-cases, removes HTML line breaks (IMDB reviews have `<br />`), and splits
-into words (letters/digits, keeping inner apostrophes: "don't") and single punctuation marks.
+Tokenization normalizes Unicode (NFC; typographic apostrophes such as U+2019 become "'"),
+lower-cases, removes HTML line breaks (IMDB reviews have `<br />`), and splits into words
+(letters/digits, keeping inner apostrophes: "don't", "don’t") and single punctuation marks.
 `char_level=True` makes every character a token (character language models).
 """
 from __future__ import annotations
 
 import json
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -24,25 +26,37 @@ __all__ = ["Tokenizer", "Vocabulary", "pad_sequences"]
 
 _WORD = re.compile(r"\w+(?:'\w+)*|'\w+|[^\w\s]")
 _HTML_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+# right single quotation mark, modifier letter apostrophe, fullwidth apostrophe
+_APOSTROPHES = str.maketrans({"\u2019": "'", "\u02bc": "'", "\uff07": "'"})
 
 
 class Tokenizer:
-    """text -> list of tokens. lower: lower-case first; char_level: one token per character."""
+    """text -> list of tokens. lower: lower-case first; char_level: one token per character;
+    normalize: Unicode NFC first (a decomposed "é" is the composed one) and, for words,
+    typographic apostrophes as "'" (so "it’s" is the token "it's", not "it", "’", "s").
+    Vocabularies saved before `normalize` existed load with normalize=False, as they were
+    built."""
 
-    def __init__(self, lower: bool = True, char_level: bool = False) -> None:
+    def __init__(self, lower: bool = True, char_level: bool = False,
+                 normalize: bool = True) -> None:
         self.lower, self.char_level = bool(lower), bool(char_level)
+        self.normalize = bool(normalize)
 
     def __call__(self, text: str) -> list[str]:
         if not isinstance(text, str):
             raise TypeError(f"text must be a str, got {type(text).__name__}")
+        if self.normalize:
+            text = unicodedata.normalize("NFC", text)
         if self.lower:
             text = text.lower()
         if self.char_level:
             return list(text)
+        if self.normalize:
+            text = text.translate(_APOSTROPHES)
         return _WORD.findall(_HTML_BREAK.sub(" ", text))
 
     def get_config(self) -> dict[str, Any]:
-        return {"lower": self.lower, "char_level": self.char_level}
+        return {"lower": self.lower, "char_level": self.char_level, "normalize": self.normalize}
 
 
 def pad_sequences(seqs: Sequence[Any], maxlen: int | None = None,
@@ -109,14 +123,15 @@ class Vocabulary:
 
     @classmethod
     def build(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None,
-              lower: bool = True, char_level: bool = False) -> Vocabulary:
+              lower: bool = True, char_level: bool = False,
+              normalize: bool = True) -> Vocabulary:
         """Count the tokens of `texts`; keep those seen >= min_freq times, at most max_size
         entries in all (including `<pad>` and `<unk>`)."""
         if int(min_freq) < 1:
             raise ValueError(f"min_freq must be >= 1, got {min_freq!r}")
         if max_size is not None and int(max_size) < 3:
             raise ValueError(f"max_size must be >= 3 or None, got {max_size!r}")
-        tok = Tokenizer(lower=lower, char_level=char_level)
+        tok = Tokenizer(lower=lower, char_level=char_level, normalize=normalize)
         counts: Counter = Counter()
         for t in texts:
             counts.update(tok(t))
@@ -160,7 +175,11 @@ class Vocabulary:
     def from_json(cls, d: dict[str, Any]) -> Vocabulary:
         if not isinstance(d, dict) or not isinstance(d.get("tokens"), list):
             raise ValueError("not a vocabulary document (no 'tokens' list)")
-        return cls(d["tokens"], Tokenizer(**d.get("tokenizer", {})))
+        cfg = d.get("tokenizer", {})
+        if not isinstance(cfg, dict) or set(cfg) - {"lower", "char_level", "normalize"}:
+            raise ValueError(f"not a vocabulary document (tokenizer settings {cfg!r})")
+        # a vocabulary saved before `normalize` existed was built without it
+        return cls(d["tokens"], Tokenizer(**{"normalize": False, **cfg}))
 
     def save(self, path: str) -> None:
         """Write the vocabulary as JSON (atomically)."""
