@@ -16,7 +16,7 @@ import fastgru
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--text", help="a UTF-8 text file (default: a built-in corpus)")
     ap.add_argument("--word", action="store_true", help="word tokens instead of characters")
     ap.add_argument("--epochs", type=int, default=15)

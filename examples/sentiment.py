@@ -36,7 +36,7 @@ def load(path):
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", help="MR folder, aclImdb folder or a TSV/CSV file")
     ap.add_argument("--cell", default="gru", choices=["gru", "lstm"])
     ap.add_argument("--epochs", type=int, default=6)

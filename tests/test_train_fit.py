@@ -784,6 +784,15 @@ def test_metric_names_are_the_log_keys_as_given(sentiment):
     m2.compile("adam", "binary_crossentropy", ["accuracy", "mae"])
     r2 = m2.evaluate(x[500:], y[500:], return_dict=True)
     assert r["acc"] == r2["accuracy"] and r["mean_absolute_error"] == r2["mae"]
+    # Keras' list form, in get_weights()' order
+    m3 = small_clf(vocab, seed=5)
+    m3.set_weights(list(m.get_weights().values()))
+    for k, v in m.get_weights().items():
+        np.testing.assert_array_equal(m3.get_weights()[k], v)
+    with pytest.raises(ValueError, match="list of 1 arrays; the model has"):
+        m3.set_weights([np.zeros(3)])
+    with pytest.raises(TypeError, match="dict name -> array"):
+        m3.set_weights(np.zeros(3))
 
 
 class _Halving(fastgru.LearningRateSchedule):

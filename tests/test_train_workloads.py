@@ -74,6 +74,15 @@ def test_language_model_generate_contract(cell):
         lm.generate("ab", 5, temperature=-1)
     with pytest.raises(ValueError):
         lm.generate([], 5)
+    # an untrained model at a high temperature never samples <pad> or <unk> (decoded text
+    # would drop the one and spell out the other), unless asked to
+    raw = fastgru.LanguageModel(len(vocab), embed_dim=4, hidden_size=5, vocab=vocab, cell=cell,
+                                seed=0)
+    txt = raw.generate("ab", 300, temperature=50.0, seed=0)
+    assert len(txt) == 300 and set(txt) <= set("abc")
+    ids = raw.generate([2], 300, temperature=50.0, seed=0, skip_special=False)
+    assert {0, 1} <= set(ids)
+    assert 0 not in raw.generate([2], 300, temperature=50.0, seed=0)
     # per-step predict: probabilities over the vocabulary at every step
     p = lm.predict(x[:3])
     assert p.shape == (3, 8, len(vocab))

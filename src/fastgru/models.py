@@ -242,9 +242,18 @@ class Sequential:
         self._need_built()
         return {k: v.copy() for k, v in self._params.items()}
 
-    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Copy arrays into the parameters (names and shapes must match exactly)."""
+    def set_weights(self, weights: dict[str, np.ndarray] | Sequence[np.ndarray]) -> None:
+        """Copy arrays into the parameters (names and shapes must match exactly): a dict as
+        get_weights() returns, or (as Keras) a list in get_weights()' order."""
         self._need_built()
+        if isinstance(weights, (list, tuple)):
+            if len(weights) != len(self._params):
+                raise ValueError(f"weights is a list of {len(weights)} arrays; the model has "
+                                 f"{len(self._params)} (in order: {list(self._params)})")
+            weights = dict(zip(self._params, weights, strict=True))
+        elif not isinstance(weights, dict):
+            raise TypeError(f"weights must be a dict name -> array (as get_weights() returns) "
+                            f"or a list of arrays, got {type(weights).__name__}")
         if set(weights) != set(self._params):
             missing = sorted(set(self._params) - set(weights))
             extra = sorted(set(weights) - set(self._params))
@@ -719,10 +728,13 @@ class LanguageModel(_Preset):
         return cfg
 
     def generate(self, prompt: str | Sequence[int], length: int = 100,
-                 temperature: float = 1.0, seed: int | None = None) -> str | list[int]:
+                 temperature: float = 1.0, seed: int | None = None,
+                 skip_special: bool = True) -> str | list[int]:
         """Continue `prompt` by `length` tokens sampled from softmax(logits / temperature)
         (temperature -> 0: greedy). A str prompt needs `vocab` and returns text; a list of ids
-        returns the generated ids. Runs the recurrent layer one step at a time (layer.step)."""
+        returns the generated ids. Runs the recurrent layer one step at a time (layer.step).
+        skip_special: with a vocabulary, never sample `<pad>` or `<unk>` (decoded text would
+        drop the one and spell out the other)."""
         if not float(temperature) >= 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if int(length) < 0:
@@ -737,6 +749,12 @@ class LanguageModel(_Preset):
             ids = [int(i) for i in prompt]
         if not ids:
             raise ValueError("prompt is empty")
+        banned: list[int] = []
+        if skip_special and self.vocab is not None:
+            banned = [Vocabulary.PAD_ID, Vocabulary.UNK_ID]
+            if len(self.vocab.tokens) <= len(banned):
+                raise ValueError("the vocabulary holds only <pad> and <unk>: nothing to sample "
+                                 "(skip_special=False samples them)")
         rng = np.random.default_rng(seed)
         emb = next(l for l in self.layers if isinstance(l, Embedding))
         rnn = next(l for l in self.layers if isinstance(l, RNN)).layer
@@ -751,6 +769,7 @@ class LanguageModel(_Preset):
             y, state = rnn.step(W[[tok]], state)
             if i >= len(ids) - 1 and len(new) < int(length):
                 logits = (y @ out.params["weight"].T + out.params["bias"])[0].astype(np.float64)
+                logits[banned] = -np.inf
                 new.append(_sample(logits, float(temperature), rng))
         if vocab is not None:
             sep = "" if vocab.tokenizer.char_level else " "
@@ -761,7 +780,7 @@ class LanguageModel(_Preset):
 def _sample(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
     if temperature == 0:
         return int(np.argmax(logits))
-    z = logits / temperature
+    z = logits / temperature  # -inf (a banned id) stays -inf: probability 0
     p = np.exp(z - z.max())
     p /= p.sum()
     return int(rng.choice(len(p), p=p))
