@@ -220,6 +220,71 @@ def test_early_stopping_counts_like_keras(patience, stops_after):
     assert k.stopped_epoch == es.stopped_epoch
 
 
+_SERIES = [[1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99], [1.0, 0.8, 0.7, 0.65, 0.6, 0.58, 0.57],
+           [0.5, 0.6, 0.4, 0.45, 0.3, 0.35, 0.36, 0.37], [2.0, 1.9, 1.8, 1.7, 1.6, 1.55, 1.5]]
+
+
+@pytest.mark.parametrize("series", range(len(_SERIES)))
+@pytest.mark.parametrize("patience,baseline,min_delta", [(0, 0.75, 0.0), (1, 0.75, 0.0),
+                                                         (2, 0.62, 0.0), (2, 1.85, 0.02),
+                                                         (3, 0.3, 0.01), (1, None, 0.05)])
+def test_early_stopping_baseline_and_verbose_like_keras(series, patience, baseline, min_delta,
+                                                        capsys):
+    """Keras' baseline rule: the wait restarts only at a value better than both the best so
+    far and the baseline; the stop epoch, best epoch and printed lines agree with Keras'."""
+    vals = _SERIES[series]
+    es = fastgru.EarlyStopping(patience=patience, baseline=baseline, min_delta=min_delta,
+                               verbose=1, restore_best_weights=True)
+    es.set_model(_FakeModel())
+    es.model.set_weights = lambda w: None
+    es.on_train_begin()
+    for epoch, v in enumerate(vals):
+        es.on_epoch_end(epoch, {"val_loss": v})
+        if es.model.stop_training:
+            break
+    es.on_train_end()
+    ours = capsys.readouterr().out
+    keras = pytest.importorskip("keras")
+    k = keras.callbacks.EarlyStopping(patience=patience, baseline=baseline, min_delta=min_delta,
+                                      verbose=1, restore_best_weights=True)
+    k.set_model(type("M", (), {"stop_training": False, "get_weights": lambda self: [],
+                               "set_weights": lambda self, w: None})())
+    k.on_train_begin()
+    for epoch, v in enumerate(vals):
+        k.on_epoch_end(epoch, {"val_loss": v})
+        if k.model.stop_training:
+            break
+    k.on_train_end()
+    assert ours == capsys.readouterr().out
+    assert (k.stopped_epoch or -1) == es.stopped_epoch  # Keras' 0 is fastgru's -1: no stop
+    assert k.best_epoch == es.best_epoch and k.wait == es.wait
+
+
+def test_model_checkpoint_keras_options(sentiment, tmp_path, capsys):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    path = str(tmp_path / "w-{epoch}.npz")
+    # nothing beats the threshold: nothing written
+    mc = fastgru.ModelCheckpoint(path, "val_loss", 1, True, True, initial_value_threshold=0.0)
+    m.fit(x[:96], y[:96], epochs=2, verbose=0, validation_data=(x[500:], y[500:]),
+          callbacks=[mc])
+    assert not list(tmp_path.iterdir())
+    assert capsys.readouterr().out.count("val_loss did not improve from 0.00000") == 2
+    mc = fastgru.ModelCheckpoint(path, save_weights_only=True, verbose=1)
+    m.fit(x[:96], y[:96], epochs=1, verbose=0, validation_data=(x[500:], y[500:]),
+          callbacks=[mc])
+    assert "Epoch 1: saving model to" in capsys.readouterr().out
+    m2 = small_clf(vocab, seed=9)
+    m2.load_weights(str(tmp_path / "w-1.npz"))
+    np.testing.assert_array_equal(m2.predict(x[500:520]), m.predict(x[500:520]))
+    arrays, meta = fastgru.checkpoint.load_arrays(str(tmp_path / "w-1.npz"))
+    assert meta["weights_only"] and all(k.startswith("param/") for k in arrays)
+    m.save_weights(tmp_path / "direct.npz")
+    m2 = small_clf(vocab, seed=8)
+    m2.load_weights(tmp_path / "direct.npz")
+    np.testing.assert_array_equal(m2.predict(x[500:520]), m.predict(x[500:520]))
+
+
 def test_missing_monitor_warns_and_carries_on_like_keras(sentiment, tmp_path):
     """Keras warns when the monitored value is not in the logs (val_loss without validation
     data) and trains on; so does fastgru: no early stop, no best-only checkpoint."""

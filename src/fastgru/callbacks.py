@@ -109,15 +109,19 @@ class EarlyStopping(Callback):
     """Stop when `monitor` has not improved by more than min_delta for `patience` epochs in a
     row (Keras' rule: patience=1 stops after the first epoch without improvement, patience=0
     too; never after the first epoch). restore_best_weights: at the end, put back the weights
-    of the best epoch."""
+    of the best epoch. baseline: as Keras, the count of epochs without improvement restarts
+    only at a value better than both the best so far and the baseline. verbose=1 prints
+    Keras' two lines (the stop, the restored epoch) at the end of training."""
 
-    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
-                 mode: str = "auto", restore_best_weights: bool = False,
-                 start_from_epoch: int = 0) -> None:
+    def __init__(self, monitor: str = "val_loss", min_delta: float = 0.0, patience: int = 0,
+                 verbose: int = 0, mode: str = "auto", baseline: float | None = None,
+                 restore_best_weights: bool = False, start_from_epoch: int = 0) -> None:
         self.monitor = monitor
         self.patience = check_int("patience", patience, 0)
         self.min_delta = abs(_real("min_delta", min_delta))
+        self.verbose = check_int("verbose", verbose, 0)
         self.mode = _mode(monitor, mode)
+        self.baseline = None if baseline is None else _real("baseline", baseline)
         self.restore_best_weights = bool(restore_best_weights)
         self.start_from_epoch = check_int("start_from_epoch", start_from_epoch, 0)
         self.on_train_begin()
@@ -138,7 +142,10 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_weights is None:
             self.best_weights, self.best_epoch = self.model.get_weights(), epoch  # (a NaN first)
         if _improved(self.mode, v, self.best, self.min_delta):
-            self.best, self.best_epoch, self.wait = float(v), epoch, 0
+            self.best, self.best_epoch = float(v), epoch
+            beats_baseline = self.baseline is None or \
+                _improved(self.mode, v, self.baseline, self.min_delta)
+            self.wait = 0 if beats_baseline else self.wait + 1
             if self.restore_best_weights:
                 self.best_weights = self.model.get_weights()
             return
@@ -148,7 +155,12 @@ class EarlyStopping(Callback):
             self.model.stop_training = True
 
     def on_train_end(self, logs=None):
+        if self.stopped_epoch > 0 and self.verbose > 0:
+            print(f"Epoch {self.stopped_epoch + 1}: early stopping")
         if self.restore_best_weights and self.best_weights is not None:
+            if self.verbose > 0:
+                print("Restoring model weights from the end of the best epoch: "
+                      f"{self.best_epoch + 1}.")
             self.model.set_weights(self.best_weights)
 
     def get_state(self):
@@ -166,14 +178,20 @@ class EarlyStopping(Callback):
 class ModelCheckpoint(Callback):
     """Save the model (fastgru.load_model can read it) at the end of epochs. filepath may
     contain {epoch} (1-based) and log names, e.g. "ckpt-{epoch:02d}-{val_loss:.3f}.npz".
-    save_best_only: write only when `monitor` improves (the best checkpoint)."""
+    save_best_only: write only when `monitor` improves (the best checkpoint), starting from
+    initial_value_threshold when given. save_weights_only: model.save_weights() (the
+    parameters, for model.load_weights) instead of model.save(). Arguments in Keras' order."""
 
-    def __init__(self, filepath: str, monitor: str = "val_loss", save_best_only: bool = False,
-                 mode: str = "auto", verbose: int = 0) -> None:
+    def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
+                 save_best_only: bool = False, save_weights_only: bool = False,
+                 mode: str = "auto", initial_value_threshold: float | None = None) -> None:
         self.filepath, self.monitor = os.fspath(filepath), monitor
-        self.save_best_only, self.verbose = bool(save_best_only), int(verbose)
+        self.save_best_only, self.verbose = bool(save_best_only), check_int("verbose", verbose, 0)
+        self.save_weights_only = bool(save_weights_only)
         self.mode = _mode(monitor, mode)
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best = (math.inf if self.mode == "min" else -math.inf) \
+            if initial_value_threshold is None else \
+            _real("initial_value_threshold", initial_value_threshold)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -184,13 +202,23 @@ class ModelCheckpoint(Callback):
                              f"neither 'epoch' nor in the logs ({sorted(logs)})") from None
         if self.save_best_only:
             v = _monitored(self, logs, "ModelCheckpoint", "saves nothing this epoch")
-            if v is None or not _improved(self.mode, v, self.best, 0.0):
+            if v is None:
+                return
+            if not _improved(self.mode, v, self.best, 0.0):
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: {self.monitor} did not improve from "
+                          f"{self.best:.5f}")
                 return
             if self.verbose:
                 print(f"Epoch {epoch + 1}: {self.monitor} improved from {self.best:.5f} to "
                       f"{v:.5f}, saving model to {path}")
             self.best = float(v)
-        self.model.save(path)
+        elif self.verbose:
+            print(f"Epoch {epoch + 1}: saving model to {path}")
+        if self.save_weights_only:
+            self.model.save_weights(path)
+        else:
+            self.model.save(path)
 
     def get_state(self):
         return {"best": self.best}, {}

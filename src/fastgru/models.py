@@ -481,8 +481,17 @@ class Sequential:
         meta, arrays = self._file_meta()
         ckpt.save_arrays(os.fspath(path), arrays, meta)
 
+    def save_weights(self, path: str | os.PathLike) -> None:
+        """Write the parameters only (and the config they belong to) to one .npz file,
+        atomically, without pickle. Read them back with load_weights(path)."""
+        self._need_built()
+        arrays = {f"param/{k}": np.ascontiguousarray(v) for k, v in self._params.items()}
+        ckpt.save_arrays(os.fspath(path), arrays, {"model": self.get_config(),
+                                                   "weights_only": True})
+
     def load_weights(self, path: str | os.PathLike) -> None:
-        """Load the weights of a file written by save() or a checkpoint into this model."""
+        """Load the weights of a file written by save(), save_weights() or a checkpoint into
+        this model."""
         arrays, _ = ckpt.load_arrays(os.fspath(path))
         self.set_weights({k[6:]: v for k, v in arrays.items() if k.startswith("param/")})
 
