@@ -908,3 +908,25 @@ def test_one_hot_targets_of_any_number_dtype_and_clear_x_errors():
     t = fastgru.TextClassifier(10, embed_dim=4, hidden_size=4, seed=0)
     with pytest.raises(ValueError, match=r"no time steps \(shape \(3, 0\)\)"):
         t.fit(np.zeros((3, 0), int), [0, 1, 0], verbose=0)
+
+
+def test_single_batch_api_like_keras(sentiment):
+    """train_on_batch is one step of fit over the whole batch and reports the loss before
+    the update; test_on_batch / predict_on_batch / model(x) are evaluate / predict."""
+    vocab, _, x, y = sentiment
+    a, b = small_clf(vocab, seed=3), small_clf(vocab, seed=3)
+    for m in (a, b):
+        m.compile(fastgru.Adam(1e-2), "binary_crossentropy", ["accuracy"])
+    before = a.evaluate(x[:40], y[:40], batch_size=40, return_dict=True)
+    got = a.train_on_batch(x[:40], y[:40], return_dict=True)
+    assert got["loss"] == pytest.approx(before["loss"], rel=1e-5)
+    assert got["accuracy"] == pytest.approx(before["accuracy"])
+    b.fit(x[:40], y[:40], batch_size=40, epochs=1, shuffle=False, verbose=0)
+    for k, v in a.get_weights().items():
+        np.testing.assert_array_equal(v, b.get_weights()[k])
+    loss, acc = a.train_on_batch(x[40:80], y[40:80], sample_weight=np.ones(40))
+    assert isinstance(loss, float) and 0 <= acc <= 1
+    np.testing.assert_array_equal(a.predict_on_batch(x[:7]), a.predict(x[:7]))
+    np.testing.assert_array_equal(a(x[:7]), a.predict(x[:7]))
+    r = a.test_on_batch(x[:50], y[:50], return_dict=True)
+    assert r == a.evaluate(x[:50], y[:50], batch_size=50, return_dict=True)

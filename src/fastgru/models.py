@@ -391,6 +391,38 @@ class Sequential:
 
         return trainer.predict(self, x, **kwargs)
 
+    # Keras' single-batch API: all of x is one batch
+    _ONE_BATCH = 1 << 30
+
+    def train_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                       class_weight: Any = None, return_dict: bool = False
+                       ) -> float | list[float] | dict[str, float]:
+        """One optimizer step on all of (x, y) as one batch (Keras). Returns the loss (and
+        metrics) of that step's forward pass, before the update: a float, [loss, *metrics],
+        or a dict with return_dict=True."""
+        from fastgru import trainer
+
+        h = trainer.fit(self, x, y, batch_size=self._ONE_BATCH, epochs=1, verbose=0,
+                        shuffle=False, sample_weight=sample_weight, class_weight=class_weight)
+        res = {k: v[-1] for k, v in h.history.items()}
+        if return_dict:
+            return res
+        return res["loss"] if len(res) == 1 else list(res.values())
+
+    def test_on_batch(self, x: Any, y: Any = None, sample_weight: Any = None,
+                      return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """evaluate() on all of (x, y) as one batch (Keras)."""
+        return self.evaluate(x, y, batch_size=self._ONE_BATCH, sample_weight=sample_weight,
+                             return_dict=return_dict)
+
+    def predict_on_batch(self, x: Any) -> np.ndarray:
+        """predict() on all of x as one batch (Keras)."""
+        return self.predict(x, batch_size=self._ONE_BATCH)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        """model(x): the outputs of predict_on_batch(x), as a NumPy array."""
+        return self.predict_on_batch(x)
+
     def predict_classes(self, x: Any, **kwargs: Any) -> np.ndarray:
         """Predicted class labels (the original labels when fit() mapped strings)."""
         p = self.predict(x, **kwargs)
