@@ -138,7 +138,8 @@ def test_matches_keras_layer(keras, kind):
                                     (fastgru.LSTM, dict(bias=False)),
                                     (fastgru.GRU, dict(bidirectional=True, num_layers=2)),
                                     (fastgru.LSTM, dict(bidirectional=True, num_layers=3)),
-                                    (fastgru.GRU, dict(reverse=True))])
+                                    (fastgru.GRU, dict(reverse=True)),
+                                    (fastgru.LSTM, dict(num_layers=2))])
 def test_to_keras_builds_the_same_layers(keras, cls, kw):
     m = cls(I, H, batch_first=True, seed=3, **kw)
     x = np.random.default_rng(2).standard_normal((B, T, I)).astype(np.float32)
@@ -146,10 +147,12 @@ def test_to_keras_builds_the_same_layers(keras, cls, kw):
     kl = m.to_keras(return_state=True)
     stack = kl if isinstance(kl, list) else [kl]
     assert len(stack) == m.num_layers
-    out, z = [], x
-    for layer in stack:
-        out = [np.asarray(o) for o in layer(z)]
-        z = out[0]
+    # return_state goes to the stack's last layer only: the inner ones feed their sequence
+    z = x
+    for layer in stack[:-1]:
+        z = np.asarray(layer(z))
+    out = [np.asarray(o) for o in stack[-1](z)]
+    z = out[0]
     if kw.get("reverse"):  # Keras' go_backwards returns the outputs reversed in time
         z = z[:, ::-1]
     assert rel_err(z, y) < 1e-5
@@ -157,6 +160,13 @@ def test_to_keras_builds_the_same_layers(keras, cls, kw):
     # the last layer's final states: Keras [y, h, (c)] or [y, h_fwd, (c_fwd), h_bwd, (c_bwd)]
     per = 2 if cls is fastgru.LSTM else 1
     assert rel_err(h[-1], out[1 + per] if kw.get("bidirectional") else out[1]) < 1e-5
+    if m.num_layers > 1:  # the list is a working Keras stack, with unique names
+        seq = keras.Sequential([keras.Input((None, I))] + m.to_keras(name="enc",
+                                                                     return_sequences=False))
+        assert [lay.name for lay in seq.layers] == [f"enc_{k}" for k in range(m.num_layers)] \
+            or all(lay.name.startswith("bidirectional") for lay in seq.layers)
+        last = np.concatenate([h[-2], h[-1]], -1) if m.bidirectional else h[-1]
+        assert rel_err(np.asarray(seq(x)), last) < 1e-5
     back = cls.from_keras(kl)
     if cls is fastgru.GRU and kw.get("reset_after", True):  # both biases kept: exact
         assert np.array_equal(back.flat_parameters(), m.flat_parameters())
@@ -314,3 +324,76 @@ def test_from_keras_of_a_whole_model_says_to_pass_its_layers():
     with pytest.raises(TypeError, match=r"got Sequential; for the GRU layers of a model pass "
                                         r"them.*\(this model has GRU\)"):
         fastgru.GRU.from_keras(m)
+
+
+def test_keras_weight_mistakes_name_the_wrong_array():
+    """H is read from the recurrent kernel, so a kernel in PyTorch's layout is the one blamed."""
+    rng = np.random.default_rng(0)
+    kernel, rk = rng.standard_normal((3, 12)), rng.standard_normal((4, 12))
+    with pytest.raises(ValueError, match=r"kernel must have shape \(I, 3H\) with 3H = "
+                       r"recurrent_kernel.shape\[1\] = 12, got \(12, 3\) \(PyTorch's layout"):
+        fastgru.GRU.from_keras_weights(kernel.T, rk)
+    with pytest.raises(ValueError, match=r"recurrent_kernel must have shape \(H, 3H\) = "
+                       r"\(4, 12\), got \(12, 4\) \(PyTorch's layout"):
+        fastgru.GRU.from_keras_weights(kernel, rk.T)
+    m = fastgru.LSTM(3, 4)
+    with pytest.raises(ValueError, match=r"kernel \(weights\[0:3\], layer 0, direction 0\) "
+                       r"must have shape \(I, 4H\) = \(3, 16\), got \(16, 3\)"):
+        m.load_keras_weights([np.zeros((16, 3)), np.zeros((4, 16)), np.zeros(16)])
+
+
+def test_float64_to_keras_warns_when_the_backend_holds_float32(keras):
+    import warnings
+
+    m = fastgru.GRU(I, H, dtype="float64", seed=0)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        kl = m.to_keras()
+    held = np.asarray(kl.get_weights()[0]).dtype
+    ours = [r for r in rec if "to_keras" in str(r.message)]
+    assert len(ours) == (held != np.float64)
+    if ours:
+        assert "holds the float64 weights as float32" in str(ours[0].message)
+
+
+@pytest.mark.parametrize("cell,variant", [("gru", "plain"), ("gru", "no_bias"),
+                                          ("gru", "reset_before"), ("lstm", "plain"),
+                                          ("lstm", "no_bias")])
+def test_keras_rnn_of_a_cell_and_keras_cells(keras, cell, variant):
+    """keras.layers.RNN(GRUCell(...)) is Keras' GRU: from_keras takes it (with the RNN's own
+    go_backwards / return_sequences); GRUCell/LSTMCell.from_keras take Keras' cells."""
+    kw = {"no_bias": dict(use_bias=False), "reset_before": dict(reset_after=False)}.get(
+        variant, {})
+    kcls, fcls, fcell = ((keras.layers.GRUCell, fastgru.GRU, fastgru.GRUCell) if cell == "gru"
+                         else (keras.layers.LSTMCell, fastgru.LSTM, fastgru.LSTMCell))
+    x = np.random.default_rng(4).standard_normal((B, T, I)).astype(np.float32)
+    for go_backwards in (False, True):
+        rnn = keras.layers.RNN(kcls(H, **kw), return_sequences=True, go_backwards=go_backwards)
+        want = np.asarray(rnn(x))
+        m = fcls.from_keras(rnn)
+        y = m(x)[0]
+        assert rel_err(y[:, ::-1] if go_backwards else y, want) < 1e-5
+        assert m.bias == ("use_bias" not in kw)
+    bi = keras.layers.Bidirectional(keras.layers.RNN(kcls(H, **kw), return_sequences=True))
+    want = np.asarray(bi(x))
+    assert rel_err(fcls.from_keras(bi)(x)[0], want) < 1e-5
+    # the cells, one step against the Keras cell's call
+    kc = kcls(H, **kw)
+    kc.build((None, I))
+    c = fcell.from_keras(kc)
+    h0 = np.random.default_rng(5).standard_normal((B, H)).astype(np.float32)
+    if cell == "gru":
+        got, ref = c(x[:, 0], h0), np.asarray(kc(x[:, 0], [h0])[0])
+    else:
+        got, ref = c(x[:, 0], (h0, h0))[0], np.asarray(kc(x[:, 0], [h0, h0])[0])
+    assert rel_err(got, ref) < 1e-5
+    with pytest.raises(TypeError, match="RNN of StackedRNNCells"):
+        fcls.from_keras(keras.layers.RNN([kcls(H), kcls(H)]))
+    with pytest.raises(TypeError, match=f"keras_cell must be a keras.layers.{kcls.__name__}"):
+        fcell.from_keras(rnn)
+    with pytest.raises(ValueError, match="activation='relu' is not supported"):
+        relu = kcls(H, activation="relu")
+        relu.build((None, I))
+        fcell.from_keras(relu)
+    with pytest.raises(ValueError, match="no weights yet"):
+        fcell.from_keras(kcls(H))

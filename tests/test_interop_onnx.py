@@ -307,6 +307,10 @@ def test_model_import_refuses_what_fastgru_cannot_compute():
     for attrs, err, word in [
         (dict(clip=3.0), NotImplementedError, "clip"),
         (dict(activations=["Relu", "Tanh"]), NotImplementedError, "activations"),
+        (dict(activations=["Sigmoid"]), ValueError, "activations lists 1 functions; the ONNX "
+         "GRU operator needs 2 per direction, 2 for direction='forward'"),
+        (dict(activations=["Sigmoid", "Tanh"], direction="bidirectional"), ValueError,
+         "needs 2 per direction, 4 for direction='bidirectional'"),
         (dict(direction="sideways"), ValueError, "direction"),
         (dict(hidden_size=H + 1), ValueError, "hidden_size"),
         (dict(layout=2), ValueError, "layout"),

@@ -16,7 +16,7 @@ import numpy as np
 from fastgru import _validation as V
 from fastgru._module import Module, ParamStore, check_dtype, check_size, optional_seed
 from fastgru._step import GRUStepper, LSTMStepper
-from fastgru.interop import InteropMixin, from_onnx, to_onnx
+from fastgru.interop import InteropMixin, from_keras_cell, from_onnx, to_onnx
 
 
 def gru_stepper(w_ih, w_hh, b_ih, b_hh, reset_after: bool, n_threads: int | None = None):
@@ -74,6 +74,12 @@ class _CellBase(InteropMixin, Module):
         zero biases, gives bias=False). GRU: linear_before_reset=1 gives reset_after=True, 0
         (ONNX's default; a warning when not given) reset_after=False. See fastgru.GRU.from_onnx."""
         return from_onnx(cls, W, R, B, dtype=dtype, **kwargs)
+
+    @classmethod
+    def from_keras(cls, keras_cell: Any, dtype: Any = None, **kwargs: Any):
+        """A cell equal to a built keras.layers.GRUCell / LSTMCell (same weights and
+        reset_after; Keras' tanh and sigmoid activations only)."""
+        return from_keras_cell(cls, keras_cell, dtype=dtype, **kwargs)
 
     input_size = property(lambda self: self._I, doc="I, input features.")
     hidden_size = property(lambda self: self._H, doc="H, hidden units.")

@@ -207,6 +207,28 @@ def to_keras_weights(m) -> list[np.ndarray]:
     return out
 
 
+def _keras_hidden(gk: int, kernel: np.ndarray, rk: np.ndarray, where: str = "") -> int:
+    """H of Keras weights: kernel (I, G*H), recurrent_kernel (H, G*H); H is read from the
+    square-by-gates recurrent kernel, so that a transposed kernel is the one blamed."""
+    def hint(a: np.ndarray, want_t: tuple[int, int]) -> str:
+        return " (PyTorch's layout? transpose it)" if a.shape == want_t else ""
+
+    if rk.ndim == 2 and rk.shape[0] > 0 and rk.shape[1] == gk * rk.shape[0]:
+        H = rk.shape[0]
+        if kernel.ndim != 2 or kernel.shape[1] != gk * H or kernel.shape[0] == 0:
+            t = hint(kernel, (gk * H, kernel.shape[-1])) if kernel.ndim == 2 else ""
+            raise ValueError(f"kernel{where} must have shape (I, {gk}H) with {gk}H = "
+                             f"recurrent_kernel{where}.shape[1] = {gk * H}, got "
+                             f"{kernel.shape}{t}")
+        return H
+    if kernel.ndim == 2 and kernel.shape[1] % gk == 0 and kernel.shape[1] > 0:
+        H = kernel.shape[1] // gk
+        raise ValueError(f"recurrent_kernel{where} must have shape (H, {gk}H) = "
+                         f"{(H, gk * H)}, got {rk.shape}{hint(rk, (gk * H, H))}")
+    raise ValueError(f"recurrent_kernel{where} must have shape (H, {gk}H) and kernel{where} "
+                     f"(I, {gk}H), got {rk.shape} and {kernel.shape}")
+
+
 def _keras_to_torch(cell: str, kernel, rk, bias, reset_after: bool, where: str,
                     want: tuple[int, int] | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
@@ -218,12 +240,7 @@ def _keras_to_torch(cell: str, kernel, rk, bias, reset_after: bool, where: str,
     if want is not None and kernel.shape != (want[0], gk * want[1]):
         raise ValueError(f"kernel{where} must have shape (I, {gk}H) = "
                          f"{(want[0], gk * want[1])}, got {kernel.shape}")
-    if kernel.ndim != 2 or kernel.shape[1] % gk or kernel.shape[1] == 0:
-        raise ValueError(f"kernel{where} must have shape (I, {gk}H), got {kernel.shape}")
-    H = kernel.shape[1] // gk
-    if rk.shape != (H, gk * H):
-        raise ValueError(f"recurrent_kernel{where} must have shape (H, {gk}H) = {(H, gk * H)}, "
-                         f"got {rk.shape}")
+    H = _keras_hidden(gk, kernel, rk, where)
     b_ih = b_hh = None
     if bias is not None:
         bias = to_numpy(f"bias{where}", bias)
@@ -295,9 +312,8 @@ def from_keras_weights(cls, kernel, recurrent_kernel, bias=None, reset_after: bo
     batch_first=True (Keras data is (B, T, I)) unless kwargs say otherwise."""
     kernel_np = to_numpy("kernel", kernel)
     gk = 3 if cls._cell == "gru" else 4
-    if kernel_np.ndim != 2 or kernel_np.shape[1] % gk or kernel_np.shape[1] == 0:
-        raise ValueError(f"kernel must have shape (I, {gk}H), got {kernel_np.shape}")
-    cfg = dict(input_size=kernel_np.shape[0], hidden_size=kernel_np.shape[1] // gk,
+    H = _keras_hidden(gk, kernel_np, to_numpy("recurrent_kernel", recurrent_kernel))
+    cfg = dict(input_size=kernel_np.shape[0], hidden_size=H,
                bias=bias is not None, dtype=_dtype_of([kernel_np], dtype))
     if cls._cell == "gru":
         cfg["reset_after"] = reset_after
@@ -343,7 +359,11 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
     """The config of one Keras GRU/LSTM (of a Bidirectional) after checking that fastgru
     computes the same function."""
     want = "GRU" if cls._cell == "gru" else "LSTM"
-    if type(inner).__name__ != want:
+    cell = inner  # where the activations live: the layer, or the cell of an RNN(cell)
+    if type(inner).__name__ == "RNN" and type(getattr(inner, "cell", None)).__name__ == \
+            want + "Cell":
+        cell = inner.cell  # keras.layers.RNN(GRUCell(...)) computes what GRU(...) does
+    elif type(inner).__name__ != want:
         hint = ""
         if isinstance(getattr(inner, "layers", None), list):  # a keras Model / Sequential
             rnn = [type(l).__name__ for l in inner.layers
@@ -351,14 +371,20 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
             hint = (f"; for the {want} layers of a model pass them: from_keras(["
                     f"layer for layer in model.layers if ...]) (this model has "
                     f"{', '.join(rnn) or f'no {want} layer'})")
+        elif type(inner).__name__ == "RNN":
+            hint = (f" of {type(getattr(inner, 'cell', None)).__name__} (an RNN of one "
+                    f"{want}Cell is accepted; for stacked cells convert a list of "
+                    f"{want} layers)")
         raise TypeError(f"keras_layer{where} must be a keras.layers.{want} (or a Bidirectional "
-                        f"of one), got {type(inner).__name__}{hint}")
+                        f"of one, or an RNN of a {want}Cell), got {type(inner).__name__}{hint}")
     cfg = inner.get_config()
+    if cell is not inner:  # the RNN's own options (go_backwards, ...) over its cell's
+        cfg = {**cell.get_config(), **{k: v for k, v in cfg.items() if k != "cell"}}
     checks: tuple = (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
     if go_backwards is not None:  # None: either (a standalone layer maps it to reverse=True)
         checks += (("go_backwards", go_backwards),)
     for key, expected in checks:
-        fn = getattr(inner, key, None) if key.endswith("activation") else None
+        fn = getattr(cell, key, None) if key.endswith("activation") else None
         if (cfg.get(key, expected) != expected if fn is None
                 else not _is_keras_activation(fn, expected)):
             got = repr(cfg.get(key))
@@ -418,6 +444,33 @@ def _keras_one(cls, keras_layer: Any, where: str = "") -> tuple[dict, bool, list
         raise ValueError(f"keras_layer{where} has no weights yet: build it first (call it on "
                          f"data, or keras_layer.build(input_shape))")
     return cfg, bidirectional, list(weights)
+
+
+def from_keras_cell(cls, keras_cell: Any, dtype: Any = None, **kwargs):
+    """A fastgru cell equal to a built keras.layers.GRUCell / LSTMCell (Keras' tanh and
+    sigmoid activations; dropout is not carried over, with a warning)."""
+    want = "GRUCell" if cls._cell == "gru" else "LSTMCell"
+    if type(keras_cell).__name__ != want:
+        raise TypeError(f"keras_cell must be a keras.layers.{want}, got "
+                        f"{type(keras_cell).__name__}")
+    cfg = keras_cell.get_config()
+    for key, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
+        if not _is_keras_activation(getattr(keras_cell, key, None), expected):
+            got = repr(cfg.get(key))
+            raise ValueError(f"Keras {want} with {key}={got[:77]} is not supported (fastgru "
+                             f"computes {key}={expected!r})")
+    if cfg.get("dropout", 0.0) or cfg.get("recurrent_dropout", 0.0):
+        warnings.warn(f"Keras {want} has dropout: fastgru's cells have none, so the converted "
+                      f"cell computes the same outputs at inference only", UserWarning,
+                      stacklevel=3)
+    weights = list(keras_cell.get_weights())
+    if not weights:
+        raise ValueError("keras_cell has no weights yet: build it first "
+                         "(keras_cell.build((None, input_size)))")
+    extra = {"reset_after": bool(cfg.get("reset_after", True))} if cls._cell == "gru" else {}
+    return from_keras_weights(cls, weights[0], weights[1],
+                              weights[2] if len(weights) > 2 else None, dtype=dtype,
+                              **extra, **kwargs)
 
 
 def from_keras(cls, keras_layer: Any, dtype: Any = None, **kwargs):
@@ -483,9 +536,11 @@ def to_keras(m, **kwargs) -> Any:
     or LSTM (Bidirectional(..., merge_mode="concat") when bidirectional, go_backwards=True for a
     reverse=True layer) for one layer, a list of them (a Keras stack, each feeding the next)
     for num_layers > 1 (not for reverse=True: NotImplementedError). Each has
-    return_sequences=True; kwargs go to every GRU/LSTM constructor (e.g. return_state=True).
-    Dropout between layers is not part of the list (Keras puts it in Dropout layers); Keras
-    data is batch-major (B, T, I)."""
+    return_sequences=True; kwargs go to the GRU/LSTM constructors (e.g. return_state=True).
+    In a stack, the options that shape the stack's output (return_sequences, return_state)
+    go to its last layer only, and a name becomes name_0, name_1, ... (Keras needs unique
+    names). Dropout between layers is not part of the list (Keras puts it in Dropout layers);
+    Keras data is batch-major (B, T, I)."""
     if getattr(m, "_proj", 0):
         raise NotImplementedError("Keras LSTM has no projection (proj_size); cannot convert")
     bad = sorted(k for k in kwargs if k in _KERAS_DEFINING)
@@ -516,13 +571,24 @@ def to_keras(m, **kwargs) -> Any:
             cfg["go_backwards"] = True
         if getattr(m, "zero_output_for_mask", False) and not m.bidirectional:
             cfg["zero_output_for_mask"] = True
-        cfg.update(kwargs)
+        kw = dict(kwargs)
+        if l < m.num_layers - 1:  # inner layers of a stack feed the next one its sequence
+            kw.pop("return_sequences", None)
+            kw.pop("return_state", None)
+        if m.num_layers > 1 and kw.get("name") is not None:
+            kw["name"] = f"{kw['name']}_{l}"
+        cfg.update(kw)
         layer = (keras.layers.GRU if m._cell == "gru" else keras.layers.LSTM)(**cfg)
         if m.bidirectional:
             layer = keras.layers.Bidirectional(layer, merge_mode="concat")
         layer.build((None, None, m.input_size if l == 0 else D * m.hidden_size))
         layer.set_weights(weights[per * l:per * (l + 1)])
         out.append(layer)
+    held = np.asarray(out[0].get_weights()[0]).dtype
+    if held != m.dtype:
+        warnings.warn(f"to_keras: the Keras backend holds the {np.dtype(m.dtype).name} weights "
+                      f"as {held.name} (JAX needs JAX_ENABLE_X64=1 for float64), so the Keras "
+                      f"layer computes in {held.name}", RuntimeWarning, stacklevel=3)
     return out[0] if m.num_layers == 1 else out
 
 
@@ -958,6 +1024,10 @@ def from_onnx_model(cls, model: Any, dtype: Any = None, **kwargs):
                                       "counterpart")
         acts = [str(v).lower() for v in a.get("activations", [])]
         want = _ONNX_ACTIVATIONS[cls._cell] * DIRECTIONS.get(direction, 1)
+        if acts and len(acts) != len(want):  # an invalid model: ONNX Runtime refuses it too
+            raise ValueError(f"{where}activations lists {len(acts)} functions; the ONNX {op} "
+                             f"operator needs {len(_ONNX_ACTIVATIONS[cls._cell])} per "
+                             f"direction, {len(want)} for direction={direction!r}")
         if acts and acts != want:
             raise NotImplementedError(f"{where}activations {a['activations']} (fastgru "
                                       f"computes {want})")
