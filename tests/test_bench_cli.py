@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from fastgru import benchmarks as bm
-from fastgru import cli
+from fastgru import cli, cli_bench
 
 SHAPE = (4, 3, 5, 8)  # T, B, I, H
 
@@ -71,6 +71,22 @@ def test_bench_command_times_the_streaming_path(capsys):
     assert rc == 0
     text = capsys.readouterr().out
     assert "fastgru-step" in text and text.count("| S5 ") == 1
+
+
+def test_bench_both_duplicates_and_a_well_formed_table(capsys, monkeypatch):
+    """--cells/--modes both as --help says; a repeated name timed once; every table row has
+    as many cells as the header, with one implementation too."""
+    rc = cli.main(["bench", "--threads", "1", "--shapes", "S5", "--cells", "both", "--modes",
+                   "both", "--impls", "fastgru,fastgru", "--budget", "0.005"])
+    assert rc == 0
+    rows = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("|")]
+    assert len(rows) == 2 + 4  # header, separator, {gru, lstm} x {inf, train}
+    assert len({ln.count("|") for ln in rows}) == 1
+    monkeypatch.setattr(cli_bench.bm, "available", lambda impl: False)
+    assert cli.main(["bench", "--impls", "torch,onnxruntime", "--threads", "1"]) == 2
+    assert "none of the implementations can run here" in capsys.readouterr().err
+    assert cli.main(["bench", "--reference-max-flops", "-1"]) == 2
+    assert "--reference-max-flops must be >= 0" in capsys.readouterr().err
 
 
 def test_bench_command_rejects_bad_arguments(capsys):

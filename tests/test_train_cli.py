@@ -142,6 +142,11 @@ def test_formats_csv_npz_aclimdb_and_guessing(tmp_path):
     (["--data", "{tsv}", "--out", "{tsv}"], "is not a folder"),
     (["--data", "{swapped}"], "the texts may be in the label column"),
     (["--data", "{tsv}", "--min-freq", "100000"], "lower --min-freq"),
+    (["--data", "{tsv}", "--layers", "10000000"], "--layers must be in [1, 64]"),
+    (["--data", "{tsv}", "--hidden", "100000000"], "--hidden must be in [1, 65536]"),
+    (["--data", "{tsv}", "--max-len", "99999999999999999999"], "--max-len must be in"),
+    (["--data", "{cr}"], "cr.tsv:3: expected 2 fields (text tab label), got 1"),
+    (["--data", "{tsv}", "--lr", "1e39", "--epochs", "1"], "the loss became"),
 ])
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, match):
     d = tmp_path / "dir"
@@ -162,6 +167,8 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, argv, match):
     (tmp_path / "swapped.tsv").write_text("".join(f"{i % 2}\treview number {i}\n"
                                                   for i in range(60)))
     files["swapped"] = str(tmp_path / "swapped.tsv")
+    (tmp_path / "cr.tsv").write_bytes(b"text\tlabel\ngood film\tpos\ngreat\rfilm\tpos\n")
+    files["cr"] = str(tmp_path / "cr.tsv")
     (tmp_path / "bad.npz").write_bytes(b"garbage")
     files["npzbad"] = str(tmp_path / "bad.npz")
     argv = [a.format(**files) for a in argv]
@@ -256,3 +263,33 @@ def test_early_stopping_is_reported(tmp_path, capsys):
     assert f"stopped after epoch {m['epochs']}" in text
     if m["best_epoch"] < m["epochs"]:
         assert f"restored the weights of epoch {m['best_epoch']}" in text
+
+
+def test_a_full_disk_and_max_len_far_above_the_data(tmp_path, capsys, monkeypatch):
+    """--max-len caps the padded width, it does not set it (N x 100000 would be gigabytes);
+    a write error (a full disk) is one line, exit 2."""
+    import errno
+
+    data = write_tsv(tmp_path / "d.tsv", n=60)
+    widths = []
+    real = fastgru.Vocabulary.encode
+
+    def spy(self, texts, max_len=None, **kw):
+        widths.append(max_len)
+        return real(self, texts, max_len=max_len, **kw)
+
+    monkeypatch.setattr(fastgru.Vocabulary, "encode", spy)
+    assert main(["train", "--data", data, "--out", str(tmp_path / "a"), "--max-len",
+                 "5000000"] + SMALL) == 0
+    longest = max(len(fastgru.Tokenizer()(t)) for t in fastgru.make_sentiment_texts(60)[0])
+    assert widths and set(widths) == {longest}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "b" / "x"))
+
+    monkeypatch.setattr(fastgru.checkpoint, "atomic_write_bytes", full)
+    monkeypatch.setattr(fastgru.checkpoint, "save_arrays", full)
+    rc = main(["train", "--data", data, "--out", str(tmp_path / "b")] + SMALL)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "cannot write" in err[0] and "No space left on device" in err[0]

@@ -8,6 +8,7 @@ and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -31,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_, description=help_)
         importlib.import_module(modname).add_arguments(sp)
     return p
+
+
+# a full disk, a quota, a read-only or forbidden place: the user's to fix, told in one line
+_WRITE_ERRORS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EROFS,
+                 errno.EACCES, errno.EPERM, errno.EFBIG}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +67,21 @@ def _run_command(argv: list[str] | None) -> int:
         return int(mod.run(args) or 0)
     except UserError as exc:
         print(f"fastgru {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except FloatingPointError as exc:  # a diverged loss: the message carries the hint
+        hint = " (--lr, --clipnorm)" if args.command == "train" else ""
+        print(f"fastgru {args.command}: error: {exc}{hint}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print(f"fastgru {args.command}: error: not enough memory for this run: lower the "
+              "sizes (--hidden, --embed-dim, --max-len, --batch-size)", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in _WRITE_ERRORS:  # anything else is a bug to see in full
+            raise
+        where = f" {exc.filename!r}" if exc.filename else ""
+        print(f"fastgru {args.command}: error: cannot write{where}: {exc.strerror}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"fastgru {args.command}: interrupted", file=sys.stderr)

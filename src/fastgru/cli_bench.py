@@ -28,8 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=",".join(bm.SHAPES),
         help="comma list of " + ",".join(f"{k}={v}" for k, v in bm.SHAPES.items()),
     )
-    p.add_argument("--cells", default="gru,lstm", help="gru, lstm or both")
-    p.add_argument("--modes", default="inf,train", help="inf (inference), train (fwd+bwd) or both")
+    p.add_argument("--cells", default="gru,lstm", help="gru, lstm, gru,lstm or both")
+    p.add_argument("--modes", default="inf,train",
+                   help="inf (inference), train (fwd+bwd), inf,train or both")
     p.add_argument(
         "--impls",
         default="fastgru,torch,onnxruntime,reference",
@@ -63,6 +64,9 @@ def _list(arg: str, allowed, what: str):
     from fastgru.cli import UserError
 
     items = [a.strip() for a in arg.split(",") if a.strip()]
+    if items == ["both"] and len(allowed) == 2:  # --cells both, --modes both
+        items = list(allowed)
+    items = list(dict.fromkeys(items))  # a repeated name is timed once
     bad = [a for a in items if a not in allowed]
     if bad or not items:
         raise UserError(
@@ -84,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--threads must list thread counts >= 1")
     if not 0 < args.budget < math.inf:  # also nan: it would reach int(nan) in bm.measure
         raise UserError(f"--budget must be a positive number of seconds, got {args.budget}")
+    if not args.reference_max_flops >= 0:
+        raise UserError(f"--reference-max-flops must be >= 0, got {args.reference_max_flops}")
     shapes = _list(args.shapes, list(bm.SHAPES), "shape")
     cells = _list(args.cells, ["gru", "lstm"], "cell")
     modes = _list(args.modes, ["inf", "train"], "mode")
@@ -95,6 +101,9 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"--json {args.json!r}: cannot write a file there")
     missing = [i for i in impls if not bm.available(i)]
     impls = [i for i in impls if bm.available(i)]
+    if not impls:
+        raise UserError(f"none of the implementations can run here ({', '.join(missing)}: "
+                        "not installed)")
     if missing:
         print(f"(not installed, skipped: {', '.join(missing)})")
     records = []
@@ -105,14 +114,10 @@ def run(args: argparse.Namespace) -> int:
         cols = [IMPL_NAMES[i] for i in impls]
         # ratio columns: every other impl against fastgru, whatever the --impls order
         others = [i for i in impls if i != "fastgru"] if "fastgru" in impls else []
-        print(
-            "| shape (T,B,I,H) | cell | mode | "
-            + " | ".join(cols)
-            + " | "
-            + " | ".join(f"{IMPL_NAMES[i]}/fastgru" for i in others)
-            + " |"
-        )
-        print("|---" * (3 + len(cols) + len(others)) + "|")
+        head = ["shape (T,B,I,H)", "cell", "mode"] + cols + \
+            [f"{IMPL_NAMES[i]}/fastgru" for i in others]
+        print("| " + " | ".join(head) + " |")
+        print("|---" * len(head) + "|")
         for cell in cells:
             for mode in modes:
                 for sk in shapes:
@@ -157,14 +162,8 @@ def run(args: argparse.Namespace) -> int:
                         )
                         for i in others
                     ]
-                    print(
-                        f"| {sk} {shape} | {cell} | {mode} | "
-                        + " | ".join(cells_txt)
-                        + " | "
-                        + " | ".join(ratios)
-                        + " |",
-                        flush=True,
-                    )
+                    print("| " + " | ".join([f"{sk} {shape}", cell, mode] + cells_txt
+                                            + ratios) + " |", flush=True)
         records.append(dict(impl="sgemm", threads=nt, gflops=gf_ceiling, **ceiling))
     print("\nTimes are medians; (GFLOP/s) effective; train = forward + backward of y.sum().")
     if args.json:

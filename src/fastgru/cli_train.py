@@ -331,10 +331,13 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
     r = dict(RECIPES[kind])
     r["cell"] = _choice(args, "cell", ("gru", "lstm"), r["cell"])
     r["pooling"] = _choice(args, "pooling", ("last", "mean", "max"), r["pooling"])
-    for name, kind_, lo in (("hidden", int, 1), ("layers", int, 1), ("embed_dim", int, 1),
-                            ("epochs", int, 1), ("batch_size", int, 1), ("max_len", int, 1),
-                            ("vocab_size", int, 3), ("min_freq", int, 1)):
-        r[name] = _num(args, name, kind_, lo, default=r[name])
+    # upper bounds far above any CPU model, so that a typo is an error, not an hour of
+    # allocation (--layers 10000000) or a MemoryError traceback
+    for name, kind_, lo, hi in (("hidden", int, 1, 1 << 16), ("layers", int, 1, 64),
+                                ("embed_dim", int, 1, 1 << 16), ("epochs", int, 1, None),
+                                ("batch_size", int, 1, 1 << 24), ("max_len", int, 1, 10**7),
+                                ("vocab_size", int, 3, 10**8), ("min_freq", int, 1, None)):
+        r[name] = _num(args, name, kind_, lo, hi, default=r[name])
     if args.bidirectional is not None:
         r["bidirectional"] = args.bidirectional
     r["dropout"] = _num(args, "dropout", float, 0.0, 1.0, hi_open=True, default=r["dropout"])
@@ -402,10 +405,16 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
                 raise UserError("the training texts contain no tokens" if r["min_freq"] <= 1
                                 else f"no token occurs --min-freq {r['min_freq']} times in "
                                 "the training texts: lower --min-freq")
-            x_tr, _ = vocab.encode(x_tr, max_len=r["max_len"])
-            x_te, _ = vocab.encode(x_te, max_len=r["max_len"])
+            # pad to the longest text when it is shorter than --max-len: the matrix is
+            # N x T, and --max-len 100000 ("keep everything") must not allocate N x 100000
+            tok = vocab.tokenizer
+            longest = max((len(tok(t)) for t in list(x_tr) + list(x_te) +
+                           list(x_va if x_va is not None else [])), default=1)
+            T_pad = max(1, min(r["max_len"], longest))
+            x_tr, _ = vocab.encode(x_tr, max_len=T_pad)
+            x_te, _ = vocab.encode(x_te, max_len=T_pad)
             if x_va is not None:
-                x_va, _ = vocab.encode(x_va, max_len=r["max_len"])
+                x_va, _ = vocab.encode(x_va, max_len=T_pad)
             V = len(vocab)
         else:  # ids (Keras imdb.npz): cap the id range at --vocab-size, the rest is <unk>
             V = min(r["vocab_size"], 2 + max(int(s.max(initial=1)) for s in x_tr))

@@ -364,11 +364,21 @@ def load_delimited(path: str, delimiter: str = "\t") -> Dataset:
         raise DataError(f"{path!r} is a folder; the tsv/csv formats read one file")
     with open(path, "rb") as f:
         content = decode_text(f.read())
-    reader = csv.reader(io.StringIO(content), delimiter=delimiter,
+    # newline="": a bare CR (old Mac files, stray ones in scraped text) ends a line, as in
+    # str.splitlines() which `fastgru predict` uses, instead of failing inside csv
+    reader = csv.reader(io.StringIO(content, newline=""), delimiter=delimiter,
                         quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
     texts: list[str] = []
     labels: list[str] = []
-    for lineno, row in enumerate(reader, 1):
+    rows = iter(reader)
+    while True:
+        try:
+            row = next(rows)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            raise DataError(f"{path}:{reader.line_num}: {exc}") from None
+        lineno = reader.line_num
         if not row or all(not c.strip() for c in row):
             continue
         if len(row) != 2:
