@@ -54,6 +54,10 @@ def test_vocabulary_truncation_keeps_end_and_saves(tmp_path):
     assert L[0] == 2
     ids2, _ = v.encode(["one two three four"], max_len=2, truncating="post")
     assert v.decode(ids2[0]) == ["one", "two"]
+    # trim: max_len caps the width instead of setting it
+    ids3, L3 = v.encode(["one two", "three"], max_len=1000, trim=True)
+    assert ids3.shape == (2, 2) and list(L3) == [2, 1]
+    assert v.encode(["one two three four"], max_len=2, trim=True)[0].shape == (1, 2)
     path = tmp_path / "vocab.json"
     v.save(str(path))
     w = fastgru.Vocabulary.load(str(path))

@@ -275,8 +275,9 @@ def test_a_full_disk_and_max_len_far_above_the_data(tmp_path, capsys, monkeypatc
     real = fastgru.Vocabulary.encode
 
     def spy(self, texts, max_len=None, **kw):
-        widths.append(max_len)
-        return real(self, texts, max_len=max_len, **kw)
+        out = real(self, texts, max_len=max_len, **kw)
+        widths.append(out[0].shape[1])  # the padded width the run allocates
+        return out
 
     monkeypatch.setattr(fastgru.Vocabulary, "encode", spy)
     assert main(["train", "--data", data, "--out", str(tmp_path / "a"), "--max-len",

@@ -224,6 +224,16 @@ _SERIES = [[1.0, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99], [1.0, 0.8, 0.7, 0.65, 0.6, 
            [0.5, 0.6, 0.4, 0.45, 0.3, 0.35, 0.36, 0.37], [2.0, 1.9, 1.8, 1.7, 1.6, 1.55, 1.5]]
 
 
+def _run_epochs(cb, vals):
+    """A training run as a callback sees it: val_loss per epoch until it stops training."""
+    cb.on_train_begin()
+    for epoch, v in enumerate(vals):
+        cb.on_epoch_end(epoch, {"val_loss": v})
+        if cb.model.stop_training:
+            break
+    cb.on_train_end()
+
+
 @pytest.mark.parametrize("series", range(len(_SERIES)))
 @pytest.mark.parametrize("patience,baseline,min_delta", [(0, 0.75, 0.0), (1, 0.75, 0.0),
                                                          (2, 0.62, 0.0), (2, 1.85, 0.02),
@@ -237,24 +247,14 @@ def test_early_stopping_baseline_and_verbose_like_keras(series, patience, baseli
                                verbose=1, restore_best_weights=True)
     es.set_model(_FakeModel())
     es.model.set_weights = lambda w: None
-    es.on_train_begin()
-    for epoch, v in enumerate(vals):
-        es.on_epoch_end(epoch, {"val_loss": v})
-        if es.model.stop_training:
-            break
-    es.on_train_end()
+    _run_epochs(es, vals)
     ours = capsys.readouterr().out
     keras = pytest.importorskip("keras")
     k = keras.callbacks.EarlyStopping(patience=patience, baseline=baseline, min_delta=min_delta,
                                       verbose=1, restore_best_weights=True)
     k.set_model(type("M", (), {"stop_training": False, "get_weights": lambda self: [],
                                "set_weights": lambda self, w: None})())
-    k.on_train_begin()
-    for epoch, v in enumerate(vals):
-        k.on_epoch_end(epoch, {"val_loss": v})
-        if k.model.stop_training:
-            break
-    k.on_train_end()
+    _run_epochs(k, vals)
     assert ours == capsys.readouterr().out
     assert (k.stopped_epoch or -1) == es.stopped_epoch  # Keras' 0 is fastgru's -1: no stop
     assert k.best_epoch == es.best_epoch and k.wait == es.wait

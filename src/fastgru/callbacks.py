@@ -189,9 +189,10 @@ class ModelCheckpoint(Callback):
         self.save_best_only, self.verbose = bool(save_best_only), check_int("verbose", verbose, 0)
         self.save_weights_only = bool(save_weights_only)
         self.mode = _mode(monitor, mode)
-        self.best = (math.inf if self.mode == "min" else -math.inf) \
-            if initial_value_threshold is None else \
-            _real("initial_value_threshold", initial_value_threshold)
+        if initial_value_threshold is not None:
+            self.best = _real("initial_value_threshold", initial_value_threshold)
+        else:
+            self.best = math.inf if self.mode == "min" else -math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

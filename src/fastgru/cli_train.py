@@ -405,16 +405,14 @@ def _run(args: argparse.Namespace, ctx: Any = None, agreement: Any = None) -> in
                 raise UserError("the training texts contain no tokens" if r["min_freq"] <= 1
                                 else f"no token occurs --min-freq {r['min_freq']} times in "
                                 "the training texts: lower --min-freq")
-            # pad to the longest text when it is shorter than --max-len: the matrix is
-            # N x T, and --max-len 100000 ("keep everything") must not allocate N x 100000
-            tok = vocab.tokenizer
-            longest = max((len(tok(t)) for t in list(x_tr) + list(x_te) +
-                           list(x_va if x_va is not None else [])), default=1)
-            T_pad = max(1, min(r["max_len"], longest))
-            x_tr, _ = vocab.encode(x_tr, max_len=T_pad)
-            x_te, _ = vocab.encode(x_te, max_len=T_pad)
-            if x_va is not None:
-                x_va, _ = vocab.encode(x_va, max_len=T_pad)
+            # one width for all parts; trim: --max-len caps it, so --max-len 100000 ("keep
+            # everything") does not allocate N x 100000 ids
+            parts = [x_tr, x_te] + ([x_va] if x_va is not None else [])
+            ids, _ = vocab.encode([t for p in parts for t in p], max_len=r["max_len"],
+                                  trim=True)
+            cuts = np.cumsum([len(p) for p in parts])[:-1]
+            x_tr, x_te, *rest = np.split(ids, cuts)
+            x_va = rest[0] if rest else None
             V = len(vocab)
         else:  # ids (Keras imdb.npz): cap the id range at --vocab-size, the rest is <unk>
             V = min(r["vocab_size"], 2 + max(int(s.max(initial=1)) for s in x_tr))

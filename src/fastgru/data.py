@@ -370,26 +370,21 @@ def load_delimited(path: str, delimiter: str = "\t") -> Dataset:
                         quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
     texts: list[str] = []
     labels: list[str] = []
-    rows = iter(reader)
-    while True:
-        try:
-            row = next(rows)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            raise DataError(f"{path}:{reader.line_num}: {exc}") from None
-        lineno = reader.line_num
-        if not row or all(not c.strip() for c in row):
-            continue
-        if len(row) != 2:
-            sep = "tab" if delimiter == "\t" else repr(delimiter)
-            raise DataError(f"{path}:{lineno}: expected 2 fields (text {sep} label), got "
-                            f"{len(row)}")
-        if not texts and row[0].strip().lower() in _HEAD_TEXT and \
-                row[1].strip().lower() in _HEAD_LABEL:
-            continue
-        texts.append(row[0])
-        labels.append(row[1].strip())
+    try:
+        for row in reader:
+            if not row or all(not c.strip() for c in row):
+                continue
+            if len(row) != 2:
+                sep = "tab" if delimiter == "\t" else repr(delimiter)
+                raise DataError(f"{path}:{reader.line_num}: expected 2 fields (text {sep} "
+                                f"label), got {len(row)}")
+            if not texts and row[0].strip().lower() in _HEAD_TEXT and \
+                    row[1].strip().lower() in _HEAD_LABEL:
+                continue
+            texts.append(row[0])
+            labels.append(row[1].strip())
+    except csv.Error as exc:
+        raise DataError(f"{path}:{reader.line_num}: {exc}") from None
     return Dataset(texts, np.array(labels, dtype=object), kind="text",
                    name="csv" if delimiter == "," else "tsv")
 

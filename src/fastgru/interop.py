@@ -210,21 +210,20 @@ def to_keras_weights(m) -> list[np.ndarray]:
 def _keras_hidden(gk: int, kernel: np.ndarray, rk: np.ndarray, where: str = "") -> int:
     """H of Keras weights: kernel (I, G*H), recurrent_kernel (H, G*H); H is read from the
     square-by-gates recurrent kernel, so that a transposed kernel is the one blamed."""
-    def hint(a: np.ndarray, want_t: tuple[int, int]) -> str:
-        return " (PyTorch's layout? transpose it)" if a.shape == want_t else ""
-
+    hint = " (PyTorch's layout? transpose it)"
     if rk.ndim == 2 and rk.shape[0] > 0 and rk.shape[1] == gk * rk.shape[0]:
         H = rk.shape[0]
         if kernel.ndim != 2 or kernel.shape[1] != gk * H or kernel.shape[0] == 0:
-            t = hint(kernel, (gk * H, kernel.shape[-1])) if kernel.ndim == 2 else ""
+            t = hint if kernel.ndim == 2 and kernel.shape[0] == gk * H else ""
             raise ValueError(f"kernel{where} must have shape (I, {gk}H) with {gk}H = "
                              f"recurrent_kernel{where}.shape[1] = {gk * H}, got "
                              f"{kernel.shape}{t}")
         return H
     if kernel.ndim == 2 and kernel.shape[1] % gk == 0 and kernel.shape[1] > 0:
         H = kernel.shape[1] // gk
+        t = hint if rk.shape == (gk * H, H) else ""
         raise ValueError(f"recurrent_kernel{where} must have shape (H, {gk}H) = "
-                         f"{(H, gk * H)}, got {rk.shape}{hint(rk, (gk * H, H))}")
+                         f"{(H, gk * H)}, got {rk.shape}{t}")
     raise ValueError(f"recurrent_kernel{where} must have shape (H, {gk}H) and kernel{where} "
                      f"(I, {gk}H), got {rk.shape} and {kernel.shape}")
 
@@ -380,20 +379,7 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
     cfg = inner.get_config()
     if cell is not inner:  # the RNN's own options (go_backwards, ...) over its cell's
         cfg = {**cell.get_config(), **{k: v for k, v in cfg.items() if k != "cell"}}
-    checks: tuple = (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
-    if go_backwards is not None:  # None: either (a standalone layer maps it to reverse=True)
-        checks += (("go_backwards", go_backwards),)
-    for key, expected in checks:
-        fn = getattr(cell, key, None) if key.endswith("activation") else None
-        if (cfg.get(key, expected) != expected if fn is None
-                else not _is_keras_activation(fn, expected)):
-            got = repr(cfg.get(key))
-            got = got if len(got) <= 80 else got[:77] + "..."  # a lambda serialises as bytecode
-            if cfg.get(key) == expected:  # the name only: another function called so
-                got = (f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)} "
-                       f"(a function named {expected!r} that is not Keras' {expected})")
-            raise ValueError(f"Keras {want}{where} with {key}={got} is not supported "
-                             f"(fastgru computes {key}={expected!r})")
+    _check_keras_settings(cell, cfg, want, where, go_backwards)
     drops = {k: cfg.get(k, 0.0) for k in ("dropout", "recurrent_dropout") if cfg.get(k, 0.0)}
     if drops:
         told = ", ".join(f"{k}={v}" for k, v in drops.items())
@@ -412,6 +398,26 @@ def _check_keras_inner(cls, inner, go_backwards: bool | None, where: str) -> dic
                       f"fastgru computes in the weights' {variable}, so outputs agree to "
                       f"{compute} rounding only", UserWarning, stacklevel=5)
     return cfg
+
+
+def _check_keras_settings(cell: Any, cfg: dict, want: str, where: str = "",
+                          go_backwards: bool | None = None) -> None:
+    """Refuse Keras settings fastgru does not compute: activations other than Keras' tanh and
+    sigmoid (read from `cell`, the layer or its cell) and, unless None, another go_backwards."""
+    checks: tuple = (("activation", "tanh"), ("recurrent_activation", "sigmoid"))
+    if go_backwards is not None:  # None: either (a standalone layer maps it to reverse=True)
+        checks += (("go_backwards", go_backwards),)
+    for key, expected in checks:
+        fn = getattr(cell, key, None) if key.endswith("activation") else None
+        if (cfg.get(key, expected) != expected if fn is None
+                else not _is_keras_activation(fn, expected)):
+            got = repr(cfg.get(key))
+            got = got if len(got) <= 80 else got[:77] + "..."  # a lambda serialises as bytecode
+            if cfg.get(key) == expected:  # the name only: another function called so
+                got = (f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)} "
+                       f"(a function named {expected!r} that is not Keras' {expected})")
+            raise ValueError(f"Keras {want}{where} with {key}={got} is not supported "
+                             f"(fastgru computes {key}={expected!r})")
 
 
 def _keras_one(cls, keras_layer: Any, where: str = "") -> tuple[dict, bool, list]:
@@ -454,11 +460,7 @@ def from_keras_cell(cls, keras_cell: Any, dtype: Any = None, **kwargs):
         raise TypeError(f"keras_cell must be a keras.layers.{want}, got "
                         f"{type(keras_cell).__name__}")
     cfg = keras_cell.get_config()
-    for key, expected in (("activation", "tanh"), ("recurrent_activation", "sigmoid")):
-        if not _is_keras_activation(getattr(keras_cell, key, None), expected):
-            got = repr(cfg.get(key))
-            raise ValueError(f"Keras {want} with {key}={got[:77]} is not supported (fastgru "
-                             f"computes {key}={expected!r})")
+    _check_keras_settings(keras_cell, cfg, want)
     if cfg.get("dropout", 0.0) or cfg.get("recurrent_dropout", 0.0):
         warnings.warn(f"Keras {want} has dropout: fastgru's cells have none, so the converted "
                       f"cell computes the same outputs at inference only", UserWarning,

@@ -151,12 +151,15 @@ class Vocabulary:
         return [get(t, self.UNK_ID) for t in tokens]
 
     def encode(self, texts: Iterable[str], max_len: int | None = None,
-               truncating: str = "pre") -> tuple[np.ndarray, np.ndarray]:
+               truncating: str = "pre", trim: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Texts -> ((N, T) int32 ids, (N,) lengths), padded with 0 after the tokens. An empty
-        text becomes one `<unk>`. T = max_len or the longest text."""
+        text becomes one `<unk>`. T = max_len or the longest text; trim=True: max_len only
+        caps T (T = the longest text when shorter), so a generous max_len costs no memory."""
         if isinstance(texts, str):
             raise TypeError("texts must be a list of strings, not one string")
         seqs = [self.ids(self.tokenizer(t)) or [self.UNK_ID] for t in texts]
+        if trim and max_len is not None:
+            max_len = min(max_len, max((len(s) for s in seqs), default=1))
         return pad_sequences(seqs, maxlen=max_len, truncating=truncating)
 
     def decode(self, ids: Iterable[int], skip_pad: bool = True) -> list[str]:
