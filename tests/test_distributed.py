@@ -115,7 +115,9 @@ def gru_float64(seed=3):
     V, x, y = text_data(203, 1)
     m = fastgru.TextClassifier(V, embed_dim=8, hidden_size=8, dropout=0.0, seed=seed,
                                dtype="float64")
-    m.compile(fastgru.Adam(2e-2, global_clipnorm=0.5), m.loss, ["accuracy"])
+    # AUC and Precision: their confusion counts, not only totals and counts, are summed
+    m.compile(fastgru.Adam(2e-2, global_clipnorm=0.5), m.loss,
+              ["accuracy", "auc", fastgru.metrics.Precision(thresholds=0.4)])
     return m, x, y, dict(epochs=2, validation_data=(x[:40], y[:40]))
 
 
@@ -145,7 +147,7 @@ def regressor_float64():
     xs = [rng.standard_normal((n, 2)) for n in L]
     ys = [np.cumsum(a[:, :1], axis=0) * 0.3 for a in xs]
     m = fastgru.SequenceRegressor(2, hidden_size=8, dtype="float64", seed=6)
-    m.compile(fastgru.SGD(0.05, momentum=0.9, nesterov=True), "mse", ["mae"])
+    m.compile(fastgru.SGD(0.05, momentum=0.9, nesterov=True), "mse", ["mae", "rmse"])
     return m, xs, ys, dict(epochs=2, validation_split=0.2)
 
 

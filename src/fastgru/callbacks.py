@@ -72,12 +72,25 @@ class History(Callback):
         self.seconds = list(scalars.get("seconds", []))
 
 
-def _mode(monitor: str, mode: str) -> str:
+def _mode(monitor: str, mode: str, model: Any = None) -> str:
+    """"min" or "max" for `monitor`. "auto": as Keras 3, the direction of the model's metric
+    of that name (AUC, precision, accuracy: max; errors, losses, false positives: min); before
+    the model is known, or for other names, max for names with "acc" or "auc" / known
+    increasing metrics, min otherwise (tf.keras' rule, extended)."""
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
-    if mode == "auto":
-        return "max" if ("acc" in monitor or monitor.endswith("auc")) else "min"
-    return mode
+    if mode != "auto":
+        return mode
+    name = monitor.removeprefix("val_")
+    for m in getattr(model, "metrics", None) or ():
+        if getattr(m, "name", None) == name and getattr(m, "direction", None) in ("up", "down"):
+            return "max" if m.direction == "up" else "min"
+    low = name.lower()
+    up = ("acc" in low or low.endswith("auc") or low in _INCREASING)
+    return "max" if up else "min"
+
+
+_INCREASING = {"precision", "recall", "true_positives", "true_negatives"}
 
 
 def _real(name: str, value: Any) -> float:
@@ -120,6 +133,7 @@ class EarlyStopping(Callback):
         self.patience = check_int("patience", patience, 0)
         self.min_delta = abs(_real("min_delta", min_delta))
         self.verbose = check_int("verbose", verbose, 0)
+        self.mode_arg = mode
         self.mode = _mode(monitor, mode)
         self.baseline = None if baseline is None else _real("baseline", baseline)
         self.restore_best_weights = bool(restore_best_weights)
@@ -129,6 +143,7 @@ class EarlyStopping(Callback):
     def on_train_begin(self, logs=None):
         # a fresh count on every fit, as in Keras (the instance may be reused for another
         # model); BackupAndRestore puts a resumed run's state back after this
+        self.mode = _mode(self.monitor, self.mode_arg, self.model)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait, self.best_epoch, self.stopped_epoch = 0, -1, -1
         self.best_weights: dict[str, np.ndarray] | None = None
@@ -188,11 +203,20 @@ class ModelCheckpoint(Callback):
         self.filepath, self.monitor = os.fspath(filepath), monitor
         self.save_best_only, self.verbose = bool(save_best_only), check_int("verbose", verbose, 0)
         self.save_weights_only = bool(save_weights_only)
+        self.mode_arg = mode
         self.mode = _mode(monitor, mode)
         if initial_value_threshold is not None:
             self.best = _real("initial_value_threshold", initial_value_threshold)
         else:
             self.best = math.inf if self.mode == "min" else -math.inf
+
+    def on_train_begin(self, logs=None):
+        # the best value carries over between fits (Keras); the direction comes from the
+        # model's metric once it is known, and the "nothing yet" start follows it
+        mode = _mode(self.monitor, self.mode_arg, self.model)
+        if mode != self.mode and math.isinf(self.best):
+            self.best = -self.best
+        self.mode = mode
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -248,11 +272,13 @@ class ReduceLROnPlateau(Callback):
         self.min_lr = _real("min_lr", min_lr)
         if self.min_lr < 0:
             raise ValueError(f"min_lr must be >= 0, got {min_lr!r}")
+        self.mode_arg = mode
         self.mode = _mode(monitor, mode)
         self.verbose = int(verbose)
         self.on_train_begin()
 
     def on_train_begin(self, logs=None):
+        self.mode = _mode(self.monitor, self.mode_arg, self.model)
         self.best = math.inf if self.mode == "min" else -math.inf
         self.wait = self.cooldown_counter = 0
         opt = getattr(self.model, "optimizer", None)

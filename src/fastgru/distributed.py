@@ -240,7 +240,7 @@ class Context:
     def allgather(self, obj: Any) -> list[Any]:
         return [obj] if self.size == 1 else self.comm.allgather(obj)
 
-    def sum(self, values: Sequence[float]) -> np.ndarray:
+    def sum(self, values: Sequence[float] | np.ndarray) -> np.ndarray:
         """Elementwise float64 sum over ranks (counts, loss sums, metric totals)."""
         buf = np.array(values, np.float64)
         if self.size > 1:
@@ -606,7 +606,7 @@ class DataParallel:
                               for k, v in model.parameters().items()]
         mine["optimizer"] = model.optimizer.get_config()
         mine["loss"] = model.loss.get_config()
-        mine["metrics"] = [m.name for m in model.metrics]
+        mine["metrics"] = [m.get_config() for m in model.metrics]
         mine["callbacks"] = [type(cb).__name__ for cb in callbacks]
         everyone = self.ctx.allgather(mine)
         for r, theirs in enumerate(everyone[1:], start=1):
@@ -656,17 +656,17 @@ class DataParallel:
 
     # -- steps and epochs -------------------------------------------------------------------
     def reduce_metrics(self, metrics: Sequence[Any], extra: Any = ()) -> np.ndarray:
-        """Sum every metric's total and count over ranks (the metrics are updated in place)
-        and the `extra` values (the loss terms) in the same Allreduce; returns those sums."""
+        """Sum every metric's state (its totals and counts) over ranks (the metrics are updated
+        in place) and the `extra` values (the loss terms) in the same Allreduce; returns those
+        sums."""
         extra = np.asarray(extra, np.float64).ravel()
-        vals = list(extra)
-        for m in metrics:
-            vals += [m.total, m.count]
-        s = self.ctx.sum(vals)
+        states = [m.state() for m in metrics]
+        s = np.asarray(self.ctx.sum(np.concatenate([extra, *states])), np.float64)
         k = len(extra)
-        for i, m in enumerate(metrics):
-            m.total, m.count = float(s[k + 2 * i]), int(round(s[k + 1 + 2 * i]))
-        return s[:k]
+        for m, st in zip(metrics, states, strict=True):
+            m.set_state(s[k:k + st.size])
+            k += st.size
+        return s[:len(extra)]
 
     def stop_training(self, stop: bool) -> bool:
         """Rank 0's stop_training decision, on every rank."""

@@ -1,4 +1,4 @@
-"""Losses and metrics, numerically stable, on logits.
+"""Losses, numerically stable, on logits (the metrics are in fastgru.metrics).
 
 A loss returns the mean over samples (and over valid time steps for per-step targets) and its
 gradient with respect to the model output in one call: `value, dpred = loss(pred, target,
@@ -252,67 +252,5 @@ def get_loss(loss: Any) -> Loss:
     raise ValueError(f"loss must be a fastgru Loss or one of {sorted(_LOSSES)}, got {loss!r}")
 
 
-# ------------------------------------------------------------------------------------------
-class Metric:
-    """A streaming metric: update(pred, target, mask) per batch, result() at the end.
-    pred is the model output in the loss's space (logits for the cross-entropies; mae and mse
-    then compare the probabilities, as Keras does)."""
-
-    def __init__(self, name: str, task: str, kind: str | None = None) -> None:
-        # name: the key in the logs, as the user spelled it (Keras: "acc" logs "acc",
-        # "val_acc"); kind: what is computed ("accuracy", "mae" or "mse")
-        self.name, self.task = name, task
-        self.kind = kind or _METRIC_NAMES.get(name.lower(), name)
-        self.reset()
-
-    def reset(self) -> None:
-        self.total, self.count = 0.0, 0
-
-    def update(self, pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None) -> None:
-        v = self._values(pred, target)
-        if mask is not None:
-            m = np.broadcast_to(mask.reshape(mask.shape + (1,) * (v.ndim - mask.ndim)), v.shape)
-            self.total += float(v[m].sum())
-            self.count += int(m.sum())
-        else:
-            self.total += float(v.sum())
-            self.count += v.size
-
-    def result(self) -> float:
-        return self.total / max(self.count, 1)
-
-    def _values(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
-        if self.kind == "accuracy":
-            if self.task == "binary":
-                z = pred.reshape(target.shape) if pred.size == target.size else pred
-                return ((z > 0) == (target > 0.5)).astype(np.float64)
-            if self.task == "multiclass":
-                t = target.argmax(-1) if target.ndim == pred.ndim else target
-                return (pred.argmax(-1) == t).astype(np.float64)
-            raise ValueError("accuracy needs a classification loss")
-        if self.task == "binary":  # the model output is a logit: compare probabilities
-            pred = expit(pred)
-        elif self.task == "multiclass":
-            if target.ndim != pred.ndim:
-                raise ValueError(f"metric {self.name!r} with a multiclass loss needs one-hot "
-                                 f"targets {pred.shape}, got class ids {target.shape}")
-            e = np.exp(pred - pred.max(axis=-1, keepdims=True))
-            pred = e / e.sum(axis=-1, keepdims=True)
-        d = pred - target.astype(pred.dtype, copy=False).reshape(pred.shape)
-        return np.abs(d) if self.kind == "mae" else d * d
-
-
-_METRIC_NAMES = {"accuracy": "accuracy", "acc": "accuracy", "mae": "mae",
-                 "mean_absolute_error": "mae", "mse": "mse", "mean_squared_error": "mse"}
-
-
-def get_metric(name: str, task: str) -> Metric:
-    """A Metric from a Keras name: accuracy / acc, mae / mean_absolute_error, mse /
-    mean_squared_error; its log key is the name as given (Keras' history keys)."""
-    if not isinstance(name, str) or name.lower() not in _METRIC_NAMES:
-        raise ValueError(f"metrics must be names among {sorted(_METRIC_NAMES)}, got {name!r}")
-    n = _METRIC_NAMES[name.lower()]
-    if n == "accuracy" and task == "regression":
-        raise ValueError("metric 'accuracy' needs a classification loss "
-                         "(binary_crossentropy or categorical_crossentropy)")
-    return Metric(name, task, n)
+# metrics moved to fastgru.metrics; these names stay importable from here
+from fastgru.metrics import Metric, get_metric  # noqa: E402

@@ -32,7 +32,8 @@ import numpy as np
 
 from fastgru import checkpoint as ckpt
 from fastgru._validation import check_bool, check_int
-from fastgru.losses import Loss, Metric, get_loss, get_metric
+from fastgru.losses import Loss, get_loss
+from fastgru.metrics import Metric, get_metric
 from fastgru.nn import (
     RNN,
     Activation,
@@ -314,11 +315,12 @@ class Sequential:
 
     # -- compile --------------------------------------------------------------------------
     def compile(self, optimizer: Any = "adam", loss: Any = None,
-                metrics: Sequence[str] | None = None) -> None:
+                metrics: Sequence[Any] | None = None) -> None:
         """Choose the optimizer (instance or "sgd"/"adam"/"adamw"), the loss (instance or Keras
-        name) and metrics ("accuracy", "mae", "mse"). A final sigmoid (softmax) with
-        binary (categorical) cross-entropy is fused: the loss is computed from the logits,
-        which is exact and stable, and predict() still returns probabilities."""
+        name) and metrics (Keras names: "accuracy", "auc", "precision", "recall", "mae", "mse",
+        "rmse", ..., or fastgru.metrics objects such as AUC(curve="PR")). A final sigmoid
+        (softmax) with binary (categorical) cross-entropy is fused: the loss is computed from
+        the logits, which is exact and stable, and predict() still returns probabilities."""
         if loss is None:
             raise ValueError("compile() needs a loss, e.g. loss='binary_crossentropy'")
         if not self.layers:
@@ -326,7 +328,7 @@ class Sequential:
         self._try_build()
         self.optimizer = get_optimizer(optimizer)
         self.loss = get_loss(loss)
-        if isinstance(metrics, str):  # one name (Keras wants a list; the intent is clear)
+        if isinstance(metrics, (str, Metric)):  # one (Keras wants a list; the intent is clear)
             metrics = [metrics]
         self.metrics = [get_metric(m, self.loss.task) for m in (metrics or [])]
         self._setup_head()
@@ -363,7 +365,8 @@ class Sequential:
         if self.optimizer is None or self.loss is None:
             return None
         return {"optimizer": self.optimizer.get_config(), "loss": self.loss.get_config(),
-                "metrics": [m.name for m in self.metrics]}
+                "metrics": [m.spec if isinstance(m.spec, str) else m.get_config()
+                            for m in self.metrics]}
 
     # -- training API (fastgru.trainer) ---------------------------------------------------
     def fit(self, x: Any, y: Any = None, **kwargs: Any):

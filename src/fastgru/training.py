@@ -6,6 +6,7 @@ tools, re-exported at the top level (`fastgru.Sequential`, `fastgru.TextClassifi
 
 See docs/training.md for the tour.
 """
+from fastgru import metrics  # noqa: F401  (fastgru.metrics.AUC, Precision, ...)
 from fastgru.callbacks import (
                                BackupAndRestore,
                                Callback,
