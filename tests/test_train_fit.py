@@ -930,3 +930,32 @@ def test_single_batch_api_like_keras(sentiment):
     np.testing.assert_array_equal(a(x[:7]), a.predict(x[:7]))
     r = a.test_on_batch(x[:50], y[:50], return_dict=True)
     assert r == a.evaluate(x[:50], y[:50], batch_size=50, return_dict=True)
+
+
+def test_model_checkpoint_save_freq_counts_batches_across_epochs_like_keras(sentiment, tmp_path):
+    vocab, _, x, y = sentiment
+    m = small_clf(vocab)
+    seen = []
+    path = str(tmp_path / "sub" / "e{epoch}-b{batch}.npz")  # the folder does not exist yet
+    mc = fastgru.ModelCheckpoint(path, save_freq=3, save_weights_only=True)
+    grab = fastgru.LambdaCallback(
+        on_train_batch_end=lambda b, logs: seen.append(m.get_weights()))
+    # 80 samples, batch 8: 10 batches an epoch; Keras saves after batches 3, 6, 9, then
+    # (the count carries over) after the 2nd, 5th and 8th of the next epoch
+    m.fit(x[:80], y[:80], epochs=2, batch_size=8, verbose=0, shuffle=False,
+          callbacks=[grab, mc])
+    names = sorted(p.name for p in (tmp_path / "sub").iterdir())
+    assert names == sorted(["e1-b3.npz", "e1-b6.npz", "e1-b9.npz", "e2-b2.npz", "e2-b5.npz",
+                            "e2-b8.npz"])
+    m2 = small_clf(vocab, seed=9)
+    m2.load_weights(str(tmp_path / "sub" / "e2-b5.npz"))
+    want = seen[10 + 4]
+    assert all(np.array_equal(v, want[k]) for k, v in m2.get_weights().items())
+    # best-only on batch logs: the running training loss
+    mc = fastgru.ModelCheckpoint(str(tmp_path / "best.npz"), "loss", save_best_only=True,
+                                 save_freq=4)
+    m.fit(x[:80], y[:80], epochs=1, batch_size=8, verbose=0, callbacks=[mc])
+    assert (tmp_path / "best.npz").is_file() and np.isfinite(mc.best)
+    for bad in (0, -1, "batch", 2.5, True):
+        with pytest.raises(ValueError, match="save_freq must be 'epoch' or an int >= 1"):
+            fastgru.ModelCheckpoint(str(tmp_path / "x.npz"), save_freq=bad)

@@ -191,24 +191,36 @@ class EarlyStopping(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the model (fastgru.load_model can read it) at the end of epochs. filepath may
-    contain {epoch} (1-based) and log names, e.g. "ckpt-{epoch:02d}-{val_loss:.3f}.npz".
-    save_best_only: write only when `monitor` improves (the best checkpoint), starting from
-    initial_value_threshold when given. save_weights_only: model.save_weights() (the
-    parameters, for model.load_weights) instead of model.save(). Arguments in Keras' order."""
+    """Save the model (fastgru.load_model can read it) at the end of epochs, or every
+    `save_freq` batches (an int; batches are counted across epochs, as in Keras). filepath may
+    contain {epoch} (1-based), {batch} (1-based, with an int save_freq) and log names, e.g.
+    "ckpt-{epoch:02d}-{val_loss:.3f}.npz"; missing folders are created. save_best_only: write
+    only when `monitor` improves (the best checkpoint), starting from initial_value_threshold
+    when given; with an int save_freq the monitor comes from the batch logs (the epoch's running
+    loss and metrics, no val_). save_weights_only: model.save_weights() (the parameters, for
+    model.load_weights) instead of model.save(). Arguments in Keras' order."""
 
     def __init__(self, filepath: str, monitor: str = "val_loss", verbose: int = 0,
                  save_best_only: bool = False, save_weights_only: bool = False,
-                 mode: str = "auto", initial_value_threshold: float | None = None) -> None:
+                 mode: str = "auto", save_freq: Any = "epoch",
+                 initial_value_threshold: float | None = None) -> None:
         self.filepath, self.monitor = os.fspath(filepath), monitor
         self.save_best_only, self.verbose = bool(save_best_only), check_int("verbose", verbose, 0)
         self.save_weights_only = bool(save_weights_only)
+        if save_freq != "epoch":
+            if isinstance(save_freq, bool) or not isinstance(save_freq, (int, np.integer)) \
+                    or save_freq < 1:
+                raise ValueError(f"save_freq must be 'epoch' or an int >= 1 (batches), got "
+                                 f"{save_freq!r}")
+            save_freq = int(save_freq)
+        self.save_freq = save_freq
         self.mode_arg = mode
         self.mode = _mode(monitor, mode)
         if initial_value_threshold is not None:
             self.best = _real("initial_value_threshold", initial_value_threshold)
         else:
             self.best = math.inf if self.mode == "min" else -math.inf
+        self._epoch, self._since, self._last_batch = 0, 0, -1
 
     def on_train_begin(self, logs=None):
         # the best value carries over between fits (Keras); the direction comes from the
@@ -218,13 +230,33 @@ class ModelCheckpoint(Callback):
             self.best = -self.best
         self.mode = mode
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        # Keras' count: a batch index that does not grow starts a new epoch
+        self._since += batch + 1 if batch <= self._last_batch else batch - self._last_batch
+        self._last_batch = batch
+        if self._since >= self.save_freq:
+            self._since = 0
+            self._save(self._epoch, batch, logs or {})
+
     def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
+        if self.save_freq == "epoch":
+            self._save(epoch, None, logs or {})
+
+    def _save(self, epoch: int, batch: int | None, logs: Logs) -> None:
+        keys = {"epoch": epoch + 1, **logs}
+        if batch is not None:
+            keys.setdefault("batch", batch + 1)
         try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
+            path = self.filepath.format(**keys)
         except (KeyError, IndexError) as exc:
             raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} names {exc}, which is "
-                             f"neither 'epoch' nor in the logs ({sorted(logs)})") from None
+                             f"neither 'epoch'{' nor batch' if batch is not None else ''} nor "
+                             f"in the logs ({sorted(logs)})") from None
         if self.save_best_only:
             v = _monitored(self, logs, "ModelCheckpoint", "saves nothing this epoch")
             if v is None:
@@ -240,16 +272,21 @@ class ModelCheckpoint(Callback):
             self.best = float(v)
         elif self.verbose:
             print(f"Epoch {epoch + 1}: saving model to {path}")
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
         if self.save_weights_only:
             self.model.save_weights(path)
         else:
             self.model.save(path)
 
     def get_state(self):
-        return {"best": self.best}, {}
+        return {"best": self.best, "since": self._since, "last_batch": self._last_batch}, {}
 
     def set_state(self, scalars, arrays):
         self.best = float(scalars["best"])
+        self._since = int(scalars.get("since", 0))
+        self._last_batch = int(scalars.get("last_batch", -1))
 
 
 class ReduceLROnPlateau(Callback):
