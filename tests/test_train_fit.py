@@ -343,6 +343,42 @@ def test_backup_deleted_when_training_completes(sentiment, tmp_path):
     assert path.exists()
 
 
+def test_backup_keras_form_folder_and_double_checkpoint(sentiment, tmp_path):
+    """Keras' BackupAndRestore(backup_dir, save_freq, double_checkpoint, delete_checkpoint):
+    a folder (created) holds the backup; with double_checkpoint a damaged latest backup falls
+    back to the previous one, and the resumed run still ends as the uninterrupted one."""
+    vocab, _, x, y = sentiment
+
+    class Stop(fastgru.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 2:
+                raise KeyboardInterrupt
+
+    whole = small_clf(vocab)
+    h_whole = whole.fit(x[:100], y[:100], epochs=4, verbose=0)
+    folder = tmp_path / "bk"
+    m = small_clf(vocab)
+    with pytest.raises(KeyboardInterrupt):
+        m.fit(x[:100], y[:100], epochs=4, verbose=0,
+              callbacks=[Stop(), fastgru.BackupAndRestore(str(folder), "epoch", True, True)])
+    assert sorted(p.name for p in folder.iterdir()) == ["backup.npz", "backup.prev.npz"]
+    (folder / "backup.npz").write_bytes(b"not a checkpoint")  # epoch 3's backup, damaged
+    m = small_clf(vocab, seed=5)
+    with pytest.warns(UserWarning, match="restoring the previous one"):
+        h = m.fit(x[:100], y[:100], epochs=4, verbose=0,
+                  callbacks=[fastgru.BackupAndRestore(str(folder), double_checkpoint=True)])
+    assert h.epoch == [0, 1, 2, 3]  # epochs 1-2 from the previous backup, then 3-4 again
+    np.testing.assert_allclose(h.history["loss"], h_whole.history["loss"], rtol=1e-6)
+    for k, v in whole.get_weights().items():
+        np.testing.assert_allclose(m.get_weights()[k], v, rtol=1e-6, atol=1e-7)
+    assert not list(folder.iterdir())  # delete_checkpoint: both removed at the end
+    with pytest.raises(ValueError, match="backs up at the end of every epoch"):
+        fastgru.BackupAndRestore(str(folder), save_freq=10)
+    with pytest.raises(TypeError, match="needs backup_dir"):
+        fastgru.BackupAndRestore()
+    assert fastgru.BackupAndRestore(path=str(tmp_path / "b.npz")).path == str(tmp_path / "b.npz")
+
+
 def test_model_checkpoint_best_only(sentiment, tmp_path):
     vocab, _, x, y = sentiment
     m = small_clf(vocab)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fastgru._validation import check_int
+from fastgru.checkpoint import CheckpointError
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
            "LearningRateScheduler", "CSVLogger", "BackupAndRestore", "LambdaCallback"]
@@ -443,29 +444,68 @@ class CSVLogger(Callback):
 class BackupAndRestore(Callback):
     """Resumable training (Keras' BackupAndRestore): at the end of every epoch, write the whole
     training state (weights, optimizer state, RNG state, epoch, history, the other callbacks'
-    state) to `path` atomically. If `path` exists when fit() starts, restore it and continue
-    after its epoch: an interrupted run then ends exactly as an uninterrupted one would.
-    delete_checkpoint: remove the backup once training completes (Keras' default: a later
-    fit() with the same path starts afresh instead of restoring the finished run);
-    delete_on_end is the same switch under its former name."""
+    state) atomically. If the backup exists when fit() starts, restore it and continue after
+    its epoch: an interrupted run then ends exactly as an uninterrupted one would.
 
-    def __init__(self, path: str, delete_checkpoint: bool = True,
-                 delete_on_end: bool | None = None) -> None:
-        self.path = os.fspath(path)
+    backup_dir: a file ending in .npz, or (as in Keras) a folder, existing or not, that gets
+    `backup.npz` (and `backup.prev.npz`). save_freq: "epoch" only (fastgru resumes at epoch
+    boundaries). double_checkpoint: keep the previous backup too, and restore it when the
+    latest cannot be read. delete_checkpoint: remove the backups once training completes
+    (Keras' default: a later fit() with the same path starts afresh); delete_on_end is the same
+    switch under its former name; path= is backup_dir's former name."""
+
+    def __init__(self, backup_dir: str | None = None, save_freq: Any = "epoch",
+                 double_checkpoint: bool = False, delete_checkpoint: bool = True, *,
+                 path: str | None = None, delete_on_end: bool | None = None) -> None:
+        if (backup_dir is None) == (path is None):
+            raise TypeError("BackupAndRestore needs backup_dir (a .npz file or a folder)")
+        where = os.fspath(backup_dir if backup_dir is not None else path)  # type: ignore[arg-type]
+        if not isinstance(where, str) or not where:
+            raise ValueError(f"backup_dir must be a non-empty path, got {where!r}")
+        if save_freq != "epoch":
+            raise ValueError(f"save_freq={save_freq!r}: fastgru's BackupAndRestore backs up at "
+                             "the end of every epoch (save_freq='epoch') and resumes there")
+        if os.path.isdir(where) or where.endswith(("/", os.sep)) or \
+                not where.lower().endswith(".npz"):
+            self.path = os.path.join(where, "backup.npz")
+        else:
+            self.path = where
+        self.prev_path = self.path[:-4] + ".prev.npz"
+        self.save_freq = save_freq
+        self.double_checkpoint = bool(double_checkpoint)
         self.delete_on_end = bool(delete_checkpoint if delete_on_end is None else delete_on_end)
         self.callbacks: list[Callback] = []  # set by fit(): every callback of the run
         self.restored_epoch: int | None = None
 
     def on_train_begin(self, logs=None):
-        if os.path.exists(self.path):
+        if not os.path.exists(self.path):
+            if self.double_checkpoint and os.path.exists(self.prev_path):
+                self.restored_epoch = self.model.load_training_state(self.prev_path,
+                                                                     self.callbacks)
+            return
+        try:
             self.restored_epoch = self.model.load_training_state(self.path, self.callbacks)
+        except CheckpointError as exc:
+            if not (self.double_checkpoint and os.path.exists(self.prev_path)):
+                raise
+            warnings.warn(f"BackupAndRestore: the latest backup cannot be read ({exc}); "
+                          f"restoring the previous one, {self.prev_path!r}", stacklevel=2)
+            self.restored_epoch = self.model.load_training_state(self.prev_path,
+                                                                 self.callbacks)
 
     def on_epoch_end(self, epoch, logs=None):
+        folder = os.path.dirname(self.path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        if self.double_checkpoint and os.path.exists(self.path):
+            os.replace(self.path, self.prev_path)
         self.model.save_training_state(self.path, epoch + 1, self.callbacks)
 
     def on_train_end(self, logs=None):
-        if self.delete_on_end and os.path.exists(self.path):
-            os.unlink(self.path)
+        if self.delete_on_end:
+            for p in (self.path, self.prev_path):
+                if os.path.exists(p):
+                    os.unlink(p)
 
 
 class LambdaCallback(Callback):
