@@ -89,6 +89,9 @@ def test_tsv_csv_with_header_and_string_labels(tmp_path):
     write(str(tmp_path / "bad.tsv"), "only one field\n")
     with pytest.raises(DataError, match="bad.tsv:1: expected 2 fields"):
         fastgru.load_delimited(str(tmp_path / "bad.tsv"))
+    write(str(tmp_path / "nolabel.tsv"), "good movie\tpos\nbad film\t  \n")
+    with pytest.raises(DataError, match="nolabel.tsv:2: empty class label .*'bad film'"):
+        fastgru.load_delimited(str(tmp_path / "nolabel.tsv"))
 
 
 def test_keras_imdb_npz_object_arrays(tmp_path):

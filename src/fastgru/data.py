@@ -381,6 +381,9 @@ def load_delimited(path: str, delimiter: str = "\t") -> Dataset:
             if not texts and row[0].strip().lower() in _HEAD_TEXT and \
                     row[1].strip().lower() in _HEAD_LABEL:
                 continue
+            if not row[1].strip():
+                raise DataError(f"{path}:{reader.line_num}: empty class label (the text is "
+                                f"{row[0][:40]!r}{'...' if len(row[0]) > 40 else ''})")
             texts.append(row[0])
             labels.append(row[1].strip())
     except csv.Error as exc:
