@@ -582,3 +582,30 @@ def test_projected_lstm_dy_error_says_d_times_p():
     y, _ = lstm(np.ones((4, 2, 3), np.float32))
     with pytest.raises(ValueError, match=r"dy must have shape \(T, B, D\*P\) like y = \(4, 2, 2\)"):
         lstm.backward(np.ones((4, 2, 5), np.float32))
+
+
+@pytest.mark.parametrize("cls", ["GRU", "LSTM"])
+def test_backward_refuses_weights_changed_since_the_forward(cls):
+    """torch raises "modified by an inplace operation"; a stale cache would mix weights."""
+    rng = np.random.default_rng(0)
+    m = getattr(fastgru, cls)(4, 16, num_layers=2, dtype="float64", seed=0)
+    x = rng.standard_normal((6, 3, 4))
+    y, _ = m(x)
+    dy = np.ones_like(y)
+    m.backward(dy)  # unchanged weights: fine, and again (retain_graph semantics)
+    m.backward(dy)
+    for change in ("load", "inplace", "step"):
+        m(x)
+        sd = m.state_dict()
+        if change == "load":
+            m.load_state_dict({k: v * 1.5 for k, v in sd.items()})
+        elif change == "inplace":
+            m.flat_parameters()[:] *= 0.9
+        else:
+            m.flat_parameters()[:] -= 0.01 * np.sign(m.flat_grads() + 1e-3)
+        with pytest.raises(RuntimeError, match="weights changed since the training forward"):
+            m.backward(dy)
+    m(x)
+    m.backward(dy)  # a new forward takes the new weights
+    with pytest.raises(TypeError, match=r"got a tuple of 1 item"):
+        fastgru.LSTM(3, 4)(np.ones((1, 2, 3), np.float32), (np.zeros((1, 2, 4), np.float32),))

@@ -237,15 +237,20 @@ def test_state_sums_merge_two_halves():
 
 
 def test_bad_metrics_get_clear_errors():
-    with pytest.raises(ValueError, match="names among"):
+    with pytest.raises(ValueError, match="unknown metric 'f1': use a name among"):
         fm.get_metric("f1", "binary")
-    with pytest.raises(ValueError, match="needs a binary_crossentropy or "
-                                         "categorical_crossentropy loss"):
-        fm.get_metric("auc", "regression")
-    with pytest.raises(ValueError, match="needs a classification loss"):
-        fm.get_metric("accuracy", "regression")
-    with pytest.raises(ValueError, match="needs a categorical_crossentropy loss"):
+    with pytest.raises(ValueError, match="needs a categorical_crossentropy or mse loss"):
         fm.get_metric("sparse_categorical_accuracy", "binary")
+    with pytest.raises(ValueError, match="needs a binary_crossentropy or mse loss"):
+        fm.get_metric("binary_accuracy", "multiclass")
+    with pytest.raises(TypeError, match=r"instances: AUC\(\), not the class"):
+        fm.get_metric(fm.AUC, "binary")
+    with pytest.raises(TypeError, match="must be names or fastgru.metrics objects"):
+        fm.get_metric(len, "binary")
+    with pytest.raises(ValueError, match="multi_label=True .* is not supported"):
+        fm.AUC(multi_label=True)
+    with pytest.raises(ValueError, match=r"top_k=2\) is not supported"):
+        fm.Recall(top_k=2)
     with pytest.raises(ValueError, match="thresholds must be one number"):
         fm.Precision(thresholds=[0.2, 0.5])
     with pytest.raises(ValueError, match=r"thresholds must be a number in \[0, 1\]"):
@@ -256,8 +261,8 @@ def test_bad_metrics_get_clear_errors():
         fm.AUC(curve="PRGAIN")
     with pytest.raises(ValueError, match="k must be an int >= 1"):
         fm.TopKCategoricalAccuracy(k=0)
-    with pytest.raises(ValueError, match="one-hot targets"):
-        fm.get_metric("auc", "multiclass").update(np.zeros((3, 4)), np.array([0, 1, 2]), None)
+    with pytest.raises(ValueError, match=r"class ids must be integers in \[0, 4\)"):
+        fm.get_metric("auc", "multiclass").update(np.zeros((3, 4)), np.array([0, 1, 4]), None)
     with pytest.raises(ValueError, match="class_id 7"):
         fm.get_metric(fm.Precision(class_id=7), "multiclass").update(
             np.zeros((2, 4)), np.eye(4)[[0, 1]], None)
@@ -288,3 +293,83 @@ def test_callbacks_auto_mode_follows_the_metric_direction(tmp_path):
     assert (tmp_path / "best.npz").is_file()
     assert max(h["val_ranking"]) == pytest.approx(ck.best)
     assert min(h["val_rmse"]) == pytest.approx(ck_rmse.best)
+
+
+@pytest.mark.skipif(not HAVE_KERAS, reason="keras not installed")
+def test_keras_metric_objects_are_refused_with_the_fastgru_name():
+    import keras
+
+    with pytest.raises(TypeError, match=r"keras object \(AUC\).*fastgru.metrics.AUC"):
+        fm.get_metric(keras.metrics.AUC(), "binary")
+
+
+def test_review_cases_match_keras_rules():
+    # one shared list for two models: the second (another task) gets copies
+    shared = [fm.Precision(), fm.AUC()]
+    a = [fm.get_metric(m, "binary") for m in shared]
+    b = [fm.get_metric(m, "multiclass") for m in shared]
+    assert a[0] is shared[0] and b[0] is not shared[0] and a[0].task == "binary"
+    # repeated names: Keras' auc, auc_1, auc_2; the same object twice is copied
+    names = [m.name for m in fm.unique_names([fm.get_metric(s, "binary") for s in
+                                              ("auc", "auc", "accuracy", "auc")])]
+    assert names == ["auc", "auc_1", "accuracy", "auc_2"]
+    p = fm.get_metric(fm.Precision(), "binary")
+    twice = fm.unique_names([p, p])
+    assert twice[0] is p and twice[1] is not p and twice[1].name == "precision_1"
+    # tiny positive logits: sigmoid gives exactly 0.5 in float32, not > 0.5 (Keras, recall)
+    z = np.array([[1e-8], [2e-8]], np.float32)
+    for spec in ("accuracy", "recall"):
+        m = fm.get_metric(spec, "binary")
+        m.update(z, np.array([1, 1]), None)
+        assert m.result() == 0.0, spec
+    # soft targets: Keras compares y_true == (p > 0.5)
+    m = fm.get_metric("binary_accuracy", "binary")
+    m.update(np.array([[3.0], [-3.0]]), np.array([0.9, 0.1]), None)
+    assert m.result() == 0.0
+    # class ids shaped (B, 1) against (B, K)
+    zk = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 2.0]])
+    for spec, want in (("accuracy", 1.0), ("sparse_top_k_categorical_accuracy", 1.0),
+                       ("sparse_categorical_crossentropy",
+                        -np.log(np.exp(2) / (np.exp(2) + 2)))):
+        m = fm.get_metric(spec, "multiclass")
+        m.update(zk, np.array([[0], [1], [2]]), None)
+        assert m.result() == pytest.approx(want), spec
+    # top-k ranks probabilities: saturated ones tie, and a tie at the k-th counts as in
+    m = fm.get_metric(fm.TopKCategoricalAccuracy(2), "multiclass")
+    m.update(np.array([[0.0, -120.0, -130.0]], np.float32), np.array([2]), None)
+    assert m.result() == 1.0
+    # NaN is below every listed threshold
+    m = fm.get_metric(fm.AUC(thresholds=[0.3, 0.6, 0.65]), "binary")
+    m.update(np.array([[np.nan], [1.0], [-1.0]]), np.array([0, 1, 0]), None)
+    assert m.result() == pytest.approx(0.5)
+    # one threshold in a list is one threshold
+    assert fm.Precision(thresholds=[0.3]).thresholds == 0.3
+    # Keras' class names as strings
+    for name in ("BinaryAccuracy", "RootMeanSquaredError", "AUC", "TopKCategoricalAccuracy"):
+        assert fm.get_metric(name, "binary" if name != "TopKCategoricalAccuracy"
+                             else "multiclass").name == name
+
+
+def test_class_id_targets_and_mse_models_take_every_metric():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((48, 6, 3))
+    y = rng.integers(0, 3, 48)
+    # class ids with AUC / precision: one-hot inside, as if one-hot targets were given
+    m = fastgru.SequenceClassifier(3, hidden_size=6, num_classes=3, seed=0, dtype="float64")
+    m.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy", "auc", "precision"])
+    ids = m.evaluate(x, y, return_dict=True)
+    hot = fm.get_metric("auc", "multiclass")
+    z = np.log(m.predict(x))
+    hot.update(z, np.eye(3)[y], None)
+    assert ids["auc"] == pytest.approx(hot.result(), rel=1e-12)
+    m.fit(x, y, epochs=1, verbose=0)
+    # a sigmoid model trained with MSE: accuracy and AUC on its probabilities, as Keras
+    yb = (x[:, :, 0].mean(1) > 0).astype(float)
+    r = fastgru.Sequential([fastgru.GRU(3, 6, batch_first=True, seed=0), fastgru.LastState(),
+                            fastgru.Dense(1, activation="sigmoid")], seed=0)
+    r.compile("adam", "mse", metrics=["accuracy", "auc"])
+    h = r.fit(x, yb, epochs=1, verbose=0).history
+    p = r.predict(x).ravel()
+    ev = r.evaluate(x, yb, return_dict=True)
+    assert ev["accuracy"] == pytest.approx(np.mean((p > 0.5) == yb))
+    assert set(h) == {"loss", "accuracy", "auc"}

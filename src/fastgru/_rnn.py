@@ -48,7 +48,7 @@ class _ForwardCache:
     """What backward needs from the last training forward (kept until the next one)."""
 
     __slots__ = ("backend", "plan", "layers", "masks", "T", "B", "unbatched", "batch_first",
-                 "keras")
+                 "keras", "probe")
     backend: str
     plan: SeqPlan | None  # None for an empty batch
     layers: list
@@ -58,6 +58,7 @@ class _ForwardCache:
     unbatched: bool
     batch_first: bool
     keras: tuple | None  # mask= forwards: (lengths, rows run or None for all, carry, holes)
+    probe: np.ndarray  # sampled weights at forward time (_weight_probe)
 
     def __init__(self, **kw):
         for k in self.__slots__:
@@ -338,7 +339,8 @@ class RNNBase(Module):
             plan, layers, masks = fwd
             self._cache = _ForwardCache(backend=self._backend, plan=plan, layers=layers,
                                         masks=masks, T=T, B=B, unbatched=unbatched,
-                                        batch_first=self._batch_first, keras=keras)
+                                        batch_first=self._batch_first, keras=keras,
+                                        probe=self._weight_probe())
         y = self._output(y, unbatched, self._batch_first)
         if unbatched:
             hn = hn[:, 0]
@@ -352,7 +354,8 @@ class RNNBase(Module):
         if keep:
             self._cache = _ForwardCache(backend=self._backend, plan=None, layers=[], masks=[],
                                         T=T, B=0, unbatched=unbatched,
-                                        batch_first=self._batch_first, keras=None)
+                                        batch_first=self._batch_first, keras=None,
+                                        probe=self._weight_probe())
         y = np.zeros((T, 0, self.num_directions * self._P), self.dtype)
         return (self._output(y, unbatched, self._batch_first), h0.copy(),
                 None if c0 is None else c0.copy())
@@ -493,6 +496,14 @@ class RNNBase(Module):
             inp = y
         return inp, hn, cn, layers, masks
 
+    def _weight_probe(self) -> np.ndarray:
+        """~512 weights sampled across the flat buffer, as bits: an optimizer step or a
+        load_state_dict changes them, so backward can refuse a stale cache (as torch's
+        "modified by an inplace operation" error) at no measurable cost."""
+        flat = self._store.flat
+        idx = np.unique(np.linspace(0, flat.size - 1, min(flat.size, 512)).astype(np.intp))
+        return flat[idx].view(np.uint8).copy() if flat.size else np.zeros(0, np.uint8)
+
     # -- backward -------------------------------------------------------------------------------
     def _run_backward(self, dy, dh_n, dc_n):
         c = self._cache
@@ -501,6 +512,12 @@ class RNNBase(Module):
                 f"{type(self).__name__}.backward() needs a forward in training mode first "
                 "(layer.train(); y, state = layer(x)): no forward since construction ran in "
                 "training mode (eval() forwards keep nothing; pass requires_grad=True to keep it)")
+        if not np.array_equal(c.probe, self._weight_probe()):
+            raise RuntimeError(
+                f"{type(self).__name__}.backward(): the weights changed since the training "
+                "forward (an optimizer step, load_state_dict or an in-place edit), so the "
+                "gradients would mix old and new weights; run backward before updating the "
+                "weights, or run the forward again")
         T, B, D, P, H = c.T, c.B, self.num_directions, self._P, self._H
         dy3 = None
         if dy is not None:

@@ -224,3 +224,11 @@ def state_or_hx(name: str, state: Any, hx: Any) -> Any:
     if state is not None:
         raise TypeError(f"give the initial state as {name} or as hx, not both")
     return hx
+
+
+def describe_state(hx: Any) -> str:
+    """How a bad (h, c) state reads in a message: "a tuple of 1 array", "ndarray"."""
+    if isinstance(hx, (tuple, list)):
+        n = len(hx)
+        return f"a {type(hx).__name__} of {n} item" + "s" * (n != 1)
+    return type(hx).__name__

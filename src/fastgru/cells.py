@@ -206,7 +206,7 @@ class LSTMCell(_CellBase):
             h, c = hx
         else:
             raise TypeError(f"hx must be a tuple (h, c) of two arrays (or None), got "
-                            f"{type(hx).__name__}")
+                            f"{V.describe_state(hx)}")
         B = x.shape[0]
         h, c = self._s("h", h, B, unbatched), self._s("c", c, B, unbatched)
         if not B:  # an empty batch: nothing to run

@@ -236,7 +236,7 @@ class LSTM(_LayerInterop, RNNBase):
             return None, None
         if not isinstance(hx, (tuple, list)) or len(hx) != 2:
             raise TypeError(f"{name} must be a tuple (h, c) of two arrays (or None), got "
-                            f"{type(hx).__name__}")
+                            f"{V.describe_state(hx)}")
         return hx[0], hx[1]
 
     def forward(self, x: ArrayLike, hx: tuple[ArrayLike, ArrayLike] | None = None,

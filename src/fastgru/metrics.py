@@ -6,14 +6,19 @@ epoch (not a mean of per-batch ratios). `state()` / `set_state()` expose those s
 distributed training can add them over ranks.
 
 `pred` is the model output in the loss's space: logits for the cross-entropies (probabilities
-are taken here with sigmoid / softmax, which is what Keras' metrics see), values for MSE. A
-`mask` (B, T) leaves padded steps of per-step outputs out.
+are taken here with sigmoid / softmax: what Keras' metrics see behind a final sigmoid /
+softmax, and also what fastgru's see with a from_logits loss), values for MSE (a model ending
+in a sigmoid then gives probabilities, and accuracy / AUC treat them so, as Keras does). A
+`mask` (B, T) leaves padded steps of per-step outputs out. Class ids (...,) or (..., 1) and
+one-hot targets (..., K) are both accepted where a metric compares classes.
 
     model.compile("adam", "binary_crossentropy",
                   metrics=["accuracy", "auc", fastgru.metrics.Precision(thresholds=0.3)])
 """
 from __future__ import annotations
 
+import copy
+import re
 from typing import Any
 
 import numpy as np
@@ -113,23 +118,54 @@ def _same_size_target(pred: np.ndarray, target: np.ndarray, name: str,
                      f"output {pred.shape}")
 
 
+def _has_ids(pred: np.ndarray, target: np.ndarray) -> bool:
+    """Class ids (...,) or (..., 1) against K > 1 scores (..., K), not one-hot rows."""
+    return pred.ndim >= 1 and pred.shape[-1] > 1 and (
+        target.ndim == pred.ndim - 1 or (target.ndim == pred.ndim and target.shape[-1] == 1))
+
+
+def _class_ids(pred: np.ndarray, target: np.ndarray, name: str) -> np.ndarray:
+    """The target classes (...,) from ids or one-hot rows, checked against pred (..., K)."""
+    t = target.reshape(pred.shape[:-1]) if _has_ids(pred, target) and \
+        target.size == int(np.prod(pred.shape[:-1])) else \
+        (target.argmax(-1) if target.shape == pred.shape else None)
+    if t is None:
+        raise ValueError(f"metric {name!r}: targets {target.shape} match neither class ids "
+                         f"{pred.shape[:-1]} nor one-hot rows {pred.shape}")
+    if t.size and (not np.all(t == np.round(t)) or t.min() < 0 or t.max() >= pred.shape[-1]):
+        raise ValueError(f"metric {name!r}: class ids must be integers in "
+                         f"[0, {pred.shape[-1]}), got values from {t.min()!r} to {t.max()!r}")
+    return t.astype(np.int64)
+
+
+def _class_targets(pred: np.ndarray, target: np.ndarray, name: str,
+                   task: str | None) -> np.ndarray:
+    """target shaped like pred; multiclass class ids become one-hot rows."""
+    if task == "multiclass" and _has_ids(pred, target):
+        t = _class_ids(pred, target, name)
+        return (t[..., None] == np.arange(pred.shape[-1])).astype(pred.dtype)
+    return _same_size_target(pred, target, name, task)
+
+
 class MeanMetric(Metric):
     """A mean over samples of a per-sample value (Keras' MeanMetricWrapper): accuracy, mae, mse,
     rmse (the square root of the epoch's mse), mape, msle, the cross-entropies."""
 
+    # with an MSE loss the output is taken as probabilities (a model ending in a sigmoid), and
+    # "accuracy" is binary for one output column, categorical for more: Keras' choice
     KINDS = {
-        "accuracy": ("binary", "multiclass"),
-        "binary_accuracy": ("binary",),
-        "categorical_accuracy": ("multiclass",),
-        "sparse_categorical_accuracy": ("multiclass",),
+        "accuracy": ("binary", "multiclass", "regression"),
+        "binary_accuracy": ("binary", "regression"),
+        "categorical_accuracy": ("multiclass", "regression"),
+        "sparse_categorical_accuracy": ("multiclass", "regression"),
         "mae": ("binary", "multiclass", "regression"),
         "mse": ("binary", "multiclass", "regression"),
         "rmse": ("binary", "multiclass", "regression"),
         "mape": ("binary", "multiclass", "regression"),
         "msle": ("binary", "multiclass", "regression"),
-        "binary_crossentropy": ("binary",),
-        "categorical_crossentropy": ("multiclass",),
-        "sparse_categorical_crossentropy": ("multiclass",),
+        "binary_crossentropy": ("binary", "regression"),
+        "categorical_crossentropy": ("multiclass", "regression"),
+        "sparse_categorical_crossentropy": ("multiclass", "regression"),
     }
 
     def __init__(self, kind: str, name: str | None = None) -> None:
@@ -140,12 +176,6 @@ class MeanMetric(Metric):
         self.direction = "up" if kind.endswith("accuracy") else "down"
         self.default_name = kind
         super().__init__(name)
-
-    def bind(self, task: str) -> Metric:
-        if self.kind == "accuracy" and task == "regression":
-            raise ValueError(f"metric {self.name!r} needs a classification loss "
-                             "(binary_crossentropy or categorical_crossentropy)")
-        return super().bind(task)
 
     def update(self, pred, target, mask=None):
         v = self._values(np.asarray(pred), np.asarray(target))
@@ -161,21 +191,19 @@ class MeanMetric(Metric):
 
     def _values(self, pred: np.ndarray, target: np.ndarray) -> np.ndarray:
         k, task = self.kind, self.task
-        if k.endswith("accuracy"):
-            if task == "binary":
-                z = pred.reshape(target.shape) if pred.size == target.size else pred
-                return ((z > 0) == (target > 0.5)).astype(np.float64)
-            t = target.argmax(-1) if target.ndim == pred.ndim else target
-            return (pred.argmax(-1) == t).astype(np.float64)
         p = _probabilities(pred, task)
+        if k.endswith("accuracy"):
+            binary = task == "binary" or (task == "regression" and p.shape[-1:] == (1,)) or \
+                k == "binary_accuracy"
+            if binary:  # Keras: y_true == (p > 0.5), on the probability
+                t = _same_size_target(p, target, self.name, task)
+                return (t == (p > 0.5)).astype(np.float64)
+            return (p.argmax(-1) == _class_ids(p, target, self.name)).astype(np.float64)
         if k == "sparse_categorical_crossentropy" or (
-                k == "categorical_crossentropy" and target.ndim != pred.ndim):
+                k == "categorical_crossentropy" and _has_ids(p, target)):
             # -log p[class], per sample (Keras clips p to [eps, 1 - eps])
-            t = target.argmax(-1) if target.ndim == pred.ndim else target
-            if t.shape != p.shape[:-1]:
-                raise ValueError(f"metric {self.name!r}: class ids {t.shape} do not match the "
-                                 f"model output {p.shape}")
-            pt = np.take_along_axis(p, t.astype(np.int64)[..., None], -1)[..., 0]
+            t = _class_ids(p, target, self.name)
+            pt = np.take_along_axis(p, t[..., None], -1)[..., 0]
             return -np.log(np.clip(pt, _EPSILON, 1 - _EPSILON))
         t = _same_size_target(p, target, self.name, task).astype(p.dtype, copy=False)
         if k == "categorical_crossentropy":
@@ -212,12 +240,10 @@ class TopKCategoricalAccuracy(MeanMetric):
         return {"class": type(self).__name__, "name": self.name, "k": self.k}
 
     def _values(self, pred, target):
-        t = target.argmax(-1) if target.ndim == pred.ndim else target
-        if t.shape != pred.shape[:-1]:
-            raise ValueError(f"metric {self.name!r}: targets {target.shape} do not match the "
-                             f"model output {pred.shape}")
-        pt = np.take_along_axis(pred, t.astype(np.int64)[..., None], -1)
-        return ((pred > pt).sum(-1) < self.k).astype(np.float64)
+        p = _probabilities(pred, self.task)  # ranked on probabilities, as Keras sees them
+        t = _class_ids(p, target, self.name)
+        pt = np.take_along_axis(p, t[..., None], -1)
+        return ((p > pt).sum(-1) < self.k).astype(np.float64)
 
 
 def _check_threshold(t: Any, name: str) -> float:
@@ -232,11 +258,13 @@ class _Confusion(Metric):
     a target counts as positive when it is nonzero, as in Keras). Multiclass outputs with
     one-hot targets are flattened: every (sample, class) entry is one binary decision."""
 
-    tasks = ("binary", "multiclass")
     thresholds: Any  # one number; AUC: its listed thresholds or None
 
     def __init__(self, thresholds: Any = None, class_id: int | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, top_k: int | None = None) -> None:
+        if top_k is not None:
+            raise ValueError(f"{type(self).__name__}(top_k={top_k!r}) is not supported: the "
+                             "metric thresholds every class's probability (top_k=None)")
         if class_id is not None and (isinstance(class_id, bool)
                                      or not isinstance(class_id, (int, np.integer))
                                      or class_id < 0):
@@ -248,6 +276,8 @@ class _Confusion(Metric):
     def _set_thresholds(self, thresholds: Any) -> None:
         if thresholds is None:
             thresholds = 0.5
+        if isinstance(thresholds, (list, tuple, np.ndarray)) and len(thresholds) == 1:
+            thresholds = thresholds[0]  # Keras returns a scalar for one threshold too
         if isinstance(thresholds, (list, tuple, np.ndarray)):
             raise ValueError(f"{type(self).__name__}: thresholds must be one number (fastgru "
                              f"reports one value per metric), got {thresholds!r}")
@@ -266,14 +296,17 @@ class _Confusion(Metric):
     def update(self, pred, target, mask=None):
         pred, target = np.asarray(pred), np.asarray(target)
         p = _probabilities(pred, self.task)
-        t = _same_size_target(p, target, self.name, self.task)
+        t = _class_targets(p, target, self.name, self.task)
         if self.class_id is not None:
             if p.ndim < 2 or self.class_id >= p.shape[-1]:
                 raise ValueError(f"metric {self.name!r}: class_id {self.class_id} needs a model "
                                  f"output with more than {self.class_id} classes, got {p.shape}")
             p, t = p[..., self.class_id:self.class_id + 1], t[..., self.class_id:self.class_id + 1]
         p = _select(p, mask)
-        p = np.clip(np.where(np.isnan(p), 0, p), 0.0, 1.0)  # NaN > threshold is False
+        # NaN is below every listed threshold (NaN > t is False); the even bucketing needs a
+        # number: 0, Keras' result there being unspecified
+        p = np.where(np.isnan(p), 0.0 if self._even else -np.inf, p)
+        p = np.clip(p, -np.inf if not self._even else 0.0, 1.0)
         pos = (_select(t, mask) != 0).astype(np.float64)
         n = len(self._thr)
         if self._even:
@@ -359,8 +392,16 @@ class AUC(_Confusion):
     default_name = "auc"
 
     def __init__(self, num_thresholds: int = 200, curve: str = "ROC",
-                 summation_method: str = "interpolation", thresholds: Any = None,
-                 name: str | None = None) -> None:
+                 summation_method: str = "interpolation", name: str | None = None,
+                 thresholds: Any = None, multi_label: bool = False, num_labels: Any = None,
+                 label_weights: Any = None, from_logits: bool = False) -> None:
+        # from_logits: fastgru's metrics always see probabilities (sigmoid / softmax of a
+        # logit output), so either value computes the same
+        if multi_label or num_labels is not None or label_weights is not None:
+            raise ValueError("AUC(multi_label=True / num_labels / label_weights) is not "
+                             "supported: fastgru's AUC flattens every (sample, class) entry, "
+                             "as Keras' multi_label=False does; score predict()'s columns for "
+                             "per-label AUCs")
         if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) \
                 or num_thresholds < 2:
             raise ValueError(f"num_thresholds must be an int > 1, got {num_thresholds!r}")
@@ -374,6 +415,7 @@ class AUC(_Confusion):
         self.curve = curve.upper()
         self.summation_method = summation_method.lower()
         super().__init__(thresholds, None, name)
+        self.from_logits = bool(from_logits)
 
     def _set_thresholds(self, thresholds: Any) -> None:
         if thresholds is None:
@@ -452,10 +494,22 @@ _CLASSES = {c.__name__: c for c in (MeanMetric, TopKCategoricalAccuracy, Precisi
                                     FalseNegatives, AUC)}
 
 
+def _snake(name: str) -> str:
+    """Keras' to_snake_case: "RootMeanSquaredError" -> "root_mean_squared_error"."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
 def get_metric(spec: Any, task: str) -> Metric:
     """A metric bound to the loss's task from a Keras name ("accuracy", "auc", "precision",
-    "rmse", ...; its log key is the name as given), a Metric instance, or a saved config."""
+    "rmse", "RootMeanSquaredError", ...; its log key is the name as given), a Metric instance
+    (one already bound to another task, e.g. a list shared by two models, is copied), or a
+    saved config."""
     if isinstance(spec, Metric):
+        if spec.task is not None and spec.task != task:
+            spec = copy.deepcopy(spec)
+            spec.reset()
         return spec.bind(task)
     if isinstance(spec, dict):  # get_config() of a saved model
         cfg = dict(spec)
@@ -465,9 +519,41 @@ def get_metric(spec: Any, task: str) -> Metric:
         m = cls(**cfg)
         m.spec = spec
         return m.bind(task)
-    if not isinstance(spec, str) or spec.lower() not in _NAMES:
-        raise ValueError(f"metrics must be fastgru.metrics objects or names among "
-                         f"{sorted(_NAMES)}, got {spec!r}")
-    m = _NAMES[spec.lower()]()
-    m.name, m.spec = spec, spec
-    return m.bind(task)
+    if isinstance(spec, str):
+        key = spec.lower() if spec.lower() in _NAMES else _snake(spec)
+        if key in _NAMES:
+            m = _NAMES[key]()
+            m.name, m.spec = spec, spec
+            return m.bind(task)
+        raise ValueError(f"unknown metric {spec!r}: use a name among {sorted(_NAMES)} or a "
+                         "fastgru.metrics object")
+    if isinstance(spec, type) and issubclass(spec, Metric):
+        raise TypeError(f"metrics takes instances: {spec.__name__}(), not the class")
+    mod = type(spec).__module__ or ""
+    if mod.startswith(("keras", "tensorflow", "tf_keras", "torchmetrics", "sklearn")):
+        raise TypeError(f"metrics got a {mod.split('.')[0]} object "
+                        f"({type(spec).__name__}): fastgru computes its own metrics; pass a "
+                        f"name or a fastgru.metrics object, e.g. "
+                        f"fastgru.metrics.{type(spec).__name__}(...) where it exists")
+    raise TypeError(f"metrics must be names or fastgru.metrics objects, got "
+                    f"{type(spec).__name__} {spec!r}"[:300])
+
+
+def unique_names(metrics: list[Metric]) -> list[Metric]:
+    """Keras' renaming of repeated log keys: the second "auc" logs as "auc_1", the third as
+    "auc_2" (the same object given twice is copied first)."""
+    seen: dict[str, int] = {}
+    out: list[Metric] = []
+    for m in metrics:
+        if any(m is o for o in out):
+            m = copy.deepcopy(m)
+        base = m.name
+        if base in seen:
+            k = seen[base]
+            while f"{base}_{k}" in seen:
+                k += 1
+            seen[base] = k + 1
+            m.name = f"{base}_{k}"
+        seen.setdefault(m.name, 1)
+        out.append(m)
+    return out

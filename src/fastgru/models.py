@@ -33,7 +33,7 @@ import numpy as np
 from fastgru import checkpoint as ckpt
 from fastgru._validation import check_bool, check_int
 from fastgru.losses import Loss, get_loss
-from fastgru.metrics import Metric, get_metric
+from fastgru.metrics import Metric, get_metric, unique_names
 from fastgru.nn import (
     RNN,
     Activation,
@@ -330,7 +330,7 @@ class Sequential:
         self.loss = get_loss(loss)
         if isinstance(metrics, (str, Metric)):  # one (Keras wants a list; the intent is clear)
             metrics = [metrics]
-        self.metrics = [get_metric(m, self.loss.task) for m in (metrics or [])]
+        self.metrics = unique_names([get_metric(m, self.loss.task) for m in (metrics or [])])
         self._setup_head()
 
     def _setup_head(self) -> None:
