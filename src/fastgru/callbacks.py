@@ -465,8 +465,7 @@ class BackupAndRestore(Callback):
         if save_freq != "epoch":
             raise ValueError(f"save_freq={save_freq!r}: fastgru's BackupAndRestore backs up at "
                              "the end of every epoch (save_freq='epoch') and resumes there")
-        if os.path.isdir(where) or where.endswith(("/", os.sep)) or \
-                not where.lower().endswith(".npz"):
+        if os.path.isdir(where) or not where.lower().endswith(".npz"):
             self.path = os.path.join(where, "backup.npz")
         else:
             self.path = where

@@ -126,10 +126,11 @@ def _has_ids(pred: np.ndarray, target: np.ndarray) -> bool:
 
 def _class_ids(pred: np.ndarray, target: np.ndarray, name: str) -> np.ndarray:
     """The target classes (...,) from ids or one-hot rows, checked against pred (..., K)."""
-    t = target.reshape(pred.shape[:-1]) if _has_ids(pred, target) and \
-        target.size == int(np.prod(pred.shape[:-1])) else \
-        (target.argmax(-1) if target.shape == pred.shape else None)
-    if t is None:
+    if _has_ids(pred, target) and target.size == int(np.prod(pred.shape[:-1])):
+        t = target.reshape(pred.shape[:-1])
+    elif target.shape == pred.shape:
+        t = target.argmax(-1)
+    else:
         raise ValueError(f"metric {name!r}: targets {target.shape} match neither class ids "
                          f"{pred.shape[:-1]} nor one-hot rows {pred.shape}")
     if t.size and (not np.all(t == np.round(t)) or t.min() < 0 or t.max() >= pred.shape[-1]):
@@ -231,10 +232,7 @@ class TopKCategoricalAccuracy(MeanMetric):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be an int >= 1, got {k!r}")
         self.k = int(k)
-        super().__init__("categorical_accuracy", name)
-        self.default_name = "top_k_categorical_accuracy"
-        if name is None:
-            self.name = self.default_name
+        super().__init__("categorical_accuracy", name or "top_k_categorical_accuracy")
 
     def get_config(self) -> dict[str, Any]:
         return {"class": type(self).__name__, "name": self.name, "k": self.k}
@@ -303,26 +301,20 @@ class _Confusion(Metric):
                                  f"output with more than {self.class_id} classes, got {p.shape}")
             p, t = p[..., self.class_id:self.class_id + 1], t[..., self.class_id:self.class_id + 1]
         p = _select(p, mask)
-        # NaN is below every listed threshold (NaN > t is False); the even bucketing needs a
-        # number: 0, Keras' result there being unspecified
-        p = np.where(np.isnan(p), 0.0 if self._even else -np.inf, p)
-        p = np.clip(p, -np.inf if not self._even else 0.0, 1.0)
         pos = (_select(t, mask) != 0).astype(np.float64)
         n = len(self._thr)
+        # b: how many thresholds p counts as positive at (the lowest b of them)
         if self._even:
-            # Keras' bucketing for evenly spaced thresholds: p's bucket is ceil(p (n-1)) - 1,
-            # and p counts as positive at every threshold below its bucket's top
-            b = np.maximum(np.ceil(p * p.dtype.type(n - 1)) - 1, 0).astype(np.int64)
-        else:
-            b = np.searchsorted(self._thr, p, side="left")  # the number of thresholds below p
-        h_pos = np.bincount(b, weights=pos, minlength=n + 1)[:n + 1]
-        h_neg = np.bincount(b, weights=1.0 - pos, minlength=n + 1)[:n + 1]
-        if self._even:
-            tp = np.cumsum(h_pos[::-1])[::-1][:n]
-            fp = np.cumsum(h_neg[::-1])[::-1][:n]
-        else:
-            tp = np.cumsum(h_pos[::-1])[::-1][1:]
-            fp = np.cumsum(h_neg[::-1])[::-1][1:]
+            # Keras' bucketing for evenly spaced thresholds: p in [0, 1] (NaN as 0, Keras'
+            # result there being unspecified) is in bucket ceil(p (n-1)) - 1 >= 0 and positive
+            # at the thresholds up to that bucket's
+            p = np.clip(np.nan_to_num(p, nan=0.0), 0.0, 1.0)
+            b = np.maximum(np.ceil(p * p.dtype.type(n - 1)) - 1, 0).astype(np.int64) + 1
+        else:  # the thresholds strictly below p; NaN is below none (NaN > t is False)
+            b = np.searchsorted(self._thr, np.where(np.isnan(p), -np.inf, p), side="left")
+        # tp[i] = positives with b > i: a reverse cumulative sum over the b histogram
+        tp = np.cumsum(np.bincount(b, weights=pos, minlength=n + 1)[::-1])[::-1][1:]
+        fp = np.cumsum(np.bincount(b, weights=1.0 - pos, minlength=n + 1)[::-1])[::-1][1:]
         P, N = pos.sum(), pos.size - pos.sum()
         self._sums += np.concatenate([tp, fp, N - fp, P - tp])
 
@@ -354,34 +346,28 @@ class Recall(_Confusion):
         return float(_div(tp, tp + fn)[0])
 
 
-class TruePositives(_Confusion):
-    default_name = "true_positives"
+class _Count(_Confusion):
+    """One confusion count over the epoch; `which` indexes TP | FP | TN | FN."""
+    which = 0
 
     def result(self) -> float:
-        return float(self._counts()[0][0])
+        return float(self._counts()[self.which][0])
 
 
-class FalsePositives(_Confusion):
-    default_name = "false_positives"
-    direction = "down"
-
-    def result(self) -> float:
-        return float(self._counts()[1][0])
+class TruePositives(_Count):
+    default_name, which = "true_positives", 0
 
 
-class TrueNegatives(_Confusion):
-    default_name = "true_negatives"
-
-    def result(self) -> float:
-        return float(self._counts()[2][0])
+class FalsePositives(_Count):
+    default_name, which, direction = "false_positives", 1, "down"
 
 
-class FalseNegatives(_Confusion):
-    default_name = "false_negatives"
-    direction = "down"
+class TrueNegatives(_Count):
+    default_name, which = "true_negatives", 2
 
-    def result(self) -> float:
-        return float(self._counts()[3][0])
+
+class FalseNegatives(_Count):
+    default_name, which, direction = "false_negatives", 3, "down"
 
 
 class AUC(_Confusion):
